@@ -1,0 +1,176 @@
+"""The `bridge` command line: parse options, call bridge.api, print, set the exit code.
+
+Exit codes: 0 all synced (warnings allowed); 1 some run failed (the others were still
+synced); 2 usage or configuration error (bad URI, unreachable server, unreadable folder);
+3 conflicts were reported (and left untouched). A failed run takes precedence over conflicts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from bridge.errors import EXIT_USAGE, BridgeError
+
+EXIT_HELP = """\b
+Exit codes:
+  0  all runs synced (warnings allowed)
+  1  some run failed (the others were still synced)
+  2  usage or configuration error (bad URI, unreachable server, unreadable folder)
+  3  conflicts reported and left untouched
+"""
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("MLFLOW_TRUNCATE_LONG_VALUES", "false")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    for name in ("alembic", "mlflow", "wandb", "urllib3", "botocore"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _progress_wanted(as_json: bool) -> bool:
+    return not as_json and sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def _fail(message: str) -> None:
+    click.echo(f"bridge: error: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def _format_for(path: str) -> str:
+    suffix = Path(path).suffix.lower()
+    return {".json": "json", ".md": "markdown", ".markdown": "markdown"}.get(suffix, "text")
+
+
+def _reader_options(staging_dir: str | None, runs: str | None, entity: str | None):  # noqa: ANN202
+    from bridge.adapters.base import ReaderOptions
+
+    return ReaderOptions(
+        staging_dir=staging_dir,
+        run_ids=[r for r in (runs or "").split(",") if r],
+        entity=entity,
+    )
+
+
+_common = [
+    click.argument("source"),
+    click.argument("dest"),
+    click.option(
+        "--state",
+        "state_url",
+        metavar="URL",
+        help="State store: a file path or SQLAlchemy URL (default: the user's state dir).",
+    ),
+    click.option("--workers", default=4, show_default=True, help="Runs processed in parallel."),
+    click.option(
+        "--staging-dir",
+        type=click.Path(file_okay=False),
+        help="W&B offline: a moved copy of the SDK's artifact staging folder.",
+    ),
+    click.option("--runs", metavar="ID,...", help="Only these source run ids."),
+    click.option(
+        "--entity", help="W&B offline: entity for runs whose log records none."
+    ),
+]
+
+
+def common_options(func):  # noqa: ANN001, ANN201
+    for decorator in reversed(_common):
+        func = decorator(func)
+    return func
+
+
+@click.group(epilog=EXIT_HELP)
+@click.version_option(package_name="tracking-bridge")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug detail to stderr.")
+def main(verbose: bool) -> None:
+    """Migrate and mirror experiment history between W&B and MLflow.
+
+    \b
+    URIs:
+      wandb-offline:DIR       W&B offline run folders (read from .wandb logs, no network)
+      wandb:ENTITY/PROJECT    a W&B server through wandb.Api
+      mlflow:TRACKING_URI     any MLflow store: sqlite:///f.db, http://host:5000, postgresql://...
+    """
+    _quiet_libraries()
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr)
+    if not verbose:
+        _quiet_libraries()
+
+
+@main.command(epilog=EXIT_HELP)
+@common_options
+@click.option("--dry-run", is_flag=True, help="Plan and report; write nothing anywhere.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
+@click.option(
+    "--report", "report_path", type=click.Path(dir_okay=False),
+    help="Also write the report to FILE (.json, .md or text by extension).",
+)
+@click.option(
+    "--on-conflict", type=click.Choice(["skip", "fail"]), default="skip", show_default=True,
+    help="skip: leave conflicting runs untouched; fail: write nothing if any conflict.",
+)
+def sync(
+    source: str, dest: str, state_url: str | None, workers: int, staging_dir: str | None,
+    runs: str | None, entity: str | None, dry_run: bool, as_json: bool,
+    report_path: str | None, on_conflict: str,
+) -> None:
+    """Copy every run of SOURCE into DEST; a re-run writes only what changed."""
+    from bridge import api
+    from bridge.engine import report
+
+    try:
+        plan = api.sync(
+            source, dest, dry_run=dry_run, state=state_url, workers=workers,
+            on_conflict=on_conflict,  # type: ignore[arg-type]
+            reader_options=_reader_options(staging_dir, runs, entity),
+            show_progress=_progress_wanted(as_json),
+        )
+    except BridgeError as exc:
+        _fail(str(exc))
+        return
+    if report_path:
+        Path(report_path).write_text(report.render(plan, _format_for(report_path)))
+    click.echo(report.as_json(plan) if as_json else report.as_text(plan), nl=False)
+    sys.exit(plan.exit_code())
+
+
+@main.command(epilog=EXIT_HELP)
+@common_options
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text",
+    show_default=True,
+)
+@click.option("--output", type=click.Path(dir_okay=False), help="Write the report to FILE.")
+def diff(
+    source: str, dest: str, state_url: str | None, workers: int, staging_dir: str | None,
+    runs: str | None, entity: str | None, fmt: str, output: str | None,
+) -> None:
+    """Show what `sync` would do (a dry run): nothing is written, not even state."""
+    from bridge import api
+    from bridge.engine import report
+
+    try:
+        plan = api.diff(
+            source, dest, state=state_url, workers=workers,
+            reader_options=_reader_options(staging_dir, runs, entity),
+            show_progress=_progress_wanted(fmt != "text"),
+        )
+    except BridgeError as exc:
+        _fail(str(exc))
+        return
+    text = report.render(plan, fmt)
+    if output:
+        Path(output).write_text(text)
+    else:
+        click.echo(text, nl=False)
+    sys.exit(plan.exit_code())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,138 @@
+"""Render a Plan (dry run) or a Plan with outcomes (real run) as text, JSON or Markdown."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bridge.engine.model import Plan, RunPlan
+
+
+def _what(run: RunPlan) -> str:
+    parts: list[str] = []
+    points = run.points_new if run.outcome in ("pending", "skipped") else run.points_written
+    if run.action in ("create", "resume", "update"):
+        if points is not None:
+            parts.append(f"+{points} points")
+        if run.params_to_write:
+            parts.append(f"{len(run.params_to_write)} params")
+        if run.tags_to_write:
+            parts.append(f"{len(run.tags_to_write)} tags")
+        files = run.files_new if run.outcome in ("pending", "skipped") else run.files_written
+        if files:
+            parts.append(f"{files} files")
+    if run.reason:
+        parts.append(run.reason)
+    if run.error:
+        parts.append(f"error: {run.error}")
+    return ", ".join(parts)
+
+
+def as_dict(plan: Plan) -> dict[str, Any]:
+    """The machine-readable summary (`--json`, `--format json`)."""
+    return {
+        "source": plan.source,
+        "dest": plan.dest,
+        "dry_run": plan.dry_run,
+        "exit_code": plan.exit_code(),
+        "counts": plan.counts(),
+        "outcomes": plan.outcomes(),
+        "points_written": sum(r.points_written for r in plan.runs),
+        "runs": [
+            {
+                "source_id": r.source_id,
+                "name": r.name,
+                "project": r.project,
+                "action": r.action,
+                "outcome": r.outcome,
+                "dest_id": r.dest_id,
+                "reason": r.reason,
+                "points_new": r.points_new,
+                "points_written": r.points_written,
+                "params_to_write": len(r.params_to_write),
+                "tags_to_write": len(r.tags_to_write),
+                "files_new": r.files_new,
+                "files_written": r.files_written,
+                "error": r.error,
+            }
+            for r in plan.runs
+        ],
+        "warnings": [w.model_dump() for w in plan.warnings],
+        "conflicts": [c.model_dump() for c in plan.conflicts],
+        "errors": plan.errors,
+    }
+
+
+def as_json(plan: Plan) -> str:
+    return json.dumps(as_dict(plan), indent=2, sort_keys=False, default=str)
+
+
+def as_text(plan: Plan) -> str:
+    head = "dry run — nothing written" if plan.dry_run else "sync"
+    lines = [f"{head}: {plan.source} -> {plan.dest}"]
+    by_project: dict[str, list[RunPlan]] = {}
+    for run in plan.runs:
+        by_project.setdefault(run.project, []).append(run)
+    for project, runs in sorted(by_project.items()):
+        lines.append(f"project {project}")
+        for run in sorted(runs, key=lambda r: r.source_id):
+            label = run.action if run.outcome != "failed" else "FAILED"
+            name = f" ({run.name})" if run.name else ""
+            what = _what(run)
+            lines.append(f"  {label:<9} {run.source_id}{name}" + (f": {what}" if what else ""))
+    if plan.conflicts:
+        lines.append("conflicts (left untouched):")
+        for c in plan.conflicts:
+            lines.append(
+                f"  {c.source_id} {c.field}: source={c.source_value!r} "
+                f"dest={c.dest_value!r} last-synced={c.synced_value!r} — {c.reason}"
+            )
+    if plan.warnings:
+        lines.append("warnings:")
+        for w in plan.warnings:
+            lines.append(f"  {w.source_id} [{w.code}] {w.message}")
+    for err in plan.errors:
+        lines.append(f"error: {err}")
+    counts = ", ".join(f"{n} {a}" for a, n in sorted(plan.counts().items())) or "no runs"
+    failed = sum(1 for r in plan.runs if r.outcome == "failed")
+    lines.append(
+        f"summary: {counts}; {sum(r.points_written for r in plan.runs)} points written; "
+        f"{failed} failed; {len(plan.conflicts)} conflicts; {len(plan.warnings)} warnings"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _md(text: object) -> str:
+    return str(text if text is not None else "").replace("|", "\\|").replace("\n", " ")
+
+
+def as_markdown(plan: Plan) -> str:
+    title = "Dry run" if plan.dry_run else "Sync"
+    out = [f"## {title}: `{plan.source}` → `{plan.dest}`", ""]
+    counts = ", ".join(f"**{n}** {a}" for a, n in sorted(plan.counts().items())) or "no runs"
+    out += [counts, "", "| project | run | name | action | outcome | details |", "|---|---|---|---|---|---|"]
+    for r in sorted(plan.runs, key=lambda r: (r.project, r.source_id)):
+        out.append(
+            f"| {_md(r.project)} | `{_md(r.source_id)}` | {_md(r.name)} | {r.action} "
+            f"| {r.outcome} | {_md(_what(r))} |"
+        )
+    if plan.conflicts:
+        out += ["", "### Conflicts", "", "| run | field | source | destination | last synced | why |",
+                "|---|---|---|---|---|---|"]
+        for c in plan.conflicts:
+            out.append(
+                f"| `{_md(c.source_id)}` | {_md(c.field)} | {_md(c.source_value)} "
+                f"| {_md(c.dest_value)} | {_md(c.synced_value)} | {_md(c.reason)} |"
+            )
+    if plan.warnings:
+        out += ["", "### Warnings", "", "| run | code | message |", "|---|---|---|"]
+        for w in plan.warnings:
+            out.append(f"| `{_md(w.source_id)}` | {w.code} | {_md(w.message)} |")
+    return "\n".join(out) + "\n"
+
+
+RENDERERS = {"text": as_text, "json": as_json, "markdown": as_markdown}
+
+
+def render(plan: Plan, fmt: str) -> str:
+    return RENDERERS[fmt](plan)

@@ -1,0 +1,140 @@
+"""The neutral schema every adapter reads into and writes from.
+
+Readers produce these records; writers consume them; the engine only ever sees these
+types, never a backend's own objects. Metric history travels as columnar chunks
+(:class:`MetricChunk`), one chunk per key with up to a few thousand points, so memory
+never grows with the length of a history.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+RunStatus = Literal["FINISHED", "FAILED", "KILLED", "RUNNING"]
+
+
+class Project(BaseModel):
+    """A W&B project / an MLflow experiment."""
+
+    source_id: str  # e.g. "wandb:ENTITY/PROJECT"
+    name: str
+    entity: str | None = None
+    description: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class RunHeader(BaseModel):
+    """What a reader lists cheaply: enough to decide whether a run needs reading at all."""
+
+    source_id: str  # "wandb:ENTITY/PROJECT/RUN_ID" — stable across offline and online readers
+    native_id: str  # the backend's own run id (W&B run id, MLflow run uuid)
+    project: Project
+    name: str | None = None
+    # Changes whenever anything about the run changes (new history, new files, edited
+    # metadata). Equal fingerprints mean "nothing to do"; the engine never reads the body.
+    fingerprint: str
+    # Reader-private locator (folders, offsets, API handles); opaque to the engine.
+    locator: dict[str, Any] = Field(default_factory=dict)
+
+
+class FileRef(BaseModel):
+    """A file belonging to a run, opened lazily through ``Reader.open_file``."""
+
+    path: str  # destination-relative path, "/"-separated, e.g. "files/output.log"
+    size: int | None = None
+    sha256: str | None = None
+    locator: dict[str, Any] = Field(default_factory=dict)
+
+
+class ManifestEntry(BaseModel):
+    path: str
+    digest: str | None = None  # W&B md5 digest (base64) or other algorithm-prefixed digest
+    size: int | None = None
+    ref: str | None = None  # reference URI (s3://, file://, https://...) if a reference entry
+    local_path: str | None = None  # where the content sits locally (offline staging), if known
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class ArtifactVersion(BaseModel):
+    """An artifact version logged or used by a run (full registry semantics come later)."""
+
+    name: str  # collection name, e.g. "my-dataset"
+    type: str
+    version: str | None = None  # "v3" when the source knows it
+    digest: str | None = None
+    description: str | None = None
+    aliases: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    manifest: list[ManifestEntry] = Field(default_factory=list)
+    direction: Literal["logged", "used"] = "logged"
+
+
+class Run(BaseModel):
+    """A full run body: everything but the metric history and file content."""
+
+    header: RunHeader
+    name: str | None = None
+    user: str | None = None
+    notes: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    group: str | None = None
+    job_type: str | None = None
+    host: str | None = None
+    git_remote: str | None = None
+    git_commit: str | None = None
+    start_time_ms: int | None = None
+    end_time_ms: int | None = None
+    status: RunStatus = "FINISHED"
+    status_reason: str | None = None  # why a status was inferred (e.g. "no exit record")
+    exit_code: int | None = None
+    config: dict[str, Any] = Field(default_factory=dict)  # nested, raw JSON-able values
+    summary: dict[str, Any] = Field(default_factory=dict)  # nested, raw JSON-able values
+    metric_definitions: list[dict[str, Any]] = Field(default_factory=list)  # define_metric
+    files: list[FileRef] = Field(default_factory=list)
+    artifacts: list[ArtifactVersion] = Field(default_factory=list)
+    # Extra backend-level tags the reader wants preserved verbatim (already namespaced).
+    extra_tags: dict[str, str] = Field(default_factory=dict)
+    # Set when the source is damaged (truncated log ...): imported as far as it is intact.
+    incomplete_reason: str | None = None
+    # Reader-side problems found while reading (missing staging files, skipped logs ...).
+    warnings: list[str] = Field(default_factory=list)
+
+
+class MetricChunk(BaseModel):
+    """Consecutive points of one metric stream, columnar.
+
+    ``timestamps`` are epoch milliseconds. ``values`` may hold NaN and ±inf: what a
+    destination cannot store faithfully is the writer's to map and report.
+    """
+
+    key: str
+    steps: list[int]
+    timestamps: list[int]
+    values: list[float]
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+class ExtraValue(BaseModel):
+    """A history value that is not a plain number: media, tables, histograms, strings."""
+
+    key: str
+    step: int
+    timestamp: int  # epoch ms
+    value_json: str  # the raw JSON the source logged
+    kind: str  # W&B "_type" (image-file, table-file, histogram ...) or "string"/"object"
+    file: FileRef | None = None  # the media file, when the value points at one
+
+
+HistoryItem = MetricChunk | ExtraValue
+
+
+class Warning_(BaseModel):
+    """One report line about something that could not be mapped as-is."""
+
+    source_id: str
+    code: str  # "truncated", "sanitized-key", "non-finite", "missing-file", "incomplete" ...
+    message: str

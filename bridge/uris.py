@@ -1,0 +1,69 @@
+"""Turn "SCHEME:TARGET" URIs into adapter instances.
+
+The registry maps a scheme to the module and class of its reader and writer; modules are
+imported only when used, so `bridge --help` stays fast and a backend that is not used
+costs nothing. Adding a backend = one line here plus its adapter module.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from bridge.adapters.base import Reader, ReaderOptions, Writer
+from bridge.errors import BridgeError
+
+# scheme -> (reader "module:Class" or None, writer "module:Class" or None, example)
+REGISTRY: dict[str, tuple[str | None, str | None, str]] = {
+    "wandb-offline": (
+        "bridge.adapters.wandb.offline_reader:WandbOfflineReader",
+        None,
+        "wandb-offline:./wandb",
+    ),
+    "wandb": (
+        "bridge.adapters.wandb.api_reader:WandbApiReader",
+        None,
+        "wandb:ENTITY/PROJECT",
+    ),
+    "mlflow": (
+        None,
+        "bridge.adapters.mlflow.writer:MlflowWriter",
+        "mlflow:sqlite:///mlflow.db",
+    ),
+}
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """Split "scheme:target"; raise a one-line usage error naming the known schemes."""
+    scheme, sep, target = uri.partition(":")
+    known = ", ".join(f"{s}: (e.g. {ex})" for s, (_, _, ex) in REGISTRY.items())
+    if not sep or scheme not in REGISTRY:
+        raise BridgeError(f"unknown URI {uri!r}: expected one of {known}")
+    if not target:
+        raise BridgeError(f"URI {uri!r} names no target: e.g. {REGISTRY[scheme][2]}")
+    return scheme, target
+
+
+def _load(path: str) -> type:
+    module, _, name = path.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+    except ImportError as exc:  # pragma: no cover - adapter not installed
+        raise BridgeError(f"backend module {module} cannot be imported: {exc}") from exc
+
+
+def open_reader(uri: str, options: ReaderOptions | None = None) -> Reader:
+    scheme, target = split_uri(uri)
+    reader_path = REGISTRY[scheme][0]
+    if reader_path is None:
+        raise BridgeError(f"{scheme}: cannot be used as a SOURCE yet (it is a destination only)")
+    reader: Reader = _load(reader_path)(target, options)
+    return reader
+
+
+def open_writer(uri: str) -> Writer:
+    scheme, target = split_uri(uri)
+    writer_path = REGISTRY[scheme][1]
+    if writer_path is None:
+        raise BridgeError(f"{scheme}: cannot be used as a DEST yet (it is a source only)")
+    writer: Writer = _load(writer_path)(target)
+    return writer

@@ -1,0 +1,103 @@
+"""Shared fixtures: real MLflow stores (sqlite, an `mlflow server` process, PostgreSQL)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("MLFLOW_TRUNCATE_LONG_VALUES", "false")
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+PG_BASE = os.environ.get("BRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 60.0) -> None:
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except Exception:
+            time.sleep(0.3)
+    raise RuntimeError(f"server at {url} did not come up")
+
+
+@pytest.fixture
+def sqlite_uri(tmp_path: Path) -> str:
+    """A fresh sqlite MLflow tracking URI (artifacts under tmp_path)."""
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def start_mlflow_server(workdir: Path, backend_uri: str | None = None) -> tuple[str, subprocess.Popen]:
+    port = free_port()
+    backend = backend_uri or f"sqlite:///{workdir / 'server.db'}"
+    art = workdir / "server-artifacts"
+    art.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable, "-m", "mlflow", "server",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--backend-store-uri", backend,
+        "--default-artifact-root", f"mlflow-artifacts:/",
+        "--artifacts-destination", str(art),
+        "--workers", "1",
+    ]
+    log = open(workdir / "server.log", "wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/health", timeout=90)
+    except Exception:
+        proc.kill()
+        raise
+    return url, proc
+
+
+@pytest.fixture
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 with a fresh sqlite backend; yields its URL."""
+    workdir = tmp_path_factory.mktemp("mlflow-server")
+    url, proc = start_mlflow_server(workdir)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database on the local server; yields its SQLAlchemy URL."""
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    name = "bridge_" + uuid.uuid4().hex[:12]
+    admin = sqlalchemy.create_engine(PG_BASE, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except Exception as exc:  # pragma: no cover - environment without PostgreSQL
+        pytest.fail(f"PostgreSQL at {PG_BASE} is required for this test: {exc}")
+    url = PG_BASE.rsplit("/", 1)[0] + "/" + name
+    yield url
+    with admin.connect() as conn:
+        conn.exec_driver_sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+    admin.dispose()
