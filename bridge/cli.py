@@ -73,9 +73,7 @@ _common = [
         help="W&B offline: a moved copy of the SDK's artifact staging folder.",
     ),
     click.option("--runs", metavar="ID,...", help="Only these source run ids."),
-    click.option(
-        "--entity", help="W&B offline: entity for runs whose log records none."
-    ),
+    click.option("--entity", help="W&B offline: entity for runs whose log records none."),
 ]
 
 
@@ -108,17 +106,30 @@ def main(verbose: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Plan and report; write nothing anywhere.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
 @click.option(
-    "--report", "report_path", type=click.Path(dir_okay=False),
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False),
     help="Also write the report to FILE (.json, .md or text by extension).",
 )
 @click.option(
-    "--on-conflict", type=click.Choice(["skip", "fail"]), default="skip", show_default=True,
+    "--on-conflict",
+    type=click.Choice(["skip", "fail"]),
+    default="skip",
+    show_default=True,
     help="skip: leave conflicting runs untouched; fail: write nothing if any conflict.",
 )
 def sync(
-    source: str, dest: str, state_url: str | None, workers: int, staging_dir: str | None,
-    runs: str | None, entity: str | None, dry_run: bool, as_json: bool,
-    report_path: str | None, on_conflict: str,
+    source: str,
+    dest: str,
+    state_url: str | None,
+    workers: int,
+    staging_dir: str | None,
+    runs: str | None,
+    entity: str | None,
+    dry_run: bool,
+    as_json: bool,
+    report_path: str | None,
+    on_conflict: str,
 ) -> None:
     """Copy every run of SOURCE into DEST; a re-run writes only what changed."""
     from bridge import api
@@ -126,7 +137,11 @@ def sync(
 
     try:
         plan = api.sync(
-            source, dest, dry_run=dry_run, state=state_url, workers=workers,
+            source,
+            dest,
+            dry_run=dry_run,
+            state=state_url,
+            workers=workers,
             on_conflict=on_conflict,  # type: ignore[arg-type]
             reader_options=_reader_options(staging_dir, runs, entity),
             show_progress=_progress_wanted(as_json),
@@ -143,13 +158,23 @@ def sync(
 @main.command(epilog=EXIT_HELP)
 @common_options
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text",
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
     show_default=True,
 )
 @click.option("--output", type=click.Path(dir_okay=False), help="Write the report to FILE.")
 def diff(
-    source: str, dest: str, state_url: str | None, workers: int, staging_dir: str | None,
-    runs: str | None, entity: str | None, fmt: str, output: str | None,
+    source: str,
+    dest: str,
+    state_url: str | None,
+    workers: int,
+    staging_dir: str | None,
+    runs: str | None,
+    entity: str | None,
+    fmt: str,
+    output: str | None,
 ) -> None:
     """Show what `sync` would do (a dry run): nothing is written, not even state."""
     from bridge import api
@@ -157,7 +182,10 @@ def diff(
 
     try:
         plan = api.diff(
-            source, dest, state=state_url, workers=workers,
+            source,
+            dest,
+            state=state_url,
+            workers=workers,
             reader_options=_reader_options(staging_dir, runs, entity),
             show_progress=_progress_wanted(fmt != "text"),
         )

@@ -211,9 +211,12 @@ class StateStore:
                     & (streams_table.c.source_id == source_id)
                     & (streams_table.c.key == key)
                 )
-                if conn.execute(
-                    sa.update(streams_table).where(where).values(points=count)
-                ).rowcount == 0:
+                if (
+                    conn.execute(
+                        sa.update(streams_table).where(where).values(points=count)
+                    ).rowcount
+                    == 0
+                ):
                     conn.execute(
                         sa.insert(streams_table).values(
                             dest_uri=dest_uri, source_id=source_id, key=key, points=count
@@ -237,7 +240,10 @@ class StateStore:
             & (files_table.c.path == path)
         )
         with self._tx() as conn:
-            if conn.execute(sa.update(files_table).where(where).values(digest=digest)).rowcount == 0:
+            if (
+                conn.execute(sa.update(files_table).where(where).values(digest=digest)).rowcount
+                == 0
+            ):
                 conn.execute(
                     sa.insert(files_table).values(
                         dest_uri=dest_uri, source_id=source_id, path=path, digest=digest

@@ -45,18 +45,30 @@ def sqlite_uri(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
-def start_mlflow_server(workdir: Path, backend_uri: str | None = None) -> tuple[str, subprocess.Popen]:
+def start_mlflow_server(
+    workdir: Path, backend_uri: str | None = None
+) -> tuple[str, subprocess.Popen]:
     port = free_port()
     backend = backend_uri or f"sqlite:///{workdir / 'server.db'}"
     art = workdir / "server-artifacts"
     art.mkdir(parents=True, exist_ok=True)
     cmd = [
-        sys.executable, "-m", "mlflow", "server",
-        "--host", "127.0.0.1", "--port", str(port),
-        "--backend-store-uri", backend,
-        "--default-artifact-root", f"mlflow-artifacts:/",
-        "--artifacts-destination", str(art),
-        "--workers", "1",
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        backend,
+        "--default-artifact-root",
+        f"mlflow-artifacts:/",
+        "--artifacts-destination",
+        str(art),
+        "--workers",
+        "1",
     ]
     log = open(workdir / "server.log", "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)

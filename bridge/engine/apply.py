@@ -10,10 +10,12 @@ Order of writes for one run, so a crash at any point leaves something a re-run f
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import tempfile
 from collections.abc import Callable
+from functools import partial
 from typing import IO
 
 from bridge.adapters.base import MetricSink
@@ -152,14 +154,14 @@ def _write_files(
     done = planned.files_done
     todo: list[tuple[FileRef, Callable[[], IO[bytes]]]] = []
     for ref in [*run.files, *media]:
-        todo.append((ref, lambda ref=ref: ctx.reader.open_file(ref)))
+        todo.append((ref, partial(ctx.reader.open_file, ref)))
     for art in run.artifacts:
         folder = f"{ARTIFACTS_DIR}/{art.direction}/{art.name}/{art.version or art.digest or 'v'}"
         manifest = art.model_dump_json(indent=2).encode()
         todo.append(
             (
                 FileRef(path=f"{folder}/manifest.json", size=len(manifest)),
-                lambda data=manifest: _BytesOpener(data),
+                partial(io.BytesIO, manifest),
             )
         )
         if art.direction != "logged":
@@ -173,7 +175,7 @@ def _write_files(
                 locator={"artifact": art.name, "entry": entry.path, "local_path": entry.local_path},
             )
             if entry.local_path and os.path.exists(entry.local_path):
-                todo.append((ref, lambda p=entry.local_path: open(p, "rb")))
+                todo.append((ref, partial(_open_local, entry.local_path)))
             else:
                 plan.warnings.append(
                     Warning_(
@@ -210,7 +212,5 @@ def _write_files(
         plan.files_written += 1
 
 
-def _BytesOpener(data: bytes) -> IO[bytes]:  # noqa: N802 - reads like a constructor
-    import io
-
-    return io.BytesIO(data)
+def _open_local(path: str) -> IO[bytes]:
+    return open(path, "rb")

@@ -49,9 +49,7 @@ class SyncContext:
         """Destination runs by source identity: how a lost state store is rebuilt."""
         with self._lock:
             if project_dest_id not in self._dest_index:
-                self._dest_index[project_dest_id] = self.writer.find_runs_by_source(
-                    project_dest_id
-                )
+                self._dest_index[project_dest_id] = self.writer.find_runs_by_source(project_dest_id)
             return self._dest_index[project_dest_id]
 
 

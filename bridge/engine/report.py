@@ -110,15 +110,25 @@ def as_markdown(plan: Plan) -> str:
     title = "Dry run" if plan.dry_run else "Sync"
     out = [f"## {title}: `{plan.source}` → `{plan.dest}`", ""]
     counts = ", ".join(f"**{n}** {a}" for a, n in sorted(plan.counts().items())) or "no runs"
-    out += [counts, "", "| project | run | name | action | outcome | details |", "|---|---|---|---|---|---|"]
+    out += [
+        counts,
+        "",
+        "| project | run | name | action | outcome | details |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in sorted(plan.runs, key=lambda r: (r.project, r.source_id)):
         out.append(
             f"| {_md(r.project)} | `{_md(r.source_id)}` | {_md(r.name)} | {r.action} "
             f"| {r.outcome} | {_md(_what(r))} |"
         )
     if plan.conflicts:
-        out += ["", "### Conflicts", "", "| run | field | source | destination | last synced | why |",
-                "|---|---|---|---|---|---|"]
+        out += [
+            "",
+            "### Conflicts",
+            "",
+            "| run | field | source | destination | last synced | why |",
+            "|---|---|---|---|---|---|",
+        ]
         for c in plan.conflicts:
             out.append(
                 f"| `{_md(c.source_id)}` | {_md(c.field)} | {_md(c.source_value)} "

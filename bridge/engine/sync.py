@@ -14,8 +14,8 @@ from bridge.adapters.base import Reader, Writer
 from bridge.engine.apply import apply_run
 from bridge.engine.model import Plan, RunPlan
 from bridge.engine.plan import Planned, SyncContext, plan_run
-from bridge.errors import BridgeError
-from bridge.schema import RunHeader
+from bridge.errors import BridgeError, RunError
+from bridge.schema import RunHeader, Warning_
 from bridge.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -24,15 +24,19 @@ OnConflict = Literal["skip", "fail"]
 
 
 def _failed_plan(header: RunHeader, exc: BaseException) -> Planned:
+    """A run that could not be planned. A reader's RunError means "nothing importable
+    here" (e.g. a log the process never flushed): skipped and reported, not a failure."""
     plan = RunPlan(
         source_id=header.source_id,
         name=header.name,
         project=header.project.name,
         action="skip",
-        reason="could not be read or planned",
-        outcome="failed",
-        error=_one_line(exc),
+        reason=str(exc) if isinstance(exc, RunError) else "could not be read or planned",
+        outcome="skipped" if isinstance(exc, RunError) else "failed",
+        error=None if isinstance(exc, RunError) else _one_line(exc),
     )
+    if isinstance(exc, RunError):
+        plan.warnings.append(Warning_(source_id=header.source_id, code="skipped", message=str(exc)))
     return Planned(plan=plan, header=header)
 
 
@@ -70,8 +74,11 @@ def run_sync(
     workers = max(1, workers)
     bar_lock = threading.Lock()
     runs_bar = tqdm(
-        total=len(headers), desc="plan" if dry_run else "sync", unit="run",
-        disable=not show_progress, position=0,
+        total=len(headers),
+        desc="plan" if dry_run else "sync",
+        unit="run",
+        disable=not show_progress,
+        position=0,
     )
     slots = list(range(workers))
 
@@ -90,7 +97,11 @@ def run_sync(
         for c in p.plan.conflicts:
             if not dry_run:
                 state.record_conflict(
-                    ctx.dest_uri, c.source_id, c.field, c.source_value, c.dest_value,
+                    ctx.dest_uri,
+                    c.source_id,
+                    c.field,
+                    c.source_value,
+                    c.dest_value,
                     c.synced_value,
                 )
         if p.plan.conflicts:
@@ -98,7 +109,8 @@ def run_sync(
             p.plan.reason = p.plan.reason or "conflict: left untouched"
 
     to_apply = [
-        p for p in planned
+        p
+        for p in planned
         if p.plan.action in ("create", "resume", "update") and p.plan.outcome == "pending"
     ]
     if dry_run or (on_conflict == "fail" and report.conflicts):
@@ -116,8 +128,11 @@ def run_sync(
         with bar_lock:
             slot = slots.pop(0) if slots else 0
         points_bar = tqdm(
-            desc=(p.plan.name or p.plan.source_id)[:30], unit="pt", leave=False,
-            disable=not show_progress, position=slot + 1,
+            desc=(p.plan.name or p.plan.source_id)[:30],
+            unit="pt",
+            leave=False,
+            disable=not show_progress,
+            position=slot + 1,
         )
         try:
             apply_run(ctx, p, progress=points_bar.update)

@@ -1,0 +1,122 @@
+"""Bench: W&B offline run → sqlite MLflow, bridge vs a plain MlflowClient.log_batch loop.
+
+Makes one W&B offline run of N points (default 1,000,000 across 5 metrics) with the real
+SDK, syncs it with `bridge sync` (a subprocess, so its peak RSS is its own), then writes
+the same points with a plain log_batch loop (1000 metrics per call) into a fresh sqlite
+store, and prints points/s of each, their ratio and the bridge's peak RSS. With --rss-check
+it also syncs a run a tenth the size, to show RSS does not grow with history length.
+
+    python bench/sync_offline_to_mlflow.py [--points 1000000] [--metrics 5] [--rss-check]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def make_run(root: Path, points: int, metrics: int) -> Path:
+    from sdk_runs import make_big_run
+
+    t0 = time.perf_counter()
+    folder = make_big_run(root, points, n_metrics=metrics)
+    print(f"made W&B offline run: {points:,} points in {time.perf_counter() - t0:.1f} s")
+    return folder
+
+
+# Runs a command in a fresh wrapper process so ru_maxrss of its children is that command's alone.
+_MEASURE = (
+    "import json,resource,subprocess,sys;"
+    "p=subprocess.run(sys.argv[1:],capture_output=True,text=True);"
+    "print(json.dumps({'rc':p.returncode,'out':p.stdout,'err':p.stderr[-2000:],"
+    "'rss':resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))"
+)
+
+
+def bridge_sync(folder: Path, db: Path, state: Path) -> tuple[float, float, int]:
+    """Seconds, peak RSS (MiB) of the bridge process, points written."""
+    cmd = [
+        sys.executable,
+        "-c",
+        _MEASURE,
+        sys.executable,
+        "-m",
+        "bridge.cli",
+        "sync",
+        f"wandb-offline:{folder}",
+        f"mlflow:sqlite:///{db}",
+        "--state",
+        str(state),
+        "--json",
+    ]
+    t0 = time.perf_counter()
+    res = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    seconds = time.perf_counter() - t0
+    if res["rc"] != 0:
+        raise SystemExit(f"bridge sync failed ({res['rc']}): {res['err']}")
+    return seconds, res["rss"] / 1024, int(json.loads(res["out"])["points_written"])
+
+
+def plain_log_batch(db: Path, points: int, metrics: int) -> float:
+    """A plain MlflowClient.log_batch loop writing the same number of points."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    exp = client.create_experiment("plain")
+    run_id = client.create_run(exp).info.run_id
+    steps = points // metrics
+    now = int(time.time() * 1000)
+    batch: list[Metric] = []
+    t0 = time.perf_counter()
+    for step in range(steps):
+        for m in range(metrics):
+            batch.append(Metric(f"metric_{m}", step * 0.001 + m, now + step, step))
+        if len(batch) >= 1000:
+            client.log_batch(run_id, metrics=batch[:1000])
+            batch = batch[1000:]
+    if batch:
+        client.log_batch(run_id, metrics=batch)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--points", type=int, default=1_000_000)
+    parser.add_argument("--metrics", type=int, default=5)
+    parser.add_argument("--rss-check", action="store_true", help="also sync a run N/10 long")
+    args = parser.parse_args()
+    os.environ.setdefault("WANDB_SILENT", "true")
+
+    with tempfile.TemporaryDirectory(prefix="bridge-bench-") as tmp:
+        work = Path(tmp)
+        folder = make_run(work / "wandb-big", args.points, args.metrics)
+        secs, rss, written = bridge_sync(folder, work / "bridge.db", work / "state.db")
+        base = plain_log_batch(work / "plain.db", args.points, args.metrics)
+        bridge_rate, plain_rate = written / secs, args.points / base
+        print(
+            f"bridge sync:        {written:,} points in {secs:.1f} s = {bridge_rate:,.0f} points/s"
+        )
+        print(
+            f"plain log_batch:    {args.points:,} points in {base:.1f} s = {plain_rate:,.0f} points/s"
+        )
+        print(f"ratio bridge/plain: {bridge_rate / plain_rate:.2f}")
+        print(f"bridge peak RSS:    {rss:.0f} MiB at {args.points:,} points")
+        if args.rss_check:
+            small_n = args.points // 10
+            small = make_run(work / "wandb-small", small_n, args.metrics)
+            _, small_rss, _ = bridge_sync(small, work / "small.db", work / "small-state.db")
+            print(f"bridge peak RSS:    {small_rss:.0f} MiB at {small_n:,} points")
+
+
+if __name__ == "__main__":
+    main()
