@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -47,13 +48,33 @@ def _format_for(path: str) -> str:
     return {".json": "json", ".md": "markdown", ".markdown": "markdown"}.get(suffix, "text")
 
 
-def _reader_options(staging_dir: str | None, runs: str | None, entity: str | None):  # noqa: ANN202
+def _split(values: tuple[str, ...]) -> list[str]:
+    return [v for value in values for v in value.split(",") if v]
+
+
+def _reader_options(  # noqa: ANN202
+    workers: int,
+    staging_dir: str | None,
+    runs: tuple[str, ...],
+    entity: str | None,
+    since: str | None,
+    tags: tuple[str, ...],
+    run_states: tuple[str, ...],
+    experiments: tuple[str, ...],
+    include_deleted: bool,
+):
     from bridge.adapters.base import ReaderOptions
 
     return ReaderOptions(
+        workers=workers,
         staging_dir=staging_dir,
-        run_ids=[r for r in (runs or "").split(",") if r],
+        run_ids=_split(runs),
         entity=entity,
+        since=since,
+        tags=_split(tags),
+        states=_split(run_states),
+        experiments=list(experiments),
+        include_deleted=include_deleted,
     )
 
 
@@ -72,8 +93,25 @@ _common = [
         type=click.Path(file_okay=False),
         help="W&B offline: a moved copy of the SDK's artifact staging folder.",
     ),
-    click.option("--runs", metavar="ID,...", help="Only these source run ids."),
+    click.option("--runs", metavar="ID,...", multiple=True, help="Only these source run ids."),
     click.option("--entity", help="W&B offline: entity for runs whose log records none."),
+    click.option("--since", metavar="DATE", help="W&B: runs created or active since DATE (ISO)."),
+    click.option("--tag", "tags", metavar="TAG", multiple=True, help="W&B: runs with this tag."),
+    click.option(
+        "--run-state",
+        "run_states",
+        multiple=True,
+        type=click.Choice(["finished", "failed", "crashed", "running", "killed"]),
+        help="W&B: runs in this state (repeatable).",
+    ),
+    click.option(
+        "--experiment",
+        "experiments",
+        metavar="NAME",
+        multiple=True,
+        help="MLflow source: experiment name or glob (repeatable; default all).",
+    ),
+    click.option("--include-deleted", is_flag=True, help="MLflow source: also deleted runs."),
 ]
 
 
@@ -123,13 +161,11 @@ def sync(
     dest: str,
     state_url: str | None,
     workers: int,
-    staging_dir: str | None,
-    runs: str | None,
-    entity: str | None,
     dry_run: bool,
     as_json: bool,
     report_path: str | None,
     on_conflict: str,
+    **filters: Any,
 ) -> None:
     """Copy every run of SOURCE into DEST; a re-run writes only what changed."""
     from bridge import api
@@ -143,7 +179,7 @@ def sync(
             state=state_url,
             workers=workers,
             on_conflict=on_conflict,  # type: ignore[arg-type]
-            reader_options=_reader_options(staging_dir, runs, entity),
+            reader_options=_reader_options(workers, **filters),
             show_progress=_progress_wanted(as_json),
         )
     except BridgeError as exc:
@@ -170,11 +206,9 @@ def diff(
     dest: str,
     state_url: str | None,
     workers: int,
-    staging_dir: str | None,
-    runs: str | None,
-    entity: str | None,
     fmt: str,
     output: str | None,
+    **filters: Any,
 ) -> None:
     """Show what `sync` would do (a dry run): nothing is written, not even state."""
     from bridge import api
@@ -186,7 +220,7 @@ def diff(
             dest,
             state=state_url,
             workers=workers,
-            reader_options=_reader_options(staging_dir, runs, entity),
+            reader_options=_reader_options(workers, **filters),
             show_progress=_progress_wanted(fmt != "text"),
         )
     except BridgeError as exc:

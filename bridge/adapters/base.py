@@ -41,6 +41,8 @@ class ReaderOptions(BaseModel):
     since: str | None = None  # ISO date: runs created/heartbeat since
     tags: list[str] = Field(default_factory=list)
     states: list[str] = Field(default_factory=list)
+    experiments: list[str] = Field(default_factory=list)  # MLflow: names or globs
+    include_deleted: bool = False  # MLflow: also read deleted runs
     workers: int = 4
 
 
