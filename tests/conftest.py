@@ -64,7 +64,7 @@ def start_mlflow_server(
         "--backend-store-uri",
         backend,
         "--default-artifact-root",
-        f"mlflow-artifacts:/",
+        "mlflow-artifacts:/",
         "--artifacts-destination",
         str(art),
         "--workers",

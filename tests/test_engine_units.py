@@ -31,10 +31,22 @@ def test_slice_new_skips_points_under_the_watermark() -> None:
 def _plan() -> Plan:
     plan = Plan(source="wandb-offline:/d", dest="mlflow:sqlite:///m.db", dry_run=False)
     plan.runs = [
-        RunPlan(source_id="wandb:a/p/1", name="one", project="p", action="create",
-                outcome="done", points_written=42, params_to_write={"lr": "0.1"}),
-        RunPlan(source_id="wandb:a/p/2", name="<b>two|x</b>", project="p", action="unchanged",
-                outcome="unchanged"),
+        RunPlan(
+            source_id="wandb:a/p/1",
+            name="one",
+            project="p",
+            action="create",
+            outcome="done",
+            points_written=42,
+            params_to_write={"lr": "0.1"},
+        ),
+        RunPlan(
+            source_id="wandb:a/p/2",
+            name="<b>two|x</b>",
+            project="p",
+            action="unchanged",
+            outcome="unchanged",
+        ),
     ]
     plan.runs[0].warnings.append(
         Warning_(source_id="wandb:a/p/1", code="truncated", message="param 'long' cut")
@@ -46,8 +58,13 @@ def test_exit_codes_follow_the_contract() -> None:
     plan = _plan()
     assert plan.exit_code() == 0  # warnings allowed
     plan.runs[1].conflicts.append(
-        Conflict(source_id="wandb:a/p/2", field="tag:x", source_value="a", dest_value="b",
-                 reason="changed in the destination")
+        Conflict(
+            source_id="wandb:a/p/2",
+            field="tag:x",
+            source_value="a",
+            dest_value="b",
+            reason="changed in the destination",
+        )
     )
     assert plan.exit_code() == 3
     plan.runs[0].outcome = "failed"
@@ -57,8 +74,14 @@ def test_exit_codes_follow_the_contract() -> None:
 def test_reports_carry_counts_warnings_and_conflicts() -> None:
     plan = _plan()
     plan.runs[1].conflicts.append(
-        Conflict(source_id="wandb:a/p/2", field="param:lr", source_value="0.2", dest_value="0.1",
-                 synced_value="0.1", reason="changed at the source")
+        Conflict(
+            source_id="wandb:a/p/2",
+            field="param:lr",
+            source_value="0.2",
+            dest_value="0.1",
+            synced_value="0.1",
+            reason="changed at the source",
+        )
     )
     data = as_dict(plan)
     assert data["counts"] == {"create": 1, "unchanged": 1}

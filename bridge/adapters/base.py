@@ -114,7 +114,12 @@ class Rendered(BaseModel):
 
 
 class MetricSink(ABC):
-    """Buffers metric points across keys and writes them in destination-sized batches."""
+    """Buffers metric points across keys and writes them in destination-sized batches.
+
+    ``warnings`` collects what the sink had to bend (renamed keys ...); the engine reports it.
+    """
+
+    warnings: list[Warning_]
 
     @abstractmethod
     def add(self, chunk: MetricChunk) -> None: ...

@@ -115,6 +115,7 @@ def _write_history(
                     ctx.writer.put_file(dest_id, EXTRAS_PATH, fh)
         finally:
             os.unlink(extras.name)
+    plan.warnings.extend(getattr(sink, "warnings", []))
     for key, count in sorted(non_finite.items()):
         plan.warnings.append(
             Warning_(

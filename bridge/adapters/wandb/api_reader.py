@@ -1,0 +1,773 @@
+"""``wandb:ENTITY/PROJECT`` — read runs from a W&B server through ``wandb.Api``.
+
+History is read in full, never sampled: the run's parquet export
+(``download_history_exports``, streamed with pyarrow ``iter_batches``) plus the tail not
+exported yet (``scan_history(min_step=...)``); without an export, ``scan_history`` alone.
+The items produced match :class:`~bridge.adapters.wandb.offline_reader.WandbOfflineReader`
+on the same run, so a run migrated from its offline folder or from the server ends equal.
+Every network call is retried with exponential backoff and jitter: ``wandb-core`` retries
+some failures itself, but not all, and a listing must not lose a page.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import netrc
+import os
+import random
+import shutil
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from base64 import b64encode
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any, TypeGuard, TypeVar
+
+from bridge.adapters.base import Reader, ReaderOptions
+from bridge.errors import BridgeError, RunError
+from bridge.schema import (
+    ArtifactVersion,
+    ExtraValue,
+    FileRef,
+    HistoryItem,
+    ManifestEntry,
+    MetricChunk,
+    Project,
+    Run,
+    RunHeader,
+)
+
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+CHUNK_POINTS = 1000
+PAGE_SIZE = 50
+CHECK_TIMEOUT_S = 5.0
+API_TIMEOUT_S = 60.0
+SYSTEM_SAMPLES = 1_000_000
+_T = TypeVar("_T")
+
+# W&B state -> neutral status; "crashed" is a run that stopped heartbeating.
+STATUS = {
+    "finished": "FINISHED",
+    "failed": "FAILED",
+    "crashed": "FAILED",
+    "killed": "KILLED",
+    "running": "RUNNING",
+    "pending": "RUNNING",
+    "preempting": "RUNNING",
+    "preempted": "FAILED",
+}
+# Neutral status (as users pass it in --states) -> W&B states.
+STATES_OF = {
+    "FINISHED": ["finished"],
+    "FAILED": ["failed", "crashed", "preempted"],
+    "KILLED": ["killed"],
+    "RUNNING": ["running", "pending", "preempting"],
+}
+_PERMANENT = ("not implemented", "could not find", "not found", "permission", "unauthorized")
+
+
+def _parse_time(text: str | None) -> int | None:
+    """W&B DateTime ("2024-05-01T10:00:00", UTC when naive) -> epoch ms."""
+    if not text:
+        return None
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(dt.timestamp() * 1000)
+
+
+def _flatten(prefix: str, value: Any, out: list[tuple[str, Any]]) -> None:
+    """Nested dicts -> ``a.b`` keys (as the offline reader names them); media stays whole."""
+    if isinstance(value, dict) and "_type" not in value and value:
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out.append((prefix, value))
+
+
+def _is_number(v: Any) -> TypeGuard[float]:
+    return isinstance(v, (int, float))
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, urllib.error.HTTPError):
+        return exc.code == 429 or exc.code >= 500
+    name = type(exc).__name__
+    if name in ("AuthenticationError", "RunNotFoundError", "UsageError", "_Unreachable"):
+        return False
+    text = str(exc).lower()
+    return not any(p in text for p in _PERMANENT)
+
+
+class _Unreachable(OSError):
+    """Connection refused / DNS failure: retrying will not help within check()."""
+
+
+class _Target:
+    """``ENTITY[/PROJECT][?base_url=URL]`` split into its parts."""
+
+    def __init__(self, target: str) -> None:
+        path, _, query = target.partition("?")
+        params = urllib.parse.parse_qs(query)
+        parts = [p for p in path.strip("/").split("/") if p]
+        if not parts or len(parts) > 2:
+            raise BridgeError(
+                f"wandb:{path}: expected wandb:ENTITY/PROJECT or wandb:ENTITY (all projects)"
+            )
+        self.entity = parts[0]
+        self.project = parts[1] if len(parts) == 2 else None
+        urls = params.get("base_url") or []
+        self.explicit_url: str | None = urls[0] if urls else None
+        self.base_url = (
+            self.explicit_url or os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL
+        ).rstrip("/")
+
+
+def api_key_for(base_url: str) -> str | None:
+    """The API key the wandb CLI would use: WANDB_API_KEY, else ~/.netrc for the host."""
+    key = os.environ.get("WANDB_API_KEY")
+    if key:
+        return key.strip()
+    host = urllib.parse.urlparse(base_url).hostname or ""
+    try:
+        auth = netrc.netrc(os.environ.get("NETRC") or None).authenticators(host)
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return None
+    return auth[2] if auth and auth[2] else None
+
+
+class WandbApiReader(Reader):
+    """Reads a W&B entity or project through the public API (``wandb.Api``)."""
+
+    scheme = "wandb"
+
+    def __init__(self, target: str, options: ReaderOptions | None = None) -> None:
+        super().__init__(target, options)
+        self._t = _Target(target)
+        self._api: Any = None
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(max(1, self.options.workers))
+        self._tmp: Path | None = None
+        self._file_urls: dict[str, dict[str, str]] = {}
+        self.attempts = 6
+        self.base_delay = 0.5
+        self.max_delay = 8.0
+        self.api_timeout = API_TIMEOUT_S
+
+    # ---- plumbing --------------------------------------------------------------------
+
+    @property
+    def display_uri(self) -> str:
+        path = self._t.entity + (f"/{self._t.project}" if self._t.project else "")
+        if self._t.explicit_url:
+            return f"wandb:{path}?base_url={self._t.explicit_url}"
+        return f"wandb:{path}"
+
+    def _key(self) -> str:
+        key = api_key_for(self._t.base_url)
+        if not key:
+            raise BridgeError(
+                f"wandb: no API key for {self._t.base_url}; set WANDB_API_KEY or run "
+                f"`wandb login --host {self._t.base_url}`"
+            )
+        return key
+
+    def _client(self) -> Any:
+        with self._lock:
+            if self._api is None:
+                import wandb
+
+                self._api = wandb.Api(
+                    api_key=self._key(),
+                    overrides={"base_url": self._t.base_url},
+                    timeout=int(self.api_timeout),
+                )
+            return self._api
+
+    def _cache(self) -> Path:
+        with self._lock:
+            if self._tmp is None:
+                self._tmp = Path(tempfile.mkdtemp(prefix="bridge-wandb-"))
+            return self._tmp
+
+    def _retry(self, what: str, fn: Callable[[], _T]) -> _T:
+        """Call ``fn`` with exponential backoff + jitter on transient failures."""
+        delay = self.base_delay
+        for attempt in range(self.attempts):
+            try:
+                with self._slots:
+                    return fn()
+            except StopIteration:
+                raise
+            except Exception as exc:
+                if attempt == self.attempts - 1 or not _transient(exc):
+                    raise
+                wait = delay
+                if isinstance(exc, urllib.error.HTTPError):
+                    ra = exc.headers.get("Retry-After") if exc.headers else None
+                    if ra and ra.isdigit():
+                        wait = max(wait, float(ra))
+                time.sleep(min(self.max_delay, wait) * (1 + random.random() * 0.5))
+                delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _graphql(self, query: str, variables: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """One raw POST /graphql with a short timeout, for check(): fast, clear failures."""
+        body = json.dumps({"query": query, "variables": variables}).encode()
+        auth = b64encode(f"api:{self._key()}".encode()).decode()
+        req = urllib.request.Request(
+            self._t.base_url + "/graphql",
+            data=body,
+            headers={"Content-Type": "application/json", "Authorization": f"Basic {auth}"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=CHECK_TIMEOUT_S) as resp:
+                return resp.status, json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            return exc.code, {}
+
+    def check(self) -> None:
+        base = self._t.base_url
+        self._key()
+        query = "query BridgeCheck($e: String!) { viewer { username } }"
+        variables: dict[str, Any] = {"e": self._t.entity}
+        if self._t.project:
+            query = (
+                "query BridgeCheck($e: String!, $p: String!) { viewer { username } "
+                "project(name: $p, entityName: $e) { id name } }"
+            )
+            variables["p"] = self._t.project
+        try:
+            code, data = self._retry("check", lambda: self._check_call(query, variables))
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise BridgeError(
+                f"wandb: cannot reach {base} ({reason}); check WANDB_BASE_URL or ?base_url="
+            ) from None
+        if code in (401, 403):
+            raise BridgeError(
+                f"wandb: {base} rejected the API key (HTTP {code}); set WANDB_API_KEY to a "
+                "valid key for this server"
+            )
+        if code != 200:
+            raise BridgeError(f"wandb: {base} answered HTTP {code}; check WANDB_BASE_URL")
+        payload = data.get("data") or {}
+        if not payload.get("viewer"):
+            raise BridgeError(f"wandb: {base} did not accept the API key; set WANDB_API_KEY")
+        if self._t.project and not payload.get("project"):
+            raise BridgeError(
+                f"wandb: project {self._t.entity}/{self._t.project} not found on {base}; "
+                "check the entity and project names"
+            )
+
+    def _check_call(self, query: str, variables: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        try:
+            code, data = self._graphql(query, variables)
+        except urllib.error.URLError as exc:
+            raise _Unreachable(str(exc.reason)) from None
+        if code == 429 or code >= 500:
+            raise urllib.error.HTTPError(self._t.base_url, code, "transient", {}, None)  # type: ignore[arg-type]
+        return code, data
+
+    # ---- listing ---------------------------------------------------------------------
+
+    def _projects(self) -> list[str]:
+        if self._t.project:
+            return [self._t.project]
+        api = self._client()
+        api._projects.pop(self._t.entity, None)  # wandb.Api caches listings forever
+        projects = api.projects(self._t.entity, per_page=PAGE_SIZE)
+        names: list[str] = []
+        while self._retry("projects", projects._load_page):
+            names.extend(p.name for p in projects.objects)
+            projects.objects = []
+        return names
+
+    def _filters(self) -> dict[str, Any]:
+        o = self.options
+        conds: list[dict[str, Any]] = []
+        if o.run_ids:
+            conds.append({"name": {"$in": list(o.run_ids)}})
+        if o.tags:
+            conds.append({"tags": {"$in": list(o.tags)}})
+        if o.states:
+            states: list[str] = []
+            for s in o.states:
+                states.extend(STATES_OF.get(s.upper(), [s.lower()]))
+            conds.append({"state": {"$in": states}})
+        if o.since:
+            conds.append(
+                {"$or": [{"createdAt": {"$gte": o.since}}, {"heartbeatAt": {"$gte": o.since}}]}
+            )
+        if not conds:
+            return {}
+        return conds[0] if len(conds) == 1 else {"$and": conds}
+
+    def list_runs(self) -> Iterator[RunHeader]:
+        from wandb.apis import public
+
+        api = self._client()
+        for name in self._projects():
+            project = Project(
+                source_id=f"wandb:{self._t.entity}/{name}", name=name, entity=self._t.entity
+            )
+            path = f"{self._t.entity}/{name}"
+            try:
+                # Not api.runs(): it caches the listing per Api object, so a second
+                # listing (mirror mode) would see nothing new.
+                runs = public.Runs(
+                    api._service_api,
+                    self._t.entity,
+                    name,
+                    filters=self._filters(),
+                    order="+created_at",
+                    per_page=PAGE_SIZE,
+                    lazy=False,
+                )
+                while self._retry("runs", runs._load_page):
+                    for r in runs.objects:
+                        yield self._header(project, r)
+                    runs.objects = []
+            except ValueError as exc:
+                raise BridgeError(f"wandb: {path} on {self._t.base_url}: {exc}") from None
+
+    def _header(self, project: Project, r: Any) -> RunHeader:
+        a = r._attrs
+        fp = hashlib.sha256(
+            json.dumps(
+                [
+                    a.get("heartbeatAt"),
+                    a.get("state"),
+                    a.get("historyLineCount"),
+                    r.summary_metrics,
+                    a.get("tags"),
+                    a.get("notes"),
+                    r.config,
+                    a.get("displayName"),
+                    a.get("group"),
+                    a.get("jobType"),
+                ],
+                sort_keys=True,
+                default=str,
+                allow_nan=True,
+            ).encode()
+        ).hexdigest()[:32]
+        return RunHeader(
+            source_id=f"{project.source_id}/{r.id}",
+            native_id=r.id,
+            project=project,
+            name=a.get("displayName"),
+            fingerprint=fp,
+            locator={"path": f"{project.entity}/{project.name}/{r.id}"},
+        )
+
+    # ---- the run body ----------------------------------------------------------------
+
+    def _api_run(self, path: str) -> Any:
+        """A fresh run object (``Api.run`` caches runs forever, hiding later edits)."""
+        from wandb.apis import public
+
+        api = self._client()
+        entity, project, run_id = path.split("/", 2)
+        return self._retry(
+            "run",
+            lambda: public.Run(api._service_api, entity, project, run_id, lazy=False),
+        )
+
+    def read_run(self, header: RunHeader) -> Run:
+        path = header.locator.get("path") or header.source_id.removeprefix("wandb:")
+        try:
+            return self._read_run(header, path)
+        except BridgeError:
+            raise
+        except Exception as exc:
+            raise RunError(
+                f"{header.source_id}: cannot read from {self._t.base_url}: {exc}"
+            ) from exc
+
+    def _read_run(self, header: RunHeader, path: str) -> Run:
+        r = self._api_run(path)
+        a = r._attrs
+        summary = {k: v for k, v in self._retry("summary", lambda: r.summary_metrics).items()}
+        summary.pop("_wandb", None)
+        config = dict(self._retry("config", lambda: r.config))
+        start = _parse_time(a.get("createdAt"))
+        end = _parse_time(a.get("heartbeatAt"))
+        runtime = summary.get("_runtime")
+        if end is None and start is not None and _is_number(runtime):
+            end = start + int(float(runtime) * 1000)
+        warnings: list[str] = []
+        files = self._files(r, path)
+        meta = self._metadata(files, warnings)
+        git_meta = meta.get("git")
+        git: dict[str, Any] = git_meta if isinstance(git_meta, dict) else {}
+        extra_tags = {
+            tag: str(meta[k])
+            for k, tag in (
+                ("os", "wandb.os"),
+                ("python", "wandb.python"),
+                ("program", "wandb.program"),
+                ("codePath", "wandb.code_path"),
+                ("executable", "wandb.executable"),
+            )
+            if meta.get(k)
+        }
+        if a.get("sweepName"):
+            extra_tags["wandb.sweep_id"] = str(a["sweepName"])
+        state = str(a.get("state") or "")
+        user = a.get("user") or {}
+        return Run(
+            header=header,
+            name=a.get("displayName"),
+            user=user.get("username") or user.get("name"),
+            notes=a.get("notes") or None,
+            tags=list(a.get("tags") or []),
+            group=a.get("group") or None,
+            job_type=a.get("jobType") or None,
+            host=meta.get("host") or a.get("host") or None,
+            git_remote=git.get("remote") or None,
+            git_commit=a.get("commit") or git.get("commit") or None,
+            start_time_ms=start,
+            end_time_ms=end,
+            status=STATUS.get(state, "FAILED"),  # type: ignore[arg-type]
+            status_reason=None if state in STATUS else f"unknown W&B state {state!r}",
+            exit_code=None,
+            config=config,
+            summary=summary,
+            files=files,
+            artifacts=self._artifacts(r, warnings),
+            extra_tags=extra_tags,
+            warnings=warnings,
+        )
+
+    def _files(self, r: Any, path: str) -> list[FileRef]:
+        files = r.files(per_page=PAGE_SIZE)
+        refs: list[FileRef] = []
+        urls: dict[str, str] = {}
+        while self._retry("files", files._load_page):
+            for f in files.objects:
+                url = f._attrs.get("directUrl") or f.url
+                urls[f.name] = url
+                refs.append(
+                    FileRef(
+                        path=f"files/{f.name}",
+                        size=f.size,
+                        locator={"url": url, "name": f.name, "md5": f._attrs.get("md5")},
+                    )
+                )
+            files.objects = []
+        self._file_urls[path] = urls
+        return refs
+
+    def _metadata(self, files: list[FileRef], warnings: list[str]) -> dict[str, Any]:
+        ref = next((f for f in files if f.path == "files/wandb-metadata.json"), None)
+        if ref is None:
+            return {}
+        try:
+            with self.open_file(ref) as fh:
+                meta = json.loads(fh.read())
+        except Exception as exc:
+            warnings.append(f"wandb-metadata.json unreadable: {exc}")
+            return {}
+        return meta if isinstance(meta, dict) else {}
+
+    def _artifacts(self, r: Any, warnings: list[str]) -> list[ArtifactVersion]:
+        out: list[ArtifactVersion] = []
+        for direction in ("logged", "used"):
+            pager = r.logged_artifacts() if direction == "logged" else r.used_artifacts()
+            items: list[Any] = []
+            while self._retry("artifacts", pager._load_page):
+                items.extend(pager.objects)
+                pager.objects = []
+            for art in items:
+                out.append(self._artifact(art, direction, warnings))
+        return out
+
+    def _artifact(self, art: Any, direction: str, warnings: list[str]) -> ArtifactVersion:
+        manifest = self._retry("manifest", lambda: art.manifest)
+        root: Path | None = None
+        if direction == "logged" and any(not e.ref for e in manifest.entries.values()):
+            root = self._cache() / "artifacts" / hashlib.sha1(art.id.encode()).hexdigest()[:16]
+            try:
+                self._retry(
+                    "artifact download", lambda: art.download(root=str(root), skip_cache=True)
+                )
+            except Exception as exc:
+                warnings.append(f"artifact {art.name}: download failed: {exc}")
+                root = None
+        entries: list[ManifestEntry] = []
+        for p, e in sorted(manifest.entries.items()):
+            local = None
+            if root is not None and not e.ref and (root / p).is_file():
+                local = str(root / p)
+            extra: dict[str, Any] = {}
+            if getattr(e, "birth_artifact_id", None):
+                extra["birth_artifact_id"] = e.birth_artifact_id
+            entries.append(
+                ManifestEntry(
+                    path=p,
+                    digest=e.digest or None,
+                    size=e.size,
+                    ref=e.ref or None,
+                    local_path=local,
+                    extra=extra,
+                )
+            )
+        meta = art.metadata
+        return ArtifactVersion(
+            name=art.name.split(":")[0],
+            type=art.type,
+            version=art.version,
+            digest=art.digest,
+            description=art.description or None,
+            aliases=[a for a in art.aliases if a != art.version],
+            metadata=meta if isinstance(meta, dict) else {"value": meta},
+            manifest=entries,
+            direction="logged" if direction == "logged" else "used",
+        )
+
+    # ---- files -----------------------------------------------------------------------
+
+    def open_file(self, ref: FileRef) -> IO[bytes]:
+        url = ref.locator.get("url")
+        if not url:
+            path, name = ref.locator.get("run_path"), ref.locator.get("name")
+            url = self._file_urls.get(str(path), {}).get(str(name))
+            if not url and path and name:
+                f = self._retry("file", lambda: self._api_run(str(path)).file(str(name)))
+                url = f._attrs.get("directUrl") or f.url
+        if not url:
+            raise FileNotFoundError(f"{ref.path}: no URL in the file reference")
+        dest = self._cache() / "files" / hashlib.sha1(url.encode()).hexdigest()
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        self._retry("download", lambda: self._download(url, dest))
+        return open(dest, "rb")
+
+    def _download(self, url: str, dest: Path) -> None:
+        headers = {}
+        if url.startswith(self._t.base_url):  # the API's own /files URLs need the key
+            headers["Authorization"] = "Basic " + b64encode(f"api:{self._key()}".encode()).decode()
+        req = urllib.request.Request(url, headers=headers)
+        with urllib.request.urlopen(req, timeout=self.api_timeout) as resp, open(dest, "wb") as out:
+            shutil.copyfileobj(resp, out, 1 << 20)
+
+    # ---- history ---------------------------------------------------------------------
+
+    def iter_history(self, run: Run) -> Iterator[HistoryItem]:
+        path = run.header.locator.get("path") or run.header.source_id.removeprefix("wandb:")
+        try:
+            yield from _History(self, run, path).items()
+        except (BridgeError, RunError):
+            raise
+        except Exception as exc:
+            raise RunError(f"{run.header.source_id}: history unreadable: {exc}") from exc
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+        self._api = None
+
+
+class _History:
+    """One run's history, as the same item stream the offline reader yields."""
+
+    def __init__(self, reader: WandbApiReader, run: Run, path: str) -> None:
+        self.reader, self.run, self.path = reader, run, path
+        self.buffers: dict[str, tuple[list[int], list[int], list[float]]] = {}
+        self.seen: set[str] = set()
+        self.last_step = 0
+        self.last_ts = run.start_time_ms or 0
+        self.max_exported: int | None = None
+
+    def _point(self, key: str, step: int, ts: int, value: float) -> Iterator[MetricChunk]:
+        buf = self.buffers.get(key)
+        if buf is None:
+            buf = self.buffers[key] = ([], [], [])
+        buf[0].append(step)
+        buf[1].append(ts)
+        buf[2].append(value)
+        if len(buf[0]) >= CHUNK_POINTS:
+            yield MetricChunk(key=key, steps=buf[0], timestamps=buf[1], values=buf[2])
+            self.buffers[key] = ([], [], [])
+
+    def _value(self, key: str, step: int, ts: int, v: Any) -> Iterator[HistoryItem]:
+        if v is None:
+            return
+        if _is_number(v):
+            self.seen.add(key)
+            yield from self._point(key, step, ts, float(v))
+        else:
+            yield self._extra(key, step, ts, v)
+
+    def _extra(self, key: str, step: int, ts: int, value: Any) -> ExtraValue:
+        raw = json.dumps(value, allow_nan=True, separators=(",", ":"))
+        file: FileRef | None = None
+        if isinstance(value, dict):
+            kind = str(value.get("_type", "object"))
+            media = value.get("path")
+            if isinstance(media, str) and media:
+                rel = media.lstrip("/")
+                size, sha = value.get("size"), value.get("sha256")
+                file = FileRef(
+                    path=f"files/{rel}",
+                    size=size if isinstance(size, int) else None,
+                    sha256=sha if isinstance(sha, str) else None,
+                    locator={"run_path": self.path, "name": rel},
+                )
+        elif isinstance(value, str):
+            kind = "string"
+        else:
+            kind = "object"
+        return ExtraValue(key=key, step=step, timestamp=ts, value_json=raw, kind=kind, file=file)
+
+    def _row(self, row: dict[str, Any]) -> Iterator[HistoryItem]:
+        step = row.get("_step")
+        step = int(step) if _is_number(step) else self.last_step
+        ts = row.get("_timestamp")
+        if _is_number(ts) and math.isfinite(ts):
+            self.last_ts = int(ts * 1000)
+        self.last_step = max(self.last_step, step)
+        flat: list[tuple[str, Any]] = []
+        for k, v in row.items():
+            if k not in ("_step", "_timestamp", "_runtime"):
+                _flatten(k, v, flat)
+        for key, v in flat:
+            yield from self._value(key, step, self.last_ts, v)
+
+    def _parquet(self, files: list[Path]) -> Iterator[HistoryItem]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        for fpath in files:
+            pf = pq.ParquetFile(fpath)
+            for batch in pf.iter_batches(batch_size=10_000):
+                cols = {name: batch.column(i) for i, name in enumerate(batch.schema.names)}
+                steps = cols["_step"].to_pylist() if "_step" in cols else []
+                stamps = cols["_timestamp"].to_pylist() if "_timestamp" in cols else []
+                n = batch.num_rows
+                ts_ms: list[int] = []
+                for i in range(n):
+                    t = stamps[i] if stamps else None
+                    if _is_number(t) and math.isfinite(t):
+                        self.last_ts = int(t * 1000)
+                    ts_ms.append(self.last_ts)
+                step_list = [int(s) if s is not None else self.last_step for s in steps]
+                if step_list:
+                    self.last_step = max(self.last_step, max(step_list))
+                    self.max_exported = max(self.max_exported or 0, max(step_list))
+                for name, col in cols.items():
+                    if name in ("_step", "_timestamp", "_runtime"):
+                        continue
+                    values = col.to_pylist()
+                    numeric = (
+                        pa.types.is_floating(col.type)
+                        or pa.types.is_integer(col.type)
+                        or pa.types.is_boolean(col.type)
+                    )
+                    for i, v in enumerate(values):
+                        if v is None:
+                            continue
+                        if numeric:
+                            self.seen.add(name)
+                            yield from self._point(name, step_list[i], ts_ms[i], float(v))
+                            continue
+                        if isinstance(v, str) and v[:1] in ("{", "["):
+                            try:
+                                v = json.loads(v)
+                            except ValueError:
+                                pass
+                        if isinstance(v, dict) and "_type" not in v:
+                            flat: list[tuple[str, Any]] = []
+                            _flatten(name, v, flat)
+                            for key, fv in flat:
+                                yield from self._value(key, step_list[i], ts_ms[i], fv)
+                        else:
+                            yield from self._value(name, step_list[i], ts_ms[i], v)
+
+    def items(self) -> Iterator[HistoryItem]:
+        rd = self.reader
+        api_run = rd._api_run(self.path)
+        export_dir = Path(tempfile.mkdtemp(dir=rd._cache(), prefix="history-"))
+        try:
+            res = rd._retry(
+                "history export",
+                lambda: api_run.download_history_exports(
+                    export_dir, require_complete_history=False
+                ),
+            )
+            if res.errors:
+                raise RunError(f"history export download failed: {res.errors}")
+            paths = sorted(Path(p) for p in res.paths)
+            yield from self._parquet(paths)
+            if not paths or res.contains_live_data:
+                start = 0 if self.max_exported is None else self.max_exported + 1
+                yield from self._scan(api_run, start)
+        finally:
+            shutil.rmtree(export_dir, ignore_errors=True)
+        yield from self._system(api_run)
+        for key, (steps, stamps, values) in self.buffers.items():
+            if steps:
+                yield MetricChunk(key=key, steps=steps, timestamps=stamps, values=values)
+        self.buffers = {}
+        end_ts = self.run.end_time_ms or self.last_ts
+        flat_summary: list[tuple[str, Any]] = []
+        for k, v in self.run.summary.items():
+            if not k.startswith("_"):
+                _flatten(k, v, flat_summary)
+        for key, v in flat_summary:
+            if key not in self.seen and _is_number(v):
+                yield MetricChunk(
+                    key=key, steps=[self.last_step], timestamps=[end_ts], values=[float(v)]
+                )
+
+    def _scan(self, api_run: Any, min_step: int) -> Iterator[HistoryItem]:
+        """The rows not in the export, page by page; a failed page is retried alone."""
+        scan = self.reader._retry(
+            "scan_history",
+            lambda: api_run.scan_history(min_step=min_step, page_size=1000, use_cache=False),
+        )
+        iter(scan)  # resets the scan to min_step
+        while True:
+            try:
+                row = self.reader._retry("history page", lambda: _next_row(scan))
+            except StopIteration:
+                return
+            yield from self._row(row)
+
+    def _system(self, api_run: Any) -> Iterator[HistoryItem]:
+        rows = self.reader._retry(
+            "system metrics",
+            lambda: api_run.history(stream="system", pandas=False, samples=SYSTEM_SAMPLES),
+        )
+        index: dict[str, int] = {}
+        for row in rows or []:
+            ts = row.get("_timestamp")
+            ts_ms = int(ts * 1000) if _is_number(ts) and math.isfinite(ts) else self.last_ts
+            for k, v in row.items():
+                if not k.startswith("system.") or not _is_number(v):
+                    continue
+                key = "system/" + k[len("system.") :]
+                idx = index.get(key, 0)
+                index[key] = idx + 1
+                yield from self._point(key, idx, ts_ms, float(v))
+
+
+def _next_row(scan: Any) -> dict[str, Any]:
+    """Next row of a HistoryScan; on a failed page the scan's position is unchanged, so
+    calling again re-fetches that same page."""
+    while True:
+        if scan.scan_offset < len(scan.rows):
+            row = scan.rows[scan.scan_offset]
+            scan.scan_offset += 1
+            return row  # type: ignore[no-any-return]
+        if scan.page_offset >= scan._stop_step:
+            raise StopIteration
+        scan._load_next()

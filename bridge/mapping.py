@@ -1,0 +1,264 @@
+"""How W&B fields become MLflow params, tags and keys.
+
+Three things live here, all pure (no I/O except reading a mapping file):
+
+* :class:`Mapping` — the user-overridable defaults (experiment name template, tag prefixes,
+  flatten separator, truncation marker). ``mappings/wandb-to-mlflow.toml`` is the documented
+  copy of these defaults; a user edits a copy and passes it to :func:`load_mapping`.
+* :func:`sanitize_key` / :func:`restore_key` — a reversible encoding for keys MLflow rejects.
+* :func:`flatten` / :func:`to_text` — nested config/summary → flat ``key -> str``.
+
+Key rule (documented in the TOML too). MLflow accepts keys matching ``^[/\\w.\\- :]*$`` that
+``posixpath.normpath`` leaves unchanged (no leading ``/``, no ``//``, no trailing ``/``, no
+``.``/``..`` segments, no leading ``..``) and at most 250 characters. A key that is legal and
+contains no escape-like sequence (``:`` + two uppercase hex digits, or ``:_``) is stored as is.
+Every other key is encoded: each illegal character, and every ``:``, becomes ``:`` + two
+uppercase hex digits per UTF-8 byte (``:`` → ``:3A``, ``@`` → ``:40``); a ``/`` that would
+start the key, follow another ``/`` or end the key becomes ``:2F``; the last dot of a ``.`` or
+``..`` segment (and of a leading ``..``) becomes ``:2E``. Decoding all ``:XX`` runs restores the
+original exactly. A key still longer than 250 characters is cut to 230 characters plus ``:_``
+and the first 16 hex digits of the SHA-256 of the original key; only the key map
+(``bridge/key-map.json``) restores those.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import sys
+from collections.abc import Iterator
+from collections.abc import Mapping as AbcMapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bridge.errors import BridgeError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+MAX_KEY_LEN = 250
+HASHED_PREFIX_LEN = 230
+HASH_MARK = ":_"  # "~" would be illegal in MLflow keys
+#: The shipped, documented copy of the defaults (repo checkout layout).
+DEFAULT_MAPPING_PATH = Path(__file__).resolve().parent.parent / "mappings" / "wandb-to-mlflow.toml"
+
+_LEGAL_CHAR = re.compile(r"[/\w.\- ]")  # ":" is legal for MLflow but is our escape character
+_LEGAL_KEY = re.compile(r"[/\w.\- :]*")  # used with fullmatch: no "$"-before-newline gap
+_ESCAPE_LIKE = re.compile(r":(?:[0-9A-F]{2}|_)")
+_ESCAPE_RUN = re.compile(r"(?::[0-9A-F]{2})+")
+
+
+class Mapping(BaseModel):
+    """W&B → MLflow mapping rules; defaults match ``mappings/wandb-to-mlflow.toml``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    experiment_name: str = "{project}"
+    flatten_separator: str = "."
+    skip_config_keys: list[str] = Field(default_factory=lambda: ["_wandb"])
+    skip_summary_keys: list[str] = Field(default_factory=lambda: ["_wandb"])
+    source_tag_prefix: str = "wandb."
+    summary_tag_prefix: str = "wandb.summary."
+    per_tag_tags: bool = True
+    tag_prefix: str = "wandb.tag."
+    truncation_marker: str = "…[truncated from {length} chars; full value in {artifact}]"
+
+    @field_validator("experiment_name")
+    @classmethod
+    def _check_template(cls, value: str) -> str:
+        try:
+            name = value.format(project="p", entity="e")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"experiment_name {value!r} may only use {{project}} and {{entity}}: {exc}"
+            ) from exc
+        if not name.strip():
+            raise ValueError("experiment_name must not render to an empty name")
+        return value
+
+    @field_validator("truncation_marker")
+    @classmethod
+    def _check_marker(cls, value: str) -> str:
+        try:
+            rendered = value.format(length=10**9, artifact="bridge/long-values.json")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"truncation_marker may only use {{length}} and {{artifact}}: {exc}"
+            ) from exc
+        if len(rendered) > 500:
+            raise ValueError("truncation_marker is too long (max ~500 chars rendered)")
+        return value
+
+    @field_validator("flatten_separator")
+    @classmethod
+    def _check_sep(cls, value: str) -> str:
+        if not value:
+            raise ValueError("flatten_separator must not be empty")
+        return value
+
+    def experiment_for(self, project: str, entity: str | None) -> str:
+        """The experiment name for a W&B project."""
+        return self.experiment_name.format(project=project, entity=entity or "")
+
+    def marker(self, length: int, artifact: str) -> str:
+        return self.truncation_marker.format(length=length, artifact=artifact)
+
+
+def load_mapping(path: Path | None = None) -> Mapping:
+    """The defaults, overridden by the keys of the TOML file at ``path`` if given."""
+    if path is None:
+        return Mapping()
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise BridgeError(f"cannot read mapping file {path}: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise BridgeError(f"mapping file {path} is not valid TOML: {exc}") from exc
+    try:
+        return Mapping.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "(file)"
+        raise BridgeError(
+            f"mapping file {path}: {where}: {first.get('msg')} (see mappings/wandb-to-mlflow.toml)"
+        ) from exc
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def is_legal_key(key: str) -> bool:
+    """Whether MLflow accepts ``key`` as a param/metric/tag key (same checks as MLflow)."""
+    if len(key) > MAX_KEY_LEN or not _LEGAL_KEY.fullmatch(key):
+        return False
+    import posixpath
+
+    norm = posixpath.normpath(key)
+    return not (norm != key or norm == "." or norm.startswith("..") or norm.startswith("/"))
+
+
+def _hex(ch: str) -> str:
+    return "".join(f":{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
+
+
+def _encode_units(key: str) -> list[str]:
+    """The encoded key as one string per original character (so cuts never split one)."""
+    units: list[str] = []
+    n = len(key)
+    for i, ch in enumerate(key):
+        if ch == "/":
+            edge = i == 0 or key[i - 1] == "/" or i == n - 1
+            units.append(":2F" if edge else "/")
+        elif _LEGAL_CHAR.match(ch):
+            units.append(ch)
+        else:
+            units.append(_hex(ch))
+    # "." / ".." segments and a leading ".." (normpath would change or reject them).
+    segments: list[list[int]] = [[]]
+    for idx, unit in enumerate(units):
+        if unit == "/":
+            segments.append([])
+        else:
+            segments[-1].append(idx)
+    for number, seg in enumerate(segments):
+        text = "".join(units[i] for i in seg)
+        if text == ".":
+            units[seg[0]] = ":2E"
+        elif text == ".." or (number == 0 and text.startswith("..")):
+            units[seg[1]] = ":2E"
+    return units
+
+
+def _hashed(original: str, units: list[str]) -> str:
+    prefix: list[str] = []
+    size = 0
+    for unit in units:
+        if size + len(unit) > HASHED_PREFIX_LEN:
+            break
+        prefix.append(unit)
+        size += len(unit)
+    digest = hashlib.sha256(original.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{''.join(prefix)}{HASH_MARK}{digest}"
+
+
+def sanitize_key(key: str) -> str:
+    """The key MLflow will store for ``key``; unchanged when it is legal and unambiguous."""
+    if key and is_legal_key(key) and not _ESCAPE_LIKE.search(key):
+        return key
+    units = _encode_units(key)
+    encoded = "".join(units)
+    if not key or len(encoded) > MAX_KEY_LEN:
+        return _hashed(key, units)
+    return encoded
+
+
+def restore_key(key: str, key_map: AbcMapping[str, str] | None = None) -> str:
+    """Invert :func:`sanitize_key`.
+
+    ``key_map`` (stored → original, as in ``bridge/key-map.json``) is needed only for keys
+    that were shortened with a hash; without it their decoded prefix and ``:_hash`` come back.
+    """
+    if key_map is not None and key in key_map:
+        return key_map[key]
+
+    def _decode(m: re.Match[str]) -> str:
+        raw = bytes(int(h, 16) for h in m.group(0).split(":")[1:])
+        return raw.decode("utf-8", "surrogatepass")
+
+    return _ESCAPE_RUN.sub(_decode, key)
+
+
+# --------------------------------------------------------------------------- values
+
+
+def to_text(value: Any) -> str:
+    """A deterministic string for a param/tag value: strings as is, the rest as JSON."""
+    if isinstance(value, str):
+        return value
+    return json_dumps(value)
+
+
+def json_dumps(value: Any, indent: int | None = None) -> str:
+    """JSON keeping NaN/Infinity as tokens (nothing lost) and non-JSON values as str()."""
+    return json.dumps(
+        value,
+        ensure_ascii=False,
+        allow_nan=True,
+        sort_keys=indent is None,
+        separators=(",", ":") if indent is None else None,
+        indent=indent,
+        default=str,
+    )
+
+
+def is_leaf_dict(value: Any) -> bool:
+    """A dict kept whole (JSON) rather than flattened: empty, or a W&B typed value."""
+    return isinstance(value, dict) and (not value or "_type" in value)
+
+
+def flatten(
+    data: AbcMapping[str, Any], sep: str = ".", prefix: str = ""
+) -> Iterator[tuple[str, Any]]:
+    """Nested dicts → (dotted key, leaf value); lists and typed dicts are leaves."""
+    for key, value in data.items():
+        full = f"{prefix}{sep}{key}" if prefix else str(key)
+        if isinstance(value, dict) and not is_leaf_dict(value):
+            yield from flatten(value, sep, full)
+        else:
+            yield full, value
+
+
+def is_numeric(value: Any) -> bool:
+    """A metric-like value (bools are not numbers here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_finite_number(value: Any) -> bool:
+    return is_numeric(value) and math.isfinite(value)
