@@ -30,6 +30,7 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("MLFLOW_TRUNCATE_LONG_VALUES", "false")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for name in ("alembic", "mlflow", "wandb", "urllib3", "botocore"):
         logging.getLogger(name).setLevel(logging.ERROR)
 

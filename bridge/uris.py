@@ -25,7 +25,7 @@ REGISTRY: dict[str, tuple[str | None, str | None, str]] = {
         "wandb:ENTITY/PROJECT",
     ),
     "mlflow": (
-        None,
+        "bridge.adapters.mlflow.reader:MlflowReader",
         "bridge.adapters.mlflow.writer:MlflowWriter",
         "mlflow:sqlite:///mlflow.db",
     ),

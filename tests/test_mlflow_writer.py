@@ -17,7 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from bridge.adapters.mlflow import MlflowWriter
-from bridge.adapters.mlflow.writer import redact_uri
+from bridge.adapters.mlflow.uri import redact_uri
 from bridge.errors import BridgeError, RunError
 from bridge.schema import MetricChunk, Project, Run, RunHeader
 
@@ -535,9 +535,8 @@ def test_parallel_runs_share_one_writer(writer: MlflowWriter) -> None:
 
 def test_display_uri_has_no_credentials() -> None:
     w = MlflowWriter("postgresql://bob:s3cret@db.example:5432/ml?sslmode=require&password=p2")
-    assert (
-        w.display_uri == "mlflow:postgresql://db.example:5432/ml?sslmode=require&password=%2A%2A%2A"
-    )
+    # one rule for reader and writer: secret query parameters are dropped, not masked
+    assert w.display_uri == "mlflow:postgresql://db.example:5432/ml?sslmode=require"
     assert "s3cret" not in w.display_uri and "p2" not in w.display_uri
     assert redact_uri("https://u:p@host:5000") == "https://host:5000"
     assert redact_uri("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"

@@ -157,7 +157,9 @@ def _write_files(
     for ref in [*run.files, *media]:
         todo.append((ref, partial(ctx.reader.open_file, ref)))
     for art in run.artifacts:
-        folder = f"{ARTIFACTS_DIR}/{art.direction}/{art.name}/{art.version or art.digest or 'v'}"
+        # Named by content digest: an offline log never knows the version number the
+        # server assigns later, and the same artifact must land in the same place either way.
+        folder = f"{ARTIFACTS_DIR}/{art.direction}/{art.name}/{art.digest or art.version or 'v'}"
         manifest = art.model_dump_json(indent=2).encode()
         todo.append(
             (

@@ -348,9 +348,14 @@ def operation_name(src: str, given: str | None = None) -> str:
 
 
 def execute(
-    src: str, variables: dict[str, Any] | None, root: Node, op_name: str | None = None
+    src: str,
+    variables: dict[str, Any] | None,
+    root: Node,
+    op_name: str | None = None,
+    mutation_root: Node | None = None,
 ) -> dict[str, Any]:
-    """Run one operation of ``src`` against ``root``; return the ``data`` dict."""
+    """Run one operation of ``src`` against ``root`` (mutations against ``mutation_root``
+    when given); return the ``data`` dict."""
     doc = parse(src)
     ops = doc.operations
     if op_name:
@@ -363,4 +368,5 @@ def execute(
     for k, v in op.var_defaults.items():
         if merged.get(k) is None and v is not None:
             merged[k] = v
-    return _Exec(doc, merged).select(root, op.selections)
+    target = mutation_root if op.kind == "mutation" and mutation_root is not None else root
+    return _Exec(doc, merged).select(target, op.selections)

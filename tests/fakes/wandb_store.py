@@ -62,6 +62,8 @@ class FakeArtifact:
     id: str = field(default_factory=next_id)
     sequence_id: str = field(default_factory=next_id)
     created_at: float = 0.0
+    # The manifest digest the SDK computed (set for artifacts uploaded through the server).
+    client_digest: str | None = None
 
     def manifest(self) -> dict[str, Any]:
         contents: dict[str, Any] = {}
@@ -77,6 +79,8 @@ class FakeArtifact:
         }
 
     def digest(self) -> str:
+        if self.client_digest:
+            return self.client_digest
         h = hashlib.md5()
         for path, entry in sorted(self.manifest()["contents"].items()):
             h.update(f"{path}:{entry.get('digest')}\n".encode())
@@ -115,6 +119,9 @@ class FakeRun:
     used_artifacts: list[FakeArtifact] = field(default_factory=list)
     # How many history rows the parquet export covers: None = all, 0 = no export yet.
     exported_rows: int | None = None
+    # Console lines streamed through file_stream (``output.log`` is rebuilt from them).
+    output_lines: list[str] = field(default_factory=list)
+    exit_code: int | None = None
     id: str = field(default_factory=next_id)
 
     def wrapped_config(self) -> dict[str, Any]:

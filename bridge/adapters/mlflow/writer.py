@@ -31,6 +31,7 @@ from bridge.adapters.base import (
     Rendered,
     Writer,
 )
+from bridge.adapters.mlflow.uri import redact_uri, scrub, store_kind
 from bridge.errors import BridgeError, RunError
 from bridge.mapping import (
     Mapping,
@@ -71,48 +72,6 @@ TAGS_PER_BATCH = 100
 BATCH_BYTES = 900_000
 #: JSON bytes of one metric besides its key: value, timestamp, step, field names.
 METRIC_OVERHEAD_BYTES = 110
-
-_SQL_SCHEMES = {"postgresql", "mysql", "mssql"}
-_SECRET_QUERY_KEYS = ("pass", "secret", "token", "key", "auth", "cred")
-
-
-def redact_uri(uri: str) -> str:
-    """``uri`` without ``user:password@`` and without secret-looking query values."""
-    try:
-        parts = urllib.parse.urlsplit(uri)
-    except ValueError:
-        return uri.split("@", 1)[-1] if "@" in uri else uri
-    out = uri
-    if "@" in parts.netloc:  # edit in place: urlunsplit would mangle sqlite:////abs paths
-        out = out.replace(parts.netloc, parts.netloc.rsplit("@", 1)[-1], 1)
-    if parts.query:
-        pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-        secret = [any(s in k.lower() for s in _SECRET_QUERY_KEYS) for k, _ in pairs]
-        if any(secret):
-            query = urllib.parse.urlencode(
-                [(k, "***" if hide else v) for (k, v), hide in zip(pairs, secret, strict=True)]
-            )
-            head, _, tail = out.partition("?")
-            out = head + "?" + query + ("#" + parts.fragment if parts.fragment else "")
-    return out
-
-
-def store_kind(uri: str) -> str:
-    """Classify a tracking URI as "sqlite", "sql", "http" or "file"; BridgeError for anything else."""
-    scheme = uri.split(":", 1)[0].lower() if ":" in uri else ""
-    base = scheme.split("+", 1)[0]
-    if base == "sqlite":
-        return "sqlite"
-    if base in _SQL_SCHEMES:
-        return "sql"
-    if base in ("http", "https"):
-        return "http"
-    if base == "file":
-        return "file"
-    raise BridgeError(
-        f"mlflow:{redact_uri(uri)}: unsupported tracking URI scheme {scheme or '(none)'!r}; "
-        "use sqlite:///PATH.db, postgresql://..., mysql://..., http(s)://HOST:PORT or file:PATH"
-    )
 
 
 @dataclass
@@ -188,16 +147,8 @@ class MlflowWriter(Writer):
         return self._client_obj
 
     def _scrub(self, text: str) -> str:
-        """One line of an error message, with the raw URI and any password removed."""
-        line = (str(text).strip().splitlines() or [""])[0][:300]
-        line = line.replace(self.target, redact_uri(self.target))
-        try:
-            password = urllib.parse.urlsplit(self.target).password
-        except ValueError:
-            password = None
-        if password:
-            line = line.replace(password, "***").replace(urllib.parse.quote(password), "***")
-        return line
+        """One line of an error message, with the raw URI and any secret removed."""
+        return scrub(text, self.target)
 
     def check(self) -> None:
         """Fail fast, with one line naming the store and the fix, if it cannot be written."""

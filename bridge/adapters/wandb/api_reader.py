@@ -28,9 +28,12 @@ from base64 import b64encode
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, TypeGuard, TypeVar
+from typing import IO, Any, TypeVar
 
 from bridge.adapters.base import Reader, ReaderOptions
+from bridge.adapters.wandb.history import flatten as _flatten
+from bridge.adapters.wandb.history import is_number as _is_number
+from bridge.adapters.wandb.history import summary_only_points
 from bridge.errors import BridgeError, RunError
 from bridge.schema import (
     ArtifactVersion,
@@ -81,19 +84,6 @@ def _parse_time(text: str | None) -> int | None:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return int(dt.timestamp() * 1000)
-
-
-def _flatten(prefix: str, value: Any, out: list[tuple[str, Any]]) -> None:
-    """Nested dicts -> ``a.b`` keys (as the offline reader names them); media stays whole."""
-    if isinstance(value, dict) and "_type" not in value and value:
-        for k, v in value.items():
-            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
-    else:
-        out.append((prefix, value))
-
-
-def _is_number(v: Any) -> TypeGuard[float]:
-    return isinstance(v, (int, float))
 
 
 def _transient(exc: BaseException) -> bool:
@@ -717,16 +707,7 @@ class _History:
             if steps:
                 yield MetricChunk(key=key, steps=steps, timestamps=stamps, values=values)
         self.buffers = {}
-        end_ts = self.run.end_time_ms or self.last_ts
-        flat_summary: list[tuple[str, Any]] = []
-        for k, v in self.run.summary.items():
-            if not k.startswith("_"):
-                _flatten(k, v, flat_summary)
-        for key, v in flat_summary:
-            if key not in self.seen and _is_number(v):
-                yield MetricChunk(
-                    key=key, steps=[self.last_step], timestamps=[end_ts], values=[float(v)]
-                )
+        yield from summary_only_points(self.run.summary, self.seen, self.last_step, self.last_ts)
 
     def _scan(self, api_run: Any, min_step: int) -> Iterator[HistoryItem]:
         """The rows not in the export, page by page; a failed page is retried alone."""

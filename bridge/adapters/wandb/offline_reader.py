@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from bridge.adapters.base import Reader, ReaderOptions
+from bridge.adapters.wandb.history import flatten as _flatten
+from bridge.adapters.wandb.history import is_number as _is_number
+from bridge.adapters.wandb.history import summary_only_points
 from bridge.adapters.wandb.txlog import TxlogReader, pb
 from bridge.errors import BridgeError, RunError
 from bridge.schema import (
@@ -135,19 +138,6 @@ def _row_meta(history: Any) -> tuple[int, int | None]:
             else:
                 ts = int(v * 1000)
     return (int(history.step.num) if step is None else step), ts
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float))  # bool is an int
-
-
-def _flatten(prefix: str, value: Any, out: list[tuple[str, Any]]) -> None:
-    """Flatten nested dicts to ``a.b`` keys (the W&B UI's naming); media dicts stay whole."""
-    if isinstance(value, dict) and "_type" not in value and value:
-        for k, v in value.items():
-            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
-    else:
-        out.append((prefix, value))
 
 
 def _since_ms(since: str | None) -> int | None:
@@ -419,17 +409,7 @@ class WandbOfflineReader(Reader):
         for key, (steps, stamps, values) in buffers.items():
             if steps:
                 yield MetricChunk(key=key, steps=steps, timestamps=stamps, values=values)
-        end_ts = run.end_time_ms or last_ts
-        flat_summary: list[tuple[str, Any]] = []
-        for k, v in run.summary.items():
-            if k.startswith("_") or (isinstance(v, dict) and k in seen):
-                continue  # W&B internals; define_metric aggregates ({"max": ..}) of a metric
-            _flatten(k, v, flat_summary)
-        for key, v in flat_summary:
-            if key not in seen and _is_number(v):
-                yield MetricChunk(
-                    key=key, steps=[last_step], timestamps=[end_ts], values=[float(v)]
-                )
+        yield from summary_only_points(run.summary, seen, last_step, last_ts)
 
     def open_file(self, ref: FileRef) -> IO[bytes]:
         paths = ref.locator.get("abs_paths")

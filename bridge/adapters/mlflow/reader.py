@@ -1,0 +1,723 @@
+"""``mlflow:TRACKING_URI`` as a source: experiments and runs of an MLflow tracking store.
+
+Works with any tracking URI MLflow accepts (``sqlite:///f.db``, ``postgresql://...``,
+``mysql://...``, ``http(s)://host:port``, ``file:PATH``). Listing and run bodies go through
+``MlflowClient``; metric history of SQL stores is read straight from the ``metrics`` table
+with one streamed query per run (MLflow's own API builds a Python object per point and
+holds a whole key in memory), and of REST servers page by page through the
+``metrics/get-history`` endpoint.
+
+Mapping decisions (see also :meth:`MlflowReader.read_run`):
+
+* ``display_uri`` and every source id carry the URI without ``user:password@`` and without
+  secret-looking query parameters, so credentials never reach state, tags or reports.
+* Params stay a flat ``{key: str}`` config; run tags travel verbatim in ``extra_tags``
+  except ``mlflow.runName``/``mlflow.user``/``mlflow.note.content`` (carried as name, user,
+  notes) and every ``bridge.*`` tag (left by an earlier bridge import; re-exporting them
+  would give the copy a wrong identity).
+* Points of one metric key are ordered by ``(timestamp, step, value, is_nan)`` — MLflow's
+  own ``get_metric_history`` order, i.e. logging order. Not by step: the engine resumes a
+  key by counting points already written, which is only right if new points land at the
+  end of the order, and a live run's new points carry new timestamps but may repeat or go
+  back in step. Equal-step points are all kept.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from bridge.adapters.base import Reader, ReaderOptions
+from bridge.adapters.mlflow.uri import redact_uri, scrub, store_kind
+from bridge.errors import BridgeError, RunError
+from bridge.schema import (
+    ArtifactVersion,
+    FileRef,
+    HistoryItem,
+    MetricChunk,
+    Project,
+    Run,
+    RunHeader,
+    RunStatus,
+)
+
+#: Points per MetricChunk (one key per chunk).
+CHUNK_POINTS = 1000
+#: Rows fetched per round trip from the SQL ``metrics`` table.
+SQL_FETCH_ROWS = 5000
+#: Points per ``metrics/get-history`` page on REST servers (MLflow's own page size).
+REST_PAGE_POINTS = 25_000
+SEARCH_PAGE = 1000
+#: Run tags carried in dedicated Run fields instead of ``extra_tags``.
+FIELD_TAGS = ("mlflow.runName", "mlflow.user", "mlflow.note.content")
+BRIDGE_PREFIX = "bridge."
+BRIDGE_SOURCE_TAG = "bridge.source_id"
+#: Folder of metadata files the MLflow writer stores beside imported runs.
+BRIDGE_ARTIFACT_DIR = "bridge"
+FINGERPRINT_VERSION = "mlflow-reader/1"
+
+_STATUS: dict[str, RunStatus] = {
+    "RUNNING": "RUNNING",
+    "SCHEDULED": "RUNNING",
+    "FINISHED": "FINISHED",
+    "FAILED": "FAILED",
+    "KILLED": "KILLED",
+}
+
+
+def _hash(doc: Any) -> str:
+    raw = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _num(value: float) -> str:
+    """A float as text that tells NaN and ±inf apart (JSON cannot)."""
+    return repr(float(value))
+
+
+def _local_dir(artifact_uri: str) -> Path | None:
+    """The folder of a local artifact root (plain path or ``file:`` URI), else None."""
+    if not artifact_uri:
+        return None
+    parts = urllib.parse.urlsplit(artifact_uri)
+    if parts.scheme == "file":
+        return Path(urllib.request.url2pathname(parts.path))
+    if parts.scheme == "" or (len(parts.scheme) == 1 and os.name == "nt"):
+        return Path(artifact_uri)
+    return None
+
+
+class _TempFile(io.FileIO):
+    """A read-only binary file that deletes its temp folder when closed."""
+
+    def __init__(self, path: Path, folder: str) -> None:
+        super().__init__(path, "rb")
+        self._folder = folder
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            shutil.rmtree(self._folder, ignore_errors=True)
+
+
+class MlflowReader(Reader):
+    """Reads experiments, runs, metric history and artifacts from an MLflow tracking store.
+
+    Fingerprint (:meth:`fingerprint_of`): a hash of what ``search_runs`` already returns —
+    status, start/end time, lifecycle stage, name, params, all tags, every key's latest
+    metric (key, value, step, timestamp), dataset inputs and model outputs — so a new point,
+    an edited tag, a status change or a deletion each change it at no extra call.
+    When the run's artifacts live on the local file system (``file:`` or a plain path), a
+    walk of that folder (path, size, mtime) is hashed in too: cheap, no MLflow call. For
+    remote artifact stores (``mlflow-artifacts:``, s3, ...) artifacts are not part of the
+    fingerprint unless ``fingerprint_artifacts=True`` (one or more listing calls per run).
+
+    NOT detected: a metric point that does not become the key's latest point (MLflow's
+    latest = highest (step, timestamp, value)), i.e. a point logged at a lower step than
+    the key's latest step or at the latest step with an older timestamp; remote-store
+    artifact changes by default; edits of dataset/model entities other than their links.
+    """
+
+    scheme = "mlflow"
+
+    def __init__(
+        self,
+        target: str,
+        options: ReaderOptions | None = None,
+        *,
+        fingerprint_artifacts: bool | None = None,
+    ) -> None:
+        super().__init__(target, options)
+        self.kind = store_kind(target)
+        #: None = hash local artifact folders only; True = list remote ones too; False = never.
+        self.fingerprint_artifacts = fingerprint_artifacts
+        self._lock = threading.Lock()
+        self._client_obj: Any = None
+        self._engine_obj: Any = None
+        self._artifact_uris: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ basics
+
+    @property
+    def display_uri(self) -> str:
+        return f"{self.scheme}:{redact_uri(self.target)}"
+
+    @property
+    def client(self) -> Any:
+        """The shared MlflowClient (created on first use)."""
+        if self._client_obj is None:
+            with self._lock:
+                if self._client_obj is None:
+                    from mlflow.tracking import MlflowClient
+
+                    self._client_obj = MlflowClient(tracking_uri=self.target)
+        return self._client_obj
+
+    @property
+    def engine(self) -> Any:
+        """A SQLAlchemy engine on the tracking database (SQL stores only)."""
+        if self._engine_obj is None:
+            with self._lock:
+                if self._engine_obj is None:
+                    import sqlalchemy
+
+                    self._engine_obj = sqlalchemy.create_engine(self.target)
+        return self._engine_obj
+
+    def _scrub(self, text: str) -> str:
+        """One line of an error message, with the raw URI and any secret removed."""
+        return scrub(text, self.target)
+
+    def close(self) -> None:
+        if self._engine_obj is not None:
+            self._engine_obj.dispose()
+            self._engine_obj = None
+
+    # ------------------------------------------------------------------ check
+
+    def check(self) -> None:
+        """Fail fast with one line naming the store and the fix if it cannot be read."""
+        where = self.display_uri
+        if self.kind == "sqlite":
+            self._check_sqlite_file()
+        elif self.kind == "file":
+            self._check_file_store()
+        elif self.kind == "http":
+            self._check_http()
+        if self.kind in ("sqlite", "sql"):
+            self._check_sql_tables()
+        try:
+            with self._quick_http():
+                self.client.search_experiments(max_results=1)
+                if self.options.experiments and not self.experiments():
+                    names = sorted(e.name for e in self._all_experiments())[:10]
+                    raise BridgeError(
+                        f"{where}: no experiment matches {', '.join(self.options.experiments)}; "
+                        f"experiments here: {', '.join(names) or '(none)'}"
+                    )
+        except BridgeError:
+            raise
+        except Exception as exc:
+            raise BridgeError(
+                f"{where}: cannot read this MLflow tracking store ({type(exc).__name__}: "
+                f"{self._scrub(str(exc))}); check the URI, credentials and that it is reachable"
+            ) from None
+
+    def _check_sqlite_file(self) -> None:
+        from sqlalchemy.engine import make_url
+
+        try:
+            db = make_url(self.target).database
+        except Exception:
+            db = None
+        if not db or db == ":memory:":
+            raise BridgeError(
+                f"{self.display_uri}: names no sqlite database file; use sqlite:///PATH.db"
+            )
+        path = Path(db).expanduser()
+        if not path.is_file():
+            # Checked before MLflow sees the URI: MlflowClient would create an empty store.
+            raise BridgeError(
+                f"{self.display_uri}: sqlite database {path} does not exist; "
+                "check the path (sqlite:////abs/path.db for an absolute path)"
+            )
+
+    def _check_file_store(self) -> None:
+        path = _local_dir(self.target) or Path(self.target.split(":", 1)[1])
+        if not path.is_dir():
+            raise BridgeError(f"{self.display_uri}: folder {path} does not exist; check the path")
+        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("1", "true"):
+            raise BridgeError(
+                f"{self.display_uri}: MLflow 3 refuses file stores by default; "
+                "set MLFLOW_ALLOW_FILE_STORE=true"
+            )
+
+    def _check_http(self) -> None:
+        parts = urllib.parse.urlsplit(self.target)
+        url = urllib.parse.urlunsplit(
+            (
+                parts.scheme,
+                parts.netloc.rsplit("@", 1)[-1],
+                parts.path.rstrip("/") + "/health",
+                "",
+                "",
+            )
+        )
+        try:
+            with urllib.request.urlopen(url, timeout=5):  # noqa: S310 - the user's own server
+                pass
+        except urllib.error.HTTPError:
+            return  # something answers; auth and paths are checked by the API call after this
+        except Exception as exc:
+            reason = getattr(exc, "reason", exc)
+            raise BridgeError(
+                f"{self.display_uri}: MLflow server unreachable ({self._scrub(str(reason))}); "
+                "start it (mlflow server ...) or fix host/port"
+            ) from None
+
+    def _check_sql_tables(self) -> None:
+        import sqlalchemy
+
+        args: dict[str, Any] = {}
+        if self.kind == "sql" and self.target.startswith(("postgresql", "mysql")):
+            args["connect_timeout"] = 5
+        try:
+            engine = sqlalchemy.create_engine(self.target, connect_args=args)
+            try:
+                tables = set(sqlalchemy.inspect(engine).get_table_names())
+            finally:
+                engine.dispose()
+        except Exception as exc:
+            raise BridgeError(
+                f"{self.display_uri}: cannot connect to the database "
+                f"({type(exc).__name__}: {self._scrub(str(exc))}); check host, port, "
+                "database name, credentials and that the driver is installed"
+            ) from None
+        missing = {"experiments", "runs", "metrics"} - tables
+        if missing:
+            raise BridgeError(
+                f"{self.display_uri}: not an MLflow tracking database (no table "
+                f"{', '.join(sorted(missing))}); point at the database your MLflow server uses"
+            )
+
+    @contextmanager
+    def _quick_http(self) -> Iterator[None]:
+        """No retries and a short timeout, for the check only (MLflow reads these per call)."""
+        if self.kind != "http":
+            yield
+            return
+        names = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
+        saved = {n: os.environ.get(n) for n in names}
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "10"
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+    # ------------------------------------------------------------------ listing
+
+    def _view_type(self) -> Any:
+        from mlflow.entities import ViewType
+
+        return ViewType.ALL if self.options.include_deleted else ViewType.ACTIVE_ONLY
+
+    def experiments(self) -> list[Any]:
+        """Experiments in scope: all active ones, or those whose name matches a pattern.
+
+        With ``include_deleted`` deleted experiments are searched too.
+        """
+        found = self._all_experiments()
+        patterns = self.options.experiments
+        if patterns:
+            found = [e for e in found if any(fnmatch.fnmatchcase(e.name, p) for p in patterns)]
+        return sorted(found, key=lambda e: int(e.experiment_id) if e.experiment_id.isdigit() else 0)
+
+    def _all_experiments(self) -> list[Any]:
+        found: list[Any] = []
+        token: str | None = None
+        while True:
+            page = self.client.search_experiments(
+                view_type=self._view_type(), max_results=SEARCH_PAGE, page_token=token
+            )
+            found.extend(page)
+            token = page.token
+            if not token:
+                return found
+
+    def project_of(self, exp: Any) -> Project:
+        tags = dict(exp.tags or {})
+        return Project(
+            source_id=f"{self.display_uri}#experiment:{exp.experiment_id}",
+            name=exp.name,
+            description=tags.get("mlflow.note.content") or None,
+            tags={
+                k: v
+                for k, v in sorted(tags.items())
+                if not k.startswith("mlflow.") and not k.startswith(BRIDGE_PREFIX)
+            },
+        )
+
+    def list_runs(self) -> Iterator[RunHeader]:
+        """Every run in scope, oldest first (new runs land on the last page, so offset
+        paging stays stable while a live store grows)."""
+        wanted = set(self.options.run_ids)
+        bad = [i for i in wanted if not i or not all(ch.isalnum() or ch in "-_" for ch in i)]
+        if bad:
+            raise BridgeError(f"{self.display_uri}: {bad[0]!r} is not an MLflow run id")
+        for exp in self.experiments():
+            project = self.project_of(exp)
+            filters: list[str | None] = [None]
+            if wanted:
+                ids = sorted(wanted)
+                filters = [
+                    "attributes.run_id IN ({})".format(",".join(f"'{i}'" for i in ids[n : n + 100]))
+                    for n in range(0, len(ids), 100)
+                ]
+            for filter_string in filters:
+                for run in self._search(exp.experiment_id, filter_string):
+                    yield self.header_of(run, project)
+
+    def _search(self, experiment_id: str, filter_string: str | None) -> Iterator[Any]:
+        token: str | None = None
+        while True:
+            page = self.client.search_runs(
+                experiment_ids=[experiment_id],
+                filter_string=filter_string or "",
+                run_view_type=self._view_type(),
+                max_results=SEARCH_PAGE,
+                order_by=["attributes.start_time ASC"],
+                page_token=token,
+            )
+            yield from page
+            token = page.token
+            if not token:
+                return
+
+    def header_of(self, run: Any, project: Project) -> RunHeader:
+        info = run.info
+        self._artifact_uris[info.run_id] = info.artifact_uri
+        return RunHeader(
+            source_id=f"{self.display_uri}#{info.run_id}",
+            native_id=info.run_id,
+            project=project,
+            name=info.run_name or None,
+            fingerprint=self.fingerprint_of(run),
+            locator={
+                "experiment_id": str(info.experiment_id),
+                "lifecycle_stage": info.lifecycle_stage,
+            },
+        )
+
+    def fingerprint_of(self, run: Any) -> str:
+        """Hash of a run as ``search_runs``/``get_run`` return it (see the class docstring)."""
+        info, data = run.info, run.data
+        metrics = getattr(data, "_metric_objs", None)
+        if metrics is None:  # pragma: no cover - older entity layout
+            metrics = list(data.to_proto().metrics)
+        inputs = getattr(run, "inputs", None)
+        outputs = getattr(run, "outputs", None)
+        doc: dict[str, Any] = {
+            "v": FINGERPRINT_VERSION,
+            "status": info.status,
+            "start": info.start_time,
+            "end": info.end_time,
+            "stage": info.lifecycle_stage,
+            "name": info.run_name,
+            "params": sorted(data.params.items()),
+            "tags": sorted(data.tags.items()),
+            "metrics": sorted((m.key, _num(m.value), m.step, m.timestamp) for m in metrics),
+            "datasets": sorted(
+                (
+                    d.dataset.name,
+                    d.dataset.digest,
+                    sorted((t.key, t.value) for t in d.tags),
+                )
+                for d in (inputs.dataset_inputs if inputs else [])
+            ),
+            "model_inputs": sorted(
+                m.model_id for m in (getattr(inputs, "model_inputs", None) or [])
+            ),
+            "model_outputs": sorted(
+                (m.model_id, m.step) for m in (getattr(outputs, "model_outputs", None) or [])
+            ),
+        }
+        listing = self._artifact_listing(info.run_id, info.artifact_uri)
+        if listing is not None:
+            doc["artifacts"] = listing
+        return _hash(doc)
+
+    def _artifact_listing(self, run_id: str, artifact_uri: str) -> list[Any] | None:
+        if self.fingerprint_artifacts is False:
+            return None
+        local = _local_dir(artifact_uri)
+        if local is not None:
+            out: list[Any] = []
+            for root, dirs, files in os.walk(local):
+                dirs.sort()
+                for name in sorted(files):
+                    p = Path(root, name)
+                    try:
+                        st = p.stat()
+                    except OSError:
+                        continue
+                    out.append((p.relative_to(local).as_posix(), st.st_size, st.st_mtime_ns))
+            return out
+        if self.fingerprint_artifacts:
+            return [(f.path, f.size) for f in self._walk_artifacts(run_id, None)]
+        return None
+
+    # ------------------------------------------------------------------ run body
+
+    def _get_run(self, run_id: str) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_run(run_id)
+        except MlflowException as exc:
+            raise RunError(f"MLflow run {run_id}: {self._scrub(str(exc))}") from None
+
+    def read_run(self, header: RunHeader) -> Run:
+        """The run body; params → flat ``config``, tags → ``extra_tags`` (see module doc),
+        dataset inputs and logged models → ``artifacts``, artifact files → ``files``."""
+        mlrun = self._get_run(header.native_id)
+        info, data = mlrun.info, mlrun.data
+        self._artifact_uris[info.run_id] = info.artifact_uri
+        tags = dict(data.tags)
+        imported = BRIDGE_SOURCE_TAG in tags
+        run = Run(
+            header=header,
+            name=info.run_name or tags.get("mlflow.runName") or None,
+            user=tags.get("mlflow.user") or info.user_id or None,
+            notes=tags.get("mlflow.note.content") or None,
+            start_time_ms=info.start_time,
+            end_time_ms=info.end_time,
+            status=_STATUS.get(info.status, "RUNNING"),
+            config=dict(sorted(data.params.items())),
+            extra_tags={
+                k: v
+                for k, v in sorted(tags.items())
+                if k not in FIELD_TAGS and not k.startswith(BRIDGE_PREFIX)
+            },
+        )
+        if info.status not in _STATUS:
+            run.status_reason = f"MLflow status {info.status}"
+        run.artifacts = self._datasets(mlrun) + self._models(mlrun)
+        try:
+            run.files = [
+                f
+                for f in self._walk_artifacts(info.run_id, None)
+                if not (imported and f.path.split("/", 1)[0] == BRIDGE_ARTIFACT_DIR)
+            ]
+        except Exception as exc:
+            run.warnings.append(
+                f"artifacts not listed: {type(exc).__name__}: {self._scrub(str(exc))}"
+            )
+        return run
+
+    def _datasets(self, mlrun: Any) -> list[ArtifactVersion]:
+        out: list[ArtifactVersion] = []
+        inputs = getattr(mlrun, "inputs", None)
+        for d in inputs.dataset_inputs if inputs else []:
+            ds = d.dataset
+            out.append(
+                ArtifactVersion(
+                    name=ds.name,
+                    type="dataset",
+                    digest=ds.digest,
+                    direction="used",
+                    metadata={
+                        "source_type": ds.source_type,
+                        "source": ds.source,
+                        "schema": ds.schema,
+                        "profile": ds.profile,
+                        "tags": {t.key: t.value for t in d.tags},
+                    },
+                )
+            )
+        return out
+
+    def _models(self, mlrun: Any) -> list[ArtifactVersion]:
+        """MLflow 3 logged models made by the run (listed, not copied) and models it used."""
+        info = mlrun.info
+        found: dict[str, Any] = {}
+        if hasattr(self.client, "search_logged_models"):
+            token: str | None = None
+            while True:
+                page = self.client.search_logged_models(
+                    experiment_ids=[str(info.experiment_id)],
+                    filter_string=f"source_run_id = '{info.run_id}'",
+                    max_results=100,
+                    page_token=token,
+                )
+                found.update((m.model_id, m) for m in page)
+                token = page.token
+                if not token:
+                    break
+        outputs = getattr(mlrun, "outputs", None)
+        steps = {m.model_id: m.step for m in (getattr(outputs, "model_outputs", None) or [])}
+        for model_id in steps.keys() - found.keys():
+            try:
+                found[model_id] = self.client.get_logged_model(model_id)
+            except Exception:  # noqa: BLE001 - a dangling link is listed by id only
+                found[model_id] = None
+        out = [
+            self._model_version(mid, found[mid], "logged", steps.get(mid)) for mid in sorted(found)
+        ]
+        inputs = getattr(mlrun, "inputs", None)
+        for m in getattr(inputs, "model_inputs", None) or []:
+            out.append(self._model_version(m.model_id, None, "used", None))
+        return out
+
+    @staticmethod
+    def _model_version(
+        model_id: str, model: Any, direction: str, step: int | None
+    ) -> ArtifactVersion:
+        meta: dict[str, Any] = {"model_id": model_id}
+        if step is not None:
+            meta["step"] = step
+        name = model_id
+        if model is not None:
+            name = model.name or model_id
+            status = model.status
+            meta.update(
+                params=dict(model.params or {}),
+                tags=dict(model.tags or {}),
+                status=getattr(status, "name", None) or str(status),
+                artifact_location=model.artifact_location,
+                model_type=model.model_type,
+                source_run_id=model.source_run_id,
+                creation_timestamp=model.creation_timestamp,
+            )
+        return ArtifactVersion(
+            name=name,
+            type="model",
+            version=model_id,
+            direction="logged" if direction == "logged" else "used",
+            metadata=meta,
+        )
+
+    def _walk_artifacts(self, run_id: str, path: str | None) -> Iterator[FileRef]:
+        """Every artifact file under ``path``, depth first, sorted by path."""
+        for info in sorted(self.client.list_artifacts(run_id, path), key=lambda f: f.path):
+            if info.is_dir:
+                yield from self._walk_artifacts(run_id, info.path)
+            else:
+                yield FileRef(
+                    path=info.path,
+                    size=info.file_size,
+                    locator={"run_id": run_id, "path": info.path},
+                )
+
+    # ------------------------------------------------------------------ history
+
+    def iter_history(self, run: Run) -> Iterator[HistoryItem]:
+        """Every point of every metric key, one key per chunk of ≤ ``CHUNK_POINTS``.
+
+        Points of a key come in ``(timestamp, step, value, is_nan)`` order (see module doc).
+        SQL stores: one streamed query over the ``metrics`` table (keys in the database's
+        collation order). REST servers: ``metrics/get-history`` page by page, keys sorted.
+        """
+        run_id = run.header.native_id
+        if self.kind in ("sqlite", "sql"):
+            yield from self._sql_history(run_id)
+        else:
+            yield from self._api_history(run_id)
+
+    def _sql_history(self, run_id: str) -> Iterator[MetricChunk]:
+        import sqlalchemy
+
+        query = sqlalchemy.text(
+            "SELECT key, timestamp, step, value, is_nan FROM metrics WHERE run_uuid = :run_id "
+            "ORDER BY key, timestamp, step, value, is_nan"
+        )
+        nan = math.nan
+        with self.engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=SQL_FETCH_ROWS).execute(
+                query, {"run_id": run_id}
+            )
+            key: str | None = None
+            steps: list[int] = []
+            stamps: list[int] = []
+            values: list[float] = []
+            for rows in result.partitions():
+                for k, ts, step, value, is_nan in rows:
+                    if k != key or len(steps) >= CHUNK_POINTS:
+                        if steps and key is not None:
+                            yield MetricChunk(
+                                key=key, steps=steps, timestamps=stamps, values=values
+                            )
+                        key, steps, stamps, values = k, [], [], []
+                    steps.append(int(step))
+                    stamps.append(int(ts))
+                    values.append(nan if is_nan else float(value))
+            if steps and key is not None:
+                yield MetricChunk(key=key, steps=steps, timestamps=stamps, values=values)
+
+    def _metric_keys(self, run_id: str) -> list[str]:
+        return sorted(self._get_run(run_id).data.metrics)
+
+    def _api_history(self, run_id: str) -> Iterator[MetricChunk]:
+        store = getattr(getattr(self.client, "_tracking_client", None), "store", None)
+        paged = self.kind == "http" and hasattr(store, "get_metric_history")
+        for key in self._metric_keys(run_id):
+            if paged:
+                pages = self._rest_pages(store, run_id, key)
+            else:
+                pages = iter([self.client.get_metric_history(run_id, key)])
+            buf: list[Any] = []
+            for page in pages:
+                buf.extend(page)
+                while len(buf) >= CHUNK_POINTS:
+                    yield _chunk(key, buf[:CHUNK_POINTS])
+                    del buf[:CHUNK_POINTS]
+            if buf:
+                yield _chunk(key, buf)
+
+    @staticmethod
+    def _rest_pages(store: Any, run_id: str, key: str) -> Iterator[list[Any]]:
+        """``metrics/get-history`` page by page (the server orders by timestamp, step, value)."""
+        token: str | None = None
+        while True:
+            page = store.get_metric_history(
+                run_id, key, max_results=REST_PAGE_POINTS, page_token=token
+            )
+            yield list(page)
+            token = getattr(page, "token", None)
+            if not token:
+                return
+
+    # ------------------------------------------------------------------ files
+
+    def open_file(self, ref: FileRef) -> IO[bytes]:
+        """Open one artifact: straight from a local artifact folder, else a temp download
+        that is deleted when the returned file is closed."""
+        run_id = str(ref.locator.get("run_id") or "")
+        path = str(ref.locator.get("path") or ref.path)
+        if not run_id or ".." in path.split("/") or path.startswith("/"):
+            raise RunError(f"not an artifact of this reader: {ref.path!r}")
+        artifact_uri = self._artifact_uris.get(run_id)
+        if artifact_uri is None:
+            artifact_uri = self._get_run(run_id).info.artifact_uri
+            self._artifact_uris[run_id] = artifact_uri
+        local = _local_dir(artifact_uri)
+        if local is not None and (local / path).is_file():
+            return open(local / path, "rb")  # noqa: SIM115 - the caller closes it
+        folder = tempfile.mkdtemp(prefix="bridge-mlflow-")
+        try:
+            got = self.client.download_artifacts(run_id, path, dst_path=folder)
+            return _TempFile(Path(got), folder)
+        except Exception as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise RunError(
+                f"artifact {path!r} of MLflow run {run_id} cannot be downloaded: "
+                f"{type(exc).__name__}: {self._scrub(str(exc))}"
+            ) from None
+
+
+def _chunk(key: str, metrics: list[Any]) -> MetricChunk:
+    return MetricChunk(
+        key=key,
+        steps=[int(m.step) for m in metrics],
+        timestamps=[int(m.timestamp) for m in metrics],
+        values=[float(m.value) for m in metrics],
+    )
