@@ -94,6 +94,10 @@ class Run(BaseModel):
     metric_definitions: list[dict[str, Any]] = Field(default_factory=list)  # define_metric
     files: list[FileRef] = Field(default_factory=list)
     artifacts: list[ArtifactVersion] = Field(default_factory=list)
+    # Parent run (MLflow nested runs): the reader names the parent by source identity; the
+    # engine fills in the parent's destination id once the parent has been written.
+    parent_source_id: str | None = None
+    parent_dest_id: str | None = None
     # Extra backend-level tags the reader wants preserved verbatim (already namespaced).
     extra_tags: dict[str, str] = Field(default_factory=dict)
     # Set when the source is damaged (truncated log ...): imported as far as it is intact.

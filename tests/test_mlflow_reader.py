@@ -238,7 +238,9 @@ def verify_store(uri: str, src: Source) -> MlflowReader:
 
     child = reader.read_run(headers[src.child])
     assert child.status == "FAILED"
-    assert child.extra_tags["mlflow.parentRunId"] == src.parent
+    # the parent link travels as a source identity; the engine maps it to a destination id
+    assert "mlflow.parentRunId" not in child.extra_tags
+    assert child.parent_source_id == f"{reader.display_uri}#{src.parent}"
     assert child.user  # the OS user MLflow recorded at creation
     assert child.notes is None and child.files == [] and child.config == {}
     assert [(a.type, a.direction, a.metadata["model_id"]) for a in child.artifacts] == [

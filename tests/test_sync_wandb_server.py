@@ -29,9 +29,17 @@ ROLES = ("basic", "artifact", "crashed", "bigconfig")  # one folder each
 # - wandb.exit_code: the server reports a state, not the process exit code;
 # - wandb.resumed_parts, wandb.os/python/program/...: offline-log details the API does not carry.
 PATH_TAGS = {"bridge.source_uri", "bridge.fingerprint", "wandb.exit_code"}
-OFFLINE_ONLY_PREFIXES = ("wandb.os", "wandb.python", "wandb.program", "wandb.code_path",
-                         "wandb.executable", "wandb.cli_version", "wandb.resumed_parts",
-                         "wandb.host", "bridge.status_reason")
+OFFLINE_ONLY_PREFIXES = (
+    "wandb.os",
+    "wandb.python",
+    "wandb.program",
+    "wandb.code_path",
+    "wandb.executable",
+    "wandb.cli_version",
+    "wandb.resumed_parts",
+    "wandb.host",
+    "bridge.status_reason",
+)
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +78,7 @@ def _content(uri: str) -> dict[str, dict[str, Any]]:
             for key in run.data.metrics:
                 points = client.get_metric_history(run.info.run_id, key)
                 metrics[key] = sorted(
-                    (m.step, m.timestamp, "nan" if math.isnan(m.value) else m.value)
-                    for m in points
+                    (m.step, m.timestamp, "nan" if math.isnan(m.value) else m.value) for m in points
                 )
             artifacts: list[str] = []
             stack = [""]
@@ -84,7 +91,8 @@ def _content(uri: str) -> dict[str, dict[str, Any]]:
             tags = {
                 k: v
                 for k, v in run.data.tags.items()
-                if k not in PATH_TAGS and not k.startswith(OFFLINE_ONLY_PREFIXES)
+                if k not in PATH_TAGS
+                and not k.startswith(OFFLINE_ONLY_PREFIXES)
                 and not k.startswith("mlflow.log-model")
             }
             out[sid] = {
@@ -102,7 +110,7 @@ def _content(uri: str) -> dict[str, dict[str, Any]]:
 
 def _diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     problems = []
-    assert set(a) == set(b), (set(a) ^ set(b))
+    assert set(a) == set(b), set(a) ^ set(b)
     for sid in a:
         for field in a[sid]:
             if a[sid][field] != b[sid][field]:
@@ -128,11 +136,15 @@ def test_offline_and_server_give_identical_mlflow_content(
 ) -> None:
     offline_uri = f"sqlite:///{tmp_path / 'offline.db'}"
     online_uri = f"sqlite:///{tmp_path / 'online.db'}"
-    a = api.sync(f"wandb-offline:{wandb_dir}", f"mlflow:{offline_uri}",
-                 state=str(tmp_path / "a.db"))
+    a = api.sync(
+        f"wandb-offline:{wandb_dir}", f"mlflow:{offline_uri}", state=str(tmp_path / "a.db")
+    )
     assert a.exit_code() == 0, [(r.source_id, r.error) for r in a.runs]
-    b = api.sync(f"wandb:{ENTITY}/{PROJECT}?base_url={server.url}", f"mlflow:{online_uri}",
-                 state=str(tmp_path / "b.db"))
+    b = api.sync(
+        f"wandb:{ENTITY}/{PROJECT}?base_url={server.url}",
+        f"mlflow:{online_uri}",
+        state=str(tmp_path / "b.db"),
+    )
     assert b.exit_code() == 0, [(r.source_id, r.error) for r in b.runs]
     offline, online = _content(offline_uri), _content(online_uri)
     assert len(offline) == len(ROLES)
@@ -149,23 +161,25 @@ def test_source_switch_writes_no_new_runs(
     first = api.sync(f"wandb-offline:{wandb_dir}", f"mlflow:{uri}", state=state)
     assert first.exit_code() == 0
     before = _content(uri)
-    second = api.sync(f"wandb:{ENTITY}/{PROJECT}?base_url={server.url}", f"mlflow:{uri}",
-                      state=state)
+    second = api.sync(
+        f"wandb:{ENTITY}/{PROJECT}?base_url={server.url}", f"mlflow:{uri}", state=state
+    )
     assert second.exit_code() == 0, [(r.source_id, r.error, r.conflicts) for r in second.runs]
     assert all(r.action != "create" for r in second.runs)
     assert sum(r.points_written for r in second.runs) == 0
     after = _content(uri)
     assert set(after) == set(before)
     # the same state store lost: the server copy still re-links to the same runs
-    third = api.sync(f"wandb:{ENTITY}/{PROJECT}?base_url={server.url}", f"mlflow:{uri}",
-                     state=str(tmp_path / "fresh.db"))
+    third = api.sync(
+        f"wandb:{ENTITY}/{PROJECT}?base_url={server.url}",
+        f"mlflow:{uri}",
+        state=str(tmp_path / "fresh.db"),
+    )
     assert all(r.action != "create" for r in third.runs)
     assert set(_content(uri)) == set(before)
 
 
-def test_faults_give_the_fault_free_result(
-    tmp_path: Path, server: FakeWandbServer
-) -> None:
+def test_faults_give_the_fault_free_result(tmp_path: Path, server: FakeWandbServer) -> None:
     clean_uri = f"sqlite:///{tmp_path / 'clean.db'}"
     faulty_uri = f"sqlite:///{tmp_path / 'faulty.db'}"
     source = f"wandb:{ENTITY}/{PROJECT}?base_url={server.url}"

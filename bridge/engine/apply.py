@@ -19,12 +19,13 @@ from functools import partial
 from typing import IO
 
 from bridge.adapters.base import MetricSink
-from bridge.engine.plan import Planned, SyncContext, slice_new
+from bridge.engine.plan import Planned, SyncContext, resolve_parent, slice_new
 from bridge.schema import ExtraValue, FileRef, MetricChunk, Run, Warning_
 from bridge.state import RunState
 
 EXTRAS_PATH = "bridge/history-extras.jsonl"
-ARTIFACTS_DIR = "artifacts"
+ARTIFACTS_DIR = "artifacts"  # logged artifacts' content: <name>/<digest>/files/...
+RECORDS_DIR = "bridge/artifacts"  # records of artifacts with no content to copy
 
 ProgressFn = Callable[[int], None]
 
@@ -37,6 +38,11 @@ def apply_run(ctx: SyncContext, planned: Planned, progress: ProgressFn | None = 
     dest_uri = ctx.dest_uri
     baseline = planned.baseline
 
+    if resolve_parent(ctx, run):
+        # The parent was written earlier in this pass: its link is one more tag to write.
+        for key, value in ctx.writer.render(run).tags.items():
+            if rendered.tags.get(key) != value:
+                plan.tags_to_write[key] = value
     if plan.action == "create":
         project_dest_id = ctx.project_id(planned.header.project, create=True)
         assert project_dest_id is not None
@@ -159,16 +165,20 @@ def _write_files(
     for art in run.artifacts:
         # Named by content digest: an offline log never knows the version number the
         # server assigns later, and the same artifact must land in the same place either way.
-        folder = f"{ARTIFACTS_DIR}/{art.direction}/{art.name}/{art.digest or art.version or 'v'}"
-        manifest = art.model_dump_json(indent=2).encode()
+        version = art.digest or art.version or "unversioned"
+        record = art.model_dump_json(indent=2).encode()
+        if art.direction != "logged" or not art.manifest:
+            # Nothing to copy (a used dataset, a model listed by reference): the record only.
+            path = f"{RECORDS_DIR}/{art.direction}/{art.name}/{version}.json"
+            todo.append((FileRef(path=path, size=len(record)), partial(io.BytesIO, record)))
+            continue
+        folder = f"{ARTIFACTS_DIR}/{art.name}/{version}"
         todo.append(
             (
-                FileRef(path=f"{folder}/manifest.json", size=len(manifest)),
-                partial(io.BytesIO, manifest),
+                FileRef(path=f"{folder}/manifest.json", size=len(record)),
+                partial(io.BytesIO, record),
             )
         )
-        if art.direction != "logged":
-            continue
         for entry in art.manifest:
             if entry.ref is not None:
                 continue  # reference entries stay references (recorded in the manifest)

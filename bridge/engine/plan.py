@@ -113,6 +113,7 @@ def plan_run(ctx: SyncContext, header: RunHeader) -> Planned:
                 return Planned(plan=base, header=header)
 
     run = ctx.reader.read_run(header)
+    resolve_parent(ctx, run)
     rendered = ctx.writer.render(run)
     base.warnings.extend(rendered.warnings)
     base.warnings.extend(_reader_warnings(run))
@@ -140,6 +141,17 @@ def plan_run(ctx: SyncContext, header: RunHeader) -> Planned:
         base.points_new = count_new_points(ctx.reader, run, planned.watermarks)
         base.files_new = sum(1 for f in run.files if f.path not in planned.files_done)
     return planned
+
+
+def resolve_parent(ctx: SyncContext, run: Run) -> bool:
+    """Fill ``run.parent_dest_id`` from state once the parent run has been written."""
+    if run.parent_source_id is None or run.parent_dest_id is not None:
+        return False
+    parent = ctx.state.get_run(ctx.dest_uri, run.parent_source_id)
+    if parent is None:
+        return False
+    run.parent_dest_id = parent.dest_id
+    return True
 
 
 def _reader_warnings(run: Run) -> list:

@@ -40,6 +40,28 @@ def _failed_plan(header: RunHeader, exc: BaseException) -> Planned:
     return Planned(plan=plan, header=header)
 
 
+def _waves(planned: list[Planned]) -> list[list[Planned]]:
+    """Split runs into waves by depth in the parent chain (within this batch)."""
+    by_id = {p.plan.source_id: p for p in planned}
+    depth: dict[str, int] = {}
+
+    def depth_of(p: Planned, seen: frozenset[str] = frozenset()) -> int:
+        sid = p.plan.source_id
+        if sid not in depth:
+            parent_id = p.run.parent_source_id if p.run is not None else None
+            parent = by_id.get(parent_id) if parent_id else None
+            if parent is None or parent_id in seen:
+                depth[sid] = 0
+            else:
+                depth[sid] = depth_of(parent, seen | {sid}) + 1
+        return depth[sid]
+
+    waves: dict[int, list[Planned]] = {}
+    for p in planned:
+        waves.setdefault(depth_of(p), []).append(p)
+    return [waves[d] for d in sorted(waves)]
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     first = text[0] if text else ""
@@ -149,7 +171,9 @@ def run_sync(
                 on_run_done(p.plan)
             p.run = None  # free the body as soon as the run is written
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(apply_one, to_apply))
+    # Parents before children, so a child can name its parent's destination id.
+    for wave in _waves(to_apply):
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(apply_one, wave))
     runs_bar.close()
     return report

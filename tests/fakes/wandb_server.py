@@ -13,6 +13,7 @@ exports are real parquet files written with pyarrow and served by the same serve
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import random
 import shutil
@@ -30,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .gql_mini import GqlError, Node, Unimplemented, execute, operation_name
+from .wandb_upload import Mutations, UploadError, Uploads
 from .wandb_store import (
     FakeArtifact,
     FakeProject,
@@ -189,6 +191,10 @@ class _Root(Node):
         p = self.srv.projects.get((ent, a.get("name") or ""))
         return _Project(p, self.srv) if p else None
 
+    def f_model(self, a: dict[str, Any]) -> Any:
+        """``model`` is the old name of ``project`` (RunResumeStatus still uses it)."""
+        return self.f_project(a)
+
     def f_models(self, a: dict[str, Any]) -> Any:
         ent = a.get("entityName") or self.srv.default_entity
         projs = [_Project(p, self.srv) for (e, _), p in self.srv.projects.items() if e == ent]
@@ -198,7 +204,13 @@ class _Root(Node):
     def f_entity(self, a: dict[str, Any]) -> Any:
         name = a.get("name")
         if name in self.srv.entities():
-            return {"id": next_id(), "name": name, "isTeam": False}
+            return {
+                "id": next_id(),
+                "name": name,
+                "isTeam": False,
+                "xxhashDigestsEnabled": False,
+                "organization": None,
+            }
         return None
 
     def f_artifact(self, a: dict[str, Any]) -> Any:
@@ -283,6 +295,17 @@ class _Project(Node):
         r = self.p.runs.get(a.get("name") or "")
         return _Run(r, self.srv) if r else None
 
+    def f_bucket(self, a: dict[str, Any]) -> Any:
+        """``bucket`` is the old name of ``run`` (RunResumeStatus: missingOk -> null)."""
+        return self.f_run(a)
+
+    def f_artifact(self, a: dict[str, Any]) -> Any:
+        """``artifact(name: "collection:alias")`` (the SDK checks an existing type)."""
+        name, _, alias = str(a.get("name") or "").partition(":")
+        coll = self.f_artifactCollection({"name": name})
+        mem = coll.f_artifactMembership({"aliasName": alias or "latest"}) if coll else None
+        return _Artifact(mem.art, self.srv) if mem else None
+
     def f_artifactCollection(self, a: dict[str, Any]) -> Any:
         name = a.get("name")
         arts = [x for x in self.srv.artifacts(self.p) if x.name == name]
@@ -358,10 +381,30 @@ class _Run(Node):
             "systemMetrics": dumps(r.system_metrics),
             "historyKeys": finite_or_token(r.history_keys()),
             "user": {"id": "1", "name": r.username, "username": r.username},
+            # Resume status (RunResumeStatus): line counts are the file_stream offsets.
+            "logLineCount": len(r.output_lines),
+            "eventsLineCount": len(r.events),
+            "historyTail": json.dumps([dumps(row) for row in r.history[-10:]]),
+            "eventsTail": json.dumps([dumps(row) for row in r.events[-10:]]),
         }
+        if name == "state":
+            return self.srv.run_state(r)
         if name in plain:
             return plain[name]
         return super().resolve(name, args)
+
+    def f_project(self, a: dict[str, Any]) -> Any:
+        return _Project(self.srv.projects[(self.r.entity, self.r.project)], self.srv)
+
+    def f_wandbConfig(self, a: dict[str, Any]) -> Any:
+        """Keys of the ``_wandb`` config entry; a run without one still counts as started
+        (RunResumeStatus treats a missing ``t`` as "run does not exist yet")."""
+        internal = self.r.config.get("_wandb")
+        internal = internal if isinstance(internal, dict) else {}
+        keys = a.get("keys") or list(internal)
+        out = {k: internal[k] for k in keys if k in internal}
+        out.setdefault("t", {})
+        return dumps(out)
 
     def f_history(self, a: dict[str, Any]) -> Any:
         lo = a.get("minStep")
@@ -606,11 +649,57 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(200, blob, "application/octet-stream")
 
-    def do_POST(self) -> None:  # noqa: N802
-        fw = self.server.fake
+    def _body(self) -> bytes:
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n)
+        if (self.headers.get("Content-Encoding") or "").lower() == "gzip":
+            body = gzip.decompress(body)
+        return body
+
+    def do_PUT(self) -> None:  # noqa: N802
+        """Uploads to the URLs handed out by CreateRunFiles / artifact mutations."""
+        fw = self.server.fake
+        body = self._body()
         path = urllib.parse.urlparse(self.path).path
+        fw.count("PUT " + (path.split("/")[2] if path.count("/") > 1 else path))
+        if self._fault("PUT"):
+            return
+        try:
+            fw.uploads.put(path, body)
+        except UploadError as exc:
+            fw.errors.append(f"PUT {path}: {exc}")
+            self._send(exc.code, str(exc).encode(), "text/plain")
+            return
+        self._send(200, b"", "text/plain")
+
+    def _file_stream(self, path: str, body: bytes) -> None:
+        fw = self.server.fake
+        fw.count("file_stream")
+        if not fw.authorized(self.headers.get("Authorization")):
+            fw.count("401")
+            self._json(401, {"error": "user is not logged in"})
+            return
+        if self._fault("file_stream"):
+            return
+        ent, proj, run = (urllib.parse.unquote(p) for p in path.split("/")[2:5])
+        try:
+            req = json.loads(body)
+            fw.file_streams.append((run, req))
+            self._json(200, fw.uploads.file_stream(ent, proj, run, req))
+        except UploadError as exc:
+            fw.errors.append(f"file_stream {path}: {exc}")
+            self._json(exc.code, {"error": str(exc)})
+        except (ValueError, TypeError, KeyError) as exc:
+            fw.errors.append(f"file_stream {path}: {exc!r}")
+            self._json(400, {"error": f"bad file_stream request: {exc}"})
+
+    def do_POST(self) -> None:  # noqa: N802
+        fw = self.server.fake
+        body = self._body()
+        path = urllib.parse.urlparse(self.path).path
+        if path.startswith("/files/") and path.endswith("/file_stream") and path.count("/") == 5:
+            self._file_stream(path, body)
+            return
         if path != "/graphql":
             # wandb-core posts telemetry (/sdk/otel/...); accept and drop it.
             self._send(200, b"{}", "application/json")
@@ -642,7 +731,13 @@ class FakeWandbServer:
     """W&B-compatible GraphQL + file server on 127.0.0.1, for tests.
 
     ``fail_rate`` injects 429 (with ``Retry-After: 1``) / 503 answers, deterministic per
-    ``seed``; ``counts`` holds requests per operation name ("GET files" for downloads).
+    ``seed``, to GraphQL ops, downloads ("GET"), uploads ("PUT") and "file_stream" alike
+    (``fault_ops`` narrows it to some of them); ``counts`` holds requests per operation
+    name ("GET files" for downloads, "PUT run"/"PUT blob"/"PUT manifest", "file_stream").
+
+    The SDK write path (``wandb.init(mode="online")``) is in :mod:`tests.fakes.wandb_upload`;
+    ``uploads.export_on_finish`` picks whether finished runs get a parquet export.
+    ``crash_after`` (seconds) makes a "running" run without heartbeats read as "crashed".
     """
 
     def __init__(
@@ -666,6 +761,13 @@ class FakeWandbServer:
         self._thread: threading.Thread | None = None
         self._tmp = Path(tempfile.mkdtemp(prefix="fake-wandb-"))
         self._parquet: dict[tuple[str, int], Path] = {}
+        self.fault_ops: frozenset[str] | None = None
+        self.crash_after: float | None = None
+        self.uploads = Uploads(self)
+        #: Every decoded file_stream request body, as (run id, body).
+        self.file_streams: list[tuple[str, dict[str, Any]]] = []
+        #: Upload requests the server refused (for test diagnostics).
+        self.errors: list[str] = []
 
     # -- lifecycle
     def start(self) -> FakeWandbServer:
@@ -693,10 +795,18 @@ class FakeWandbServer:
         assert self._http is not None, "server not started"
         return f"http://127.0.0.1:{self._http.server_address[1]}"
 
-    def set_faults(self, rate: float, seed: int = 0, codes: tuple[int, ...] = (429, 503)) -> None:
-        """Answer ``rate`` of requests with one of ``codes`` (deterministic per seed)."""
+    def set_faults(
+        self,
+        rate: float,
+        seed: int = 0,
+        codes: tuple[int, ...] = (429, 503),
+        ops: tuple[str, ...] | None = None,
+    ) -> None:
+        """Answer ``rate`` of requests with one of ``codes`` (deterministic per seed);
+        ``ops`` limits faults to those operation names ("file_stream", "PUT", "GET", ...)."""
         with self._lock:
             self.fail_rate, self.fault_codes = rate, codes
+            self.fault_ops = frozenset(ops) if ops is not None else None
             self._rng = random.Random(seed)
 
     # -- data
@@ -745,6 +855,16 @@ class FakeWandbServer:
                 if a.id == aid:
                     return a
         return None
+
+    def run_state(self, r: FakeRun) -> str:
+        """The state W&B shows: a "running" run whose heartbeats stopped is "crashed"."""
+        if (
+            r.state == "running"
+            and self.crash_after is not None
+            and time.time() - r.heartbeat_at > self.crash_after
+        ):
+            return "crashed"
+        return r.state
 
     def exported(self, r: FakeRun) -> int:
         """How many leading history rows the parquet export covers."""
@@ -812,7 +932,7 @@ class FakeWandbServer:
             self.counts[op] += 1
 
     def pick_fault(self, op: str) -> int | None:
-        if self.fail_rate <= 0:
+        if self.fail_rate <= 0 or (self.fault_ops is not None and op not in self.fault_ops):
             return None
         with self._lock:
             if self._rng.random() >= self.fail_rate:
@@ -823,7 +943,7 @@ class FakeWandbServer:
 
     def answer(self, op: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
         try:
-            return {"data": execute(query, variables, _Root(self))}
+            return {"data": execute(query, variables, _Root(self), None, Mutations(self))}
         except Unimplemented as exc:
             msg = f"fake server: operation {op} not implemented ({exc})"
         except GqlError as exc:

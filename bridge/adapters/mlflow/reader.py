@@ -63,7 +63,7 @@ SQL_FETCH_ROWS = 5000
 REST_PAGE_POINTS = 25_000
 SEARCH_PAGE = 1000
 #: Run tags carried in dedicated Run fields instead of ``extra_tags``.
-FIELD_TAGS = ("mlflow.runName", "mlflow.user", "mlflow.note.content")
+FIELD_TAGS = ("mlflow.runName", "mlflow.user", "mlflow.note.content", "mlflow.parentRunId")
 BRIDGE_PREFIX = "bridge."
 BRIDGE_SOURCE_TAG = "bridge.source_id"
 #: Folder of metadata files the MLflow writer stores beside imported runs.
@@ -487,7 +487,8 @@ class MlflowReader(Reader):
         run = Run(
             header=header,
             name=info.run_name or tags.get("mlflow.runName") or None,
-            user=tags.get("mlflow.user") or info.user_id or None,
+            # "unknown" is MLflow's placeholder for "no user", not a user
+            user=tags.get("mlflow.user") or (info.user_id if info.user_id != "unknown" else None),
             notes=tags.get("mlflow.note.content") or None,
             start_time_ms=info.start_time,
             end_time_ms=info.end_time,
@@ -499,6 +500,8 @@ class MlflowReader(Reader):
                 if k not in FIELD_TAGS and not k.startswith(BRIDGE_PREFIX)
             },
         )
+        if tags.get("mlflow.parentRunId"):
+            run.parent_source_id = f"{self.display_uri}#{tags['mlflow.parentRunId']}"
         if info.status not in _STATUS:
             run.status_reason = f"MLflow status {info.status}"
         run.artifacts = self._datasets(mlrun) + self._models(mlrun)

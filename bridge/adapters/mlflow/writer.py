@@ -426,7 +426,9 @@ class MlflowWriter(Writer):
             ("mlflow.note.content", run.notes),
             ("mlflow.source.git.commit", run.git_commit),
             ("mlflow.source.git.repoURL", run.git_remote),
-            (f"{p}run_id", run.header.native_id),
+            # the source's own run id, for W&B sources (an MLflow source id already is one)
+            (f"{p}run_id", run.header.native_id if sid.startswith("wandb:") else None),
+            ("mlflow.parentRunId", run.parent_dest_id),
             (f"{p}group", run.group),
             (f"{p}job_type", run.job_type),
             (f"{p}host", run.host),
@@ -540,6 +542,7 @@ class MlflowWriter(Writer):
                 raise RunError(
                     f"MLflow rejected params/tags for run {dest_id}: {self._scrub(exc.message)}"
                 ) from exc
+        self._log_dataset_inputs(dest_id, run)
         files: dict[str, Any] = {
             "config.json": run.config,
             "summary.json": run.summary,
@@ -550,6 +553,29 @@ class MlflowWriter(Writer):
         if full.long_values["params"] or full.long_values["tags"]:
             files["long-values.json"] = full.long_values
         self._put_json_files(dest_id, files)
+
+    def _log_dataset_inputs(self, dest_id: str, run: Run) -> None:
+        """Datasets the run used → MLflow dataset inputs (lineage). MLflow's SQL store keeps
+        one input per (dataset, run), so logging them again on a re-sync adds nothing."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        inputs = []
+        for art in run.artifacts:
+            if art.direction != "used" or art.type != "dataset":
+                continue
+            meta = art.metadata
+            dataset = Dataset(
+                name=art.name,
+                digest=art.digest or "",
+                source_type=str(meta.get("source_type") or "external"),
+                source=str(meta.get("source") or run.header.source_id),
+                schema=meta.get("schema"),
+                profile=meta.get("profile"),
+            )
+            tags = [InputTag(str(k), str(v)) for k, v in (meta.get("tags") or {}).items()]
+            inputs.append(DatasetInput(dataset, tags))
+        if inputs:
+            self.client.log_inputs(dest_id, datasets=inputs)
 
     def _key_map_doc(self, full: _Full, dest_id: str, merge_existing: bool) -> dict | None:
         with self._lock:

@@ -1,0 +1,126 @@
+"""How neutral runs (typically read from MLflow) become W&B runs: the user-overridable rules.
+
+``mappings/mlflow-to-wandb.toml`` is the documented copy of these defaults; a user edits a
+copy and passes it to :func:`load_wandb_mapping`. The fixed rules (identity keys, files,
+history layout) are documented in that file too, so the whole mapping is in one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bridge.errors import BridgeError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+#: The shipped, documented copy of the defaults (repo checkout layout).
+DEFAULT_WANDB_MAPPING_PATH = (
+    Path(__file__).resolve().parents[3] / "mappings" / "mlflow-to-wandb.toml"
+)
+#: Characters W&B refuses in project names.
+_BAD_PROJECT_CHARS = re.compile(r"[/\\#?%:]")
+MAX_PROJECT_LEN = 128
+_B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+class WandbMapping(BaseModel):
+    """Neutral run → W&B run rules; defaults match ``mappings/mlflow-to-wandb.toml``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    project_name: str = "{project}"
+    run_id_length: int = Field(default=12, ge=8, le=32)
+    run_id_salt: str = ""
+    step_key: str = "mlflow_step"
+    extra_tags_config_key: str = "mlflow_tags"
+    wandb_tag_values: list[str] = Field(default_factory=lambda: ["", "true"])
+    wandb_tag_skip_prefixes: list[str] = Field(default_factory=lambda: ["mlflow.", "bridge."])
+    parent_tag: str = "mlflow.parentRunId"
+    skip_config_keys: list[str] = Field(default_factory=lambda: ["_wandb"])
+    exit_codes: dict[str, int] = Field(
+        default_factory=lambda: {"FINISHED": 0, "FAILED": 1, "KILLED": 255, "RUNNING": 0}
+    )
+
+    @field_validator("project_name")
+    @classmethod
+    def _check_template(cls, value: str) -> str:
+        try:
+            name = value.format(project="p", entity="e")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"project_name {value!r} may only use {{project}} and {{entity}}: {exc}"
+            ) from exc
+        if not name.strip():
+            raise ValueError("project_name must not render to an empty name")
+        return value
+
+    @field_validator("step_key", "extra_tags_config_key")
+    @classmethod
+    def _check_key(cls, value: str) -> str:
+        if not value or value.startswith("_") or value != value.strip("- "):
+            raise ValueError("must be non-empty and not start with '_', '-' or a space")
+        return value
+
+    @field_validator("exit_codes")
+    @classmethod
+    def _check_codes(cls, value: dict[str, int]) -> dict[str, int]:
+        missing = {"FINISHED", "FAILED", "KILLED", "RUNNING"} - value.keys()
+        if missing:
+            raise ValueError(f"exit_codes needs every status; missing {sorted(missing)}")
+        return value
+
+    def project_for(self, project: str, entity: str | None) -> str:
+        """The W&B project name for a source project/experiment (W&B-legal characters)."""
+        name = self.project_name.format(project=project, entity=entity or "")
+        name = _BAD_PROJECT_CHARS.sub("-", name).strip(" -") or "uncategorized"
+        return name[:MAX_PROJECT_LEN]
+
+    def run_id_for(self, source_id: str) -> str:
+        """The W&B run id for a source run: base36 of SHA-256(salt + source id), cut.
+
+        Deterministic, so re-syncs find the same run without local state; lowercase
+        letters and digits only (valid in W&B ids and folder names).
+        """
+        digest = int.from_bytes(hashlib.sha256((self.run_id_salt + source_id).encode()).digest())
+        chars: list[str] = []
+        while len(chars) < self.run_id_length:
+            digest, rem = divmod(digest, 36)
+            chars.append(_B36[rem])
+        return "".join(chars)
+
+    def is_wandb_tag(self, key: str, value: str) -> bool:
+        """Whether a backend tag becomes a plain W&B tag (it is kept in config as well)."""
+        if not 1 <= len(key) <= 64:
+            return False
+        if any(key.startswith(p) for p in self.wandb_tag_skip_prefixes):
+            return False
+        return value.strip().lower() in self.wandb_tag_values
+
+
+def load_wandb_mapping(path: Path | None = None) -> WandbMapping:
+    """The defaults, overridden by the keys of the TOML file at ``path`` if given."""
+    if path is None:
+        return WandbMapping()
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise BridgeError(f"cannot read mapping file {path}: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise BridgeError(f"mapping file {path} is not valid TOML: {exc}") from exc
+    try:
+        return WandbMapping.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "(file)"
+        raise BridgeError(
+            f"mapping file {path}: {where}: {first.get('msg')} (see mappings/mlflow-to-wandb.toml)"
+        ) from exc

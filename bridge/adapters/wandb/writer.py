@@ -1,0 +1,789 @@
+"""Write neutral runs into W&B: ``wandb-offline:DIR`` (offline run folders) or
+``wandb:ENTITY[/PROJECT][?base_url=URL]`` (a W&B server), both through the real SDK.
+
+Offline, each ``wandb.init`` writes a real ``DIR/wandb/offline-run-*`` folder that
+``wandb sync DIR/wandb`` uploads later; online, the SDK uploads as it goes (base URL from
+``?base_url=`` or ``WANDB_BASE_URL``, key from ``WANDB_API_KEY`` or netrc; never printed).
+
+Layout (all rules also in ``mappings/mlflow-to-wandb.toml``):
+
+* Run id = base36(SHA-256(source id)) cut to 12 chars: a re-sync finds its run without any
+  local state; ``find_runs_by_source`` rebuilds the map from config ``_bridge.source_id``.
+* Config = the source config (flat MLflow params kept as they are), backend tags under
+  ``mlflow_tags``, and flat ``_bridge.*`` keys: source id/URI, source run id, original
+  start/end time (W&B always stamps "now"), status, then ``_bridge.fingerprint`` and
+  ``_bridge.complete`` (written last, before ``finish``).
+* History: W&B drops a row whose step is lower than the last one, and MLflow steps repeat,
+  go back and differ per key. So ``_step`` is a plain row counter, every row carries the
+  source step under ``mlflow_step`` (``define_metric("*", step_metric="mlflow_step")`` makes
+  charts use it) and its ``_timestamp``; points of different keys sharing (step,
+  timestamp) share a row. Nothing is dropped or merged: a key's points keep their order.
+* A re-sync resumes the same run id (``resume="allow"``); offline that adds a folder for
+  the same id, which readers merge. Offline rows continue the ``_step`` count of earlier
+  folders so ``wandb sync`` sees one increasing history.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import os
+import posixpath
+import shutil
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from bridge.adapters.base import Capabilities, DestRun, MetricSink, Rendered, Writer
+from bridge.adapters.wandb.mapping import WandbMapping, load_wandb_mapping
+from bridge.errors import BridgeError, RunError
+from bridge.mapping import flatten, to_text
+from bridge.schema import MetricChunk, Project, Run, Warning_
+
+BRIDGE = "_bridge."
+SOURCE_ID_KEY = "_bridge.source_id"
+SOURCE_URI_KEY = "_bridge.source_uri"
+COMPLETE_KEY = "_bridge.complete"
+FINGERPRINT_KEY = "_bridge.fingerprint"
+#: Rendered-tag keys for the W&B run fields the engine diffs.
+NAME_TAG = "wandb.name"
+NOTES_TAG = "wandb.notes"
+GROUP_TAG = "wandb.group"
+JOB_TYPE_TAG = "wandb.job_type"
+TAG_PREFIX = "wandb.tag."
+#: Top-level names the SDK writes into a run's files dir itself; source files named so
+#: are stored under ``bridge/source-files/`` instead of clobbering (or being clobbered).
+RESERVED_FILES = frozenset(
+    {
+        "config.yaml",
+        "wandb-summary.json",
+        "wandb-metadata.json",
+        "requirements.txt",
+        "output.log",
+        "diff.patch",
+        "conda-environment.yaml",
+        "media",
+        "code",
+        "artifact",
+    }
+)
+#: History keys W&B owns; a source metric named so is stored as ``metric:<key>``.
+INTERNAL_HISTORY_KEYS = frozenset({"_step", "_timestamp", "_runtime"})
+RENAMED_METRIC_PREFIX = "metric:"
+#: Points buffered per sink before rows are sent even without a flush (memory bound).
+SINK_MAX_POINTS = 50_000
+METRICS_PER_BATCH = 10_000
+
+
+def _sdk_settings(**extra: Any) -> Any:
+    """SDK settings for a bridge-made run: none of the bridge process's own console, system
+    metrics, code, git or package list end up in the imported run."""
+    import wandb
+
+    return wandb.Settings(
+        console="off",
+        x_disable_stats=True,
+        x_disable_meta=True,
+        x_disable_machine_info=True,
+        x_save_requirements=False,
+        save_code=False,
+        disable_git=True,
+        disable_job_creation=True,
+        silent=True,
+        **extra,
+    )
+
+
+@dataclass
+class _Live:
+    """One open SDK run and what the writer tracks about it."""
+
+    run: Any
+    dest_id: str
+    source_id: str
+    next_step: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def log_row(self, row: dict[str, Any]) -> None:
+        with self.lock:
+            self.run.log(row, step=self.next_step)
+            self.next_step += 1
+
+
+@dataclass
+class _Doc:
+    """What rendering decides: the config to write, its flat view and the W&B fields."""
+
+    config: dict[str, Any] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)  # flat key -> top-level key
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    wandb_tags: list[str] = field(default_factory=list)
+    warnings: list[Warning_] = field(default_factory=list)
+
+
+class WandbWriter(Writer):
+    """Writes runs to a W&B server (``wandb:``); :class:`WandbOfflineWriter` writes folders."""
+
+    scheme = "wandb"
+    offline = False
+
+    def __init__(self, target: str, mapping: WandbMapping | None = None) -> None:
+        super().__init__(target)
+        self.mapping = mapping or load_wandb_mapping(None)
+        self.capabilities = Capabilities(
+            can_set_start_time=False,
+            can_choose_run_id=True,
+            immutable_params=False,
+            stores_infinity=True,
+            dedupes_metric_points=False,
+            metrics_per_batch=METRICS_PER_BATCH,
+            params_per_batch=1000,
+            tags_per_batch=1000,
+        )
+        path, _, query = target.partition("?")
+        params = urllib.parse.parse_qs(query)
+        self._path = path
+        self._entity: str | None = _first(params, "entity")
+        self._fixed_project: str | None = _first(params, "project")
+        self._explicit_url: str | None = _first(params, "base_url")
+        self._lock = threading.Lock()
+        self._init_lock = threading.Lock()
+        self._live: dict[str, _Live] = {}
+        self._pending_resume: set[str] = set()
+        self._api_obj: Any = None
+        if not self.offline:
+            parts = [p for p in path.strip("/").split("/") if p]
+            if not parts or len(parts) > 2:
+                raise BridgeError(
+                    f"wandb:{path}: expected wandb:ENTITY/PROJECT or wandb:ENTITY "
+                    "(one project per source project)"
+                )
+            self._entity = parts[0]
+            if len(parts) == 2:
+                self._fixed_project = parts[1]
+
+    # ------------------------------------------------------------------ basics
+
+    @property
+    def display_uri(self) -> str:
+        if self._explicit_url:
+            return f"{self.scheme}:{self._path}?base_url={self._explicit_url}"
+        return f"{self.scheme}:{self._path}"
+
+    @property
+    def base_url(self) -> str:
+        from bridge.adapters.wandb.api_reader import DEFAULT_BASE_URL
+
+        return (self._explicit_url or os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL).rstrip(
+            "/"
+        )
+
+    def _api_key(self) -> str:
+        from bridge.adapters.wandb.api_reader import api_key_for
+
+        key = api_key_for(self.base_url)
+        if not key:
+            raise BridgeError(
+                f"{self.display_uri}: no API key for {self.base_url}; set WANDB_API_KEY or run "
+                f"`wandb login --host {self.base_url}`"
+            )
+        return key
+
+    def _api(self) -> Any:
+        with self._lock:
+            if self._api_obj is None:
+                import wandb
+
+                self._api_obj = wandb.Api(
+                    api_key=self._api_key(), overrides={"base_url": self.base_url}, timeout=60
+                )
+            return self._api_obj
+
+    def check(self) -> None:
+        """Online: an API key must be known and the server must answer."""
+        import urllib.error
+        import urllib.request
+
+        self._api_key()
+        try:
+            with urllib.request.urlopen(self.base_url, timeout=5):  # noqa: S310 - user's server
+                pass
+        except urllib.error.HTTPError:
+            return  # something answers; auth is checked by the first real call
+        except Exception as exc:
+            reason = getattr(exc, "reason", exc)
+            raise BridgeError(
+                f"{self.display_uri}: W&B server {self.base_url} unreachable ({reason}); "
+                "check WANDB_BASE_URL / ?base_url="
+            ) from None
+
+    # ------------------------------------------------------------------ projects
+
+    def project_name(self, project: Project) -> str:
+        if self._fixed_project:
+            return self._fixed_project
+        return self.mapping.project_for(project.name, project.entity)
+
+    def _project_id(self, name: str) -> str:
+        return f"{self._entity}/{name}" if not self.offline else name
+
+    def find_project(self, project: Project) -> str | None:
+        """The project's id; W&B projects need no creation (``wandb.init`` makes them), so
+        an absent one simply has no runs."""
+        return self._project_id(self.project_name(project))
+
+    def ensure_project(self, project: Project) -> str:
+        return self._project_id(self.project_name(project))
+
+    def _split(self, dest_id: str) -> tuple[str, str]:
+        """(project name, run id) of a destination id."""
+        head, _, run_id = dest_id.rpartition("/")
+        return head.rpartition("/")[2], run_id
+
+    # ------------------------------------------------------------------ reading back
+
+    def _dest_run(
+        self, dest_id: str, project_dest_id: str, config: dict[str, Any], fields: dict[str, Any]
+    ) -> DestRun:
+        params = {k: to_text(v) for k, v in flatten(config) if v is not None}
+        tags: dict[str, str] = {}
+        for key, value in (
+            (NAME_TAG, fields.get("name")),
+            (NOTES_TAG, fields.get("notes")),
+            (GROUP_TAG, fields.get("group")),
+            (JOB_TYPE_TAG, fields.get("job_type")),
+        ):
+            if value:
+                tags[key] = str(value)
+        for tag in fields.get("tags") or []:
+            tags[TAG_PREFIX + tag] = "true"
+        sid = config.get(SOURCE_ID_KEY)
+        return DestRun(
+            dest_id=dest_id,
+            project_dest_id=project_dest_id,
+            source_id=sid if isinstance(sid, str) else None,
+            complete=config.get(COMPLETE_KEY) is True,
+            fingerprint=_str_or_none(config.get(FINGERPRINT_KEY)),
+            params=params,
+            tags=tags,
+        )
+
+    def _api_dest_run(self, r: Any, project_dest_id: str) -> DestRun:
+        fields = {
+            "name": r.name,
+            "notes": getattr(r, "notes", None),
+            "group": getattr(r, "group", None),
+            "job_type": getattr(r, "job_type", None),
+            "tags": list(getattr(r, "tags", None) or []),
+        }
+        return self._dest_run(f"{project_dest_id}/{r.id}", project_dest_id, dict(r.config), fields)
+
+    def find_runs_by_source(self, project_dest_id: str) -> dict[str, DestRun]:
+        """Runs of the project whose config carries ``_bridge.source_id``, by source id."""
+        found: dict[str, DestRun] = {}
+        try:
+            runs = list(self._api().runs(project_dest_id, per_page=500))
+        except Exception as exc:
+            if _not_found(exc):
+                return found
+            raise
+        for r in runs:
+            dest = self._api_dest_run(r, project_dest_id)
+            if dest.source_id:
+                found.setdefault(dest.source_id, dest)
+        return found
+
+    def get_run(self, dest_id: str) -> DestRun | None:
+        try:
+            r = self._api().run(dest_id)
+            _ = r.config  # loads the run: raises if it does not exist
+        except Exception as exc:
+            if _not_found(exc):
+                return None
+            raise
+        return self._api_dest_run(r, dest_id.rpartition("/")[0])
+
+    def metric_counts(self, dest_id: str) -> dict[str, int]:
+        """Points per source metric key (every history row except the bridge's step key)."""
+        counts: dict[str, int] = {}
+        r = self._api().run(dest_id)
+        for row in r.scan_history():
+            for key, value in row.items():
+                if value is not None and isinstance(value, (int, float)):
+                    self._count(counts, key)
+        return counts
+
+    def _count(self, counts: dict[str, int], key: str) -> None:
+        if key.startswith("_") or key == self.mapping.step_key:
+            return
+        original = self._source_metric_key(key)
+        counts[original] = counts.get(original, 0) + 1
+
+    # ------------------------------------------------------------------ rendering
+
+    def render(self, run: Run) -> Rendered:
+        doc = self._render_doc(run)
+        return Rendered(params=doc.params, tags=doc.tags, warnings=doc.warnings)
+
+    def _render_doc(self, run: Run) -> _Doc:
+        m = self.mapping
+        doc = _Doc()
+        sid = run.header.source_id
+        reserved = {m.extra_tags_config_key}
+        skip = set(m.skip_config_keys)
+        for key, value in run.config.items():
+            if key in skip:
+                continue
+            stored = key
+            if key in reserved or key.startswith(BRIDGE) or key != key.strip("-") or not key:
+                stored = f"_{key}_" if key != key.strip("-") or not key else f"{key}_"
+                doc.warnings.append(
+                    Warning_(
+                        source_id=sid,
+                        code="sanitized-key",
+                        message=f"config key {key!r} is reserved or changed by W&B; "
+                        f"stored as {stored!r}",
+                    )
+                )
+            doc.config[stored] = value
+        extra = dict(run.extra_tags)
+        if extra:
+            doc.config[m.extra_tags_config_key] = extra
+        source_run_id = run.header.native_id
+        for key, value in (
+            (SOURCE_ID_KEY, sid),
+            (SOURCE_URI_KEY, self.source_uri),
+            ("_bridge.source_run_id", source_run_id),
+            ("_bridge.source_project", run.header.project.name),
+            ("_bridge.user", run.user),
+            ("_bridge.host", run.host),
+            ("_bridge.start_time_ms", run.start_time_ms),
+            ("_bridge.end_time_ms", run.end_time_ms),
+            ("_bridge.status", run.status),
+            ("_bridge.status_reason", run.status_reason),
+            ("_bridge.incomplete", run.incomplete_reason),
+            ("_bridge.step_key", m.step_key),
+        ):
+            if value is not None and value != "":
+                doc.config[key] = value
+        for top, value in doc.config.items():
+            for flat, leaf in flatten({top: value}):
+                if leaf is None:
+                    continue
+                doc.params[flat] = to_text(leaf)
+                doc.owners[flat] = top
+
+        wandb_tags: list[str] = []
+        for tag in run.tags:
+            if 1 <= len(tag) <= 64 and tag not in wandb_tags:
+                wandb_tags.append(tag)
+            elif tag not in wandb_tags:
+                doc.warnings.append(
+                    Warning_(
+                        source_id=sid,
+                        code="truncated",
+                        message=f"tag {tag[:80]!r} is not 1-64 characters long, as W&B requires; "
+                        "left out",
+                    )
+                )
+        for key, value in extra.items():
+            if m.is_wandb_tag(key, value) and key not in wandb_tags:
+                wandb_tags.append(key)
+        doc.wandb_tags = wandb_tags
+        for key, value in (
+            (NAME_TAG, self._run_name(run)),
+            (NOTES_TAG, run.notes),
+            (GROUP_TAG, self._group(run)),
+            (JOB_TYPE_TAG, run.job_type),
+        ):
+            if value:
+                doc.tags[key] = value
+        for tag in wandb_tags:
+            doc.tags[TAG_PREFIX + tag] = "true"
+        return doc
+
+    def _run_name(self, run: Run) -> str:
+        return run.name or run.header.name or run.header.native_id
+
+    def _group(self, run: Run) -> str | None:
+        if run.group:
+            return run.group
+        parent = run.extra_tags.get(self.mapping.parent_tag)
+        return parent or None
+
+    def run_id(self, run: Run) -> str:
+        return self.mapping.run_id_for(run.header.source_id)
+
+    # ------------------------------------------------------------------ live runs
+
+    def _init_kwargs(self, project: str, run_id: str) -> dict[str, Any]:
+        if self.offline:
+            root = Path(self._path).expanduser()
+            root.mkdir(parents=True, exist_ok=True)
+            return {
+                "mode": "offline",
+                "dir": str(root),
+                "project": project,
+                "entity": self._entity,
+                "id": run_id,
+            }
+        return {
+            "mode": "online",
+            "project": project,
+            "entity": self._entity,
+            "id": run_id,
+        }
+
+    def _start(self, dest_id: str, source_id: str, run: Run | None, resume: bool) -> _Live:
+        """``wandb.init`` for one run (serialized: init is not meant to race)."""
+        import wandb
+
+        project, run_id = self._split(dest_id)
+        kwargs = self._init_kwargs(project, run_id)
+        extra: dict[str, Any] = {}
+        if not self.offline:
+            extra = {"api_key": self._api_key(), "base_url": self.base_url}
+        doc = self._render_doc(run) if run is not None else None
+        if run is not None and doc is not None:
+            commit = run.git_commit or run.extra_tags.get("mlflow.source.git.commit")
+            remote = run.git_remote or run.extra_tags.get("mlflow.source.git.repoURL")
+            if commit:
+                extra["git_commit"] = commit
+            if remote:
+                extra["git_remote_url"] = remote
+            kwargs.update(
+                name=doc.tags.get(NAME_TAG),
+                notes=doc.tags.get(NOTES_TAG),
+                group=doc.tags.get(GROUP_TAG),
+                job_type=doc.tags.get(JOB_TYPE_TAG),
+            )
+            if not resume:
+                kwargs["tags"] = doc.wandb_tags
+        config: dict[str, Any] = {SOURCE_ID_KEY: source_id, COMPLETE_KEY: False}
+        if self.source_uri:
+            config[SOURCE_URI_KEY] = self.source_uri
+        prev_steps = self._offline_next_step(dest_id) if resume and self.offline else 0
+        with self._init_lock:
+            sdk_run = wandb.init(
+                **kwargs,
+                config=config,
+                resume="allow",
+                reinit="create_new",
+                allow_val_change=True,
+                settings=_sdk_settings(**extra),
+            )
+        step_key = self.mapping.step_key
+        sdk_run.define_metric(step_key, hidden=False)
+        sdk_run.define_metric("*", step_metric=step_key)
+        try:
+            next_step = int(sdk_run.step)
+        except Exception:  # noqa: BLE001 - shared-mode runs have no step counter
+            next_step = 0
+        live = _Live(
+            run=sdk_run, dest_id=dest_id, source_id=source_id, next_step=max(next_step, prev_steps)
+        )
+        with self._lock:
+            self._live[dest_id] = live
+        return live
+
+    def _offline_next_step(self, dest_id: str) -> int:
+        """Offline folders know nothing of each other: continue after the last ``_step``."""
+        return 0
+
+    def _get_live(self, dest_id: str, run: Run | None = None) -> _Live:
+        with self._lock:
+            live = self._live.get(dest_id)
+            pending = dest_id in self._pending_resume
+            if pending:
+                self._pending_resume.discard(dest_id)
+        if live is not None:
+            return live
+        if not pending:
+            raise RunError(f"W&B run {dest_id} is not open in this writer (create or update it)")
+        source_id = run.header.source_id if run is not None else ""
+        if not source_id:
+            current = self.get_run(dest_id)
+            source_id = (current.source_id if current else None) or ""
+        return self._start(dest_id, source_id, run, resume=True)
+
+    # ------------------------------------------------------------------ writing
+
+    def create_run(self, project_dest_id: str, run: Run, rendered: Rendered) -> str:
+        """``wandb.init`` with the deterministic id, name, tags and the identity config."""
+        dest_id = f"{project_dest_id}/{self.run_id(run)}"
+        with self._lock:
+            if dest_id in self._live:
+                return dest_id
+        self._start(dest_id, run.header.source_id, run, resume=False)
+        return dest_id
+
+    def begin_update(self, dest_id: str) -> None:
+        """Resume the run (lazily, at the first write: the run body gives group and job
+        type to ``wandb.init``); it opens with ``_bridge.complete`` = False."""
+        with self._lock:
+            if dest_id in self._live:
+                self._live[dest_id].run.config.update({COMPLETE_KEY: False}, allow_val_change=True)
+                return
+            self._pending_resume.add(dest_id)
+
+    def write_metadata(
+        self, dest_id: str, run: Run, params: dict[str, str], tags: dict[str, str]
+    ) -> None:
+        """Config keys whose flat params changed (each top-level key written whole), then
+        name/notes/tags. Group and job type are set by ``wandb.init``."""
+        live = self._get_live(dest_id, run)
+        doc = self._render_doc(run)
+        tops = {doc.owners[k] for k in params if k in doc.owners}
+        if tops:
+            live.run.config.update({t: doc.config[t] for t in sorted(tops)}, allow_val_change=True)
+        if NAME_TAG in tags:
+            live.run.name = tags[NAME_TAG]
+        if NOTES_TAG in tags:
+            live.run.notes = tags[NOTES_TAG]
+        new = [k[len(TAG_PREFIX) :] for k in tags if k.startswith(TAG_PREFIX)]
+        if new:
+            have = list(live.run.tags or ())
+            merged = have + [t for t in new if t not in have and 1 <= len(t) <= 64]
+            if merged != have:
+                live.run.tags = tuple(merged)
+
+    def metric_sink(self, dest_id: str) -> WandbMetricSink:
+        live = self._get_live(dest_id)
+        return WandbMetricSink(live, self.mapping.step_key, self._stored_metric_key)
+
+    def _stored_metric_key(self, key: str) -> str:
+        if key in INTERNAL_HISTORY_KEYS or key == self.mapping.step_key:
+            return RENAMED_METRIC_PREFIX + key
+        return key
+
+    def _source_metric_key(self, stored: str) -> str:
+        if stored.startswith(RENAMED_METRIC_PREFIX):
+            rest = stored[len(RENAMED_METRIC_PREFIX) :]
+            if rest in INTERNAL_HISTORY_KEYS or rest == self.mapping.step_key:
+                return rest
+        return stored
+
+    def put_file(self, dest_id: str, path: str, stream: IO[bytes]) -> None:
+        """Copy into the run's files dir and ``run.save(policy="now")`` it."""
+        norm = posixpath.normpath(path)
+        if not path or path.startswith("/") or norm.startswith("..") or norm != path:
+            raise RunError(f"refusing file path {path!r}: must be relative and normalized")
+        if path.split("/", 1)[0] in RESERVED_FILES:
+            path = f"bridge/source-files/{path}"
+        live = self._get_live(dest_id)
+        files_dir = Path(live.run.dir)
+        local = files_dir / path
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with open(local, "wb") as out:
+            shutil.copyfileobj(stream, out, 1024 * 1024)
+        live.run.save(str(local), base_path=str(files_dir), policy="now")
+
+    def finish_run(self, dest_id: str, run: Run, fingerprint: str) -> None:
+        """Non-numeric summary values, end time/status, fingerprint, then
+        ``_bridge.complete`` = True last, then ``finish`` with the mapped exit code."""
+        live = self._get_live(dest_id, run)
+        summary = {
+            k: v
+            for k, v in run.summary.items()
+            if not k.startswith("_")
+            and not isinstance(v, (int, float))
+            and not (isinstance(v, dict) and "_type" in v)
+        }
+        if summary:
+            live.run.summary.update(summary)
+        final: dict[str, Any] = {"_bridge.status": run.status}
+        if run.end_time_ms is not None:
+            final["_bridge.end_time_ms"] = run.end_time_ms
+        live.run.config.update(final, allow_val_change=True)
+        live.run.config.update({FINGERPRINT_KEY: fingerprint}, allow_val_change=True)
+        live.run.config.update({COMPLETE_KEY: True}, allow_val_change=True)
+        code = run.exit_code
+        if code is None:
+            code = self.mapping.exit_codes.get(run.status, 1)
+        with self._init_lock:
+            live.run.finish(exit_code=code)
+        with self._lock:
+            self._live.pop(dest_id, None)
+
+    def close(self) -> None:
+        """Finish runs left open by a failure (exit code 1; their ``_bridge.complete`` stays
+        False, so the next sync resumes them)."""
+        with self._lock:
+            left = list(self._live.values())
+            self._live.clear()
+            self._pending_resume.clear()
+        for live in left:
+            try:
+                live.run.finish(exit_code=1)
+            except Exception:  # noqa: BLE001 - closing must not raise
+                pass
+
+
+class WandbOfflineWriter(WandbWriter):
+    """Writes offline run folders under ``DIR/wandb`` for a later ``wandb sync``."""
+
+    scheme = "wandb-offline"
+    offline = True
+
+    @property
+    def display_uri(self) -> str:
+        return f"{self.scheme}:{self._path}"
+
+    def check(self) -> None:
+        root = Path(self._path).expanduser()
+        probe = root
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+            raise BridgeError(
+                f"{self.display_uri}: {root} is not a writable folder; choose a writable path"
+            )
+
+    def _reader(self, run_ids: list[str] | None = None) -> Any:
+        from bridge.adapters.base import ReaderOptions
+        from bridge.adapters.wandb.offline_reader import WandbOfflineReader
+
+        return WandbOfflineReader(
+            str(Path(self._path).expanduser()), ReaderOptions(run_ids=run_ids or [])
+        )
+
+    def _read(self, project: str, run_ids: list[str] | None = None) -> Iterator[tuple[Any, Any]]:
+        """(header, run) of every readable run folder set of ``project`` in DIR."""
+        root = Path(self._path).expanduser()
+        if not root.is_dir():
+            return
+        reader = self._reader(run_ids)
+        for header in reader.list_runs():
+            if header.project.name != project:
+                continue
+            try:
+                yield header, reader.read_run(header)
+            except RunError:
+                continue
+
+    def _offline_dest_run(self, project: str, run: Any) -> DestRun:
+        fields = {
+            "name": run.name,
+            "notes": run.notes,
+            "group": run.group,
+            "job_type": run.job_type,
+            "tags": run.tags,
+        }
+        return self._dest_run(f"{project}/{run.header.native_id}", project, run.config, fields)
+
+    def find_runs_by_source(self, project_dest_id: str) -> dict[str, DestRun]:
+        found: dict[str, DestRun] = {}
+        for _, run in self._read(project_dest_id):
+            dest = self._offline_dest_run(project_dest_id, run)
+            if dest.source_id:
+                found.setdefault(dest.source_id, dest)
+        return found
+
+    def get_run(self, dest_id: str) -> DestRun | None:
+        project, run_id = self._split(dest_id)
+        for _, run in self._read(project, [run_id]):
+            return self._offline_dest_run(project, run)
+        return None
+
+    def metric_counts(self, dest_id: str) -> dict[str, int]:
+        project, run_id = self._split(dest_id)
+        counts: dict[str, int] = {}
+        reader = self._reader([run_id])
+        for _, run in self._read(project, [run_id]):
+            for item in reader.iter_history(run):
+                if isinstance(item, MetricChunk):
+                    for _ in range(len(item)):
+                        self._count(counts, item.key)
+        return counts
+
+    def _offline_next_step(self, dest_id: str) -> int:
+        project, run_id = self._split(dest_id)
+        last = -1
+        for _, run in self._read(project, [run_id]):
+            step = run.summary.get("_step")
+            if isinstance(step, (int, float)) and math.isfinite(step):
+                last = max(last, int(step))
+        return last + 1
+
+
+class WandbMetricSink(MetricSink):
+    """Buffers points of any keys; on flush merges them into rows and logs each row.
+
+    Keys are merged by (timestamp, step) so rows come out roughly in time order and
+    points of different keys that share (step, timestamp) share a row; each key's points
+    keep their source order (a key never appears twice in a row).
+    """
+
+    def __init__(self, live: _Live, step_key: str, key_of: Any) -> None:
+        self._live = live
+        self._step_key = step_key
+        self._key_of = key_of
+        self._buf: dict[str, list[tuple[int, int, float]]] = {}
+        self._n = 0
+        self.rows_sent = 0
+        self.points_sent = 0
+        self.warnings: list[Warning_] = []
+        self._renamed: set[str] = set()
+
+    def add(self, chunk: MetricChunk) -> None:
+        stored = self._key_of(chunk.key)
+        if stored != chunk.key and chunk.key not in self._renamed:
+            self._renamed.add(chunk.key)
+            self.warnings.append(
+                Warning_(
+                    source_id=self._live.source_id,
+                    code="sanitized-key",
+                    message=f"metric key {chunk.key!r} is reserved in W&B history; "
+                    f"stored as {stored!r}",
+                )
+            )
+        buf = self._buf.setdefault(stored, [])
+        buf.extend(zip(chunk.steps, chunk.timestamps, chunk.values, strict=True))
+        self._n += len(chunk)
+        if self._n >= SINK_MAX_POINTS:
+            self.flush()
+
+    def _rows(self) -> Iterator[dict[str, Any]]:
+        streams = [
+            [(ts, step, i, key, value) for i, (step, ts, value) in enumerate(points)]
+            for key, points in self._buf.items()
+        ]
+        row: dict[str, Any] | None = None
+        row_at: tuple[int, int] | None = None
+        for ts, step, _, key, value in heapq.merge(*streams, key=lambda p: (p[0], p[1])):
+            if row is None or row_at != (step, ts) or key in row:
+                if row is not None:
+                    yield row
+                row = {self._step_key: step, "_timestamp": ts / 1000.0}
+                row_at = (step, ts)
+            row[key] = value
+        if row is not None:
+            yield row
+
+    def flush(self) -> None:
+        if not self._n:
+            return
+        for row in self._rows():
+            self._live.log_row(row)
+            self.rows_sent += 1
+        self.points_sent += self._n
+        self._buf.clear()
+        self._n = 0
+
+
+def _first(params: dict[str, list[str]], name: str) -> str | None:
+    values = params.get(name) or []
+    return values[0] if values else None
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _not_found(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(p in text for p in ("not found", "could not find", "404", "does not exist"))
