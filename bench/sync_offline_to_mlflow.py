@@ -5,6 +5,7 @@ SDK, syncs it with `bridge sync` (a subprocess, so its peak RSS is its own), the
 the same points with a plain log_batch loop (1000 metrics per call) into a fresh sqlite
 store, and prints points/s of each, their ratio and the bridge's peak RSS. With --rss-check
 it also syncs a run a tenth the size, to show RSS does not grow with history length.
+Both sides are timed as whole processes (imports and opening a fresh store included).
 
     python bench/sync_offline_to_mlflow.py [--points 1000000] [--metrics 5] [--rss-check]
 """
@@ -67,18 +68,35 @@ def bridge_sync(folder: Path, db: Path, state: Path) -> tuple[float, float, int]
 
 
 def plain_log_batch(db: Path, points: int, metrics: int) -> float:
-    """A plain MlflowClient.log_batch loop writing the same number of points."""
+    """A plain MlflowClient.log_batch loop, as its own process from start to finish (like
+    the bridge's): import, open the store, create a run, write the same number of points."""
+    cmd = [
+        sys.executable,
+        "-c",
+        _MEASURE,
+        sys.executable,
+        __file__,
+        "--plain-worker",
+        str(db),
+        str(points),
+        str(metrics),
+    ]
+    t0 = time.perf_counter()
+    res = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    if res["rc"] != 0:
+        raise SystemExit(f"plain loop failed: {res['err']}")
+    return time.perf_counter() - t0
+
+
+def plain_worker(db: str, points: int, metrics: int) -> None:
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
-    exp = client.create_experiment("plain")
-    run_id = client.create_run(exp).info.run_id
-    steps = points // metrics
+    run_id = client.create_run(client.create_experiment("plain")).info.run_id
     now = int(time.time() * 1000)
     batch: list[Metric] = []
-    t0 = time.perf_counter()
-    for step in range(steps):
+    for step in range(points // metrics):
         for m in range(metrics):
             batch.append(Metric(f"metric_{m}", step * 0.001 + m, now + step, step))
         if len(batch) >= 1000:
@@ -86,7 +104,6 @@ def plain_log_batch(db: Path, points: int, metrics: int) -> float:
             batch = batch[1000:]
     if batch:
         client.log_batch(run_id, metrics=batch)
-    return time.perf_counter() - t0
 
 
 def main() -> None:
@@ -94,8 +111,14 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=1_000_000)
     parser.add_argument("--metrics", type=int, default=5)
     parser.add_argument("--rss-check", action="store_true", help="also sync a run N/10 long")
+    parser.add_argument("--plain-worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    if args.plain_worker:
+        db, points, metrics = args.plain_worker
+        plain_worker(db, int(points), int(metrics))
+        return
 
     with tempfile.TemporaryDirectory(prefix="bridge-bench-") as tmp:
         work = Path(tmp)

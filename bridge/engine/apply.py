@@ -20,6 +20,7 @@ from typing import IO
 
 from bridge.adapters.base import MetricSink
 from bridge.engine.plan import Planned, SyncContext, resolve_parent, slice_new
+from bridge.engine.prefetch import prefetch
 from bridge.schema import ExtraValue, FileRef, MetricChunk, Run, Warning_
 from bridge.state import RunState
 
@@ -89,7 +90,7 @@ def _write_history(
     pending = 0
     with tempfile.NamedTemporaryFile("w+", suffix=".jsonl", delete=False) as extras:
         try:
-            for item in ctx.reader.iter_history(run):
+            for item in prefetch(ctx.reader.iter_history(run)):
                 if isinstance(item, ExtraValue):
                     extras.write(item.model_dump_json(exclude={"file"}) + "\n")
                     if item.file is not None:
