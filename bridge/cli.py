@@ -113,6 +113,11 @@ _common = [
         help="MLflow source: experiment name or glob (repeatable; default all).",
     ),
     click.option("--include-deleted", is_flag=True, help="MLflow source: also deleted runs."),
+    click.option(
+        "--full",
+        is_flag=True,
+        help="Compare every run in full, even when its source fingerprint is unchanged.",
+    ),
 ]
 
 
@@ -177,6 +182,7 @@ def sync(
             source,
             dest,
             dry_run=dry_run,
+            full=filters.pop("full"),
             state=state_url,
             workers=workers,
             on_conflict=on_conflict,  # type: ignore[arg-type]
@@ -219,6 +225,7 @@ def diff(
         plan = api.diff(
             source,
             dest,
+            full=filters.pop("full"),
             state=state_url,
             workers=workers,
             reader_options=_reader_options(workers, **filters),

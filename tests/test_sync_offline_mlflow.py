@@ -218,6 +218,15 @@ def test_sync_fidelity_idempotency_and_dry_run(tmp_path: Path, corpus: tuple[Pat
     assert set(again["counts"]) <= {"unchanged", "skip"}
     assert len(_runs_by_source(uri)) == len(dest)
 
+    # --- a full comparison (fingerprints ignored) also finds nothing to write
+    full = _cli(
+        "sync", f"wandb-offline:{wdir}", f"mlflow:{uri}", "--state", str(state), "--full", "--json"
+    )
+    assert full.returncode == 0, full.stderr
+    full_summary = json.loads(full.stdout)
+    assert full_summary["points_written"] == 0
+    assert set(full_summary["counts"]) <= {"unchanged", "skip"}
+
     # --- state lost: rebuilt from identity tags, still no duplicates and nothing written
     lost = _cli(
         "sync",

@@ -19,7 +19,7 @@ from functools import partial
 from typing import IO
 
 from bridge.adapters.base import MetricSink
-from bridge.engine.plan import Planned, SyncContext, resolve_parent, slice_new
+from bridge.engine.plan import Planned, SyncContext, file_digest, resolve_parent, slice_new
 from bridge.engine.prefetch import prefetch
 from bridge.schema import ExtraValue, FileRef, MetricChunk, Run, Warning_
 from bridge.state import RunState
@@ -148,12 +148,6 @@ def _set_aside_infinities(chunk: MetricChunk, extras: IO[str], counts: dict[str,
             extras.write(record.model_dump_json(exclude={"file"}) + "\n")
 
 
-def _file_digest(ref: FileRef) -> str:
-    if ref.sha256:
-        return f"sha256:{ref.sha256}"
-    return f"size:{ref.size}"
-
-
 def _write_files(
     ctx: SyncContext, planned: Planned, dest_id: str, run: Run, media: list[FileRef]
 ) -> None:
@@ -207,7 +201,7 @@ def _write_files(
         if ref.path in seen:
             continue
         seen.add(ref.path)
-        digest = _file_digest(ref)
+        digest = file_digest(ref)
         if done.get(ref.path) == digest:
             continue
         try:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from bridge.adapters.base import DestRun, Reader, Rendered, Writer
 from bridge.engine.model import Conflict, RunPlan
-from bridge.schema import MetricChunk, Project, Run, RunHeader
+from bridge.schema import FileRef, MetricChunk, Project, Run, RunHeader
 from bridge.state import RunState, StateStore
 
 
@@ -24,6 +24,7 @@ class SyncContext:
     writer: Writer
     state: StateStore
     dry_run: bool = False
+    full: bool = False  # compare every run in full, ignoring matching fingerprints
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _projects: dict[str, str | None] = field(default_factory=dict)
     _dest_index: dict[str, dict[str, DestRun]] = field(default_factory=dict)
@@ -71,7 +72,7 @@ def plan_run(ctx: SyncContext, header: RunHeader) -> Planned:
     sid = header.source_id
     base = RunPlan(source_id=sid, name=header.name, project=header.project.name, action="create")
     st = ctx.state.get_run(ctx.dest_uri, sid)
-    if st is not None and st.complete and st.fingerprint == header.fingerprint:
+    if not ctx.full and st is not None and st.complete and st.fingerprint == header.fingerprint:
         base.action, base.outcome, base.dest_id = "unchanged", "unchanged", st.dest_id
         return Planned(plan=base, header=header)
 
@@ -105,7 +106,7 @@ def plan_run(ctx: SyncContext, header: RunHeader) -> Planned:
                 written_params=dict(dest.params),
                 written_tags=dict(dest.tags),
             )
-            if dest.complete and dest.fingerprint == header.fingerprint:
+            if not ctx.full and dest.complete and dest.fingerprint == header.fingerprint:
                 if not ctx.dry_run:
                     ctx.state.put_run(ctx.dest_uri, sid, st)
                 base.action, base.outcome, base.dest_id = "unchanged", "unchanged", dest.dest_id
@@ -137,10 +138,28 @@ def plan_run(ctx: SyncContext, header: RunHeader) -> Planned:
         planned.files_done = ctx.state.get_files(ctx.dest_uri, sid)
         if base.conflicts:
             base.action = "conflict"
-    if ctx.dry_run and base.action != "conflict":
+    if (ctx.dry_run or ctx.full) and base.action != "conflict":
         base.points_new = count_new_points(ctx.reader, run, planned.watermarks)
-        base.files_new = sum(1 for f in run.files if f.path not in planned.files_done)
+        base.files_new = sum(
+            1 for f in run.files if planned.files_done.get(f.path) != file_digest(f)
+        )
+    if (
+        ctx.full
+        and base.action == "update"
+        and not (base.params_to_write or base.tags_to_write or base.points_new or base.files_new)
+    ):
+        # A full comparison found nothing to write: remember the new fingerprint only.
+        assert st is not None
+        base.action, base.outcome = "unchanged", "unchanged"
+        if not ctx.dry_run:
+            st.fingerprint, st.complete = header.fingerprint, True
+            ctx.state.put_run(ctx.dest_uri, sid, st)
     return planned
+
+
+def file_digest(ref: FileRef) -> str:
+    """What the state remembers of an uploaded file, to skip it next time."""
+    return f"sha256:{ref.sha256}" if ref.sha256 else f"size:{ref.size}"
 
 
 def resolve_parent(ctx: SyncContext, run: Run) -> bool:

@@ -74,6 +74,7 @@ def run_sync(
     state: StateStore,
     *,
     dry_run: bool = False,
+    full: bool = False,
     workers: int = 4,
     on_conflict: OnConflict = "skip",
     show_progress: bool = False,
@@ -82,9 +83,11 @@ def run_sync(
     """Plan every source run against state and destination, then apply (unless dry run).
 
     One bad run never stops the others: its error is recorded on its plan line.
-    With ``on_conflict="fail"`` nothing is written if any run has a conflict.
+    With ``on_conflict="fail"`` nothing is written if any run has a conflict. ``full``
+    compares every run's body, history length and files even when its fingerprint matches
+    (what a periodic full pass runs, for edits that do not change a source's fingerprint).
     """
-    ctx = SyncContext(reader=reader, writer=writer, state=state, dry_run=dry_run)
+    ctx = SyncContext(reader=reader, writer=writer, state=state, dry_run=dry_run, full=full)
     report = Plan(source=reader.display_uri, dest=writer.display_uri, dry_run=dry_run)
     try:
         headers = list(reader.list_runs())

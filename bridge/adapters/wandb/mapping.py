@@ -43,7 +43,7 @@ class WandbMapping(BaseModel):
     extra_tags_config_key: str = "mlflow_tags"
     wandb_tag_values: list[str] = Field(default_factory=lambda: ["", "true"])
     wandb_tag_skip_prefixes: list[str] = Field(default_factory=lambda: ["mlflow.", "bridge."])
-    parent_tag: str = "mlflow.parentRunId"
+    group_from_parent: bool = True
     skip_config_keys: list[str] = Field(default_factory=lambda: ["_wandb"])
     exit_codes: dict[str, int] = Field(
         default_factory=lambda: {"FINISHED": 0, "FAILED": 1, "KILLED": 255, "RUNNING": 0}

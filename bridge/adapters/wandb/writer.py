@@ -31,6 +31,7 @@ import os
 import posixpath
 import shutil
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -76,6 +77,8 @@ RENAMED_METRIC_PREFIX = "metric:"
 #: Points buffered per sink before rows are sent even without a flush (memory bound).
 SINK_MAX_POINTS = 50_000
 METRICS_PER_BATCH = 10_000
+#: How long finish_run waits for wandb-core to close an offline run's log.
+LOG_CLOSE_TIMEOUT_S = 60.0
 
 
 def _sdk_settings(**extra: Any) -> Any:
@@ -359,6 +362,7 @@ class WandbWriter(Writer):
             (SOURCE_URI_KEY, self.source_uri),
             ("_bridge.source_run_id", source_run_id),
             ("_bridge.source_project", run.header.project.name),
+            ("_bridge.parent_source_id", run.parent_source_id),
             ("_bridge.user", run.user),
             ("_bridge.host", run.host),
             ("_bridge.start_time_ms", run.start_time_ms),
@@ -410,10 +414,13 @@ class WandbWriter(Writer):
         return run.name or run.header.name or run.header.native_id
 
     def _group(self, run: Run) -> str | None:
+        """The source group; else, for a nested run, its parent's W&B run id (computed
+        from the parent's source identity, so it is the same whichever is written first)."""
         if run.group:
             return run.group
-        parent = run.extra_tags.get(self.mapping.parent_tag)
-        return parent or None
+        if run.parent_source_id and self.mapping.group_from_parent:
+            return self.mapping.run_id_for(run.parent_source_id)
+        return None
 
     def run_id(self, run: Run) -> str:
         return self.mapping.run_id_for(run.header.source_id)
@@ -604,10 +611,20 @@ class WandbWriter(Writer):
         code = run.exit_code
         if code is None:
             code = self.mapping.exit_codes.get(run.status, 1)
-        with self._init_lock:
-            live.run.finish(exit_code=code)
+        self._finish(live, code)
         with self._lock:
             self._live.pop(dest_id, None)
+
+    def _finish(self, live: _Live, exit_code: int) -> None:
+        """``run.finish``; offline, also wait until the log is really complete on disk."""
+        log = self._log_path(live)
+        live.run.finish(exit_code=exit_code)
+        if log is not None and not _wait_for_exit_record(log):
+            raise RunError(f"W&B did not finish writing {log} within {LOG_CLOSE_TIMEOUT_S:.0f}s")
+
+    def _log_path(self, live: _Live) -> Path | None:
+        """The run's transaction log (offline only: online, finish waits for the upload)."""
+        return None
 
     def close(self) -> None:
         """Finish runs left open by a failure (exit code 1; their ``_bridge.complete`` stays
@@ -618,7 +635,7 @@ class WandbWriter(Writer):
             self._pending_resume.clear()
         for live in left:
             try:
-                live.run.finish(exit_code=1)
+                self._finish(live, 1)
             except Exception:  # noqa: BLE001 - closing must not raise
                 pass
 
@@ -700,6 +717,12 @@ class WandbOfflineWriter(WandbWriter):
                         self._count(counts, item.key)
         return counts
 
+    def _log_path(self, live: _Live) -> Path | None:
+        try:
+            return Path(live.run.settings.sync_file)
+        except Exception:  # noqa: BLE001 - no log to wait for
+            return None
+
     def _offline_next_step(self, dest_id: str) -> int:
         project, run_id = self._split(dest_id)
         last = -1
@@ -773,6 +796,30 @@ class WandbMetricSink(MetricSink):
         self.points_sent += self._n
         self._buf.clear()
         self._n = 0
+
+
+def _wait_for_exit_record(log: Path, timeout: float = LOG_CLOSE_TIMEOUT_S) -> bool:
+    """Wait until ``log`` ends with the run's exit record.
+
+    ``run.finish()`` returns before wandb-core has flushed and closed the transaction log
+    (the stream is torn down asynchronously), so a reader right after it can see a
+    header-only or partial log. The exit record is the last one written.
+    """
+    from bridge.adapters.wandb.txlog import TxlogReader
+
+    deadline = time.monotonic() + timeout
+    last_size = -1
+    while time.monotonic() < deadline:
+        size = log.stat().st_size if log.exists() else 0
+        if size == last_size and size > 7:
+            last = None
+            for _, rec in TxlogReader(log).records():
+                last = rec.WhichOneof("record_type")
+            if last == "exit":
+                return True
+        last_size = size
+        time.sleep(0.02)
+    return False
 
 
 def _first(params: dict[str, list[str]], name: str) -> str | None:
