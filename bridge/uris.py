@@ -16,12 +16,12 @@ from bridge.errors import BridgeError
 REGISTRY: dict[str, tuple[str | None, str | None, str]] = {
     "wandb-offline": (
         "bridge.adapters.wandb.offline_reader:WandbOfflineReader",
-        None,
+        "bridge.adapters.wandb.writer:WandbOfflineWriter",
         "wandb-offline:./wandb",
     ),
     "wandb": (
         "bridge.adapters.wandb.api_reader:WandbApiReader",
-        None,
+        "bridge.adapters.wandb.writer:WandbWriter",
         "wandb:ENTITY/PROJECT",
     ),
     "mlflow": (

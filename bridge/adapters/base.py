@@ -24,6 +24,9 @@ class Capabilities(BaseModel):
     immutable_params: bool = True  # a param, once written, cannot change value
     stores_infinity: bool = False  # False: ±inf points are kept aside and reported
     dedupes_metric_points: bool = False  # re-sending identical points is harmless
+    # True: points are stored once MetricSink.flush() returns. False (the W&B SDK writes in
+    # the background): after a crash only the destination's own counts can be trusted.
+    durable_flush: bool = True
     max_param_len: int | None = None
     max_tag_len: int | None = None
     max_key_len: int | None = None

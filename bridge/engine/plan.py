@@ -109,6 +109,9 @@ def plan_run(ctx: SyncContext, header: RunHeader) -> Planned:
             if not ctx.full and dest.complete and dest.fingerprint == header.fingerprint:
                 if not ctx.dry_run:
                     ctx.state.put_run(ctx.dest_uri, sid, st)
+                    # the watermarks too, or the next append would re-send every point
+                    counts = ctx.writer.metric_counts(dest.dest_id)
+                    ctx.state.set_watermarks(ctx.dest_uri, sid, counts)
                 base.action, base.outcome, base.dest_id = "unchanged", "unchanged", dest.dest_id
                 base.reason = "re-linked from the destination's identity tag"
                 return Planned(plan=base, header=header)
@@ -130,9 +133,12 @@ def plan_run(ctx: SyncContext, header: RunHeader) -> Planned:
         if not dest.complete:
             base.reason = "a previous sync stopped part-way; finishing it"
         _diff_metadata(ctx, planned, dest, st)
+        trust_state = ctx.state.get_run(ctx.dest_uri, sid) is not None and (
+            dest.complete or ctx.writer.capabilities.durable_flush
+        )
         planned.watermarks = (
             ctx.state.get_watermarks(ctx.dest_uri, sid)
-            if ctx.state.get_run(ctx.dest_uri, sid) is not None
+            if trust_state
             else ctx.writer.metric_counts(dest.dest_id)
         )
         planned.files_done = ctx.state.get_files(ctx.dest_uri, sid)

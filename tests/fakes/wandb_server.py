@@ -8,6 +8,11 @@ Every GraphQL document is parsed and executed against resolver objects
 (:mod:`tests.fakes.gql_mini`), so responses have exactly the shape the client asked
 for. A field nobody implemented answers a GraphQL error naming the operation. History
 exports are real parquet files written with pyarrow and served by the same server.
+
+It also takes writes from the real SDK: ``wandb.init(mode="online")`` with
+``WANDB_BASE_URL=srv.url`` / ``WANDB_API_KEY=srv.api_key`` (or ``wandb.Settings(base_url=,
+api_key=)``) creates, streams, uploads and resumes runs here; see
+:mod:`tests.fakes.wandb_upload` for the protocol and the history-export policy.
 """
 
 from __future__ import annotations
@@ -31,7 +36,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .gql_mini import GqlError, Node, Unimplemented, execute, operation_name
-from .wandb_upload import Mutations, UploadError, Uploads
 from .wandb_store import (
     FakeArtifact,
     FakeProject,
@@ -43,6 +47,7 @@ from .wandb_store import (
     next_id,
     parse_iso,
 )
+from .wandb_upload import Mutations, UploadError, Uploads
 
 __all__ = ["FakeWandbServer", "FakeRun", "FakeArtifact", "FakeProject"]
 
@@ -306,6 +311,12 @@ class _Project(Node):
         mem = coll.f_artifactMembership({"aliasName": alias or "latest"}) if coll else None
         return _Artifact(mem.art, self.srv) if mem else None
 
+    def f_artifactCollectionMembership(self, a: dict[str, Any]) -> Any:
+        """``name: "collection:alias"`` (``api.artifact`` / ``run.use_artifact``)."""
+        name, _, alias = str(a.get("name") or "").partition(":")
+        coll = self.f_artifactCollection({"name": name})
+        return coll.f_artifactMembership({"aliasName": alias or "latest"}) if coll else None
+
     def f_artifactCollection(self, a: dict[str, Any]) -> Any:
         name = a.get("name")
         arts = [x for x in self.srv.artifacts(self.p) if x.name == name]
@@ -334,6 +345,16 @@ class _Membership(Node):
 
     def __init__(self, art: FakeArtifact, srv: FakeWandbServer) -> None:
         self.art, self.srv = art, srv
+
+    def resolve(self, name: str, args: dict[str, Any]) -> Any:
+        node = _Artifact(self.art, self.srv)
+        if name == "artifact":
+            return node
+        if name == "artifactCollection":
+            return node.resolve("artifactSequence", {})
+        if name in ("id", "versionIndex", "createdAt", "aliases"):
+            return node.resolve(name, args)
+        return super().resolve(name, args)
 
     def f_files(self, a: dict[str, Any]) -> Any:
         nodes = [
@@ -486,7 +507,7 @@ def _re_escape(c: str) -> str:
 
 
 def _pick(row: dict[str, Any], keys: list[str]) -> dict[str, Any]:
-    base = {k: row[k] for k in ("_step", "_timestamp", "_runtime") if k in row}
+    base: dict[str, Any] = {k: row[k] for k in ("_step", "_timestamp", "_runtime") if k in row}
     base.update({k: row[k] for k in keys if k in row})
     return base
 
@@ -750,7 +771,7 @@ class FakeWandbServer:
         self.api_key = api_key
         self.default_entity = default_entity
         self.fail_rate = fail_rate
-        self.fault_codes = (429, 503)
+        self.fault_codes: tuple[int, ...] = (429, 503)
         self._rng = random.Random(seed)
         self.projects: dict[tuple[str, str], FakeProject] = {}
         self.counts: Counter[str] = Counter()

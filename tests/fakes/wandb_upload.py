@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import secrets
 import threading
 import time
@@ -44,6 +45,7 @@ HISTORY = "wandb-history.jsonl"
 EVENTS = "wandb-events.jsonl"
 SUMMARY = "wandb-summary.json"
 OUTPUT = "output.log"
+_CONSOLE_PREFIX = re.compile(r"^(ERROR )?\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)? ")
 
 
 class UploadError(Exception):
@@ -91,6 +93,9 @@ class Uploads:
             if run is None and inp.get("id"):
                 run = next((r for r in proj.runs.values() if r.id == inp["id"]), None)
             inserted = run is None
+            if run is not None and run.exported_rows is None:
+                # A fixture run (all exported) being resumed: what comes next is live.
+                run.exported_rows = len(run.history)
             if run is None:
                 now = time.time()
                 name = name or secrets.token_hex(4)
@@ -152,8 +157,12 @@ class Uploads:
                     if lines:
                         run.summary = json.loads(lines[-1])
                 elif fname == OUTPUT:
+                    # Lines come as "[ERROR ]<timestamp> <text>"; the file has the text only.
+                    # Rebuilt from every streamed line, so a resumed run's log holds both
+                    # sessions (the SDK's own PUT of output.log holds only its session).
                     _put(run.output_lines, offset, lines)
-                    run.files[OUTPUT] = "".join(x + "\n" for x in run.output_lines).encode()
+                    text = "".join(_CONSOLE_PREFIX.sub("", x) + "\n" for x in run.output_lines)
+                    run.files[OUTPUT] = text.encode()
                 else:
                     raise UploadError(400, f"file_stream: unknown file {fname!r}")
             run.heartbeat_at = time.time()
@@ -163,6 +172,8 @@ class Uploads:
                 run.state = "finished" if code == 0 else "failed"
                 if self.export_on_finish:
                     run.exported_rows = len(run.history)
+            elif body.get("preempting"):
+                run.state = "preempting"
             elif run.state != "running":
                 run.state = "running"  # a resumed process is streaming again
         return {"exitcode": None, "limits": {}}
@@ -170,9 +181,7 @@ class Uploads:
     # -- PUT targets
     def run_file_url(self, run: FakeRun, name: str) -> str:
         q = urllib.parse.quote
-        return (
-            f"{self.srv.url}/upload/run/{q(run.entity)}/{q(run.project)}/{q(run.name)}/{q(name)}"
-        )
+        return f"{self.srv.url}/upload/run/{q(run.entity)}/{q(run.project)}/{q(run.name)}/{q(name)}"
 
     def put(self, path: str, data: bytes) -> None:
         """Store an upload; the path is one of the URLs handed out by the mutations."""
@@ -289,10 +298,11 @@ class Mutations(Node):
                     # Same content as a committed version: W&B returns that version.
                     if run is not None and old not in run.logged_artifacts:
                         run.logged_artifacts.append(old)
-                    return {"artifact": {"id": old.id, "state": "COMMITTED", "artifactSequence": seq}}
+                    return {
+                        "artifact": {"id": old.id, "state": "COMMITTED", "artifactSequence": seq}
+                    }
             aliases = [
-                al["alias"] if isinstance(al, dict) else str(al)
-                for al in inp.get("aliases") or []
+                al["alias"] if isinstance(al, dict) else str(al) for al in inp.get("aliases") or []
             ]
             art = FakeArtifact(
                 name=name,
@@ -340,7 +350,7 @@ class Mutations(Node):
 
     def f_createArtifactFiles(self, a: dict[str, Any]) -> Any:
         inp = a.get("input") or {}
-        edges = []
+        edges: list[dict[str, Any]] = []
         for f in inp.get("artifactFiles") or []:
             key = base64.urlsafe_b64encode(base64.b64decode(f["md5"])).decode()
             edges.append(

@@ -143,6 +143,7 @@ class WandbWriter(Writer):
             immutable_params=False,
             stores_infinity=True,
             dedupes_metric_points=False,
+            durable_flush=False,  # the SDK writes/uploads in the background
             metrics_per_batch=METRICS_PER_BATCH,
             params_per_batch=1000,
             tags_per_batch=1000,
