@@ -267,6 +267,7 @@ def test_running_source_stays_running(writer: MlflowWriter) -> None:
 
 
 def test_metric_sink_batches_across_keys(writer: MlflowWriter) -> None:
+    writer.bulk_metrics = False  # the log_batch path (what servers get)
     pid = writer.ensure_project(make_project())
     run = make_run()
     rid = writer.create_run(pid, run, writer.render(run))
@@ -293,6 +294,7 @@ def test_metric_sink_batches_across_keys(writer: MlflowWriter) -> None:
 
 
 def test_metric_sink_respects_request_bytes(writer: MlflowWriter) -> None:
+    writer.bulk_metrics = False  # the log_batch path (what servers get)
     pid = writer.ensure_project(make_project())
     run = make_run()
     rid = writer.create_run(pid, run, writer.render(run))
@@ -313,6 +315,58 @@ def test_metric_sink_respects_request_bytes(writer: MlflowWriter) -> None:
             ]
         )
         assert len(payload) < 1_000_000
+
+
+def test_bulk_sink_stores_what_log_batch_stores(writer: MlflowWriter, tmp_path: Path) -> None:
+    """The SQL bulk sink against MLflow's own log_batch on the same points: identical metric
+    rows, identical latest values (what the UI shows), duplicates skipped, NaN/±inf as MLflow."""
+    other = MlflowWriter(f"sqlite:///{tmp_path / 'plain.db'}")
+    other.bulk_metrics = False
+    pts = [
+        (0, T0, 1.0),
+        (1, T0 + 1, float("nan")),
+        (1, T0 + 2, 0.5),
+        (0, T0 + 3, 2.0),
+        (2, T0 + 4, float("inf")),
+        (2, T0 + 5, float("-inf")),
+        (5, T0 + 6, 0.25),
+    ]
+    chunks = [
+        MetricChunk(
+            key=k,
+            steps=[p[0] for p in pts],
+            timestamps=[p[1] + i for p in pts],
+            values=[p[2] for p in pts],
+        )
+        for i, k in enumerate(("loss", "acc/top 1", "a@b"))
+    ]
+    results = []
+    for w in (writer, other):
+        pid = w.ensure_project(make_project())
+        run = make_run()
+        rid = w.create_run(pid, run, w.render(run))
+        for _ in range(2):  # the second time everything is a duplicate
+            sink = w.metric_sink(rid)
+            for c in chunks:
+                sink.add(c)
+            sink.flush()
+        mlrun = w.client.get_run(rid)
+        history = {
+            k: sorted(
+                (m.step, m.timestamp, repr(m.value)) for m in w.client.get_metric_history(rid, k)
+            )
+            for k in mlrun.data.metrics
+        }
+        latest = {k: repr(v) for k, v in mlrun.data.metrics.items()}
+        results.append((history, latest, w.metric_counts(rid)))
+    other.close()
+    assert type(writer.metric_sink(rid)).__name__ == "SqlBulkMetricSink"
+    assert results[0] == results[1]
+    history, latest, counts = results[0]
+    assert counts == {"loss": 7, "acc/top 1": 7, "a@b": 7}
+    assert (1, T0 + 1, "nan") in history["loss"]
+    assert (2, T0 + 4, "1.7976931348623157e+308") in history["loss"]
+    assert latest["loss"] == "0.25"
 
 
 def test_metadata_batches_of_100(writer: MlflowWriter) -> None:

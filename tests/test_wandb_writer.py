@@ -63,7 +63,7 @@ def read_back(root: Path) -> dict[str, tuple[Run, dict[str, list[Point]]]]:
     The writer's history rows carry the source step under the step key; the reader reports
     the row counter as step, so points are re-joined with the step key by row.
     """
-    reader = WandbOfflineReader(str(root))
+    reader = WandbOfflineReader(str(root), restore_bridge=False)  # the raw layout
     out: dict[str, tuple[Run, dict[str, list[Point]]]] = {}
     for header in reader.list_runs():
         run = reader.read_run(header)
@@ -196,7 +196,7 @@ def test_hand_built_run_round_trips(tmp_path: Path) -> None:
     assert_points(points["loss"], LOSS)
     assert_points(points["acc"], ACC)
     assert_points(points["metric:_step"], [(3, T0, 9.0)])  # a reserved key, renamed
-    reader = WandbOfflineReader(str(root))
+    reader = WandbOfflineReader(str(root), restore_bridge=False)  # the raw layout
     by_path = {f.path: f for f in back.files}
     with reader.open_file(by_path["files/model/weights.bin"]) as fh:
         assert fh.read() == b"\x00\x01w"
@@ -449,7 +449,9 @@ def test_engine_sync_mlflow_to_fake_server(
         plan = run_sync(MlflowReader(uri), WandbWriter(target), state, workers=2)
         assert [(p.outcome, p.error) for p in plan.runs] == [("done", None)] * 3, srv.errors
 
-        reader = WandbApiReader(f"acme/exp-a?base_url={srv.url}", ReaderOptions())
+        reader = WandbApiReader(
+            f"acme/exp-a?base_url={srv.url}", ReaderOptions(), restore_bridge=False
+        )
         heads = {h.name: h for h in reader.list_runs()}
         assert set(heads) == {"parent", "child"}
         parent = reader.read_run(heads["parent"])

@@ -42,6 +42,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from bridge.adapters.base import Reader, ReaderOptions
+from bridge.adapters.mlflow.from_wandb import LOCATOR_KEY as WANDB_KEYS
+from bridge.adapters.mlflow.from_wandb import is_wandb_import, restore_wandb_fields
+from bridge.adapters.mlflow.from_wandb import metric_key as wandb_metric_key
 from bridge.adapters.mlflow.uri import redact_uri, scrub, store_kind
 from bridge.errors import BridgeError, RunError
 from bridge.schema import (
@@ -505,17 +508,34 @@ class MlflowReader(Reader):
         if info.status not in _STATUS:
             run.status_reason = f"MLflow status {info.status}"
         run.artifacts = self._datasets(mlrun) + self._models(mlrun)
+        bridge_files: set[str] = set()
         try:
-            run.files = [
-                f
-                for f in self._walk_artifacts(info.run_id, None)
-                if not (imported and f.path.split("/", 1)[0] == BRIDGE_ARTIFACT_DIR)
-            ]
+            for f in self._walk_artifacts(info.run_id, None):
+                if imported and f.path.split("/", 1)[0] == BRIDGE_ARTIFACT_DIR:
+                    bridge_files.add(f.path)
+                else:
+                    run.files.append(f)
         except Exception as exc:
             run.warnings.append(
                 f"artifacts not listed: {type(exc).__name__}: {self._scrub(str(exc))}"
             )
+        if is_wandb_import(tags):
+            # Reading bridge/*.json costs a download each: only for runs imported from W&B.
+            key_map = restore_wandb_fields(
+                run, tags, bridge_files, lambda path: self._json_artifact(info.run_id, path)
+            )
+            run.header = header.model_copy(
+                update={"locator": {**header.locator, WANDB_KEYS: key_map}}
+            )
         return run
+
+    def _json_artifact(self, run_id: str, path: str) -> Any:
+        """One small JSON artifact (NaN/Infinity tokens allowed), or None if unreadable."""
+        try:
+            with self.open_file(FileRef(path=path, locator={"run_id": run_id, "path": path})) as fh:
+                return json.loads(fh.read().decode("utf-8"))
+        except (RunError, OSError, ValueError):
+            return None
 
     def _datasets(self, mlrun: Any) -> list[ArtifactVersion]:
         out: list[ArtifactVersion] = []
@@ -622,9 +642,17 @@ class MlflowReader(Reader):
         """
         run_id = run.header.native_id
         if self.kind in ("sqlite", "sql"):
-            yield from self._sql_history(run_id)
+            chunks = self._sql_history(run_id)
         else:
-            yield from self._api_history(run_id)
+            chunks = self._api_history(run_id)
+        key_map = run.header.locator.get(WANDB_KEYS)
+        if key_map is None:
+            yield from chunks
+            return
+        # A run imported from W&B: metric keys the MLflow writer encoded get their W&B name.
+        for chunk in chunks:
+            chunk.key = wandb_metric_key(chunk.key, key_map)
+            yield chunk
 
     def _sql_history(self, run_id: str) -> Iterator[MetricChunk]:
         import sqlalchemy

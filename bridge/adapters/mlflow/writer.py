@@ -126,6 +126,9 @@ class MlflowWriter(Writer):
         self.duplicate_runs: dict[str, list[str]] = {}
         self._lock = threading.Lock()
         self._client_obj: Any = None
+        self._bulk_engine_obj: Any = None
+        #: Write metric points with Core bulk inserts on SQL stores (see bulk.py).
+        self.bulk_metrics = True
         self._source_ids: dict[str, str] = {}
         self._metric_renames: dict[str, dict[str, str]] = {}
 
@@ -612,10 +615,33 @@ class MlflowWriter(Writer):
         return data if isinstance(data, dict) else None
 
     def metric_sink(self, dest_id: str) -> MlflowMetricSink:
+        """Core bulk inserts when the URI is the database itself, ``log_batch`` otherwise."""
         with self._lock:
             source_id = self._source_ids.get(dest_id, f"mlflow:{dest_id}")
             renames = self._metric_renames.setdefault(dest_id, {})
+        engine = self._bulk_engine()
+        if engine is not None:
+            from bridge.adapters.mlflow.bulk import SqlBulkMetricSink
+
+            return SqlBulkMetricSink(engine, dest_id, source_id, renames, self._lock)
         return MlflowMetricSink(self.client, dest_id, source_id, renames, self._lock)
+
+    def _bulk_engine(self) -> Any:
+        """A SQLAlchemy engine on the tracking database, for SQL stores whose dialect the
+        bulk sink knows; None for servers and file stores (or with bulk writes disabled)."""
+        if self.kind not in ("sqlite", "sql") or not self.bulk_metrics:
+            return None
+        with self._lock:
+            if self._bulk_engine_obj is None:
+                import sqlalchemy as sa
+
+                from bridge.adapters.mlflow.bulk import bulk_insert_supported
+
+                self.client  # noqa: B018 - MLflow creates/upgrades the schema first
+                args = {"timeout": 60} if self.kind == "sqlite" else {}
+                engine = sa.create_engine(self.target, connect_args=args)
+                self._bulk_engine_obj = engine if bulk_insert_supported(engine) else False
+            return self._bulk_engine_obj or None
 
     def metric_key_map(self, dest_id: str) -> dict[str, str]:
         """Metric keys the sinks of this run had to sanitize (original → stored)."""
@@ -666,6 +692,9 @@ class MlflowWriter(Writer):
 
     def close(self) -> None:
         self._client_obj = None
+        if self._bulk_engine_obj:
+            self._bulk_engine_obj.dispose()
+        self._bulk_engine_obj = None
 
 
 class MlflowMetricSink(MetricSink):

@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from bridge.adapters.base import Reader, ReaderOptions
+from bridge.adapters.wandb.bridged import LOCATOR_KEY as BRIDGE_LAYOUT
+from bridge.adapters.wandb.bridged import layout_of, restore_run, source_metric_key, split_row
 from bridge.adapters.wandb.history import flatten as _flatten
 from bridge.adapters.wandb.history import is_number as _is_number
 from bridge.adapters.wandb.history import summary_only_points
@@ -138,9 +140,13 @@ class WandbApiReader(Reader):
 
     scheme = "wandb"
 
-    def __init__(self, target: str, options: ReaderOptions | None = None) -> None:
+    def __init__(
+        self, target: str, options: ReaderOptions | None = None, *, restore_bridge: bool = True
+    ) -> None:
         super().__init__(target, options)
         self._t = _Target(target)
+        #: Read runs the bridge wrote as the runs it was given (see ``bridged``).
+        self.restore_bridge = restore_bridge
         self._api: Any = None
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(max(1, self.options.workers))
@@ -374,13 +380,17 @@ class WandbApiReader(Reader):
     def read_run(self, header: RunHeader) -> Run:
         path = header.locator.get("path") or header.source_id.removeprefix("wandb:")
         try:
-            return self._read_run(header, path)
+            run = self._read_run(header, path)
         except BridgeError:
             raise
         except Exception as exc:
             raise RunError(
                 f"{header.source_id}: cannot read from {self._t.base_url}: {exc}"
             ) from exc
+        layout = layout_of(run.config) if self.restore_bridge else None
+        if layout is not None:
+            restore_run(run, layout)
+        return run
 
     def _read_run(self, header: RunHeader, path: str) -> Run:
         r = self._api_run(path)
@@ -576,6 +586,12 @@ class _History:
         self.last_step = 0
         self.last_ts = run.start_time_ms or 0
         self.max_exported: int | None = None
+        layout = run.header.locator.get(BRIDGE_LAYOUT) if reader.restore_bridge else None
+        #: Bridge-written run: the history column holding each row's source step.
+        self.step_key: str | None = layout["step_key"] if layout else None
+
+    def _ms(self, seconds: float) -> int:
+        return round(seconds * 1000) if self.step_key else int(seconds * 1000)
 
     def _point(self, key: str, step: int, ts: int, value: float) -> Iterator[MetricChunk]:
         buf = self.buffers.get(key)
@@ -623,12 +639,16 @@ class _History:
         step = int(step) if _is_number(step) else self.last_step
         ts = row.get("_timestamp")
         if _is_number(ts) and math.isfinite(ts):
-            self.last_ts = int(ts * 1000)
-        self.last_step = max(self.last_step, step)
+            self.last_ts = self._ms(ts)
         flat: list[tuple[str, Any]] = []
         for k, v in row.items():
             if k not in ("_step", "_timestamp", "_runtime"):
                 _flatten(k, v, flat)
+        if self.step_key is not None:
+            source_step, flat = split_row(flat, self.step_key)
+            if source_step is not None:
+                step = source_step
+        self.last_step = max(self.last_step, step)
         for key, v in flat:
             yield from self._value(key, step, self.last_ts, v)
 
@@ -647,15 +667,27 @@ class _History:
                 for i in range(n):
                     t = stamps[i] if stamps else None
                     if _is_number(t) and math.isfinite(t):
-                        self.last_ts = int(t * 1000)
+                        self.last_ts = self._ms(t)
                     ts_ms.append(self.last_ts)
                 step_list = [int(s) if s is not None else self.last_step for s in steps]
+                if step_list:  # _step, for the live tail: scan_history continues after it
+                    self.max_exported = max(self.max_exported or 0, max(step_list))
+                if self.step_key is not None and self.step_key in cols:
+                    source = cols.pop(self.step_key).to_pylist()
+                    step_list = [
+                        int(v) if _is_number(v) and math.isfinite(v) else step_list[i]
+                        for i, v in enumerate(source)
+                    ]
                 if step_list:
                     self.last_step = max(self.last_step, max(step_list))
-                    self.max_exported = max(self.max_exported or 0, max(step_list))
-                for name, col in cols.items():
-                    if name in ("_step", "_timestamp", "_runtime"):
+                for col_name, col in cols.items():
+                    if col_name in ("_step", "_timestamp", "_runtime"):
                         continue
+                    name = (
+                        source_metric_key(col_name, self.step_key)
+                        if self.step_key is not None
+                        else col_name
+                    )
                     values = col.to_pylist()
                     numeric = (
                         pa.types.is_floating(col.type)

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from bridge.adapters.base import Reader, ReaderOptions
+from bridge.adapters.wandb.bridged import LOCATOR_KEY as BRIDGE_LAYOUT
+from bridge.adapters.wandb.bridged import layout_of, restore_run, split_row
 from bridge.adapters.wandb.history import flatten as _flatten
 from bridge.adapters.wandb.history import is_number as _is_number
 from bridge.adapters.wandb.history import summary_only_points
@@ -201,9 +203,14 @@ class WandbOfflineReader(Reader):
 
     scheme = "wandb-offline"
 
-    def __init__(self, target: str, options: ReaderOptions | None = None) -> None:
+    def __init__(
+        self, target: str, options: ReaderOptions | None = None, *, restore_bridge: bool = True
+    ) -> None:
         super().__init__(target, options)
         self.root = Path(target).expanduser()
+        #: Read runs the bridge wrote as the runs it was given (see ``bridged``); False
+        #: shows the raw layout (``_bridge.*`` config, row-counter steps), as the writer needs.
+        self.restore_bridge = restore_bridge
 
     # ---- discovery -------------------------------------------------------------------
 
@@ -324,7 +331,11 @@ class WandbOfflineReader(Reader):
             logs = ", ".join(p["log"] for p in parts)
             why = "; ".join(p["problem"] for p in parts if p.get("problem"))
             raise RunError(f"{header.source_id}: no readable records in {logs} ({why})")
-        return st.finish(parts)
+        run = st.finish(parts)
+        layout = layout_of(run.config) if self.restore_bridge else None
+        if layout is not None:
+            restore_run(run, layout)
+        return run
 
     def iter_history(self, run: Run) -> Iterator[HistoryItem]:
         parts = [p for p in run.header.locator.get("parts", []) if p.get("records")]
@@ -333,6 +344,8 @@ class WandbOfflineReader(Reader):
         last_step = 0
         last_ts = run.start_time_ms or 0
         stats_index: dict[str, int] = {}
+        layout = run.header.locator.get(BRIDGE_LAYOUT) if self.restore_bridge else None
+        step_key = layout["step_key"] if layout else None
         for part in parts:
             shift = int(part.get("step_shift", 0))
             folders = [Path(part["folder"])] + [Path(p["folder"]) for p in parts]
@@ -356,7 +369,7 @@ class WandbOfflineReader(Reader):
                             if head == "_step" and _is_number(v):
                                 step = int(v)
                             elif head == "_timestamp" and _is_number(v) and math.isfinite(v):
-                                last_ts = int(v * 1000)
+                                last_ts = round(v * 1000) if step_key else int(v * 1000)
                             continue
                         if isinstance(v, dict):
                             _flatten(head, v, flat)
@@ -368,6 +381,10 @@ class WandbOfflineReader(Reader):
                     if step is None:
                         step = int(rec.history.step.num)
                     step += shift
+                    if step_key is not None:  # bridge-written: the source step is a column
+                        source_step, flat = split_row(flat, step_key)
+                        if source_step is not None:
+                            step = source_step
                     if step > last_step:
                         last_step = step
                     for key, v in flat:

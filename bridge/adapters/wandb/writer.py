@@ -666,7 +666,9 @@ class WandbOfflineWriter(WandbWriter):
         from bridge.adapters.wandb.offline_reader import WandbOfflineReader
 
         return WandbOfflineReader(
-            str(Path(self._path).expanduser()), ReaderOptions(run_ids=run_ids or [])
+            str(Path(self._path).expanduser()),
+            ReaderOptions(run_ids=run_ids or []),
+            restore_bridge=False,  # the writer finds and diffs its runs by their raw layout
         )
 
     def _read(self, project: str, run_ids: list[str] | None = None) -> Iterator[tuple[Any, Any]]:
