@@ -27,19 +27,13 @@ ROLES = ("basic", "artifact", "crashed", "bigconfig")  # one folder each
 # Tags that name where a run was read from, or that only one path can know:
 # - bridge.source_uri / bridge.fingerprint: the source URI and its fingerprint differ by design;
 # - wandb.exit_code: the server reports a state, not the process exit code;
-# - wandb.resumed_parts, wandb.os/python/program/...: offline-log details the API does not carry.
 PATH_TAGS = {"bridge.source_uri", "bridge.fingerprint", "wandb.exit_code"}
-OFFLINE_ONLY_PREFIXES = (
-    "wandb.os",
-    "wandb.python",
-    "wandb.program",
-    "wandb.code_path",
-    "wandb.executable",
-    "wandb.cli_version",
-    "wandb.resumed_parts",
-    "wandb.host",
-    "bridge.status_reason",
-)
+# - wandb.cli_version / wandb.resumed_parts: read from the offline log's telemetry and parts;
+# - bridge.status_reason: offline, the reason is the exit record; online, the state says it.
+OFFLINE_ONLY_PREFIXES = ("wandb.cli_version", "wandb.resumed_parts", "bridge.status_reason")
+# wandb-core writes wandb-metadata.json when it uploads a run; an offline folder has none
+# (its content is in the log's environment record, mapped to the same tags).
+SERVER_ONLY_FILES = {"files/wandb-metadata.json"}
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +80,7 @@ def _content(uri: str) -> dict[str, dict[str, Any]]:
                 for info in client.list_artifacts(run.info.run_id, stack.pop() or None):
                     if info.is_dir:
                         stack.append(info.path)
-                    else:
+                    elif info.path not in SERVER_ONLY_FILES:
                         artifacts.append(info.path)
             tags = {
                 k: v

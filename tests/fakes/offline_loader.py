@@ -8,6 +8,7 @@ log, as ``wandb sync`` would upload them. Nested history dicts are stored flatte
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,23 @@ def _rows(log: str, start_s: float) -> tuple[list[dict[str, Any]], list[dict[str
     return history, events
 
 
+def _metadata_json(run: Any) -> bytes:
+    """The ``wandb-metadata.json`` wandb-core uploads when it syncs a run: built from the
+    run record (host, git) and the environment record (os, python, program ...)."""
+    tags = run.extra_tags
+    meta = {
+        "os": tags.get("wandb.os"),
+        "python": tags.get("wandb.python"),
+        "host": run.host,
+        "program": tags.get("wandb.program"),
+        "codePath": tags.get("wandb.code_path"),
+        "executable": tags.get("wandb.executable"),
+        "git": {"remote": run.git_remote, "commit": run.git_commit},
+    }
+    meta["git"] = {k: v for k, v in meta["git"].items() if v} or None
+    return json.dumps({k: v for k, v in meta.items() if v}, indent=2).encode()
+
+
 def fake_run_from_offline(folder: Path, **overrides: Any) -> FakeRun:
     """A :class:`FakeRun` from one offline run folder (overrides set FakeRun fields)."""
     reader = WandbOfflineReader(str(folder), ReaderOptions())
@@ -72,6 +90,7 @@ def fake_run_from_offline(folder: Path, **overrides: Any) -> FakeRun:
     for ref in run.files:
         with reader.open_file(ref) as fh:
             files[ref.path.removeprefix("files/")] = fh.read()
+    files.setdefault("wandb-metadata.json", _metadata_json(run))
     logged: list[FakeArtifact] = []
     used: list[FakeArtifact] = []
     versions: dict[str, int] = {}
