@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -81,19 +80,21 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--steps", type=int, default=2000)
     args = parser.parse_args()
-    if shutil.which("export-experiment") is None:
+    bindir = Path(sys.executable).parent
+    if not (bindir / "export-experiment").exists():
         raise SystemExit("pip install mlflow-export-import tabulate  (needed for the comparison)")
     from conftest import start_mlflow_server
 
     env = dict(os.environ, MLFLOW_LOGGING_LEVEL="WARNING", CI="true")
-    bindir = Path(sys.executable).parent
     with tempfile.TemporaryDirectory(prefix="bridge-bench-") as tmp_s:
         tmp = Path(tmp_s)
         src = f"sqlite:///{tmp / 'src.db'}"
         t0 = time.perf_counter()
         make_source(src, args.runs, args.steps, tmp)
         points = args.runs * args.steps * 5
-        print(f"source: {args.runs} runs, {points:,} points, made in {time.perf_counter() - t0:.0f} s")
+        print(
+            f"source: {args.runs} runs, {points:,} points, made in {time.perf_counter() - t0:.0f} s"
+        )
         servers = []
         try:
             bridge_url, proc = start_mlflow_server(tmp / "dest-bridge")
@@ -103,8 +104,15 @@ def main() -> None:
 
             state = str(tmp / "state.db")
             bridge_cmd = [
-                sys.executable, "-m", "bridge.cli", "sync", f"mlflow:{src}",
-                f"mlflow:{bridge_url}", "--state", state, "--json",
+                sys.executable,
+                "-m",
+                "bridge.cli",
+                "sync",
+                f"mlflow:{src}",
+                f"mlflow:{bridge_url}",
+                "--state",
+                state,
+                "--json",
             ]
             bridge_s = timed(bridge_cmd, env)
             bridge_again_s = timed(bridge_cmd, env)
@@ -113,12 +121,18 @@ def main() -> None:
             ex_env = dict(env, MLFLOW_TRACKING_URI=src)
             im_env = dict(env, MLFLOW_TRACKING_URI=exim_url)
             export_cmd = [
-                str(bindir / "export-experiment"), "--experiment", EXPERIMENT,
-                "--output-dir", str(export_dir),
+                str(bindir / "export-experiment"),
+                "--experiment",
+                EXPERIMENT,
+                "--output-dir",
+                str(export_dir),
             ]
             import_cmd = [
-                str(bindir / "import-experiment"), "--experiment-name", EXPERIMENT,
-                "--input-dir", str(export_dir),
+                str(bindir / "import-experiment"),
+                "--experiment-name",
+                EXPERIMENT,
+                "--input-dir",
+                str(export_dir),
             ]
             exim_s = timed(export_cmd, ex_env) + timed(import_cmd, im_env)
             exim_again_s = timed(import_cmd, im_env)

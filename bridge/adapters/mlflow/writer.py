@@ -47,6 +47,9 @@ from bridge.schema import MetricChunk, Project, Run, Warning_
 
 # MLflow must never cut a value silently; we cut (visibly) before sending anything.
 os.environ["MLFLOW_TRUNCATE_LONG_VALUES"] = "false"
+# MLflow prints "View run ... at" on stdout when a run ends on a server: that would corrupt
+# `--json` output and costs a get_run call per run.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 # Reading our own small bridge/*.json back must not draw progress bars over the CLI's output.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
