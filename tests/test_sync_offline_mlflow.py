@@ -134,7 +134,7 @@ def test_sync_fidelity_idempotency_and_dry_run(tmp_path: Path, corpus: tuple[Pat
     basic_plan = next(r for r in plan["runs"] if r["source_id"] == basic_id)
     assert basic_plan["action"] == "create" and basic_plan["points_new"] > 0
     assert not state.exists()
-    assert not (tmp_path / "mlflow.db").exists() or _runs_by_source(uri) == {}
+    assert not (tmp_path / "mlflow.db").exists()  # not even an empty store
 
     first = _cli("sync", f"wandb-offline:{wdir}", f"mlflow:{uri}", "--state", str(state), "--json")
     assert first.returncode == 0, first.stdout + first.stderr

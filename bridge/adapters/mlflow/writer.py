@@ -161,6 +161,8 @@ class MlflowWriter(Writer):
         where = self.display_uri
         if self.kind == "sqlite":
             self._check_sqlite_path()
+            if self._store_missing():
+                return  # a new store: opening it would create it (and a dry run writes nothing)
         elif self.kind == "file" and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in (
             "1",
             "true",
@@ -267,7 +269,18 @@ class MlflowWriter(Writer):
     def experiment_name(self, project: Project) -> str:
         return self.mapping.experiment_for(project.name, project.entity)
 
+    def _store_missing(self) -> bool:
+        """A sqlite store that does not exist yet holds nothing; MLflow creates it on first use."""
+        if self.kind != "sqlite":
+            return False
+        from sqlalchemy.engine import make_url
+
+        db = make_url(self.target).database
+        return db is not None and db not in ("", ":memory:") and not Path(db).expanduser().exists()
+
     def find_project(self, project: Project) -> str | None:
+        if self._store_missing():
+            return None
         exp = self.client.get_experiment_by_name(self.experiment_name(project))
         if exp is None or exp.lifecycle_stage != "active":
             return None
