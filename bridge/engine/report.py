@@ -1,11 +1,14 @@
-"""Render a Plan (dry run) or a Plan with outcomes (real run) as text, JSON or Markdown."""
+"""Render a Plan (dry run) or a Plan with outcomes (real run) as text, JSON, Markdown or
+HTML, and a :class:`~bridge.engine.verify.VerifyReport` in the same formats."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from bridge.engine.html_report import render_html, render_verify_html
 from bridge.engine.model import Plan, RunPlan
+from bridge.engine.verify import VerifyReport
 
 
 def _what(run: RunPlan) -> str:
@@ -141,8 +144,82 @@ def as_markdown(plan: Plan) -> str:
     return "\n".join(out) + "\n"
 
 
-RENDERERS = {"text": as_text, "json": as_json, "markdown": as_markdown}
+def verify_as_dict(report: VerifyReport) -> dict[str, Any]:
+    """The machine-readable verify result (`bridge verify --json`)."""
+    return {
+        "source": report.source,
+        "dest": report.dest,
+        "exit_code": report.exit_code(),
+        "counts": report.counts(),
+        "points_checked": sum(r.points_checked for r in report.runs),
+        "files_checked": sum(r.files_checked for r in report.runs),
+        "runs": [r.model_dump(exclude={"mismatches"}) for r in report.runs],
+        "mismatches": [m.model_dump() for m in report.mismatches],
+        "errors": report.errors,
+    }
 
 
-def render(plan: Plan, fmt: str) -> str:
-    return RENDERERS[fmt](plan)
+def verify_as_json(report: VerifyReport) -> str:
+    return json.dumps(verify_as_dict(report), indent=2, default=str)
+
+
+def verify_as_text(report: VerifyReport) -> str:
+    """One line per mismatch: run, field, source value, destination value (and why)."""
+    lines = [f"verify: {report.source} -> {report.dest}"]
+    for run in sorted(report.runs, key=lambda r: (r.project, r.source_id)):
+        name = f" ({run.name})" if run.name else ""
+        extra = f": {run.error}" if run.error else ""
+        stale = " [source changed since the last sync]" if run.stale else ""
+        lines.append(f"  {run.status:<9} {run.source_id}{name}{stale}{extra}")
+    if report.mismatches:
+        lines.append("mismatches:")
+        for m in report.mismatches:
+            detail = f" — {m.detail}" if m.detail else ""
+            lines.append(
+                f"  {m.source_id} {m.field}: source={m.source_value!r} "
+                f"dest={m.dest_value!r}{detail}"
+            )
+    for err in report.errors:
+        lines.append(f"error: {err}")
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(report.counts().items())) or "no runs"
+    lines.append(
+        f"summary: {counts}; {sum(r.points_checked for r in report.runs)} points and "
+        f"{sum(r.files_checked for r in report.runs)} files checked; "
+        f"{len(report.mismatches)} mismatches"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def verify_as_markdown(report: VerifyReport) -> str:
+    out = [f"## Verify: `{report.source}` → `{report.dest}`", ""]
+    counts = ", ".join(f"**{n}** {s}" for s, n in sorted(report.counts().items())) or "no runs"
+    out += [counts, ""]
+    if report.mismatches:
+        out += [
+            "| run | field | source | destination | detail |",
+            "|---|---|---|---|---|",
+        ]
+        for m in report.mismatches:
+            out.append(
+                f"| `{_md(m.source_id)}` | {_md(m.field)} | {_md(m.source_value)} "
+                f"| {_md(m.dest_value)} | {_md(m.detail)} |"
+            )
+    else:
+        out.append("No mismatches.")
+    return "\n".join(out) + "\n"
+
+
+RENDERERS = {"text": as_text, "json": as_json, "markdown": as_markdown, "html": render_html}
+VERIFY_RENDERERS = {
+    "text": verify_as_text,
+    "json": verify_as_json,
+    "markdown": verify_as_markdown,
+    "html": render_verify_html,
+}
+
+
+def render(report: Plan | VerifyReport, fmt: str) -> str:
+    """``report`` in ``fmt`` (text, json, markdown or html)."""
+    if isinstance(report, VerifyReport):
+        return VERIFY_RENDERERS[fmt](report)
+    return RENDERERS[fmt](report)  # type: ignore[operator]
