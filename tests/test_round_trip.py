@@ -4,8 +4,8 @@ The runs read back from the second W&B copy must equal the originals (both read 
 ``WandbOfflineReader``) on every field the mappings promise. What cannot round-trip is
 asserted as such below, so a change in it shows up here:
 
-* ±inf history values: MLflow stores ±1.797e308 (the raw value stays in MLflow's
-  ``bridge/history-extras.jsonl``);
+* (±inf history values DO round-trip: MLflow stores ±1.797e308, but the engine records
+  each inf in ``bridge/history-extras.jsonl`` and the MLflow reader puts it back);
 * non-numeric history values (strings, media, tables): MLflow keeps them in
   ``bridge/history-extras.jsonl`` and their files as artifacts, not as metrics; the second
   W&B copy has the media files but no such history values;
@@ -21,10 +21,10 @@ asserted as such below, so a change in it shows up here:
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +33,10 @@ from mlflow.tracking import MlflowClient
 from sdk_runs import BASIC, cached_corpus
 
 from bridge import api
+from bridge.adapters.mlflow import MlflowWriter
 from bridge.adapters.mlflow.reader import MlflowReader
 from bridge.adapters.wandb.offline_reader import WandbOfflineReader
-from bridge.schema import ArtifactVersion, ExtraValue, MetricChunk, Run
-
-pytestmark = pytest.mark.e2e
+from bridge.schema import ArtifactVersion, ExtraValue, MetricChunk, Project, Run, RunHeader
 
 ROLES = ("basic", "artifact", "crashed", "resumed")
 Point = tuple[int, int, float]
@@ -55,11 +54,6 @@ def _points(reader: Any, run: Run) -> tuple[dict[str, list[Point]], list[ExtraVa
         else:
             extras.append(item)
     return {k: sorted(v, key=lambda p: (p[0], p[1])) for k, v in points.items()}, extras
-
-
-def _in_mlflow(value: float) -> float:
-    """What MLflow keeps of a value: ±inf becomes ±max float, the rest is exact."""
-    return math.copysign(sys.float_info.max, value) if math.isinf(value) else value
 
 
 def _same(a: float, b: float) -> bool:
@@ -116,6 +110,7 @@ def _by_origin(trip: dict[str, Any]) -> dict[str, tuple[Run, Run, Any, Any]]:
     return out
 
 
+@pytest.mark.e2e
 def test_mlflow_reader_gives_back_the_wandb_run(trip: dict[str, Any]) -> None:
     """The MLflow copy reads as the W&B run (typed config, fields) under its MLflow identity."""
     src_reader = WandbOfflineReader(str(trip["src"]))
@@ -143,6 +138,7 @@ def test_mlflow_reader_gives_back_the_wandb_run(trip: dict[str, Any]) -> None:
     assert basic.config["optimizer"] == BASIC["config"]["optimizer"]  # nested, typed
 
 
+@pytest.mark.e2e
 def test_round_trip_keeps_every_promised_field(trip: dict[str, Any]) -> None:
     for origin, (orig, back, src_reader, back_reader) in _by_origin(trip).items():
         where = f"run {origin}"
@@ -185,7 +181,7 @@ def test_round_trip_keeps_every_promised_field(trip: dict[str, Any]) -> None:
         for key, points in want.items():
             assert len(got[key]) == len(points), (where, key)
             for (s1, t1, v1), (s2, t2, v2) in zip(points, got[key], strict=True):
-                assert (s1, t1) == (s2, t2) and _same(_in_mlflow(v1), v2), (where, key, s1)
+                assert (s1, t1) == (s2, t2) and _same(v1, v2), (where, key, s1)
         assert got_extras == []  # strings and media values do not come back as history
         assert any(k.startswith("system/") for k in got), where
 
@@ -220,6 +216,7 @@ def _flat(points: dict[str, list[Point]]) -> list[tuple[str, float]]:
     return [(k, v) for k, pts in points.items() for _, _, v in pts]
 
 
+@pytest.mark.e2e
 def test_second_pass_writes_nothing(trip: dict[str, Any]) -> None:
     folders = sorted(p.name for p in (trip["out"] / "wandb").iterdir())
     again = api.sync(
@@ -233,3 +230,162 @@ def test_second_pass_writes_nothing(trip: dict[str, Any]) -> None:
     client = MlflowClient(tracking_uri=trip["db"])
     runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
     assert len(runs) == len(ROLES)
+
+
+def test_mlflow_reader_undoes_encoded_keys_cut_values_and_inf(sqlite_uri: str) -> None:
+    """A W&B run whose keys MLflow rejects and whose values MLflow cuts reads back whole."""
+    t0 = 1_700_000_000_000
+    project = Project(source_id="wandb:team/proj", name="proj", entity="team")
+    run = Run(
+        header=RunHeader(
+            source_id="wandb:team/proj/r1", native_id="r1", project=project, fingerprint="f"
+        ),
+        name="r1-name",
+        user="ann",
+        notes="n" * 9000,  # over MLflow's 8000-char tag limit
+        tags=["odd@tag", "t2"],
+        group="g",
+        job_type="train",
+        host="h",
+        git_commit="abc",
+        status="FAILED",
+        exit_code=3,
+        start_time_ms=t0,
+        end_time_ms=t0 + 5000,
+        config={"opt": {"lr": 0.1, "betas": [0.9, 0.99]}, "w@key": {"x": None}, "big": "v" * 7000},
+        summary={"best": 0.5, "note": "ok", "nested": {"a": [1, 2]}},
+        extra_tags={"wandb.os": "Linux", "odd key?": "x"},
+    )
+    writer = MlflowWriter(sqlite_uri)
+    exp = writer.ensure_project(project)
+    rendered = writer.render(run)
+    rid = writer.create_run(exp, run, rendered)
+    writer.write_metadata(rid, run, rendered.params, rendered.tags)
+    sink = writer.metric_sink(rid)
+    values = [1.0, math.inf, -math.inf, math.nan]
+    steps, stamps = [0, 1, 2, 3], [t0, t0 + 1, t0 + 2, t0 + 3]
+    sink.add(MetricChunk(key="loss@val", steps=steps, timestamps=stamps, values=values))
+    sink.flush()
+    extras = "".join(  # what the engine writes for the two infinities
+        ExtraValue(
+            key="loss@val", step=s, timestamp=t, value_json=raw, kind="non-finite"
+        ).model_dump_json()
+        + "\n"
+        for s, t, raw in ((1, t0 + 1, "Infinity"), (2, t0 + 2, "-Infinity"))
+    )
+    writer.put_file(rid, "bridge/history-extras.jsonl", io.BytesIO(extras.encode()))
+    writer.finish_run(rid, run, "fp")
+    assert len(MlflowClient(sqlite_uri).get_run(rid).data.tags["mlflow.note.content"]) < 9000
+
+    reader = MlflowReader(sqlite_uri)
+    (header,) = reader.list_runs()
+    back = reader.read_run(header)
+    assert back.header.source_id == f"mlflow:{sqlite_uri}#{rid}"  # its own identity
+    for field in ("name", "user", "notes", "tags", "group", "job_type", "host", "git_commit"):
+        assert getattr(back, field) == getattr(run, field), field
+    assert (back.status, back.exit_code) == ("FAILED", 3)
+    assert (back.start_time_ms, back.end_time_ms) == (t0, t0 + 5000)
+    assert back.config == run.config and back.summary == run.summary
+    assert back.extra_tags == run.extra_tags
+    assert back.files == [] and back.warnings == []
+    (chunk,) = list(reader.iter_history(back))
+    assert chunk.key == "loss@val" and (chunk.steps, chunk.timestamps) == (steps, stamps)
+    assert chunk.values[:3] == values[:3] and math.isnan(chunk.values[3])
+
+
+@pytest.mark.e2e
+def test_online_reader_restores_like_the_offline_one(
+    trip: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow → a W&B server (the loopback fake, through the real SDK) read back with the
+    API reader gives the same runs as the offline copy: both undo the bridge layout."""
+    from fakes.wandb_server import FakeWandbServer
+
+    from bridge.adapters.wandb.api_reader import WandbApiReader
+
+    for name in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / name.lower()))
+    offline = WandbOfflineReader(str(trip["out"]))
+    copies = {r.name: r for r in (offline.read_run(h) for h in offline.list_runs())}
+    with FakeWandbServer() as srv:
+        monkeypatch.setenv("WANDB_API_KEY", srv.api_key)
+        plan = api.sync(
+            f"mlflow:{trip['db']}",
+            f"wandb:acme?base_url={srv.url}",
+            state=str(tmp_path / "state.db"),
+        )
+        assert [(p.outcome, p.error) for p in plan.runs] == [("done", None)] * len(ROLES)
+        reader = WandbApiReader(f"acme/demo?base_url={srv.url}")
+        heads = list(reader.list_runs())
+        assert len(heads) == len(ROLES)
+        for header in heads:
+            on = reader.read_run(header)
+            off = copies[on.name]
+            for field in ("user", "notes", "tags", "group", "job_type", "host", "status"):
+                assert getattr(on, field) == getattr(off, field), (on.name, field)
+            assert (on.start_time_ms, on.end_time_ms) == (off.start_time_ms, off.end_time_ms)
+            assert on.config == off.config and on.extra_tags == off.extra_tags, on.name
+            assert "mlflow_step" not in on.summary
+            assert {f.path for f in on.files} == {f.path for f in off.files}, on.name
+            got, _ = _points(reader, on)
+            want, _ = _points(offline, off)
+            assert sorted(got) == sorted(want), on.name
+            for key, points in want.items():
+                assert len(got[key]) == len(points), (on.name, key)
+                for (s1, t1, v1), (s2, t2, v2) in zip(points, got[key], strict=True):
+                    assert (s1, t1) == (s2, t2) and _same(v1, v2), (on.name, key, s1)
+        reader.close()
+
+
+def test_bridged_layout_is_undone_exactly() -> None:
+    """The W&B writer's renames and bookkeeping, undone without touching source keys."""
+    from bridge.adapters.wandb.bridged import layout_of, restore_run, split_row
+    from bridge.schema import FileRef
+
+    project = Project(source_id="wandb:/p", name="p")
+    config = {
+        "lr": "0.1",
+        "_--weird_": "dash-edged source key",
+        "mlflow_tags_": {"x": 1},  # a source key named like the extra-tags key
+        "_bridge.mine_": "a source key in the bridge namespace",
+        "mlflow_tags": {"team": "vision", "baseline": "true"},
+        "_bridge.source_id": "mlflow:sqlite:///x.db#r1",
+        "_bridge.step_key": "mlflow_step",
+        "_bridge.start_time_ms": 5,
+        "_bridge.end_time_ms": 9,
+        "_bridge.status": "KILLED",
+        "_bridge.user": "ann",
+        "_bridge.complete": True,
+    }
+    run = Run(
+        header=RunHeader(
+            source_id="wandb:/p/abc", native_id="abc", project=project, fingerprint=""
+        ),
+        tags=["baseline", "own"],
+        config=config,
+        summary={"mlflow_step": 3, "metric:_step": 1.0, "loss": 0.5},
+        files=[
+            FileRef(path="files/config.yaml"),
+            FileRef(path="files/model/w.bin"),
+            FileRef(path="files/bridge/source-files/config.yaml"),
+        ],
+    )
+    assert layout_of({"lr": 1}) is None
+    layout = layout_of(config)
+    assert layout is not None
+    restore_run(run, layout)
+    assert run.config == {
+        "lr": "0.1",
+        "--weird": "dash-edged source key",
+        "mlflow_tags": {"x": 1},
+        "_bridge.mine": "a source key in the bridge namespace",
+    }
+    assert run.extra_tags == {"team": "vision", "baseline": "true"}
+    assert run.tags == ["own"]  # "baseline" came from a backend tag, kept in extra_tags
+    assert (run.start_time_ms, run.end_time_ms, run.status, run.user) == (5, 9, "KILLED", "ann")
+    assert run.summary == {"_step": 1.0, "loss": 0.5}
+    assert [f.path for f in run.files] == ["model/w.bin", "config.yaml"]
+    assert split_row([("mlflow_step", 7.0), ("metric:_step", 2.0), ("a", 1.0)], "mlflow_step") == (
+        7,
+        [("_step", 2.0), ("a", 1.0)],
+    )

@@ -11,18 +11,21 @@ W&B → MLflow → W&B ends where it started. The run keeps its MLflow identity
 What is restored: ``config`` from ``bridge/config.json`` (typed, nested), ``summary`` from
 ``bridge/summary.json``, tags from ``wandb.tags``, group / job type / host / exit code from
 ``wandb.*``, git from ``mlflow.source.git.*``, status reason and incomplete reason from
-``bridge.*``, values cut to fit MLflow from ``bridge/long-values.json``, and metric keys the
-writer had to encode (via ``bridge/key-map.json`` for hashed ones).
+``bridge.*``, values cut to fit MLflow from ``bridge/long-values.json``, metric keys the
+writer had to encode (via ``bridge/key-map.json`` for hashed ones) and ±inf points (MLflow
+stores ±max float; ``bridge/history-extras.jsonl`` records where an inf was).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import math
+import sys
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from bridge.mapping import Mapping, restore_key
-from bridge.schema import Run
+from bridge.schema import MetricChunk, Run
 
 #: A source id of this form marks a run the MLflow writer imported from W&B.
 WANDB_SOURCE_PREFIX = "wandb:"
@@ -148,3 +151,35 @@ def _tags(full: dict[str, str], m: Mapping, warnings: list[str]) -> list[str]:
 def metric_key(stored: str, key_map: dict[str, str]) -> str:
     """The W&B metric key for a metric key the MLflow writer stored."""
     return restore_key(stored, key_map)
+
+
+#: Written by the engine beside every run whose history had values MLflow cannot hold.
+HISTORY_EXTRAS_JSONL = "bridge/history-extras.jsonl"
+#: Run locator key: the extras file exists, so ±inf points can be restored from it.
+LOCATOR_EXTRAS = "wandb_history_extras"
+_MAX = sys.float_info.max
+
+
+def non_finite_points(lines: Iterable[bytes]) -> dict[tuple[str, int, int], float]:
+    """(key, step, timestamp) → ±inf for the points MLflow stored as ±max float."""
+    found: dict[tuple[str, int, int], float] = {}
+    for line in lines:
+        if b'"non-finite"' not in line:
+            continue  # strings and media values: not metric points
+        try:
+            rec = json.loads(line)
+            value = float(json.loads(rec["value_json"]))
+            point = (str(rec["key"]), int(rec["step"]), int(rec["timestamp"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+        if rec.get("kind") == "non-finite" and math.isinf(value):
+            found[point] = value
+    return found
+
+
+def restore_non_finite(chunk: MetricChunk, points: dict[tuple[str, int, int], float]) -> None:
+    """Put ±inf back where MLflow holds ±max float and the extras file recorded an inf."""
+    values = chunk.values
+    for i, value in enumerate(values):
+        if abs(value) == _MAX:
+            values[i] = points.get((chunk.key, chunk.steps[i], chunk.timestamps[i]), value)

@@ -15,6 +15,10 @@ Mapping decisions (see also :meth:`MlflowReader.read_run`):
   except ``mlflow.runName``/``mlflow.user``/``mlflow.note.content`` (carried as name, user,
   notes) and every ``bridge.*`` tag (left by an earlier bridge import; re-exporting them
   would give the copy a wrong identity).
+* A run the MLflow writer imported from W&B (tag ``bridge.source_id`` = ``wandb:...``)
+  reads as that W&B run — typed config and summary from ``bridge/*.json``, W&B fields from
+  ``wandb.*`` tags, original metric keys, ±inf points — under its own MLflow identity
+  (see ``from_wandb``). Only these runs cost the extra downloads.
 * Points of one metric key are ordered by ``(timestamp, step, value, is_nan)`` — MLflow's
   own ``get_metric_history`` order, i.e. logging order. Not by step: the engine resumes a
   key by counting points already written, which is only right if new points land at the
@@ -42,8 +46,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from bridge.adapters.base import Reader, ReaderOptions
+from bridge.adapters.mlflow.from_wandb import (
+    HISTORY_EXTRAS_JSONL,
+    LOCATOR_EXTRAS,
+    is_wandb_import,
+    non_finite_points,
+    restore_non_finite,
+    restore_wandb_fields,
+)
 from bridge.adapters.mlflow.from_wandb import LOCATOR_KEY as WANDB_KEYS
-from bridge.adapters.mlflow.from_wandb import is_wandb_import, restore_wandb_fields
 from bridge.adapters.mlflow.from_wandb import metric_key as wandb_metric_key
 from bridge.adapters.mlflow.uri import redact_uri, scrub, store_kind
 from bridge.errors import BridgeError, RunError
@@ -524,9 +535,10 @@ class MlflowReader(Reader):
             key_map = restore_wandb_fields(
                 run, tags, bridge_files, lambda path: self._json_artifact(info.run_id, path)
             )
-            run.header = header.model_copy(
-                update={"locator": {**header.locator, WANDB_KEYS: key_map}}
-            )
+            locator = {**header.locator, WANDB_KEYS: key_map}
+            if HISTORY_EXTRAS_JSONL in bridge_files:
+                locator[LOCATOR_EXTRAS] = HISTORY_EXTRAS_JSONL
+            run.header = header.model_copy(update={"locator": locator})
         return run
 
     def _json_artifact(self, run_id: str, path: str) -> Any:
@@ -649,10 +661,25 @@ class MlflowReader(Reader):
         if key_map is None:
             yield from chunks
             return
-        # A run imported from W&B: metric keys the MLflow writer encoded get their W&B name.
+        # A run imported from W&B: metric keys the MLflow writer encoded get their W&B name,
+        # points MLflow holds as ±max float their ±inf (recorded in the extras file).
+        infs = self._non_finite(run) if run.header.locator.get(LOCATOR_EXTRAS) else {}
         for chunk in chunks:
             chunk.key = wandb_metric_key(chunk.key, key_map)
+            if infs:
+                restore_non_finite(chunk, infs)
             yield chunk
+
+    def _non_finite(self, run: Run) -> dict[tuple[str, int, int], float]:
+        ref = FileRef(
+            path=HISTORY_EXTRAS_JSONL,
+            locator={"run_id": run.header.native_id, "path": HISTORY_EXTRAS_JSONL},
+        )
+        try:
+            with self.open_file(ref) as fh:
+                return non_finite_points(fh)
+        except (RunError, OSError):
+            return {}
 
     def _sql_history(self, run_id: str) -> Iterator[MetricChunk]:
         import sqlalchemy

@@ -4,7 +4,8 @@ History is read in full, never sampled: the run's parquet export
 (``download_history_exports``, streamed with pyarrow ``iter_batches``) plus the tail not
 exported yet (``scan_history(min_step=...)``); without an export, ``scan_history`` alone.
 The items produced match :class:`~bridge.adapters.wandb.offline_reader.WandbOfflineReader`
-on the same run, so a run migrated from its offline folder or from the server ends equal.
+on the same run, so a run migrated from its offline folder or from the server ends equal
+(runs the bridge wrote included: both undo its layout through ``bridged``).
 Every network call is retried with exponential backoff and jitter: ``wandb-core`` retries
 some failures itself, but not all, and a listing must not lose a page.
 """

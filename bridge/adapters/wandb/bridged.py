@@ -99,6 +99,11 @@ def _config_key(stored: str, extra_key: str) -> str:
     return stored
 
 
+def _is_bookkeeping(key: str) -> bool:
+    """A ``_bridge.*`` key of the writer's own (a source key so named is stored as ``key_``)."""
+    return key.startswith(BRIDGE_PREFIX) and not key.endswith("_")
+
+
 def _file_path(ref: FileRef) -> str | None:
     """The source path of a file in a bridge-written run, or None for the SDK's own files."""
     rel = ref.path.removeprefix("files/")
@@ -118,7 +123,7 @@ def restore_run(run: Run, layout: dict[str, str]) -> None:
     step_key = layout["step_key"]
     extra_key = layout["extra_tags_key"]
     cfg = run.config
-    meta = {k[len(BRIDGE_PREFIX) :]: v for k, v in cfg.items() if k.startswith(BRIDGE_PREFIX)}
+    meta = {k[len(BRIDGE_PREFIX) :]: v for k, v in cfg.items() if _is_bookkeeping(k)}
     start, end = _int(meta.get("start_time_ms")), _int(meta.get("end_time_ms"))
     if start is not None:
         run.start_time_ms = start
@@ -149,7 +154,7 @@ def restore_run(run: Run, layout: dict[str, str]) -> None:
     run.config = {
         _config_key(k, extra_key): v
         for k, v in cfg.items()
-        if not k.startswith(BRIDGE_PREFIX) and k != extra_key
+        if not _is_bookkeeping(k) and k != extra_key
     }
     run.summary = {
         source_metric_key(k, step_key): v for k, v in run.summary.items() if k != step_key

@@ -4,7 +4,8 @@ The SDK's offline runs hold everything in one ``.wandb`` transaction log per fol
 ``files/`` (console log, media). A resumed run (``wandb.init(id=..., resume="allow")``)
 leaves one folder per process; they are merged into one run, logs read in time order.
 Artifact content is not in the run folder but in the SDK staging dir that the manifest
-entries' ``local_path`` names.
+entries' ``local_path`` names. A run the bridge itself wrote (config ``_bridge.source_id``)
+reads as the run it was given: source steps, times, status and tags (see ``bridged``).
 """
 
 from __future__ import annotations
