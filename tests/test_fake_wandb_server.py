@@ -202,6 +202,7 @@ def _sdk_write(srv: FakeWandbServer, root: Path, phase: str) -> str:
     proc = subprocess.run(
         [sys.executable, "-c", SDK_WRITER, str(root), phase],
         env=env,
+        cwd=root,  # use_artifact().download() writes ./artifacts
         capture_output=True,
         text=True,
         timeout=120,
