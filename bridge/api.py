@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from bridge.adapters.base import ReaderOptions
-from bridge.engine.model import Plan
-from bridge.engine.sync import OnConflict, run_sync
+from typing import Any
+
+from bridge.adapters.base import ReaderOptions, Writer
+from bridge.cycles import record_cycle
+from bridge.engine.model import OnConflict, OnDelete, Plan
+from bridge.engine.sync import check_on_delete, run_sync
+from bridge.engine.verify import VerifyReport
+from bridge.errors import BridgeError
+from bridge.locks import LockHeld, pair_lock
 from bridge.state import StateStore
 from bridge.uris import open_reader, open_writer
 
@@ -18,17 +24,40 @@ def sync(
     state: str | None = None,
     workers: int = 4,
     on_conflict: OnConflict = "skip",
+    on_delete: OnDelete = "keep",
     reader_options: ReaderOptions | None = None,
     show_progress: bool = False,
+    wait: bool = False,
+    wait_timeout: float | None = None,
+    mapping: str | None = None,
 ) -> Plan:
     """Sync every run of ``source`` into ``dest``; returns the plan with outcomes.
 
+    A real sync holds the pair's lock (see :mod:`bridge.locks`) and is recorded as a cycle
+    in the state store. If another process holds the lock, it waits (``wait``) or returns
+    at once a plan with ``skipped`` set and no runs (exit code 0).
     Raises :class:`bridge.errors.BridgeError` for unusable URIs, stores or state.
     """
     reader = open_reader(source, reader_options)
     writer = open_writer(dest)
-    store = StateStore(state, read_only=dry_run)
     try:
+        if mapping:
+            _use_mapping(writer, mapping)
+        listing_complete = not _filtered(reader.options)
+        if on_delete != "keep":
+            check_on_delete(writer, on_delete)
+            if not listing_complete:
+                raise BridgeError(
+                    f"--on-delete {on_delete} needs a complete listing of the source; "
+                    "drop the run filters (--runs/--since/--tag/--run-state/--experiment)"
+                )
+        store = StateStore(state, read_only=dry_run)
+    except BaseException:
+        reader.close()
+        writer.close()
+        raise
+
+    def run() -> Plan:
         reader.check()
         writer.check()
         writer.source_uri = reader.display_uri
@@ -40,15 +69,105 @@ def sync(
             full=full,
             workers=workers,
             on_conflict=on_conflict,
+            on_delete=on_delete,
+            listing_complete=listing_complete,
             show_progress=show_progress,
         )
+
+    try:
+        if dry_run:
+            return run()
+        try:
+            with pair_lock(
+                store.url, reader.display_uri, writer.display_uri, wait=wait, timeout=wait_timeout
+            ):
+                return record_cycle(store, reader.display_uri, writer.display_uri, run)
+        except LockHeld as held:
+            return Plan(
+                source=reader.display_uri, dest=writer.display_uri, dry_run=False, skipped=str(held)
+            )
     finally:
         reader.close()
         writer.close()
         store.close()
 
 
+def _filtered(options: ReaderOptions) -> bool:
+    """True when the listing is restricted, so a missing run may just be filtered out."""
+    return bool(
+        options.run_ids or options.since or options.tags or options.states or options.experiments
+    )
+
+
+def _use_mapping(writer: Writer, path: str) -> None:
+    """Per-pair mapping overrides: the writer's mapping rules from a TOML file."""
+    from pathlib import Path
+
+    from bridge.mapping import load_mapping
+
+    if not hasattr(writer, "mapping"):
+        raise BridgeError(f"the {writer.scheme}: destination takes no mapping file")
+    writer.mapping = load_mapping(Path(path))
+
+
 def diff(source: str, dest: str, **kwargs: object) -> Plan:
     """The plan a sync would carry out, with nothing written (no destination object, no state)."""
     kwargs["dry_run"] = True
     return sync(source, dest, **kwargs)  # type: ignore[arg-type]
+
+
+def verify(
+    source: str,
+    dest: str,
+    *,
+    state: str | None = None,
+    workers: int = 4,
+    digests: bool = False,
+    reader_options: ReaderOptions | None = None,
+) -> VerifyReport:
+    """Compare every synced run's destination copy with its source; nothing is written.
+
+    ``report.exit_code()`` is 1 when any run differs (or could not be checked), else 0.
+    """
+    from bridge.engine.verify import verify as run_verify
+
+    reader = open_reader(source, reader_options)
+    writer = open_writer(dest)
+    store = StateStore(state, read_only=True)
+    try:
+        reader.check()
+        # Read-only: check the destination as a source (a missing store is not created).
+        probe = open_reader(dest)
+        try:
+            probe.check()
+        finally:
+            probe.close()
+        writer.source_uri = reader.display_uri
+        return run_verify(reader, writer, store, workers=workers, digests=digests)
+    finally:
+        reader.close()
+        writer.close()
+        store.close()
+
+
+def conflicts(state: str | None = None, include_resolved: bool = False) -> list[dict[str, Any]]:
+    """Conflicts in the state store (open ones; all with ``include_resolved``), oldest first."""
+    from bridge.conflicts import list_conflicts
+
+    return list_conflicts(state, include_resolved=include_resolved)
+
+
+def resolve_conflict(
+    conflict_id: int, take: str, state: str | None = None, by: str | None = None
+) -> dict[str, Any]:
+    """Settle one conflict: ``take="source"`` or ``"dest"``; returns what was done."""
+    from bridge.conflicts import resolve
+
+    return resolve(conflict_id, take, state, by=by)
+
+
+def status(state: str | None = None) -> list[dict[str, Any]]:
+    """Per pair: the last cycle (times, result, counts, errors) and open conflicts."""
+    from bridge.status import pair_status
+
+    return pair_status(state)

@@ -7,9 +7,11 @@ synced); 2 usage or configuration error (bad URI, unreachable server, unreadable
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +123,36 @@ _common = [
 ]
 
 
+_POLICY = [
+    click.option(
+        "--on-conflict",
+        type=click.Choice(["skip", "fail", "source-wins", "dest-wins"]),
+        default="skip",
+        show_default=True,
+        help="skip: leave conflicting runs untouched; fail: write nothing if any conflict; "
+        "source-wins: overwrite tags, immutable params go to tag bridge.param_override.<key>; "
+        "dest-wins: keep the destination's value as the new baseline.",
+    ),
+    click.option(
+        "--on-delete",
+        type=click.Choice(["keep", "tag", "delete"]),
+        default="keep",
+        show_default=True,
+        help="Runs whose source was deleted (checked only with no run filters): keep and "
+        "report; tag bridge.source_deleted=true; or delete the copy.",
+    ),
+    click.option(
+        "--wait", is_flag=True, help="If the pair is busy (another sync/mirror), wait for it."
+    ),
+]
+
+
+def _policy_options(func):  # noqa: ANN001, ANN202
+    for decorator in reversed(_POLICY):
+        func = decorator(func)
+    return func
+
+
 def common_options(func):  # noqa: ANN001, ANN201
     for decorator in reversed(_common):
         func = decorator(func)
@@ -155,13 +187,7 @@ def main(verbose: bool) -> None:
     type=click.Path(dir_okay=False),
     help="Also write the report to FILE (.json, .md or text by extension).",
 )
-@click.option(
-    "--on-conflict",
-    type=click.Choice(["skip", "fail"]),
-    default="skip",
-    show_default=True,
-    help="skip: leave conflicting runs untouched; fail: write nothing if any conflict.",
-)
+@_policy_options
 def sync(
     source: str,
     dest: str,
@@ -171,9 +197,15 @@ def sync(
     as_json: bool,
     report_path: str | None,
     on_conflict: str,
+    on_delete: str,
+    wait: bool,
     **filters: Any,
 ) -> None:
-    """Copy every run of SOURCE into DEST; a re-run writes only what changed."""
+    """Copy every run of SOURCE into DEST; a re-run writes only what changed.
+
+    One sync per SOURCE/DEST pair runs at a time (a lock in the state store): a second
+    one skips and says so (exit 0), or waits with --wait.
+    """
     from bridge import api
     from bridge.engine import report
 
@@ -186,15 +218,30 @@ def sync(
             state=state_url,
             workers=workers,
             on_conflict=on_conflict,  # type: ignore[arg-type]
+            on_delete=on_delete,  # type: ignore[arg-type]
             reader_options=_reader_options(workers, **filters),
             show_progress=_progress_wanted(as_json),
+            wait=wait,
         )
     except BridgeError as exc:
         _fail(str(exc))
         return
+    if plan.skipped:
+        if as_json:
+            click.echo(json.dumps({**report.as_dict(plan), "skipped": plan.skipped}, indent=2))
+        else:
+            click.echo(f"skipped: {plan.skipped}")
+        sys.exit(0)
     if report_path:
         Path(report_path).write_text(report.render(plan, _format_for(report_path)))
-    click.echo(report.as_json(plan) if as_json else report.as_text(plan), nl=False)
+    if as_json:
+        data = report.as_dict(plan)
+        data["resolved"] = [c.model_dump() for c in plan.resolved]
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        click.echo(report.as_text(plan), nl=False)
+        for c in plan.resolved:
+            click.echo(f"settled: {c.source_id} {c.field}: {c.resolution}")
     sys.exit(plan.exit_code())
 
 
@@ -240,6 +287,212 @@ def diff(
     else:
         click.echo(text, nl=False)
     sys.exit(plan.exit_code())
+
+
+_state_option = click.option(
+    "--state",
+    "state_url",
+    metavar="URL",
+    help="State store: a file path or SQLAlchemy URL (default: the user's state dir).",
+)
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+@main.group(invoke_without_command=True)
+@_state_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--all", "include_resolved", is_flag=True, help="Also settled conflicts.")
+@click.pass_context
+def conflicts(
+    ctx: click.Context, state_url: str | None, as_json: bool, include_resolved: bool
+) -> None:
+    """List conflicts recorded by syncs (id, run, field, both values, last synced value)."""
+    ctx.ensure_object(dict)
+    ctx.obj["state_url"] = state_url
+    if ctx.invoked_subcommand is not None:
+        return
+    from bridge import api
+
+    try:
+        rows = api.conflicts(state_url, include_resolved=include_resolved)
+    except BridgeError as exc:
+        _fail(str(exc))
+        return
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        click.echo("no open conflicts")
+    for c in rows:
+        res = c.get("resolution")
+        settled = f" [settled: {res['choice']} by {res['resolved_by']}]" if res else ""
+        click.echo(
+            f"#{c['id']} {c['dest_uri']} {c['source_id']} {c['field']}: "
+            f"source={c['source_value']!r} dest={c['dest_value']!r} "
+            f"last-synced={c['synced_value']!r} ({_when(c['detected_at'])}){settled}"
+        )
+
+
+@conflicts.command("resolve")
+@click.argument("conflict_id", type=int)
+@click.option("--take", type=click.Choice(["source", "dest"]), required=True)
+@_state_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def conflicts_resolve(
+    ctx: click.Context, conflict_id: int, take: str, state_url: str | None, as_json: bool
+) -> None:
+    """Settle conflict CONFLICT_ID by taking the source's or the destination's value.
+
+    \b
+    --take dest: the destination's value becomes the synced baseline now; not reported again.
+    --take source: the next sync writes the source value (a tag is overwritten; an
+      immutable MLflow param keeps its value and the source value goes to tag
+      bridge.param_override.<key>; a deleted destination run is written again).
+    """
+    from bridge import api
+
+    state_url = state_url or (ctx.obj or {}).get("state_url")
+    try:
+        done = api.resolve_conflict(conflict_id, take, state_url)
+    except BridgeError as exc:
+        _fail(str(exc))
+        return
+    if as_json:
+        click.echo(json.dumps(done, indent=2))
+    else:
+        click.echo(f"conflict #{conflict_id} settled (take {take}): {done['effect']}")
+
+
+@main.command()
+@_state_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(state_url: str | None, as_json: bool) -> None:
+    """Per pair: last cycle start/end, result, counts, errors, open conflicts."""
+    from bridge import api
+
+    try:
+        pairs = api.status(state_url)
+    except BridgeError as exc:
+        _fail(str(exc))
+        return
+    if as_json:
+        click.echo(json.dumps(pairs, indent=2, default=str))
+        return
+    if not pairs:
+        click.echo("no cycles recorded yet")
+    for p in pairs:
+        c = p["last_cycle"]
+        counts = c["counts"] or {}
+        acts = ", ".join(f"{n} {a}" for a, n in sorted(counts.get("actions", {}).items()))
+        click.echo(f"{p['source']} -> {p['dest']}")
+        click.echo(
+            f"  last cycle: {c['state']}, started {_when(c['started_at'])}, "
+            f"ended {_when(c['ended_at'])}, exit {c['result']}"
+            + (f"; {acts}; {counts.get('points_written', 0)} points written" if acts else "")
+        )
+        for err in c["errors"] or []:
+            click.echo(f"  error: {err}")
+        click.echo(
+            f"  last success: {_when(p['last_success_at'])}; open conflicts: "
+            f"{p['open_conflicts']}; runs known: {p['runs_known']}, deleted at source: "
+            f"{p['source_deleted']}"
+        )
+
+
+@main.command(epilog=EXIT_HELP)
+@click.argument("source", required=False)
+@click.argument("dest", required=False)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="bridge.toml")
+@click.option("--every", default=None, help="Period between cycle starts: 30s, 15m, 2h ...")
+@click.option("--cycles", type=int, help="Stop after N cycles (default: run until stopped).")
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), help="One line per pair and cycle."
+)
+@click.option("--mapping", type=click.Path(dir_okay=False), help="Mapping overrides (TOML).")
+@_policy_options
+def mirror(
+    source: str | None,
+    dest: str | None,
+    config_path: str | None,
+    every: str | None,
+    cycles: int | None,
+    log_format: str | None,
+    mapping: str | None,
+    on_conflict: str,
+    on_delete: str,
+    wait: bool,
+    state_url: str | None,
+    workers: int,
+    **filters: Any,
+) -> None:
+    """Mirror SOURCE into DEST every --every (default 15m), or every pair of --config.
+
+    Runs in the foreground (a container, a systemd service); SIGTERM ends it after the
+    cycle under way. Each cycle is a `bridge sync` recorded in the state store (see
+    `bridge status`). With --cycles N the exit code is the worst of the last cycle.
+    """
+    from bridge.config_file import Filters, MirrorConfig, PairConfig, load_config, parse_every
+    from bridge.mirror import format_line, stop_on_signals
+    from bridge.mirror import mirror as run_mirror
+
+    try:
+        if config_path:
+            if source or dest:
+                raise BridgeError("give either SOURCE DEST or --config, not both")
+            cfg = load_config(config_path)
+            if state_url:
+                cfg.state = state_url
+        else:
+            if not (source and dest):
+                raise BridgeError("mirror needs SOURCE and DEST, or --config FILE")
+            opts = _reader_options(workers, **{k: v for k, v in filters.items() if k != "full"})
+            pair = PairConfig(
+                source=source,
+                dest=dest,
+                on_conflict=on_conflict,  # type: ignore[arg-type]
+                on_delete=on_delete,  # type: ignore[arg-type]
+                workers=workers,
+                full=filters["full"],
+                mapping=mapping,
+                filters=Filters(
+                    runs=opts.run_ids,
+                    since=opts.since,
+                    tags=opts.tags,
+                    run_states=opts.states,
+                    experiments=opts.experiments,
+                    include_deleted=opts.include_deleted,
+                    entity=opts.entity,
+                    staging_dir=opts.staging_dir,
+                ),
+            )
+            cfg = MirrorConfig(state=state_url, pairs=[pair])
+        if every:
+            cfg.every = parse_every(every)
+        if log_format:
+            cfg.log_format = log_format  # type: ignore[assignment]
+        if wait:
+            cfg.wait = True
+    except BridgeError as exc:
+        _fail(str(exc))
+        return
+    import threading
+
+    stop = threading.Event()
+    stop_on_signals(stop)
+
+    def emit(line: dict[str, Any]) -> None:
+        click.echo(format_line(line, cfg.log_format))
+        sys.stdout.flush()
+
+    sys.exit(run_mirror(cfg, cycles=cycles, emit=emit, stop=stop))
+
+
+for _option in _common[2:]:  # the sync filters and --state, on mirror too
+    mirror = _option(mirror)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -74,6 +74,62 @@ conflicts_table = sa.Table(
 )
 
 
+resolutions_table = sa.Table(
+    "bridge_resolutions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("conflict_id", sa.Integer),
+    sa.Column("dest_uri", sa.String(512), nullable=False),
+    sa.Column("source_id", sa.String(512), nullable=False),
+    sa.Column("field", sa.String(512), nullable=False),
+    sa.Column("choice", sa.String(16), nullable=False),  # "source" | "dest" | "superseded"
+    sa.Column("source_value", sa.Text),
+    sa.Column("dest_value", sa.Text),
+    sa.Column("resolved_by", sa.String(256), nullable=False),  # user@host or policy:NAME
+    sa.Column("resolved_at", sa.Float, nullable=False),
+    sa.Column("note", sa.Text),
+)
+
+cycles_table = sa.Table(
+    "bridge_cycles",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("source_uri", sa.String(512), nullable=False),
+    sa.Column("dest_uri", sa.String(512), nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("ended_at", sa.Float),
+    sa.Column("result", sa.Integer),  # the exit code; NULL while running (or killed)
+    sa.Column("skipped", sa.Text),  # why the cycle did not run (lock held ...)
+    sa.Column("counts", sa.Text),  # JSON: actions, outcomes, points/files written
+    sa.Column("errors", sa.Text),  # JSON list of one-line errors
+    sa.Column("host", sa.String(256)),
+    sa.Column("pid", sa.Integer),
+)
+
+members_table = sa.Table(
+    "bridge_pair_runs",
+    metadata,
+    sa.Column("source_uri", sa.String(512), primary_key=True),
+    sa.Column("dest_uri", sa.String(512), primary_key=True),
+    sa.Column("source_id", sa.String(512), primary_key=True),
+    sa.Column("first_seen", sa.Float, nullable=False),
+    sa.Column("deleted_at", sa.Float),  # when a complete listing stopped showing it
+)
+
+
+class Resolution(BaseModel):
+    """How one conflict was settled: by a person (``conflicts resolve``) or a policy."""
+
+    id: int
+    conflict_id: int | None
+    field: str
+    choice: str
+    source_value: str | None
+    dest_value: str | None
+    resolved_by: str
+    resolved_at: float
+
+
 class RunState(BaseModel):
     dest_id: str
     project_dest_id: str
@@ -287,11 +343,265 @@ class StateStore:
                 )
 
     def open_conflicts(self, dest_uri: str | None = None) -> list[dict[str, Any]]:
-        query = sa.select(conflicts_table).where(conflicts_table.c.resolved.is_(False))
+        query = (
+            sa.select(conflicts_table)
+            .where(conflicts_table.c.resolved.is_(False))
+            .order_by(conflicts_table.c.id)
+        )
         if dest_uri is not None:
             query = query.where(conflicts_table.c.dest_uri == dest_uri)
         with self._tx() as conn:
             return [dict(row._mapping) for row in conn.execute(query).all()]
 
+    def get_conflict(self, conflict_id: int) -> dict[str, Any] | None:
+        """One conflict row (open or resolved), with its latest resolution if any."""
+        with self._tx() as conn:
+            row = conn.execute(
+                sa.select(conflicts_table).where(conflicts_table.c.id == conflict_id)
+            ).first()
+            if row is None:
+                return None
+            out = dict(row._mapping)
+            res = conn.execute(
+                sa.select(resolutions_table)
+                .where(resolutions_table.c.conflict_id == conflict_id)
+                .order_by(resolutions_table.c.id.desc())
+            ).first()
+        out["resolution"] = dict(res._mapping) if res is not None else None
+        return out
+
+    def resolve_conflict(
+        self,
+        dest_uri: str,
+        source_id: str,
+        field: str,
+        source_value: str | None,
+        dest_value: str | None,
+        choice: str,
+        resolved_by: str,
+        note: str | None = None,
+    ) -> int:
+        """Record a settlement and close every open conflict it covers; returns the
+        resolution id. A conflict no earlier sync recorded (a policy settling it on first
+        sight) is inserted already closed, so the audit trail is complete."""
+        now = time.time()
+        c = conflicts_table.c
+        with self._tx() as conn:
+            match = (
+                (c.dest_uri == dest_uri)
+                & (c.source_id == source_id)
+                & (c.field == field)
+                & _eq(c.source_value, source_value)
+                & _eq(c.dest_value, dest_value)
+            )
+            ids = [r.id for r in conn.execute(sa.select(c.id).where(match, c.resolved.is_(False)))]
+            if not ids:
+                ids = [
+                    _pk(
+                        conn.execute(
+                            sa.insert(conflicts_table).values(
+                                dest_uri=dest_uri,
+                                source_id=source_id,
+                                field=field,
+                                source_value=source_value,
+                                dest_value=dest_value,
+                                synced_value=None,
+                                detected_at=now,
+                                resolved=False,
+                            )
+                        )
+                    )
+                ]
+            conn.execute(sa.update(conflicts_table).where(c.id.in_(ids)).values(resolved=True))
+            res_id = _pk(
+                conn.execute(
+                    sa.insert(resolutions_table).values(
+                        conflict_id=ids[-1],
+                        dest_uri=dest_uri,
+                        source_id=source_id,
+                        field=field,
+                        choice=choice,
+                        source_value=source_value,
+                        dest_value=dest_value,
+                        resolved_by=resolved_by,
+                        resolved_at=now,
+                        note=note,
+                    )
+                )
+            )
+        return int(res_id)
+
+    def resolutions(self, dest_uri: str, source_id: str) -> dict[str, Resolution]:
+        """The latest settlement per field of one run (what the planner honours)."""
+        r = resolutions_table.c
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.select(resolutions_table)
+                .where(r.dest_uri == dest_uri, r.source_id == source_id)
+                .order_by(r.id)
+            ).all()
+        out: dict[str, Resolution] = {}
+        for row in rows:
+            if row.choice in ("source", "dest"):
+                out[row.field] = Resolution.model_validate(dict(row._mapping))
+        return out
+
+    def close_stale_conflicts(self, dest_uri: str, source_id: str, current: set[str]) -> int:
+        """Close open conflicts of a run that its latest full comparison no longer finds
+        (someone fixed one side by hand, or the source moved on): recorded as superseded."""
+        c = conflicts_table.c
+        now = time.time()
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.select(conflicts_table).where(
+                    c.dest_uri == dest_uri, c.source_id == source_id, c.resolved.is_(False)
+                )
+            ).all()
+            stale = [row for row in rows if _conflict_key(row) not in current]
+            for row in stale:
+                conn.execute(sa.update(conflicts_table).where(c.id == row.id).values(resolved=True))
+                conn.execute(
+                    sa.insert(resolutions_table).values(
+                        conflict_id=row.id,
+                        dest_uri=dest_uri,
+                        source_id=source_id,
+                        field=row.field,
+                        choice="superseded",
+                        source_value=row.source_value,
+                        dest_value=row.dest_value,
+                        resolved_by="bridge",
+                        resolved_at=now,
+                        note="no longer found by a later sync",
+                    )
+                )
+        return len(stale)
+
+    # -- cycles (mirror / sync history) -------------------------------------------------
+    def start_cycle(self, source_uri: str, dest_uri: str, host: str, pid: int) -> int:
+        """A row written before the cycle runs: a cycle killed mid-way stays visible."""
+        with self._tx() as conn:
+            key = _pk(
+                conn.execute(
+                    sa.insert(cycles_table).values(
+                        source_uri=source_uri,
+                        dest_uri=dest_uri,
+                        started_at=time.time(),
+                        host=host,
+                        pid=pid,
+                    )
+                )
+            )
+        return int(key)
+
+    def end_cycle(
+        self,
+        cycle_id: int,
+        result: int,
+        counts: dict[str, Any] | None = None,
+        errors: list[str] | None = None,
+        skipped: str | None = None,
+    ) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                sa.update(cycles_table)
+                .where(cycles_table.c.id == cycle_id)
+                .values(
+                    ended_at=time.time(),
+                    result=result,
+                    counts=json.dumps(counts or {}, sort_keys=True),
+                    errors=json.dumps(errors or []),
+                    skipped=skipped,
+                )
+            )
+
+    def cycles(
+        self, source_uri: str | None = None, dest_uri: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Recent cycles, newest first, with JSON columns decoded."""
+        q = sa.select(cycles_table).order_by(cycles_table.c.id.desc()).limit(limit)
+        if source_uri is not None:
+            q = q.where(cycles_table.c.source_uri == source_uri)
+        if dest_uri is not None:
+            q = q.where(cycles_table.c.dest_uri == dest_uri)
+        with self._tx() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(q).all()]
+        for row in rows:
+            row["counts"] = json.loads(row["counts"]) if row["counts"] else {}
+            row["errors"] = json.loads(row["errors"]) if row["errors"] else []
+        return rows
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """Every (source, dest) pair that has run at least one cycle."""
+        c = cycles_table.c
+        with self._tx() as conn:
+            rows = conn.execute(sa.select(c.source_uri, c.dest_uri).distinct()).all()
+        return sorted((r.source_uri, r.dest_uri) for r in rows)
+
+    # -- pair membership (for deletions at the source) ---------------------------------
+    def pair_members(self, source_uri: str, dest_uri: str) -> dict[str, float | None]:
+        """Source ids this pair has listed, with when a complete listing lost them."""
+        m = members_table.c
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.select(m.source_id, m.deleted_at).where(
+                    m.source_uri == source_uri, m.dest_uri == dest_uri
+                )
+            ).all()
+        return {r.source_id: r.deleted_at for r in rows}
+
+    def add_pair_members(self, source_uri: str, dest_uri: str, source_ids: list[str]) -> None:
+        """Remember newly listed runs (and un-delete any that came back)."""
+        if not source_ids:
+            return
+        known = self.pair_members(source_uri, dest_uri)
+        now = time.time()
+        m = members_table.c
+        with self._tx() as conn:
+            for sid in source_ids:
+                if sid not in known:
+                    conn.execute(
+                        sa.insert(members_table).values(
+                            source_uri=source_uri, dest_uri=dest_uri, source_id=sid, first_seen=now
+                        )
+                    )
+                elif known[sid] is not None:
+                    conn.execute(
+                        sa.update(members_table)
+                        .where(m.source_uri == source_uri, m.dest_uri == dest_uri)
+                        .where(m.source_id == sid)
+                        .values(deleted_at=None)
+                    )
+
+    def mark_deleted(self, source_uri: str, dest_uri: str, source_id: str) -> None:
+        m = members_table.c
+        with self._tx() as conn:
+            conn.execute(
+                sa.update(members_table)
+                .where(m.source_uri == source_uri, m.dest_uri == dest_uri)
+                .where(m.source_id == source_id, m.deleted_at.is_(None))
+                .values(deleted_at=time.time())
+            )
+
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _pk(result: Any) -> int:
+    """The new row's integer key (typed, for mypy)."""
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def _eq(column: Any, value: str | None) -> Any:
+    """``column = value`` that also matches NULL to None."""
+    return column.is_(None) if value is None else column == value
+
+
+def _conflict_key(row: Any) -> str:
+    return f"{row.field}\x00{row.source_value}\x00{row.dest_value}"
+
+
+def conflict_key(field: str, source_value: str | None, dest_value: str | None) -> str:
+    """Identity of a conflict for :meth:`StateStore.close_stale_conflicts`."""
+    return f"{field}\x00{source_value}\x00{dest_value}"

@@ -8,7 +8,9 @@ from pydantic import BaseModel, Field
 
 from bridge.schema import Warning_
 
-Action = Literal["create", "resume", "update", "unchanged", "conflict", "skip"]
+Action = Literal["create", "resume", "update", "unchanged", "conflict", "skip", "source-deleted"]
+OnConflict = Literal["skip", "fail", "source-wins", "dest-wins"]
+OnDelete = Literal["keep", "tag", "delete"]
 Outcome = Literal["pending", "done", "failed", "skipped", "unchanged"]
 
 
@@ -19,6 +21,8 @@ class Conflict(BaseModel):
     dest_value: str | None = None
     synced_value: str | None = None
     reason: str
+    # Set when settled (by a policy or an earlier `bridge conflicts resolve`): what was done.
+    resolution: str | None = None
 
 
 class RunPlan(BaseModel):
@@ -32,7 +36,8 @@ class RunPlan(BaseModel):
     tags_to_write: dict[str, str] = Field(default_factory=dict)
     points_new: int | None = None  # counted in dry runs; None = "read while applying"
     files_new: int | None = None
-    conflicts: list[Conflict] = Field(default_factory=list)
+    conflicts: list[Conflict] = Field(default_factory=list)  # open: left untouched
+    resolved: list[Conflict] = Field(default_factory=list)  # settled by policy/resolution
     warnings: list[Warning_] = Field(default_factory=list)
     # Filled in by the applier.
     outcome: Outcome = "pending"
@@ -47,6 +52,8 @@ class Plan(BaseModel):
     dry_run: bool
     runs: list[RunPlan] = Field(default_factory=list)
     errors: list[str] = Field(default_factory=list)  # problems not tied to one run
+    # Set when the cycle did not run at all (another process holds the pair's lock).
+    skipped: str | None = None
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -63,6 +70,10 @@ class Plan(BaseModel):
     @property
     def conflicts(self) -> list[Conflict]:
         return [c for run in self.runs for c in run.conflicts]
+
+    @property
+    def resolved(self) -> list[Conflict]:
+        return [c for run in self.runs for c in run.resolved]
 
     @property
     def warnings(self) -> list[Warning_]:

@@ -11,9 +11,14 @@ import threading
 from dataclasses import dataclass, field
 
 from bridge.adapters.base import DestRun, Reader, Rendered, Writer
-from bridge.engine.model import Conflict, RunPlan
+from bridge.engine.model import Conflict, OnConflict, RunPlan
 from bridge.schema import FileRef, MetricChunk, Project, Run, RunHeader
-from bridge.state import RunState, StateStore
+from bridge.state import Resolution, RunState, StateStore
+
+#: Where a source value lands when the destination's param is immutable and the source
+#: wins: MLflow params cannot change, so the new value is written to this tag instead and
+#: the param keeps its old value (never a silent overwrite or drop).
+PARAM_OVERRIDE_PREFIX = "bridge.param_override."
 
 
 @dataclass
@@ -25,6 +30,7 @@ class SyncContext:
     state: StateStore
     dry_run: bool = False
     full: bool = False  # compare every run in full, ignoring matching fingerprints
+    on_conflict: OnConflict = "skip"
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _projects: dict[str, str | None] = field(default_factory=dict)
     _dest_index: dict[str, dict[str, DestRun]] = field(default_factory=dict)
@@ -65,6 +71,15 @@ class Planned:
     watermarks: dict[str, int] = field(default_factory=dict)
     files_done: dict[str, str] = field(default_factory=dict)
     baseline: RunState | None = None
+    # Conflicts a policy settled in this pass, with the side taken: recorded after planning.
+    new_resolutions: list[tuple[Conflict, str]] = field(default_factory=list)
+    _settled: dict[str, Resolution] | None = None
+
+    def settled(self, state: StateStore, dest_uri: str) -> dict[str, Resolution]:
+        """Earlier settlements of this run's conflicts, per field (read once, when needed)."""
+        if self._settled is None:
+            self._settled = state.resolutions(dest_uri, self.plan.source_id)
+        return self._settled
 
 
 def plan_run(ctx: SyncContext, header: RunHeader) -> Planned:
@@ -80,18 +95,11 @@ def plan_run(ctx: SyncContext, header: RunHeader) -> Planned:
     if st is not None:
         dest = ctx.writer.get_run(st.dest_id)
         if dest is None:
-            base.action = "conflict"
-            base.dest_id = st.dest_id
-            base.conflicts.append(
-                Conflict(
-                    source_id=sid,
-                    field="run",
-                    dest_value=None,
-                    reason=f"destination run {st.dest_id} was deleted after the bridge wrote it",
-                )
-            )
-            return Planned(plan=base, header=header)
-    else:
+            gone = _deleted_in_dest(ctx, base, header, st)
+            if gone is not None:
+                return gone
+            st = None  # the source wins: the run is written again from scratch
+    if st is None:
         project_dest_id = ctx.project_id(header.project, create=False)
         if project_dest_id is not None:
             dest = ctx.dest_index(project_dest_id).get(sid)
@@ -163,6 +171,44 @@ def plan_run(ctx: SyncContext, header: RunHeader) -> Planned:
     return planned
 
 
+def _deleted_in_dest(
+    ctx: SyncContext, base: RunPlan, header: RunHeader, st: RunState
+) -> Planned | None:
+    """The destination run was deleted. Open conflict (skip/fail); dest-wins or an earlier
+    ``resolve --take dest`` keeps it deleted; source-wins writes it again (returns None)."""
+    planned = Planned(plan=base, header=header)
+    conflict = Conflict(
+        source_id=base.source_id,
+        field="run",
+        reason=f"destination run {st.dest_id} was deleted after the bridge wrote it",
+    )
+    base.dest_id = st.dest_id
+    earlier = planned.settled(ctx.state, ctx.dest_uri).get("run")
+    if earlier is not None and earlier.choice == "dest" and _honoured(ctx, earlier):
+        base.action, base.outcome = "skip", "skipped"
+        base.reason = f"deleted in the destination; kept deleted ({earlier.resolved_by})"
+        return planned
+    if ctx.on_conflict == "dest-wins":
+        conflict.resolution = "dest-wins: the deletion is kept; the run is not written again"
+        base.resolved.append(conflict)
+        planned.new_resolutions.append((conflict, "dest"))
+        base.action, base.outcome, base.reason = "skip", "skipped", conflict.resolution
+        return planned
+    if ctx.on_conflict == "source-wins":
+        conflict.resolution = "source-wins: the run is written again as a new destination run"
+        base.resolved.append(conflict)
+        base.dest_id = None
+        if not ctx.dry_run:
+            ctx.state.forget_run(ctx.dest_uri, base.source_id)
+            ctx.state.resolve_conflict(
+                ctx.dest_uri, base.source_id, "run", None, None, "source", "policy:source-wins"
+            )
+        return None
+    base.action = "conflict"
+    base.conflicts.append(conflict)
+    return planned
+
+
 def file_digest(ref: FileRef) -> str:
     """What the state remembers of an uploaded file, to skip it next time."""
     return f"sha256:{ref.sha256}" if ref.sha256 else f"size:{ref.size}"
@@ -196,7 +242,8 @@ def _reader_warnings(run: Run) -> list:
 
 def _diff_metadata(ctx: SyncContext, planned: Planned, dest: DestRun, st: RunState) -> None:
     """New params are written; a changed param is a conflict (immutable); a changed tag is
-    updated unless the destination edited it since the bridge wrote it (a conflict)."""
+    updated unless the destination edited it since the bridge wrote it (a conflict).
+    Conflicts go through :func:`_settle` (earlier resolutions, then the policy)."""
     plan, rendered = planned.plan, planned.rendered
     assert rendered is not None
     immutable = ctx.writer.capabilities.immutable_params
@@ -204,44 +251,124 @@ def _diff_metadata(ctx: SyncContext, planned: Planned, dest: DestRun, st: RunSta
         have = dest.params.get(key)
         if have is None:
             plan.params_to_write[key] = value
-        elif have != value:
-            synced = st.written_params.get(key)
-            reason = (
-                "changed in the destination since the last sync"
-                if synced is not None and have != synced
-                else "changed at the source; the destination's params are immutable"
-            )
-            if not immutable and (synced is None or have == synced):
+            continue
+        if have == value:
+            continue
+        synced = st.written_params.get(key)
+        if not immutable and (synced is None or have == synced):
+            if not _kept_dest(ctx, planned, f"param:{key}", value, have):
                 plan.params_to_write[key] = value
-                continue
-            plan.conflicts.append(
-                Conflict(
-                    source_id=plan.source_id,
-                    field=f"param:{key}",
-                    source_value=value,
-                    dest_value=have,
-                    synced_value=synced,
-                    reason=reason,
-                )
-            )
+            continue
+        if synced is not None and have != synced:
+            reason = "changed in the destination since the last sync"
+        else:
+            reason = "changed at the source; the destination's params are immutable"
+        conflict = Conflict(
+            source_id=plan.source_id,
+            field=f"param:{key}",
+            source_value=value,
+            dest_value=have,
+            synced_value=synced,
+            reason=reason,
+        )
+        _settle(ctx, planned, dest, st, conflict)
     for key, value in rendered.tags.items():
         have = dest.tags.get(key)
         if have == value:
             continue
         synced = st.written_tags.get(key)
         if have is not None and synced is not None and have != synced:
-            plan.conflicts.append(
-                Conflict(
-                    source_id=plan.source_id,
-                    field=f"tag:{key}",
-                    source_value=value,
-                    dest_value=have,
-                    synced_value=synced,
-                    reason="changed in the destination since the last sync",
-                )
+            conflict = Conflict(
+                source_id=plan.source_id,
+                field=f"tag:{key}",
+                source_value=value,
+                dest_value=have,
+                synced_value=synced,
+                reason="changed in the destination since the last sync",
             )
-        else:
+            _settle(ctx, planned, dest, st, conflict)
+        elif not _kept_dest(ctx, planned, f"tag:{key}", value, have):
             plan.tags_to_write[key] = value
+
+
+def _kept_dest(
+    ctx: SyncContext, planned: Planned, field: str, value: str, have: str | None
+) -> bool:
+    """True while an earlier "take dest" still covers this field: the source has not moved
+    past the value that was turned down and the destination still holds the kept value."""
+    if have is None:
+        return False
+    earlier = planned.settled(ctx.state, ctx.dest_uri).get(field)
+    return (
+        earlier is not None
+        and earlier.choice == "dest"
+        and earlier.source_value == value
+        and earlier.dest_value == have
+    )
+
+
+def _honoured(ctx: SyncContext, earlier: Resolution) -> bool:
+    """A person's settlement always holds; a policy's holds unless another policy now runs
+    (a pair switched from dest-wins to source-wins means it)."""
+    if not earlier.resolved_by.startswith("policy:"):
+        return True
+    return ctx.on_conflict not in ("source-wins", "dest-wins") or (
+        earlier.resolved_by == f"policy:{ctx.on_conflict}"
+    )
+
+
+def _settle(
+    ctx: SyncContext, planned: Planned, dest: DestRun, st: RunState, conflict: Conflict
+) -> None:
+    """Apply an earlier resolution of exactly this conflict, else the policy, else leave it
+    open. ``source``: write the source value (a tag; an immutable param's new value goes to
+    tag ``bridge.param_override.<key>``). ``dest``: keep the destination's value and make
+    it the synced baseline, so the same conflict is not reported again."""
+    plan = planned.plan
+    earlier = planned.settled(ctx.state, ctx.dest_uri).get(conflict.field)
+    choice: str | None = None
+    by = ""
+    if (
+        earlier is not None
+        and earlier.source_value == conflict.source_value
+        and earlier.dest_value == conflict.dest_value
+        and _honoured(ctx, earlier)
+    ):
+        choice, by = earlier.choice, f"resolution #{earlier.id} by {earlier.resolved_by}"
+    elif ctx.on_conflict in ("source-wins", "dest-wins"):
+        choice, by = ctx.on_conflict.split("-")[0], ctx.on_conflict
+        planned.new_resolutions.append((conflict, choice))
+    if choice is None:
+        plan.conflicts.append(conflict)
+        return
+    kind, _, key = conflict.field.partition(":")
+    value, have = conflict.source_value or "", conflict.dest_value
+    wrote = False
+    if choice == "dest":
+        if kind == "param":
+            st.written_params[key] = have or ""
+        else:
+            st.written_tags[key] = have or ""
+        conflict.resolution = f"{by}: destination value kept as the new baseline"
+    elif kind == "tag":
+        plan.tags_to_write[key] = value
+        wrote = True
+        conflict.resolution = f"{by}: source value written to the tag"
+    elif not ctx.writer.capabilities.immutable_params:
+        plan.params_to_write[key] = value
+        wrote = True
+        conflict.resolution = f"{by}: source value written to the param"
+    else:
+        override = PARAM_OVERRIDE_PREFIX + key
+        if dest.tags.get(override) != value:
+            plan.tags_to_write[override] = value
+            wrote = True
+        conflict.resolution = (
+            f"{by}: the param is immutable in the destination and keeps {have!r}; "
+            f"the source value is in tag {override}"
+        )
+    if planned.new_resolutions and planned.new_resolutions[-1][0] is conflict or wrote:
+        plan.resolved.append(conflict)
 
 
 def slice_new(chunk: MetricChunk, seen_before: int, already: int) -> MetricChunk | None:

@@ -6,21 +6,22 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
 
 from tqdm import tqdm
 
 from bridge.adapters.base import Reader, Writer
 from bridge.engine.apply import apply_run
-from bridge.engine.model import Plan, RunPlan
+from bridge.engine.model import OnConflict, OnDelete, Plan, RunPlan
 from bridge.engine.plan import Planned, SyncContext, plan_run
 from bridge.errors import BridgeError, RunError
 from bridge.schema import RunHeader, Warning_
-from bridge.state import StateStore
+from bridge.state import StateStore, conflict_key
 
 log = logging.getLogger(__name__)
 
-OnConflict = Literal["skip", "fail"]
+SOURCE_DELETED_TAG = "bridge.source_deleted"
+
+__all__ = ["OnConflict", "OnDelete", "run_sync", "SOURCE_DELETED_TAG"]
 
 
 def _failed_plan(header: RunHeader, exc: BaseException) -> Planned:
@@ -68,6 +69,87 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}"[:500]
 
 
+def _record_conflicts(state: StateStore, dest_uri: str, p: Planned, policy: str) -> None:
+    """Open conflicts, what a policy settled, and closing those no longer found."""
+    for c in p.plan.conflicts:
+        state.record_conflict(
+            dest_uri, c.source_id, c.field, c.source_value, c.dest_value, c.synced_value
+        )
+    for c, choice in p.new_resolutions:
+        state.resolve_conflict(
+            dest_uri,
+            c.source_id,
+            c.field,
+            c.source_value,
+            c.dest_value,
+            choice,
+            f"policy:{policy}",
+            note=c.resolution,
+        )
+    if p.run is not None:  # compared in full: open conflicts not found again are stale
+        current = {conflict_key(c.field, c.source_value, c.dest_value) for c in p.plan.conflicts}
+        state.close_stale_conflicts(dest_uri, p.plan.source_id, current)
+
+
+def check_on_delete(writer: Writer, on_delete: OnDelete) -> None:
+    """Fail before any work if the destination cannot do what ``on_delete`` asks."""
+    need = {"tag": "set_tags", "delete": "delete_run"}.get(on_delete)
+    if need and not callable(getattr(writer, need, None)):
+        raise BridgeError(
+            f"--on-delete {on_delete} needs the {writer.scheme}: writer to offer {need}(); "
+            "it does not yet — use --on-delete keep"
+        )
+
+
+def _source_deletions(
+    ctx: SyncContext, source_uri: str, listed: set[str], on_delete: OnDelete
+) -> list[RunPlan]:
+    """Runs this pair listed before and a complete listing no longer shows."""
+    state, writer = ctx.state, ctx.writer
+    lines: list[RunPlan] = []
+    for sid, deleted_at in sorted(state.pair_members(source_uri, ctx.dest_uri).items()):
+        if sid in listed or deleted_at is not None:
+            continue
+        st = state.get_run(ctx.dest_uri, sid)
+        line = RunPlan(
+            source_id=sid,
+            project="(deleted at source)",
+            action="source-deleted",
+            dest_id=st.dest_id if st else None,
+            outcome="skipped",
+        )
+        if st is None:
+            if not ctx.dry_run:
+                state.mark_deleted(source_uri, ctx.dest_uri, sid)
+            continue
+        try:
+            if on_delete == "keep":
+                line.reason = "the source run no longer exists; destination run kept (keep)"
+            elif ctx.dry_run:
+                line.outcome = "pending"
+                line.reason = f"the source run no longer exists; would {on_delete} the copy"
+            elif writer.get_run(st.dest_id) is None:
+                line.reason = "the source run no longer exists; its copy is gone too"
+            elif on_delete == "tag":
+                writer.set_tags(st.dest_id, {SOURCE_DELETED_TAG: "true"})  # type: ignore[attr-defined]
+                line.outcome = "done"
+                line.reason = f"the source run no longer exists; tagged {SOURCE_DELETED_TAG}=true"
+            else:
+                writer.delete_run(st.dest_id)  # type: ignore[attr-defined]
+                state.forget_run(ctx.dest_uri, sid)
+                line.outcome = "done"
+                line.reason = "the source run no longer exists; destination run deleted"
+        except Exception as exc:
+            line.outcome, line.error = "failed", _one_line(exc)
+        line.warnings.append(
+            Warning_(source_id=sid, code="source-deleted", message=line.reason or "")
+        )
+        if not ctx.dry_run and line.outcome != "failed":
+            state.mark_deleted(source_uri, ctx.dest_uri, sid)
+        lines.append(line)
+    return lines
+
+
 def run_sync(
     reader: Reader,
     writer: Writer,
@@ -77,6 +159,8 @@ def run_sync(
     full: bool = False,
     workers: int = 4,
     on_conflict: OnConflict = "skip",
+    on_delete: OnDelete = "keep",
+    listing_complete: bool = False,
     show_progress: bool = False,
     on_run_done: Callable[[RunPlan], None] | None = None,
 ) -> Plan:
@@ -86,8 +170,19 @@ def run_sync(
     With ``on_conflict="fail"`` nothing is written if any run has a conflict. ``full``
     compares every run's body, history length and files even when its fingerprint matches
     (what a periodic full pass runs, for edits that do not change a source's fingerprint).
+    ``source-wins``/``dest-wins`` settle conflicts (see ``plan._settle``) and record how.
+    Runs this pair wrote whose source is gone are handled by ``on_delete`` — only when
+    ``listing_complete`` (no filters), since a filtered listing cannot tell "deleted"
+    from "filtered out".
     """
-    ctx = SyncContext(reader=reader, writer=writer, state=state, dry_run=dry_run, full=full)
+    ctx = SyncContext(
+        reader=reader,
+        writer=writer,
+        state=state,
+        dry_run=dry_run,
+        full=full,
+        on_conflict=on_conflict,
+    )
     report = Plan(source=reader.display_uri, dest=writer.display_uri, dry_run=dry_run)
     try:
         headers = list(reader.list_runs())
@@ -117,18 +212,16 @@ def run_sync(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         planned = list(pool.map(plan_one, headers))
     report.runs = [p.plan for p in planned]
+    if not dry_run:
+        state.add_pair_members(reader.display_uri, ctx.dest_uri, [h.source_id for h in headers])
+    if listing_complete:
+        report.runs.extend(
+            _source_deletions(ctx, reader.display_uri, {h.source_id for h in headers}, on_delete)
+        )
 
     for p in planned:
-        for c in p.plan.conflicts:
-            if not dry_run:
-                state.record_conflict(
-                    ctx.dest_uri,
-                    c.source_id,
-                    c.field,
-                    c.source_value,
-                    c.dest_value,
-                    c.synced_value,
-                )
+        if not dry_run:
+            _record_conflicts(state, ctx.dest_uri, p, on_conflict)
         if p.plan.conflicts:
             p.plan.outcome = "skipped"
             p.plan.reason = p.plan.reason or "conflict: left untouched"

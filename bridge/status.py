@@ -1,0 +1,66 @@
+"""`bridge status`: per pair, the last cycle and what is waiting for a person."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bridge.locks import LockHeld, pair_lock
+from bridge.state import StateStore
+
+
+def pair_status(state: str | None) -> list[dict[str, Any]]:
+    """One entry per (source, dest) pair that has run a cycle, newest data only.
+
+    ``last_cycle.state`` is ``done``, ``running`` (no end yet and the pair's lock is held)
+    or ``interrupted`` (no end and nobody holds the lock: the process was killed).
+    ``open_conflicts`` are those in the pair's destination (conflicts are kept per
+    destination and source run); ``source_deleted`` counts runs a complete listing lost.
+    """
+    store = StateStore(state, read_only=True)
+    try:
+        conflicts = store.open_conflicts()
+        out: list[dict[str, Any]] = []
+        for source_uri, dest_uri in store.pairs():
+            cycles = store.cycles(source_uri, dest_uri, limit=50)
+            last = dict(cycles[0])
+            last["state"] = "done"
+            if last["ended_at"] is None:
+                last["state"] = _running_or_interrupted(store.url, source_uri, dest_uri)
+            ok = next((c for c in cycles if c["result"] == 0), None)
+            members = store.pair_members(source_uri, dest_uri)
+            mine = [c for c in conflicts if c["dest_uri"] == dest_uri]
+            out.append(
+                {
+                    "source": source_uri,
+                    "dest": dest_uri,
+                    "last_cycle": {
+                        k: last[k]
+                        for k in ("state", "started_at", "ended_at", "result", "counts", "errors")
+                    }
+                    | {"host": last["host"], "pid": last["pid"]},
+                    "last_success_at": ok["ended_at"] if ok else None,
+                    "open_conflicts": len(mine),
+                    "conflicts": [
+                        {
+                            k: c[k]
+                            for k in ("id", "source_id", "field", "source_value", "dest_value")
+                        }
+                        for c in mine
+                    ],
+                    "runs_known": len(members),
+                    "source_deleted": sum(1 for v in members.values() if v is not None),
+                }
+            )
+        return out
+    finally:
+        store.close()
+
+
+def _running_or_interrupted(state_url: str, source_uri: str, dest_uri: str) -> str:
+    if state_url == "sqlite://":
+        return "interrupted"
+    try:
+        with pair_lock(state_url, source_uri, dest_uri, wait=False):
+            return "interrupted"
+    except LockHeld:
+        return "running"
