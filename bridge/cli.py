@@ -48,7 +48,8 @@ def _fail(message: str) -> None:
 
 def _format_for(path: str) -> str:
     suffix = Path(path).suffix.lower()
-    return {".json": "json", ".md": "markdown", ".markdown": "markdown"}.get(suffix, "text")
+    formats = {".json": "json", ".md": "markdown", ".markdown": "markdown", ".html": "html"}
+    return formats.get(suffix, "text")
 
 
 def _split(values: tuple[str, ...]) -> list[str]:
@@ -233,7 +234,8 @@ def sync(
             click.echo(f"skipped: {plan.skipped}")
         sys.exit(0)
     if report_path:
-        Path(report_path).write_text(report.render(plan, _format_for(report_path)))
+        text = report.render(plan, _format_for(report_path))
+        Path(report_path).write_text(text, encoding="utf-8")
     if as_json:
         data = report.as_dict(plan)
         data["resolved"] = [c.model_dump() for c in plan.resolved]
@@ -250,9 +252,10 @@ def sync(
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["text", "json", "markdown"]),
+    type=click.Choice(["text", "json", "markdown", "html"]),
     default="text",
     show_default=True,
+    help="html: one self-contained page (no external assets).",
 )
 @click.option("--output", type=click.Path(dir_okay=False), help="Write the report to FILE.")
 def diff(
@@ -283,7 +286,7 @@ def diff(
         return
     text = report.render(plan, fmt)
     if output:
-        Path(output).write_text(text)
+        Path(output).write_text(text, encoding="utf-8")
     else:
         click.echo(text, nl=False)
     sys.exit(plan.exit_code())
@@ -493,6 +496,54 @@ def mirror(
 
 for _option in _common[2:]:  # the sync filters and --state, on mirror too
     mirror = _option(mirror)
+
+
+@main.command()
+@click.argument("source")
+@click.argument("dest")
+@_state_option
+@click.option("--workers", default=4, show_default=True, help="Runs checked in parallel.")
+@click.option(
+    "--digests",
+    is_flag=True,
+    help="Also hash file content where a side records no digest (reads every file).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON result on stdout.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "markdown", "html"]),
+    default="text",
+    show_default=True,
+)
+@click.option("--output", type=click.Path(dir_okay=False), help="Write the report to FILE.")
+def verify(
+    source: str,
+    dest: str,
+    state_url: str | None,
+    workers: int,
+    digests: bool,
+    as_json: bool,
+    fmt: str,
+    output: str | None,
+) -> None:
+    """Check that every synced run's copy in DEST matches SOURCE: params/tags, per-metric
+    point counts and checksums over (step, timestamp, value), files. Writes nothing;
+    exit 1 if anything differs."""
+    from bridge import api
+    from bridge.engine import report
+
+    try:
+        result = api.verify(source, dest, state=state_url, workers=workers, digests=digests)
+    except BridgeError as exc:
+        _fail(str(exc))
+        return
+    text = report.render(result, "json" if as_json else fmt)
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=False)
+    sys.exit(result.exit_code())
 
 
 if __name__ == "__main__":  # pragma: no cover

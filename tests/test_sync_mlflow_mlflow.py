@@ -29,12 +29,18 @@ def _make_source(uri: str, tmp: Path) -> dict[str, str]:
     other = client.create_experiment("nlp")
     parent = client.create_run(exp, start_time=T0, run_name="sweep", tags={"team": "cv"})
     pid = parent.info.run_id
-    client.log_batch(pid, params=[Param("lr", "0.01"), Param("opt", "adam")],
-                     tags=[RunTag("mlflow.note.content", "the sweep")])
+    client.log_batch(
+        pid,
+        params=[Param("lr", "0.01"), Param("opt", "adam")],
+        tags=[RunTag("mlflow.note.content", "the sweep")],
+    )
     metrics = [Metric("loss", 1.0 / (i + 1), T0 + i * 10, i) for i in range(1500)]
-    metrics += [Metric("acc", v, T0 + i, s) for i, (s, v) in enumerate(
-        [(0, 0.1), (1, 0.2), (1, 0.25), (0, 0.3), (5, math.nan)]  # repeated/backwards/NaN
-    )]
+    metrics += [
+        Metric("acc", v, T0 + i, s)
+        for i, (s, v) in enumerate(
+            [(0, 0.1), (1, 0.2), (1, 0.25), (0, 0.3), (5, math.nan)]  # repeated/backwards/NaN
+        )
+    ]
     for i in range(0, len(metrics), 1000):
         client.log_batch(pid, metrics=metrics[i : i + 1000])
     art = tmp / "art"
@@ -44,12 +50,14 @@ def _make_source(uri: str, tmp: Path) -> dict[str, str]:
     client.log_artifacts(pid, str(art))
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_id=pid):
-        ds = mlflow.data.from_numpy(np.arange(6).reshape(3, 2), source="s3://bucket/x.npy",
-                                    name="train")
+        ds = mlflow.data.from_numpy(
+            np.arange(6).reshape(3, 2), source="s3://bucket/x.npy", name="train"
+        )
         mlflow.log_input(ds, context="training")
     client.set_terminated(pid, "FINISHED", end_time=T0 + 60_000)
-    child = client.create_run(exp, start_time=T0 + 1000, run_name="trial-1",
-                              tags={"mlflow.parentRunId": pid})
+    child = client.create_run(
+        exp, start_time=T0 + 1000, run_name="trial-1", tags={"mlflow.parentRunId": pid}
+    )
     client.log_metric(child.info.run_id, "loss", 0.5, timestamp=T0 + 2000, step=3)
     client.set_terminated(child.info.run_id, "FAILED", end_time=T0 + 5000)
     lone = client.create_run(other, start_time=T0 + 7, run_name="bert")
@@ -142,3 +150,35 @@ def test_sqlite_to_server_on_postgres(tmp_path: Path, pg_database: str) -> None:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.mark.parametrize("on_delete", ["keep", "tag", "delete"])
+def test_source_deletions_follow_on_delete(tmp_path: Path, on_delete: str) -> None:
+    src = f"sqlite:///{tmp_path / 'src.db'}"
+    dst = f"sqlite:///{tmp_path / 'dst.db'}"
+    ids = _make_source(src, tmp_path)
+    state = str(tmp_path / "state.db")
+    assert api.sync(f"mlflow:{src}", f"mlflow:{dst}", state=state).exit_code() == 0
+    MlflowClient(tracking_uri=src).delete_run(ids["lone"])
+    plan = api.sync(f"mlflow:{src}", f"mlflow:{dst}", state=state, on_delete=on_delete)
+    assert plan.exit_code() == 0
+    (line,) = [r for r in plan.runs if r.source_id.endswith("#" + ids["lone"])]
+    assert line.action == "source-deleted" and "no longer exists" in (line.reason or "")
+    client = MlflowClient(tracking_uri=dst)
+    copy = next(
+        r
+        for r in client.search_runs(
+            [e.experiment_id for e in client.search_experiments()], run_view_type=3
+        )
+        if r.info.run_name == "bert"
+    )
+    deleted_tag = copy.data.tags.get("bridge.source_deleted")
+    if on_delete == "keep":
+        assert copy.info.lifecycle_stage == "active" and deleted_tag is None
+    elif on_delete == "tag":
+        assert copy.info.lifecycle_stage == "active" and deleted_tag == "true"
+    else:
+        assert copy.info.lifecycle_stage == "deleted"
+    # reported once: the next cycle is quiet
+    again = api.sync(f"mlflow:{src}", f"mlflow:{dst}", state=state, on_delete=on_delete)
+    assert [r.action for r in again.runs] == ["unchanged", "unchanged"]

@@ -706,6 +706,16 @@ class MlflowWriter(Writer):
         self.client.set_tag(dest_id, FINGERPRINT_TAG, fingerprint)
         self.client.set_tag(dest_id, COMPLETE_TAG, "true")
 
+    def set_tags(self, dest_id: str, tags: dict[str, str]) -> None:
+        """Set tags only (no side files): how a source deletion is marked (--on-delete tag)."""
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(dest_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+    def delete_run(self, dest_id: str) -> None:
+        """MLflow's own (soft) delete, restorable until the store is garbage-collected."""
+        self.client.delete_run(dest_id)
+
     def close(self) -> None:
         self._client_obj = None
         if self._bulk_engine_obj:

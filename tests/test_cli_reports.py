@@ -1,0 +1,55 @@
+"""The CLI's report commands on the bundled example: verify (clean, then tampered), HTML diff."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "wandb"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bridge.cli", *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, CI="true"),
+        timeout=300,
+    )
+
+
+def test_verify_and_html_diff_through_the_cli(tmp_path: Path) -> None:
+    db = tmp_path / "mlflow.db"
+    dest, state = f"mlflow:sqlite:///{db}", str(tmp_path / "state.db")
+    source = f"wandb-offline:{EXAMPLE}"
+
+    page = tmp_path / "plan.html"
+    diff = _cli("diff", source, dest, "--state", state, "--format", "html", "--output", str(page))
+    assert diff.returncode == 0, diff.stderr
+    html = page.read_text(encoding="utf-8")
+    assert "<html" in html and "example-train" in html and "create" in html
+
+    assert _cli("sync", source, dest, "--state", state).returncode == 0
+    clean = _cli("verify", source, dest, "--state", state, "--json")
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert json.loads(clean.stdout)["mismatches"] == []
+
+    with sqlite3.connect(db) as conn:  # someone edits one stored point
+        changed = conn.execute(
+            "UPDATE metrics SET value = value + 1 WHERE key = 'loss' AND step = 10 AND run_uuid ="
+            " (SELECT run_uuid FROM tags WHERE key = 'bridge.source_id'"
+            " AND value LIKE '%/example-train')"
+        ).rowcount
+    assert changed == 1
+    tampered = _cli("verify", source, dest, "--state", state, "--json")
+    assert tampered.returncode == 1, tampered.stdout + tampered.stderr
+    fields = {m["field"] for m in json.loads(tampered.stdout)["mismatches"]}
+    assert fields == {"metric:loss"}
