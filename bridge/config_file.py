@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,11 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bridge.adapters.base import ReaderOptions
 from bridge.errors import BridgeError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from bridge.mapping import read_toml
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -133,13 +128,7 @@ class MirrorConfig(BaseModel):
 def load_config(path: str | Path) -> MirrorConfig:
     """Read and validate a mirror config; every problem is one :class:`BridgeError` line."""
     path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except OSError as exc:
-        raise BridgeError(f"cannot read config {path}: {exc.strerror or exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise BridgeError(f"config {path} is not valid TOML: {exc}") from exc
+    data = read_toml(path, "config")
     defaults = data.pop("defaults", {})
     pairs = data.pop("pair", [])
     if not isinstance(pairs, list) or not pairs:

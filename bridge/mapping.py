@@ -31,7 +31,7 @@ import sys
 from collections.abc import Iterator
 from collections.abc import Mapping as AbcMapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -110,25 +110,39 @@ class Mapping(BaseModel):
         return self.truncation_marker.format(length=length, artifact=artifact)
 
 
-def load_mapping(path: Path | None = None) -> Mapping:
-    """The defaults, overridden by the keys of the TOML file at ``path`` if given."""
-    if path is None:
-        return Mapping()
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """A TOML file as a dict; an unreadable or invalid file is one BridgeError line."""
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except OSError as exc:
-        raise BridgeError(f"cannot read mapping file {path}: {exc.strerror or exc}") from exc
+        raise BridgeError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise BridgeError(f"mapping file {path} is not valid TOML: {exc}") from exc
+        raise BridgeError(f"{what} {path} is not valid TOML: {exc}") from exc
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_toml_model(model: type[M], path: Path | None, reference: str) -> M:
+    """``model``'s defaults, overridden by the keys of the TOML file at ``path`` if given;
+    a wrong key or value is one BridgeError line pointing at the documented ``reference``."""
+    if path is None:
+        return model()
+    data = read_toml(path, "mapping file")
     try:
-        return Mapping.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "(file)"
         raise BridgeError(
-            f"mapping file {path}: {where}: {first.get('msg')} (see mappings/wandb-to-mlflow.toml)"
+            f"mapping file {path}: {where}: {first.get('msg')} (see {reference})"
         ) from exc
+
+
+def load_mapping(path: Path | None = None) -> Mapping:
+    """The defaults, overridden by the keys of the TOML file at ``path`` if given."""
+    return load_toml_model(Mapping, path, "mappings/wandb-to-mlflow.toml")
 
 
 # --------------------------------------------------------------------------- keys

@@ -41,7 +41,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -56,7 +55,7 @@ from bridge.adapters.mlflow.from_wandb import (
 )
 from bridge.adapters.mlflow.from_wandb import LOCATOR_KEY as WANDB_KEYS
 from bridge.adapters.mlflow.from_wandb import metric_key as wandb_metric_key
-from bridge.adapters.mlflow.uri import redact_uri, scrub, store_kind
+from bridge.adapters.mlflow.uri import check_server, quick_http, redact_uri, scrub, store_kind
 from bridge.errors import BridgeError, RunError
 from bridge.schema import (
     ArtifactVersion,
@@ -212,11 +211,11 @@ class MlflowReader(Reader):
         elif self.kind == "file":
             self._check_file_store()
         elif self.kind == "http":
-            self._check_http()
+            check_server(self.target)
         if self.kind in ("sqlite", "sql"):
             self._check_sql_tables()
         try:
-            with self._quick_http():
+            with quick_http(self.kind):
                 self.client.search_experiments(max_results=1)
                 if self.options.experiments and not self.experiments():
                     names = sorted(e.name for e in self._all_experiments())[:10]
@@ -261,29 +260,6 @@ class MlflowReader(Reader):
                 "set MLFLOW_ALLOW_FILE_STORE=true"
             )
 
-    def _check_http(self) -> None:
-        parts = urllib.parse.urlsplit(self.target)
-        url = urllib.parse.urlunsplit(
-            (
-                parts.scheme,
-                parts.netloc.rsplit("@", 1)[-1],
-                parts.path.rstrip("/") + "/health",
-                "",
-                "",
-            )
-        )
-        try:
-            with urllib.request.urlopen(url, timeout=5):  # noqa: S310 - the user's own server
-                pass
-        except urllib.error.HTTPError:
-            return  # something answers; auth and paths are checked by the API call after this
-        except Exception as exc:
-            reason = getattr(exc, "reason", exc)
-            raise BridgeError(
-                f"{self.display_uri}: MLflow server unreachable ({self._scrub(str(reason))}); "
-                "start it (mlflow server ...) or fix host/port"
-            ) from None
-
     def _check_sql_tables(self) -> None:
         import sqlalchemy
 
@@ -308,25 +284,6 @@ class MlflowReader(Reader):
                 f"{self.display_uri}: not an MLflow tracking database (no table "
                 f"{', '.join(sorted(missing))}); point at the database your MLflow server uses"
             )
-
-    @contextmanager
-    def _quick_http(self) -> Iterator[None]:
-        """No retries and a short timeout, for the check only (MLflow reads these per call)."""
-        if self.kind != "http":
-            yield
-            return
-        names = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
-        saved = {n: os.environ.get(n) for n in names}
-        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "10"
-        try:
-            yield
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
 
     # ------------------------------------------------------------------ listing
 

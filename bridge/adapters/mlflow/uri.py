@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import urllib.error
 import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from bridge.errors import BridgeError
 
@@ -70,3 +75,44 @@ def scrub(text: object, uri: str) -> str:
         if secret:
             line = line.replace(secret, "***").replace(urllib.parse.quote(secret), "***")
     return line
+
+
+@contextmanager
+def quick_http(kind: str) -> Iterator[None]:
+    """No retries and a short timeout for a server, for a check only: MLflow reads these
+    settings on every call, so they apply to what runs inside the block."""
+    if kind != "http":
+        yield
+        return
+    names = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
+    saved = {n: os.environ.get(n) for n in names}
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "10"
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def check_server(uri: str) -> None:
+    """One quick GET of the server's /health; unreachable is one BridgeError line."""
+    parts = urllib.parse.urlsplit(uri)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    url = urllib.parse.urlunsplit(
+        (parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", "")
+    )
+    try:
+        with urllib.request.urlopen(url, timeout=5):  # noqa: S310 - the user's own server
+            pass
+    except urllib.error.HTTPError:
+        return  # something answers; auth and paths are checked by the API call after this
+    except Exception as exc:
+        reason = getattr(exc, "reason", exc)
+        raise BridgeError(
+            f"mlflow:{redact_uri(uri)}: MLflow server unreachable ({scrub(reason, uri)}); "
+            "start it (mlflow server ...) or fix host/port"
+        ) from None

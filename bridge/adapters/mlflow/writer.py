@@ -16,10 +16,6 @@ import posixpath
 import shutil
 import tempfile
 import threading
-import urllib.parse
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -31,7 +27,7 @@ from bridge.adapters.base import (
     Rendered,
     Writer,
 )
-from bridge.adapters.mlflow.uri import redact_uri, scrub, store_kind
+from bridge.adapters.mlflow.uri import check_server, quick_http, redact_uri, scrub, store_kind
 from bridge.errors import BridgeError, RunError
 from bridge.mapping import (
     Mapping,
@@ -172,11 +168,11 @@ class MlflowWriter(Writer):
                 "or use a sqlite:///PATH.db store"
             )
         elif self.kind == "http":
-            self._check_http()
+            check_server(self.target)
         elif self.kind == "sql":
             self._check_sql_connect()
         try:
-            with self._quick_http():
+            with quick_http(self.kind):
                 self.client.search_experiments(max_results=1)
         except BridgeError:
             raise
@@ -211,20 +207,6 @@ class MlflowWriter(Writer):
                 "missing, not a folder, or read-only); choose a writable path"
             )
 
-    def _check_http(self) -> None:
-        url = self.target.rstrip("/") + "/health"
-        try:
-            with urllib.request.urlopen(url, timeout=5):  # noqa: S310 - user's own server
-                pass
-        except urllib.error.HTTPError:
-            return  # reachable; auth/paths are checked by the API call that follows
-        except Exception as exc:
-            reason = getattr(exc, "reason", exc)
-            raise BridgeError(
-                f"{self.display_uri}: MLflow server unreachable ({self._scrub(str(reason))}); "
-                "start it (mlflow server ...) or fix host/port"
-            ) from None
-
     def _check_sql_connect(self) -> None:
         import sqlalchemy
 
@@ -244,25 +226,6 @@ class MlflowWriter(Writer):
                 f"({type(exc).__name__}: {self._scrub(str(exc))}); check host, port, "
                 "database name, credentials and that the driver is installed"
             ) from None
-
-    @contextmanager
-    def _quick_http(self) -> Iterator[None]:
-        """No retries and a short timeout for the check only (MLflow reads these per call)."""
-        if self.kind != "http":
-            yield
-            return
-        names = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
-        saved = {n: os.environ.get(n) for n in names}
-        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "10"
-        try:
-            yield
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
 
     # ------------------------------------------------------------------ projects
 

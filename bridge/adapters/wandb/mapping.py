@@ -9,17 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-import sys
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bridge.errors import BridgeError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from bridge.mapping import load_toml_model
 
 #: The shipped, documented copy of the defaults (repo checkout layout).
 DEFAULT_WANDB_MAPPING_PATH = (
@@ -107,20 +101,4 @@ class WandbMapping(BaseModel):
 
 def load_wandb_mapping(path: Path | None = None) -> WandbMapping:
     """The defaults, overridden by the keys of the TOML file at ``path`` if given."""
-    if path is None:
-        return WandbMapping()
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except OSError as exc:
-        raise BridgeError(f"cannot read mapping file {path}: {exc.strerror or exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise BridgeError(f"mapping file {path} is not valid TOML: {exc}") from exc
-    try:
-        return WandbMapping.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "(file)"
-        raise BridgeError(
-            f"mapping file {path}: {where}: {first.get('msg')} (see mappings/mlflow-to-wandb.toml)"
-        ) from exc
+    return load_toml_model(WandbMapping, path, "mappings/mlflow-to-wandb.toml")
