@@ -36,7 +36,6 @@ import math
 import os
 import shutil
 import tempfile
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -55,7 +54,7 @@ from bridge.adapters.mlflow.from_wandb import (
 )
 from bridge.adapters.mlflow.from_wandb import LOCATOR_KEY as WANDB_KEYS
 from bridge.adapters.mlflow.from_wandb import metric_key as wandb_metric_key
-from bridge.adapters.mlflow.uri import check_server, quick_http, redact_uri, scrub, store_kind
+from bridge.adapters.mlflow.uri import MlflowStore, check_server, quick_http
 from bridge.errors import BridgeError, RunError
 from bridge.schema import (
     ArtifactVersion,
@@ -128,7 +127,7 @@ class _TempFile(io.FileIO):
             shutil.rmtree(self._folder, ignore_errors=True)
 
 
-class MlflowReader(Reader):
+class MlflowReader(MlflowStore, Reader):
     """Reads experiments, runs, metric history and artifacts from an MLflow tracking store.
 
     Fingerprint (:meth:`fingerprint_of`): a hash of what ``search_runs`` already returns —
@@ -156,30 +155,13 @@ class MlflowReader(Reader):
         fingerprint_artifacts: bool | None = None,
     ) -> None:
         super().__init__(target, options)
-        self.kind = store_kind(target)
+        self._init_store(target)
         #: None = hash local artifact folders only; True = list remote ones too; False = never.
         self.fingerprint_artifacts = fingerprint_artifacts
-        self._lock = threading.Lock()
-        self._client_obj: Any = None
         self._engine_obj: Any = None
         self._artifact_uris: dict[str, str] = {}
 
     # ------------------------------------------------------------------ basics
-
-    @property
-    def display_uri(self) -> str:
-        return f"{self.scheme}:{redact_uri(self.target)}"
-
-    @property
-    def client(self) -> Any:
-        """The shared MlflowClient (created on first use)."""
-        if self._client_obj is None:
-            with self._lock:
-                if self._client_obj is None:
-                    from mlflow.tracking import MlflowClient
-
-                    self._client_obj = MlflowClient(tracking_uri=self.target)
-        return self._client_obj
 
     @property
     def engine(self) -> Any:
@@ -191,10 +173,6 @@ class MlflowReader(Reader):
 
                     self._engine_obj = sqlalchemy.create_engine(self.target)
         return self._engine_obj
-
-    def _scrub(self, text: str) -> str:
-        """One line of an error message, with the raw URI and any secret removed."""
-        return scrub(text, self.target)
 
     def close(self) -> None:
         if self._engine_obj is not None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from bridge.errors import BridgeError
 
@@ -116,3 +118,35 @@ def check_server(uri: str) -> None:
             f"mlflow:{redact_uri(uri)}: MLflow server unreachable ({scrub(reason, uri)}); "
             "start it (mlflow server ...) or fix host/port"
         ) from None
+
+
+class MlflowStore:
+    """What the MLflow reader and writer share: the tracking URI, its credential-free form,
+    one lazily created MlflowClient, and error lines with secrets scrubbed."""
+
+    scheme = "mlflow"
+    target: str
+
+    def _init_store(self, target: str) -> None:
+        self.kind = store_kind(target)
+        self._lock = threading.Lock()
+        self._client_obj: Any = None
+
+    @property
+    def display_uri(self) -> str:
+        return f"{self.scheme}:{redact_uri(self.target)}"
+
+    @property
+    def client(self) -> Any:
+        """The shared MlflowClient (created on first use)."""
+        if self._client_obj is None:
+            with self._lock:
+                if self._client_obj is None:
+                    from mlflow.tracking import MlflowClient
+
+                    self._client_obj = MlflowClient(tracking_uri=self.target)
+        return self._client_obj
+
+    def _scrub(self, text: str) -> str:
+        """One line of an error message, with the raw URI and any secret removed."""
+        return scrub(text, self.target)

@@ -27,7 +27,7 @@ from bridge.adapters.base import (
     Rendered,
     Writer,
 )
-from bridge.adapters.mlflow.uri import check_server, quick_http, redact_uri, scrub, store_kind
+from bridge.adapters.mlflow.uri import MlflowStore, check_server, quick_http
 from bridge.errors import BridgeError, RunError
 from bridge.mapping import (
     Mapping,
@@ -89,7 +89,7 @@ class _Full:
     owners: dict[str, dict[str, str]] = field(default_factory=lambda: {"params": {}, "tags": {}})
 
 
-class MlflowWriter(Writer):
+class MlflowWriter(MlflowStore, Writer):
     """Writes runs into an MLflow tracking server or database."""
 
     scheme = "mlflow"
@@ -101,7 +101,7 @@ class MlflowWriter(Writer):
         artifact_root: str | None = None,
     ) -> None:
         super().__init__(target)
-        self.kind = store_kind(target)
+        self._init_store(target)
         self.mapping = mapping or load_mapping(None)
         #: Where experiments created by the bridge keep artifacts. Default: MLflow's choice,
         #: except for sqlite, where it is ``<db folder>/mlartifacts`` (not the current dir).
@@ -123,8 +123,6 @@ class MlflowWriter(Writer):
         )
         #: After find_runs_by_source: source id → every dest run id that carries it, when >1.
         self.duplicate_runs: dict[str, list[str]] = {}
-        self._lock = threading.Lock()
-        self._client_obj: Any = None
         self._bulk_engine_obj: Any = None
         #: Write metric points with Core bulk inserts on SQL stores (see bulk.py).
         self.bulk_metrics = True
@@ -132,25 +130,6 @@ class MlflowWriter(Writer):
         self._metric_renames: dict[str, dict[str, str]] = {}
 
     # ------------------------------------------------------------------ basics
-
-    @property
-    def display_uri(self) -> str:
-        return f"{self.scheme}:{redact_uri(self.target)}"
-
-    @property
-    def client(self) -> Any:
-        """The shared MlflowClient (created on first use)."""
-        if self._client_obj is None:
-            with self._lock:
-                if self._client_obj is None:
-                    from mlflow.tracking import MlflowClient
-
-                    self._client_obj = MlflowClient(tracking_uri=self.target)
-        return self._client_obj
-
-    def _scrub(self, text: str) -> str:
-        """One line of an error message, with the raw URI and any secret removed."""
-        return scrub(text, self.target)
 
     def check(self) -> None:
         """Fail fast, with one line naming the store and the fix, if it cannot be written."""

@@ -39,6 +39,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from bridge.adapters.base import Capabilities, DestRun, MetricSink, Rendered, Writer
+from bridge.adapters.wandb.bridged import (
+    INTERNAL_HISTORY_KEYS,
+    RENAMED_METRIC_PREFIX,
+    SDK_FILES,
+    SOURCE_FILES_DIR,
+)
 from bridge.adapters.wandb.mapping import WandbMapping, load_wandb_mapping
 from bridge.errors import BridgeError, RunError
 from bridge.mapping import flatten, to_text
@@ -55,25 +61,8 @@ NOTES_TAG = "wandb.notes"
 GROUP_TAG = "wandb.group"
 JOB_TYPE_TAG = "wandb.job_type"
 TAG_PREFIX = "wandb.tag."
-#: Top-level names the SDK writes into a run's files dir itself; source files named so
-#: are stored under ``bridge/source-files/`` instead of clobbering (or being clobbered).
-RESERVED_FILES = frozenset(
-    {
-        "config.yaml",
-        "wandb-summary.json",
-        "wandb-metadata.json",
-        "requirements.txt",
-        "output.log",
-        "diff.patch",
-        "conda-environment.yaml",
-        "media",
-        "code",
-        "artifact",
-    }
-)
-#: History keys W&B owns; a source metric named so is stored as ``metric:<key>``.
-INTERNAL_HISTORY_KEYS = frozenset({"_step", "_timestamp", "_runtime"})
-RENAMED_METRIC_PREFIX = "metric:"
+# The layout's names are shared with the readers that reverse it (bridged.py).
+RESERVED_FILES = SDK_FILES
 #: Points buffered per sink before rows are sent even without a flush (memory bound).
 SINK_MAX_POINTS = 50_000
 METRICS_PER_BATCH = 10_000
@@ -581,7 +570,7 @@ class WandbWriter(Writer):
         if not path or path.startswith("/") or norm.startswith("..") or norm != path:
             raise RunError(f"refusing file path {path!r}: must be relative and normalized")
         if path.split("/", 1)[0] in RESERVED_FILES:
-            path = f"bridge/source-files/{path}"
+            path = f"{SOURCE_FILES_DIR}{path}"
         live = self._get_live(dest_id)
         files_dir = Path(live.run.dir)
         local = files_dir / path
