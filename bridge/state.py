@@ -154,6 +154,19 @@ def normalize_state_url(value: str | None) -> str:
     return f"sqlite:///{Path(value).expanduser().resolve()}"
 
 
+def _create_tables(engine: sa.Engine, attempts: int = 10) -> None:
+    """Create missing tables. Two processes opening a new store at once race on CREATE
+    TABLE (SQLite: "already exists" / "database is locked"); the loser looks again."""
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(engine)
+            return
+        except (sa.exc.OperationalError, sa.exc.IntegrityError, sa.exc.ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
 class StateStore:
     """Thread-safe access to the state tables (writes are serialized)."""
 
@@ -178,7 +191,7 @@ class StateStore:
                 )
             else:
                 self.engine = sa.create_engine(self.url, pool_pre_ping=True)
-            metadata.create_all(self.engine)
+            _create_tables(self.engine)
         except Exception as exc:
             safe = sa.engine.make_url(self.url).render_as_string(hide_password=True)
             raise BridgeError(
