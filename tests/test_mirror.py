@@ -83,6 +83,48 @@ def test_mirror_follows_a_growing_source(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
+def test_mirror_follows_a_growing_mlflow_source(tmp_path: Path) -> None:
+    """MLflow → MLflow: new runs and new points between cycles arrive; an idle cycle is idle."""
+    from mlflow.tracking import MlflowClient
+
+    src, dst_db = tmp_path / "src.db", tmp_path / "dst.db"
+    client = MlflowClient(tracking_uri=f"sqlite:///{src}")
+    exp = client.create_experiment("growing")
+    first = client.create_run(exp, start_time=1_000, run_name="first").info.run_id
+    client.log_metric(first, "loss", 1.0, timestamp=1_001, step=0)
+    cfg = MirrorConfig(
+        state=str(tmp_path / "state.db"),
+        every=0.2,
+        pairs=[PairConfig(source=f"mlflow:sqlite:///{src}", dest=f"mlflow:sqlite:///{dst_db}")],
+    )
+    lines: list[dict[str, Any]] = []
+    snaps: list[dict[str, Any]] = []
+
+    def grow(line: dict[str, Any]) -> None:
+        lines.append(line)
+        snaps.append(_snapshot(dst_db))
+        if line["cycle"] == 1:
+            client.log_metric(first, "loss", 0.5, timestamp=1_002, step=1)
+            second = client.create_run(exp, start_time=2_000, run_name="second").info.run_id
+            client.log_metric(second, "acc", 0.9, timestamp=2_001, step=0)
+
+    assert mirror(cfg, cycles=3, emit=grow) == 0
+    one, two, idle = lines
+    assert one["actions"] == {"create": 1}
+    assert two["actions"] == {"create": 1, "update": 1} and two["points_written"] == 2
+    assert idle["points_written"] == 0 and set(idle["actions"]) == {"unchanged"}
+    assert snaps[2] == snaps[1], "an idle cycle must write nothing"
+    dest = MlflowClient(tracking_uri=f"sqlite:///{dst_db}")
+    runs = {
+        r.info.run_name: r
+        for r in dest.search_runs([dest.get_experiment_by_name("growing").experiment_id])
+    }
+    assert set(runs) == {"first", "second"}  # no duplicates
+    history = dest.get_metric_history(runs["first"].info.run_id, "loss")
+    assert sorted((m.step, m.value) for m in history) == [(0, 1.0), (1, 0.5)]
+
+
+@pytest.mark.e2e
 def test_mirror_killed_mid_cycle_then_next_cycle_is_exact(tmp_path: Path) -> None:
     from sdk_runs import make_big_run, run_id_of
     from test_sync_offline_mlflow import _history, _runs_by_source, _same_points, _source_points
