@@ -8,6 +8,7 @@ costs nothing. Adding a backend = one line here plus its adapter module.
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from bridge.adapters.base import Reader, ReaderOptions, Writer
 from bridge.errors import BridgeError
@@ -43,10 +44,10 @@ def split_uri(uri: str) -> tuple[str, str]:
     return scheme, target
 
 
-def _load(path: str) -> type:
+def _load(path: str) -> Any:
     module, _, name = path.partition(":")
     try:
-        return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+        return getattr(importlib.import_module(module), name)
     except ImportError as exc:  # pragma: no cover - adapter not installed
         raise BridgeError(f"backend module {module} cannot be imported: {exc}") from exc
 
@@ -56,7 +57,8 @@ def open_reader(uri: str, options: ReaderOptions | None = None) -> Reader:
     reader_path = REGISTRY[scheme][0]
     if reader_path is None:
         raise BridgeError(f"{scheme}: cannot be used as a SOURCE yet (it is a destination only)")
-    reader: Reader = _load(reader_path)(target, options)
+    cls = _load(reader_path)
+    reader: Reader = cls(cls.normalize_target(target), options)
     return reader
 
 
@@ -65,5 +67,6 @@ def open_writer(uri: str) -> Writer:
     writer_path = REGISTRY[scheme][1]
     if writer_path is None:
         raise BridgeError(f"{scheme}: cannot be used as a DEST yet (it is a source only)")
-    writer: Writer = _load(writer_path)(target)
+    cls = _load(writer_path)
+    writer: Writer = cls(cls.normalize_target(target))
     return writer

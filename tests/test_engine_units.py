@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+import pytest
 
 from bridge.engine.model import Conflict, Plan, RunPlan
 from bridge.engine.plan import slice_new
@@ -94,3 +97,19 @@ def test_reports_carry_counts_warnings_and_conflicts() -> None:
     md = as_markdown(plan)
     assert "| p | `wandb:a/p/1` | one | create | done |" in md
     assert "two\\|x" in md  # table cells escape pipes
+
+
+def test_relative_targets_are_keyed_by_absolute_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sqlite:///mlflow.db` is another store in every folder: state must not mix them up."""
+    from bridge.uris import open_reader, open_writer
+
+    monkeypatch.chdir(tmp_path)
+    assert open_writer("mlflow:sqlite:///m.db").display_uri == f"mlflow:sqlite:///{tmp_path}/m.db"
+    assert open_writer("mlflow:sqlite:////abs/m.db").display_uri == "mlflow:sqlite:////abs/m.db"
+    assert open_reader("mlflow:sqlite:///m.db").display_uri == f"mlflow:sqlite:///{tmp_path}/m.db"
+    assert open_reader("wandb-offline:runs").display_uri == f"wandb-offline:{tmp_path}/runs"
+    out = open_writer("wandb-offline:out?entity=acme")
+    assert out.display_uri == f"wandb-offline:{tmp_path}/out"
+    assert open_writer("mlflow:http://127.0.0.1:5000").display_uri == "mlflow:http://127.0.0.1:5000"

@@ -59,6 +59,12 @@ class Reader(ABC):
         self.target = target
         self.options = options or ReaderOptions()
 
+    @classmethod
+    def normalize_target(cls, target: str) -> str:
+        """The target spelled the one way state and tags key on (e.g. an absolute path:
+        ``sqlite:///mlflow.db`` means a different store in every working directory)."""
+        return target
+
     @property
     def display_uri(self) -> str:
         """The URI as it may appear in reports, state and tags: no credentials."""
@@ -142,6 +148,12 @@ class Writer(ABC):
         self.target = target
         #: Credential-free URI of the source being synced; set by the engine, written as a tag.
         self.source_uri: str | None = None
+
+    @classmethod
+    def normalize_target(cls, target: str) -> str:
+        """The target spelled the one way state and tags key on (e.g. an absolute path:
+        ``sqlite:///mlflow.db`` means a different store in every working directory)."""
+        return target
 
     @property
     def display_uri(self) -> str:

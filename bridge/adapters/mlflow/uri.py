@@ -9,6 +9,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from bridge.errors import BridgeError
@@ -120,12 +121,27 @@ def check_server(uri: str) -> None:
         ) from None
 
 
+def absolute_uri(uri: str) -> str:
+    """``sqlite:///rel.db`` and ``file:rel`` with their paths made absolute; else as given."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path, q, query = uri[len("sqlite:///") :].partition("?")
+        if path and path != ":memory:":
+            return f"sqlite:///{Path(path).expanduser().resolve()}{q}{query}"
+    if uri.startswith("file:") and not uri.startswith("file:/"):
+        return f"file:{Path(uri[len('file:') :]).expanduser().resolve()}"
+    return uri
+
+
 class MlflowStore:
     """What the MLflow reader and writer share: the tracking URI, its credential-free form,
     one lazily created MlflowClient, and error lines with secrets scrubbed."""
 
     scheme = "mlflow"
     target: str
+
+    @classmethod
+    def normalize_target(cls, target: str) -> str:
+        return absolute_uri(target)
 
     def _init_store(self, target: str) -> None:
         self.kind = store_kind(target)

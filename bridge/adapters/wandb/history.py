@@ -7,6 +7,7 @@ from an offline folder and later from the server maps to the same destination co
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, TypeGuard
 
 from bridge.schema import MetricChunk
@@ -40,3 +41,10 @@ def summary_only_points(
     for key, v in flat:
         if key not in seen and is_number(v):
             yield MetricChunk(key=key, steps=[last_step], timestamps=[last_ts], values=[float(v)])
+
+
+def absolute_folder_target(target: str) -> str:
+    """An offline folder target (``DIR`` or ``DIR?query``) with DIR made absolute, so the
+    same folder is one key in state and tags whatever the working directory."""
+    path, q, query = target.partition("?")
+    return f"{Path(path).expanduser().resolve()}{q}{query}"

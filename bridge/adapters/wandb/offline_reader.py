@@ -24,9 +24,9 @@ from typing import IO, Any
 from bridge.adapters.base import Reader, ReaderOptions
 from bridge.adapters.wandb.bridged import LOCATOR_KEY as BRIDGE_LAYOUT
 from bridge.adapters.wandb.bridged import layout_of, restore_run, split_row
+from bridge.adapters.wandb.history import absolute_folder_target, summary_only_points
 from bridge.adapters.wandb.history import flatten as _flatten
 from bridge.adapters.wandb.history import is_number as _is_number
-from bridge.adapters.wandb.history import summary_only_points
 from bridge.adapters.wandb.txlog import TxlogReader, pb
 from bridge.errors import BridgeError, RunError
 from bridge.schema import (
@@ -203,6 +203,10 @@ class WandbOfflineReader(Reader):
     """Reads W&B offline run folders without the network or the SDK's sync."""
 
     scheme = "wandb-offline"
+
+    @classmethod
+    def normalize_target(cls, target: str) -> str:
+        return absolute_folder_target(target)
 
     def __init__(
         self, target: str, options: ReaderOptions | None = None, *, restore_bridge: bool = True

@@ -45,6 +45,7 @@ from bridge.adapters.wandb.bridged import (
     SDK_FILES,
     SOURCE_FILES_DIR,
 )
+from bridge.adapters.wandb.history import absolute_folder_target
 from bridge.adapters.wandb.mapping import WandbMapping, load_wandb_mapping
 from bridge.errors import BridgeError, RunError
 from bridge.mapping import flatten, to_text
@@ -635,6 +636,10 @@ class WandbOfflineWriter(WandbWriter):
 
     scheme = "wandb-offline"
     offline = True
+
+    @classmethod
+    def normalize_target(cls, target: str) -> str:
+        return absolute_folder_target(target)
 
     @property
     def display_uri(self) -> str:
