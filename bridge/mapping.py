@@ -54,6 +54,20 @@ _ESCAPE_LIKE = re.compile(r":(?:[0-9A-F]{2}|_)")
 _ESCAPE_RUN = re.compile(r"(?::[0-9A-F]{2})+")
 
 
+def check_name_template(field: str, value: str) -> str:
+    """A project/experiment name template may use {project} and {entity} and must not
+    render empty (a pydantic validator's body; raises ValueError)."""
+    try:
+        name = value.format(project="p", entity="e")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(
+            f"{field} {value!r} may only use {{project}} and {{entity}}: {exc}"
+        ) from exc
+    if not name.strip():
+        raise ValueError(f"{field} must not render to an empty name")
+    return value
+
+
 class Mapping(BaseModel):
     """W&B → MLflow mapping rules; defaults match ``mappings/wandb-to-mlflow.toml``."""
 
@@ -72,15 +86,7 @@ class Mapping(BaseModel):
     @field_validator("experiment_name")
     @classmethod
     def _check_template(cls, value: str) -> str:
-        try:
-            name = value.format(project="p", entity="e")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(
-                f"experiment_name {value!r} may only use {{project}} and {{entity}}: {exc}"
-            ) from exc
-        if not name.strip():
-            raise ValueError("experiment_name must not render to an empty name")
-        return value
+        return check_name_template("experiment_name", value)
 
     @field_validator("truncation_marker")
     @classmethod

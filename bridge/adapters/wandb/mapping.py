@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bridge.mapping import load_toml_model
+from bridge.mapping import check_name_template, load_toml_model
 
 #: The shipped, documented copy of the defaults (repo checkout layout).
 DEFAULT_WANDB_MAPPING_PATH = (
@@ -46,15 +46,7 @@ class WandbMapping(BaseModel):
     @field_validator("project_name")
     @classmethod
     def _check_template(cls, value: str) -> str:
-        try:
-            name = value.format(project="p", entity="e")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(
-                f"project_name {value!r} may only use {{project}} and {{entity}}: {exc}"
-            ) from exc
-        if not name.strip():
-            raise ValueError("project_name must not render to an empty name")
-        return value
+        return check_name_template("project_name", value)
 
     @field_validator("step_key", "extra_tags_config_key")
     @classmethod
