@@ -461,16 +461,7 @@ def mirror(
                 workers=workers,
                 full=filters["full"],
                 mapping=mapping,
-                filters=Filters(
-                    runs=opts.run_ids,
-                    since=opts.since,
-                    tags=opts.tags,
-                    run_states=opts.states,
-                    experiments=opts.experiments,
-                    include_deleted=opts.include_deleted,
-                    entity=opts.entity,
-                    staging_dir=opts.staging_dir,
-                ),
+                filters=Filters.from_options(opts),
             )
             cfg = MirrorConfig(state=state_url, pairs=[pair])
         if every:

@@ -75,6 +75,20 @@ class Filters(BaseModel):
     entity: str | None = None
     staging_dir: str | None = None
 
+    @classmethod
+    def from_options(cls, opts: ReaderOptions) -> Filters:
+        """The config-file form of command-line reader options (inverse of reader_options)."""
+        return cls(
+            runs=opts.run_ids,
+            since=opts.since,
+            tags=opts.tags,
+            run_states=opts.states,
+            experiments=opts.experiments,
+            include_deleted=opts.include_deleted,
+            entity=opts.entity,
+            staging_dir=opts.staging_dir,
+        )
+
 
 class PairConfig(BaseModel):
     """One source → destination pair and how it is mirrored."""

@@ -154,6 +154,15 @@ def normalize_state_url(value: str | None) -> str:
     return f"sqlite:///{Path(value).expanduser().resolve()}"
 
 
+def _upsert(
+    conn: sa.Connection, table: sa.Table, key: dict[str, Any], values: dict[str, Any]
+) -> None:
+    """Update the row with this primary ``key``, or insert it (portable across dialects)."""
+    where = sa.and_(*(table.c[name] == value for name, value in key.items()))
+    if conn.execute(sa.update(table).where(where).values(**values)).rowcount == 0:
+        conn.execute(sa.insert(table).values(**key, **values))
+
+
 def _create_tables(engine: sa.Engine, attempts: int = 10) -> None:
     """Create missing tables. Two processes opening a new store at once race on CREATE
     TABLE (SQLite: "already exists" / "database is locked"); the loser looks again."""
@@ -233,12 +242,8 @@ class StateStore:
             "written_tags": json.dumps(state.written_tags, sort_keys=True),
             "updated_at": time.time(),
         }
-        key = (runs_table.c.dest_uri == dest_uri) & (runs_table.c.source_id == source_id)
         with self._tx() as conn:
-            if conn.execute(sa.update(runs_table).where(key).values(**values)).rowcount == 0:
-                conn.execute(
-                    sa.insert(runs_table).values(dest_uri=dest_uri, source_id=source_id, **values)
-                )
+            _upsert(conn, runs_table, {"dest_uri": dest_uri, "source_id": source_id}, values)
 
     def forget_run(self, dest_uri: str, source_id: str) -> None:
         """Drop every row of one run (its destination run was deleted)."""
@@ -275,22 +280,8 @@ class StateStore:
             return
         with self._tx() as conn:
             for key, count in points.items():
-                where = (
-                    (streams_table.c.dest_uri == dest_uri)
-                    & (streams_table.c.source_id == source_id)
-                    & (streams_table.c.key == key)
-                )
-                if (
-                    conn.execute(
-                        sa.update(streams_table).where(where).values(points=count)
-                    ).rowcount
-                    == 0
-                ):
-                    conn.execute(
-                        sa.insert(streams_table).values(
-                            dest_uri=dest_uri, source_id=source_id, key=key, points=count
-                        )
-                    )
+                row = {"dest_uri": dest_uri, "source_id": source_id, "key": key}
+                _upsert(conn, streams_table, row, {"points": count})
 
     # -- files ------------------------------------------------------------------------
     def get_files(self, dest_uri: str, source_id: str) -> dict[str, str]:
@@ -303,21 +294,9 @@ class StateStore:
         return {r.path: r.digest for r in rows}
 
     def put_file(self, dest_uri: str, source_id: str, path: str, digest: str) -> None:
-        where = (
-            (files_table.c.dest_uri == dest_uri)
-            & (files_table.c.source_id == source_id)
-            & (files_table.c.path == path)
-        )
+        row = {"dest_uri": dest_uri, "source_id": source_id, "path": path}
         with self._tx() as conn:
-            if (
-                conn.execute(sa.update(files_table).where(where).values(digest=digest)).rowcount
-                == 0
-            ):
-                conn.execute(
-                    sa.insert(files_table).values(
-                        dest_uri=dest_uri, source_id=source_id, path=path, digest=digest
-                    )
-                )
+            _upsert(conn, files_table, row, {"digest": digest})
 
     # -- conflicts --------------------------------------------------------------------
     def record_conflict(
