@@ -58,17 +58,54 @@ class ManifestEntry(BaseModel):
 
 
 class ArtifactVersion(BaseModel):
-    """An artifact version logged or used by a run (full registry semantics come later)."""
+    """One artifact version logged or used by a run, or held by a registry version.
+
+    ``source_id`` is content-addressed (``wandb:ENTITY/PROJECT/artifact/NAME@DIGEST``;
+    ``mlflow:URI#model/MODEL_ID``) so the same version read offline (where the server's
+    ``vN`` is unknown) and online maps to one destination copy.
+    """
 
     name: str  # collection name, e.g. "my-dataset"
     type: str
     version: str | None = None  # "v3" when the source knows it
+    version_index: int | None = None  # 3 for "v3"
     digest: str | None = None
     description: str | None = None
     aliases: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
     manifest: list[ManifestEntry] = Field(default_factory=list)
     direction: Literal["logged", "used"] = "logged"
+    source_id: str | None = None
+    producer_source_id: str | None = None  # the run that logged it (source identity)
+    created_at_ms: int | None = None
+    # Reader-private (API handles, download roots); opaque to the engine.
+    locator: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelVersion(BaseModel):
+    """One version of a registered model / registry collection, in source numbering."""
+
+    source_id: str  # e.g. "wandb:ENTITY/wandb-registry-model/COLL:v3", "mlflow:URI#NAME/3"
+    index: int  # W&B vN -> N; MLflow version M -> M
+    artifact: ArtifactVersion  # content + manifest (entries opened by Reader.open_artifact_entry)
+    run_source_id: str | None = None  # the producing run's source identity, if any
+    description: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    aliases: list[str] = Field(default_factory=list)
+    created_at_ms: int | None = None
+
+
+class RegisteredModel(BaseModel):
+    """A W&B Registry collection, a legacy Model Registry portfolio, or an MLflow
+    registered model, with every version in source order."""
+
+    source_id: str  # "wandb:ENTITY/wandb-registry-model/COLL", "mlflow:URI#registered-model/N"
+    name: str  # the source's own name (collection / portfolio / registered model)
+    registry: str | None = None  # W&B registry ("model"), "model-registry" (legacy), None
+    entity: str | None = None
+    description: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    versions: list[ModelVersion] = Field(default_factory=list)
 
 
 class Run(BaseModel):

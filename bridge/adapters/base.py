@@ -8,12 +8,24 @@ backend means adding one adapter module and registering its URI scheme in
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO
 
 from pydantic import BaseModel, Field
 
-from bridge.schema import FileRef, HistoryItem, MetricChunk, Project, Run, RunHeader, Warning_
+from bridge.schema import (
+    ArtifactVersion,
+    FileRef,
+    HistoryItem,
+    ManifestEntry,
+    MetricChunk,
+    ModelVersion,
+    Project,
+    RegisteredModel,
+    Run,
+    RunHeader,
+    Warning_,
+)
 
 
 class Capabilities(BaseModel):
@@ -33,6 +45,10 @@ class Capabilities(BaseModel):
     metrics_per_batch: int = 1000
     params_per_batch: int = 100
     tags_per_batch: int = 100
+    # Model registry and model objects (see the registry methods of Writer).
+    registry: bool = False
+    logged_models: bool = False  # model-typed artifacts become model objects of their own
+    max_alias_len: int | None = None
 
 
 class ReaderOptions(BaseModel):
@@ -45,6 +61,7 @@ class ReaderOptions(BaseModel):
     tags: list[str] = Field(default_factory=list)
     states: list[str] = Field(default_factory=list)
     experiments: list[str] = Field(default_factory=list)  # MLflow: names or globs
+    registries: list[str] = Field(default_factory=list)  # model names / collections; [] = all
     include_deleted: bool = False  # MLflow: also read deleted runs
     workers: int = 4
 
@@ -98,6 +115,20 @@ class Reader(ABC):
     def open_file(self, ref: FileRef) -> IO[bytes]:
         """Open one of the run's files (or a media file named by an ExtraValue)."""
 
+    def list_registered_models(self) -> Iterator[RegisteredModel]:
+        """Registered models / registry collections in scope, versions in source order.
+
+        Readers of backends without a registry yield nothing."""
+        return iter(())
+
+    def open_artifact_entry(self, art: ArtifactVersion, entry: ManifestEntry) -> IO[bytes]:
+        """Open one manifest entry's content (not a reference entry's target).
+
+        Raises FileNotFoundError when the content is not available."""
+        if entry.local_path:
+            return open(entry.local_path, "rb")
+        raise FileNotFoundError(f"artifact {art.name}: no content for {entry.path!r}")
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients, subprocesses, temp folders."""
 
@@ -120,6 +151,27 @@ class Rendered(BaseModel):
     params: dict[str, str] = Field(default_factory=dict)
     tags: dict[str, str] = Field(default_factory=dict)
     warnings: list[Warning_] = Field(default_factory=list)
+
+
+OpenEntry = Callable[[], IO[bytes]]
+
+
+class DestModelVersion(BaseModel):
+    """A registered model version as found in the destination."""
+
+    version: str  # MLflow "3"; W&B "v3"
+    source_id: str | None = None  # identity tag written at creation
+    source_index: int | None = None
+    location: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class DestRegisteredModel(BaseModel):
+    name: str
+    description: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    versions: list[DestModelVersion] = Field(default_factory=list)  # oldest first
+    aliases: dict[str, str] = Field(default_factory=dict)  # alias -> version label
 
 
 class MetricSink(ABC):
@@ -220,6 +272,52 @@ class Writer(ABC):
     @abstractmethod
     def finish_run(self, dest_id: str, run: Run, fingerprint: str) -> None:
         """Set final status and end time, then write the completion marker (last)."""
+
+    # ---- model objects and registry (only when capabilities.logged_models / .registry) --
+
+    def find_model(self, artifact_source_id: str) -> str | None:
+        """Location of a model object written earlier for this source artifact (found by
+        its identity tag), or None."""
+        raise NotImplementedError
+
+    def put_model(
+        self,
+        project_dest_id: str,
+        run_dest_id: str | None,
+        art: ArtifactVersion,
+        files: list[tuple[ManifestEntry, OpenEntry]],
+    ) -> str:
+        """Store a model-typed artifact as a model object (MLflow: a logged model linked to
+        the run; W&B: a model artifact); return its location (``models:/<id>``, ...).
+
+        Tagged with ``art.source_id`` before content is written, finalized last, so a crash
+        leaves an unfinished object that the next call completes."""
+        raise NotImplementedError
+
+    def registered_model_name(self, model: RegisteredModel) -> str:
+        """The destination name the mapping rules give a source registered model."""
+        raise NotImplementedError
+
+    def get_registered_model(self, name: str) -> DestRegisteredModel | None:
+        """A registered model as the destination holds it now, or None."""
+        raise NotImplementedError
+
+    def ensure_registered_model(self, name: str, model: RegisteredModel) -> None:
+        """Create it if missing; set description and tags (idempotent)."""
+        raise NotImplementedError
+
+    def create_model_version(
+        self, name: str, version: ModelVersion, location: str, run_dest_id: str | None
+    ) -> str:
+        """Create the next version from ``location`` (see :meth:`put_model`), tagged with
+        the source version's identity; return the destination's version label."""
+        raise NotImplementedError
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        raise NotImplementedError
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        raise NotImplementedError
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients."""
