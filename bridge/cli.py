@@ -66,6 +66,9 @@ def _reader_options(  # noqa: ANN202
     run_states: tuple[str, ...],
     experiments: tuple[str, ...],
     include_deleted: bool,
+    download_references: bool = False,
+    models: tuple[str, ...] = (),
+    no_registry: bool = False,
 ):
     from bridge.adapters.base import ReaderOptions
 
@@ -79,6 +82,9 @@ def _reader_options(  # noqa: ANN202
         states=_split(run_states),
         experiments=list(experiments),
         include_deleted=include_deleted,
+        download_references=download_references,
+        registries=_split(models),
+        registry=not no_registry,
     )
 
 
@@ -116,6 +122,19 @@ _common = [
         help="MLflow source: experiment name or glob (repeatable; default all).",
     ),
     click.option("--include-deleted", is_flag=True, help="MLflow source: also deleted runs."),
+    click.option(
+        "--download-references",
+        is_flag=True,
+        help="Copy the targets of reference artifact entries (file://, http(s)://, s3://); "
+        "by default they stay references in the copied manifest.",
+    ),
+    click.option(
+        "--models",
+        metavar="NAME,...",
+        multiple=True,
+        help="Only these registered models / registry collections (name, REGISTRY/NAME or glob).",
+    ),
+    click.option("--no-registry", is_flag=True, help="Do not copy registered models."),
     click.option(
         "--full",
         is_flag=True,

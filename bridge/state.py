@@ -116,6 +116,37 @@ members_table = sa.Table(
     sa.Column("deleted_at", sa.Float),  # when a complete listing stopped showing it
 )
 
+# Where a source artifact version's content lives in a destination (content addressed by
+# the artifact's source identity): copied once, reused by every run or registry version.
+objects_table = sa.Table(
+    "bridge_objects",
+    metadata,
+    sa.Column("dest_uri", sa.String(512), primary_key=True),
+    sa.Column("source_id", sa.String(512), primary_key=True),  # ArtifactVersion.source_id
+    sa.Column("location", sa.String(1024), nullable=False),  # models:/ID, runs:/ID/path ...
+)
+
+# The version map: a source registry version <-> the destination's version number.
+versions_table = sa.Table(
+    "bridge_model_versions",
+    metadata,
+    sa.Column("dest_uri", sa.String(512), primary_key=True),
+    sa.Column("source_id", sa.String(512), primary_key=True),  # ModelVersion.source_id
+    sa.Column("model_name", sa.String(512), nullable=False),  # destination model name
+    sa.Column("dest_version", sa.String(64), nullable=False),
+)
+
+# Aliases as last synced (both sides agreed): a move on both sides since is a conflict.
+aliases_table = sa.Table(
+    "bridge_model_aliases",
+    metadata,
+    sa.Column("dest_uri", sa.String(512), primary_key=True),
+    sa.Column("model_source_id", sa.String(512), primary_key=True),
+    sa.Column("alias", sa.String(256), primary_key=True),
+    sa.Column("source_version", sa.String(512)),  # ModelVersion.source_id it was on
+    sa.Column("dest_version", sa.String(64)),
+)
+
 
 class Resolution(BaseModel):
     """How one conflict was settled: by a person (``conflicts resolve``) or a policy."""
@@ -573,6 +604,70 @@ class StateStore:
                 .where(m.source_id == source_id, m.deleted_at.is_(None))
                 .values(deleted_at=time.time())
             )
+
+    # -- model objects, the version map and alias baselines ---------------------------
+    def get_object(self, dest_uri: str, source_id: str) -> str | None:
+        o = objects_table.c
+        with self._tx() as conn:
+            return conn.execute(
+                sa.select(o.location).where(o.dest_uri == dest_uri, o.source_id == source_id)
+            ).scalar_one_or_none()
+
+    def put_object(self, dest_uri: str, source_id: str, location: str) -> None:
+        with self._tx() as conn:
+            key = {"dest_uri": dest_uri, "source_id": source_id}
+            _upsert(conn, objects_table, key, {"location": location})
+
+    def get_version(self, dest_uri: str, source_id: str) -> tuple[str, str] | None:
+        """(destination model name, destination version) of a source registry version."""
+        v = versions_table.c
+        with self._tx() as conn:
+            row = conn.execute(
+                sa.select(v.model_name, v.dest_version).where(
+                    v.dest_uri == dest_uri, v.source_id == source_id
+                )
+            ).first()
+        return (row.model_name, row.dest_version) if row else None
+
+    def put_version(self, dest_uri: str, source_id: str, model_name: str, version: str) -> None:
+        with self._tx() as conn:
+            key = {"dest_uri": dest_uri, "source_id": source_id}
+            _upsert(conn, versions_table, key, {"model_name": model_name, "dest_version": version})
+
+    def get_aliases(self, dest_uri: str, model_source_id: str) -> dict[str, tuple[str, str]]:
+        """alias -> (source version id, destination version) as last synced."""
+        a = aliases_table.c
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.select(a.alias, a.source_version, a.dest_version).where(
+                    a.dest_uri == dest_uri, a.model_source_id == model_source_id
+                )
+            ).all()
+        return {r.alias: (r.source_version, r.dest_version) for r in rows}
+
+    def put_alias(
+        self,
+        dest_uri: str,
+        model_source_id: str,
+        alias: str,
+        source_version: str | None,
+        dest_version: str | None,
+    ) -> None:
+        """Record an alias as synced; both None forgets it (removed on both sides)."""
+        key = {"dest_uri": dest_uri, "model_source_id": model_source_id, "alias": alias}
+        with self._tx() as conn:
+            if source_version is None and dest_version is None:
+                a = aliases_table.c
+                conn.execute(
+                    sa.delete(aliases_table).where(
+                        a.dest_uri == dest_uri,
+                        a.model_source_id == model_source_id,
+                        a.alias == alias,
+                    )
+                )
+                return
+            values = {"source_version": source_version, "dest_version": dest_version}
+            _upsert(conn, aliases_table, key, values)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -8,7 +8,7 @@ backend means adding one adapter module and registering its URI scheme in
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO
 
 from pydantic import BaseModel, Field
@@ -62,6 +62,8 @@ class ReaderOptions(BaseModel):
     states: list[str] = Field(default_factory=list)
     experiments: list[str] = Field(default_factory=list)  # MLflow: names or globs
     registries: list[str] = Field(default_factory=list)  # model names / collections; [] = all
+    registry: bool = True  # also list registered models / registry collections
+    download_references: bool = False  # fetch reference artifact entries' targets
     include_deleted: bool = False  # MLflow: also read deleted runs
     workers: int = 4
 
@@ -273,6 +275,11 @@ class Writer(ABC):
     def finish_run(self, dest_id: str, run: Run, fingerprint: str) -> None:
         """Set final status and end time, then write the completion marker (last)."""
 
+    def file_location(self, dest_id: str, path: str) -> str | None:
+        """A URI naming a run file or folder written by :meth:`put_file`, for registry
+        versions to point at (MLflow: ``runs:/<id>/<path>``); None if there is no such URI."""
+        return None
+
     # ---- model objects and registry (only when capabilities.logged_models / .registry) --
 
     def find_model(self, artifact_source_id: str) -> str | None:
@@ -285,7 +292,7 @@ class Writer(ABC):
         project_dest_id: str,
         run_dest_id: str | None,
         art: ArtifactVersion,
-        files: list[tuple[ManifestEntry, OpenEntry]],
+        files: Sequence[tuple[ManifestEntry, OpenEntry]],
     ) -> str:
         """Store a model-typed artifact as a model object (MLflow: a logged model linked to
         the run; W&B: a model artifact); return its location (``models:/<id>``, ...).

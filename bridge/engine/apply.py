@@ -11,6 +11,7 @@ Order of writes for one run, so a crash at any point leaves something a re-run f
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import tempfile
@@ -19,9 +20,24 @@ from functools import partial
 from typing import IO
 
 from bridge.adapters.base import MetricSink
+from bridge.engine.artifacts import (
+    VerifyingStream,
+    checksum_problem,
+    content_entries,
+    manifest_record,
+)
+from bridge.engine.model import ModelPlan, RunPlan
 from bridge.engine.plan import Planned, SyncContext, file_digest, resolve_parent, slice_new
 from bridge.engine.prefetch import prefetch
-from bridge.schema import ExtraValue, FileRef, MetricChunk, Run, Warning_
+from bridge.schema import (
+    ArtifactVersion,
+    ExtraValue,
+    FileRef,
+    ManifestEntry,
+    MetricChunk,
+    Run,
+    Warning_,
+)
 from bridge.state import RunState
 
 EXTRAS_PATH = "bridge/history-extras.jsonl"
@@ -154,59 +170,45 @@ def _write_files(
     """Run files, media named by history, and logged artifacts' content + manifests."""
     plan = planned.plan
     done = planned.files_done
-    todo: list[tuple[FileRef, Callable[[], IO[bytes]]]] = []
+    todo: list[tuple[FileRef, Callable[[], IO[bytes]], ManifestEntry | None]] = []
     for ref in [*run.files, *media]:
-        todo.append((ref, partial(ctx.reader.open_file, ref)))
+        todo.append((ref, partial(ctx.reader.open_file, ref), None))
     for art in run.artifacts:
         # Named by content digest: an offline log never knows the version number the
         # server assigns later, and the same artifact must land in the same place either way.
         version = art.digest or art.version or "unversioned"
-        record = art.model_dump_json(indent=2).encode()
         if art.direction != "logged" or not art.manifest:
             # Nothing to copy (a used dataset, a model listed by reference): the record only.
+            record = json.dumps(manifest_record(art), indent=2).encode()
             path = f"{RECORDS_DIR}/{art.direction}/{art.name}/{version}.json"
-            todo.append((FileRef(path=path, size=len(record)), partial(io.BytesIO, record)))
+            todo.append((FileRef(path=path, size=len(record)), partial(io.BytesIO, record), None))
             continue
         folder = f"{ARTIFACTS_DIR}/{art.name}/{version}"
-        todo.append(
-            (
-                FileRef(path=f"{folder}/manifest.json", size=len(record)),
-                partial(io.BytesIO, record),
-            )
-        )
-        for entry in art.manifest:
-            if entry.ref is not None:
-                continue  # reference entries stay references (recorded in the manifest)
-            ref = FileRef(
-                path=f"{folder}/files/{entry.path}",
-                size=entry.size,
-                locator={"artifact": art.name, "entry": entry.path, "local_path": entry.local_path},
-            )
-            if entry.local_path and os.path.exists(entry.local_path):
-                todo.append((ref, partial(_open_local, entry.local_path)))
-            else:
-                plan.warnings.append(
-                    Warning_(
-                        source_id=plan.source_id,
-                        code="missing-file",
-                        message=(
-                            f"artifact {art.name}:{art.version or ''} file {entry.path!r} "
-                            f"is not available (looked for {entry.local_path}); "
-                            "its manifest entry is kept; pass --staging-dir if it was moved"
-                        ),
-                    )
-                )
+        location = None
+        if art.type == "model" and ctx.writer.capabilities.logged_models and art.source_id:
+            location = _model_object(ctx, planned, dest_id, art)
+        else:
+            for content, opener in content_entries(
+                art, ctx.reader.open_artifact_entry, ctx.download_references
+            ):
+                ref = FileRef(path=f"{folder}/files/{content.path}", size=content.size)
+                todo.append((ref, opener, content))
+            if art.source_id:
+                location = ctx.writer.file_location(dest_id, f"{folder}/files")
+        record = json.dumps(manifest_record(art, location), indent=2).encode()
+        manifest = FileRef(path=f"{folder}/manifest.json", size=len(record))
+        todo.append((manifest, partial(io.BytesIO, record), None))
     seen: set[str] = set()
-    for ref, opener in todo:
+    for ref, opener, entry in todo:
         if ref.path in seen:
             continue
         seen.add(ref.path)
-        digest = file_digest(ref)
+        digest = file_digest(ref) if entry is None else f"md5:{entry.digest}:{entry.size}"
         if done.get(ref.path) == digest:
             continue
         try:
-            with opener() as stream:
-                ctx.writer.put_file(dest_id, ref.path, stream)
+            with VerifyingStream(opener()) as stream:
+                ctx.writer.put_file(dest_id, ref.path, stream)  # type: ignore[arg-type]
         except FileNotFoundError as exc:
             plan.warnings.append(
                 Warning_(
@@ -216,9 +218,81 @@ def _write_files(
                 )
             )
             continue
+        if entry is not None:
+            _check(plan, ref.path, entry, stream)
         ctx.state.put_file(ctx.dest_uri, plan.source_id, ref.path, digest)
         plan.files_written += 1
+    for art in run.artifacts:
+        folder = f"{ARTIFACTS_DIR}/{art.name}/{art.digest or art.version or 'unversioned'}"
+        if (
+            art.direction == "logged"
+            and art.source_id
+            and ctx.state.get_object(ctx.dest_uri, art.source_id) is None
+        ):
+            location = ctx.writer.file_location(dest_id, f"{folder}/files")
+            if location is not None and all(
+                f"{folder}/files/{e.path}" in seen for e in art.manifest if e.ref is None
+            ):
+                ctx.state.put_object(ctx.dest_uri, art.source_id, location)
 
 
-def _open_local(path: str) -> IO[bytes]:
-    return open(path, "rb")
+def _check(
+    plan: RunPlan | ModelPlan, what: str, entry: ManifestEntry, stream: VerifyingStream
+) -> None:
+    problem = checksum_problem(entry, stream)
+    if problem is not None:
+        plan.warnings.append(
+            Warning_(
+                source_id=plan.source_id,
+                code="checksum-mismatch",
+                message=f"{what}: copied content does not match its manifest: {problem}",
+            )
+        )
+
+
+def place_model(
+    ctx: SyncContext,
+    plan: RunPlan | ModelPlan,
+    project_dest_id: str,
+    run_dest_id: str | None,
+    art: ArtifactVersion,
+) -> str:
+    """The destination location of a model artifact's content: recorded in state, found
+    by its identity tag (state lost), or written now as a model object (verified)."""
+    assert art.source_id is not None
+    known = ctx.state.get_object(ctx.dest_uri, art.source_id)
+    if known is not None:
+        return known
+    found = ctx.writer.find_model(art.source_id)
+    if found is None:
+        streams: dict[str, tuple[ManifestEntry, VerifyingStream]] = {}
+
+        def verified(entry: ManifestEntry, opener: Callable[[], IO[bytes]]) -> IO[bytes]:
+            stream = VerifyingStream(opener())
+            streams[entry.path] = (entry, stream)
+            return stream  # type: ignore[return-value]
+
+        files = [
+            (entry, partial(verified, entry, opener))
+            for entry, opener in content_entries(
+                art, ctx.reader.open_artifact_entry, ctx.download_references
+            )
+        ]
+        found = ctx.writer.put_model(project_dest_id, run_dest_id, art, files)
+        for path, (entry, stream) in sorted(streams.items()):
+            _check(
+                plan, f"model {art.name}:{art.version or art.digest} file {path!r}", entry, stream
+            )
+    ctx.state.put_object(ctx.dest_uri, art.source_id, found)
+    return found
+
+
+def _model_object(ctx: SyncContext, planned: Planned, dest_id: str, art: ArtifactVersion) -> str:
+    baseline = planned.baseline
+    project_dest_id = (
+        baseline.project_dest_id
+        if baseline is not None
+        else ctx.project_id(planned.header.project, create=True)
+    )
+    assert project_dest_id is not None
+    return place_model(ctx, planned.plan, project_dest_id, dest_id, art)

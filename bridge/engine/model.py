@@ -46,11 +46,52 @@ class RunPlan(BaseModel):
     error: str | None = None
 
 
+class VersionLine(BaseModel):
+    """One source registry version and where it lands."""
+
+    source_id: str
+    source_version: str  # "v3" (W&B) / "3" (MLflow), as the source numbers it
+    dest_version: str | None = None  # known once created (or mapped earlier)
+    action: Literal["create", "unchanged"] = "create"
+    bytes_new: int = 0  # content to transfer (0 when a copy already exists)
+    note: str | None = None  # out-of-scope run, numbering that cannot line up ...
+
+
+class AliasLine(BaseModel):
+    alias: str
+    source_version: str | None  # where the source has it (None: removed at the source)
+    dest_from: str | None  # destination version it is on now
+    dest_to: str | None  # destination version it will be on
+    action: Literal["set", "delete", "conflict", "kept", "illegal"] = "set"
+    note: str | None = None
+
+
+class ModelPlan(BaseModel):
+    """One registered model / registry collection: versions to create, aliases to move."""
+
+    source_id: str
+    name: str  # the source's name
+    dest_name: str
+    action: Literal["create", "update", "unchanged", "conflict", "skip"] = "unchanged"
+    versions: list[VersionLine] = Field(default_factory=list)  # only those to create
+    aliases: list[AliasLine] = Field(default_factory=list)  # only changes and problems
+    conflicts: list[Conflict] = Field(default_factory=list)
+    resolved: list[Conflict] = Field(default_factory=list)
+    warnings: list[Warning_] = Field(default_factory=list)
+    outcome: Outcome = "pending"
+    error: str | None = None
+
+    @property
+    def bytes_new(self) -> int:
+        return sum(v.bytes_new for v in self.versions if v.action == "create")
+
+
 class Plan(BaseModel):
     source: str
     dest: str
     dry_run: bool
     runs: list[RunPlan] = Field(default_factory=list)
+    models: list[ModelPlan] = Field(default_factory=list)
     errors: list[str] = Field(default_factory=list)  # problems not tied to one run
     # Set when the cycle did not run at all (another process holds the pair's lock).
     skipped: str | None = None
@@ -69,19 +110,26 @@ class Plan(BaseModel):
 
     @property
     def conflicts(self) -> list[Conflict]:
-        return [c for run in self.runs for c in run.conflicts]
+        return [c for r in self.runs for c in r.conflicts] + [
+            c for m in self.models for c in m.conflicts
+        ]
 
     @property
     def resolved(self) -> list[Conflict]:
-        return [c for run in self.runs for c in run.resolved]
+        return [c for r in self.runs for c in r.resolved] + [
+            c for m in self.models for c in m.resolved
+        ]
 
     @property
     def warnings(self) -> list[Warning_]:
-        return [w for run in self.runs for w in run.warnings]
+        return [w for r in self.runs for w in r.warnings] + [
+            w for m in self.models for w in m.warnings
+        ]
 
     def exit_code(self) -> int:
-        """1 if any run failed (others still synced), else 3 on conflicts, else 0."""
-        if self.errors or any(r.outcome == "failed" for r in self.runs):
+        """1 if any run or model failed (others still synced), else 3 on conflicts, else 0."""
+        outcomes = [r.outcome for r in self.runs] + [m.outcome for m in self.models]
+        if self.errors or "failed" in outcomes:
             return 1
         if self.conflicts:
             return 3

@@ -31,6 +31,7 @@ class SyncContext:
     dry_run: bool = False
     full: bool = False  # compare every run in full, ignoring matching fingerprints
     on_conflict: OnConflict = "skip"
+    download_references: bool = False  # fetch reference artifact entries' targets
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _projects: dict[str, str | None] = field(default_factory=dict)
     _dest_index: dict[str, dict[str, DestRun]] = field(default_factory=dict)

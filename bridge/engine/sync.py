@@ -11,8 +11,9 @@ from tqdm import tqdm
 
 from bridge.adapters.base import Reader, Writer
 from bridge.engine.apply import apply_run
-from bridge.engine.model import OnConflict, OnDelete, Plan, RunPlan
+from bridge.engine.model import ModelPlan, OnConflict, OnDelete, Plan, RunPlan
 from bridge.engine.plan import Planned, SyncContext, plan_run
+from bridge.engine.registry import sync_models
 from bridge.errors import BridgeError, RunError
 from bridge.schema import RunHeader, Warning_
 from bridge.state import StateStore, conflict_key
@@ -182,6 +183,7 @@ def run_sync(
         dry_run=dry_run,
         full=full,
         on_conflict=on_conflict,
+        download_references=reader.options.download_references,
     )
     report = Plan(source=reader.display_uri, dest=writer.display_uri, dry_run=dry_run)
     try:
@@ -238,6 +240,7 @@ def run_sync(
                 p.plan.reason = "not applied: --on-conflict fail and conflicts were found"
         runs_bar.update(len(headers))
         runs_bar.close()
+        report.models = _models(ctx)
         return report
 
     runs_bar.update(len(headers) - len(to_apply))
@@ -272,4 +275,43 @@ def run_sync(
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(apply_one, wave))
     runs_bar.close()
+    report.models = _models(ctx)
     return report
+
+
+def _models(ctx: SyncContext) -> list[ModelPlan]:
+    """Registered models, after the runs (so versions can link to their runs' copies)."""
+    if not ctx.reader.options.registry:
+        return []
+    try:
+        models = list(ctx.reader.list_registered_models())
+    except BridgeError:
+        raise
+    except Exception as exc:
+        raise BridgeError(
+            f"cannot list registered models of {ctx.reader.display_uri}: {_one_line(exc)}"
+        ) from exc
+    if not models:
+        return []
+    if not ctx.writer.capabilities.registry:
+        return [
+            ModelPlan(
+                source_id=m.source_id,
+                name=m.name,
+                dest_name="-",
+                action="skip",
+                outcome="skipped",
+                warnings=[
+                    Warning_(
+                        source_id=m.source_id,
+                        code="no-registry",
+                        message=(
+                            f"{ctx.writer.display_uri} has no model registry: registered model "
+                            f"{m.name!r} ({len(m.versions)} versions) not copied"
+                        ),
+                    )
+                ],
+            )
+            for m in models
+        ]
+    return sync_models(ctx, iter(models))

@@ -1,0 +1,122 @@
+"""Artifact content on its way to a destination: which entries to copy, reference entries
+fetched on request, checksums checked while streaming, and one copy per destination.
+
+A W&B manifest entry's digest is the base64 MD5 of its content. Every byte the bridge
+copies is hashed as it streams through (no second read); a copy whose MD5 differs from its
+manifest is reported by name. An artifact version's content is placed once per destination
+(``StateStore.put_object``, keyed by the version's content-addressed source identity), and
+every later run, registry version or re-sync reuses that location.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from functools import partial
+from typing import IO, Any
+
+from bridge.schema import ArtifactVersion, ManifestEntry
+
+OpenEntry = Callable[[], IO[bytes]]
+_MD5_B64 = re.compile(r"^[A-Za-z0-9+/]{22}==$")
+FETCHABLE = ("file://", "http://", "https://", "s3://")
+
+
+class VerifyingStream:
+    """A read-only stream that hashes what passes through it (MD5 and SHA-256)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.md5 = hashlib.md5()
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.md5.update(data)
+        self.sha256.update(data)
+        self.size += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def md5_b64(self) -> str:
+        return base64.b64encode(self.md5.digest()).decode()
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def __enter__(self) -> VerifyingStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def checksum_problem(entry: ManifestEntry, stream: VerifyingStream) -> str | None:
+    """Why a copied entry does not match its manifest, or None. Only W&B MD5 digests
+    (base64) and sizes are comparable; other digest forms (S3 ETags ...) are not checked."""
+    if entry.size is not None and stream.size != entry.size:
+        return f"size {stream.size} bytes, manifest says {entry.size}"
+    if entry.digest and _MD5_B64.match(entry.digest) and stream.md5_b64() != entry.digest:
+        return f"MD5 {stream.md5_b64()}, manifest says {entry.digest}"
+    return None
+
+
+def open_reference(uri: str) -> IO[bytes]:
+    """Open a reference entry's target for ``--download-references``.
+
+    ``file://`` and ``http(s)://`` through the standard library; ``s3://`` through boto3
+    with the usual AWS environment (``AWS_ENDPOINT_URL`` for S3-compatible stores)."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme == "file":
+        return open(urllib.request.url2pathname(parsed.path), "rb")
+    if parsed.scheme in ("http", "https"):
+        return urllib.request.urlopen(uri, timeout=60)  # noqa: S310 - scheme checked
+    if parsed.scheme == "s3":
+        import boto3
+
+        body = boto3.client("s3").get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
+        stream: IO[bytes] = body["Body"]
+        return stream
+    raise FileNotFoundError(
+        f"cannot fetch {parsed.scheme}:// references (the bridge fetches {', '.join(FETCHABLE)})"
+    )
+
+
+def content_entries(
+    art: ArtifactVersion,
+    opener: Callable[[ArtifactVersion, ManifestEntry], IO[bytes]],
+    download_references: bool,
+) -> list[tuple[ManifestEntry, OpenEntry]]:
+    """The entries whose bytes go to the destination: stored content always, reference
+    targets only with ``download_references`` (else they stay references in the manifest)."""
+    out: list[tuple[ManifestEntry, OpenEntry]] = []
+    for entry in art.manifest:
+        if entry.ref is None:
+            out.append((entry, partial(opener, art, entry)))
+        elif download_references:
+            out.append((entry, partial(open_reference, entry.ref)))
+    return out
+
+
+def manifest_record(art: ArtifactVersion, location: str | None = None) -> dict[str, Any]:
+    """The manifest kept beside copied content: every entry, references included."""
+    doc = art.model_dump(mode="json", exclude={"locator"})
+    for entry in doc["manifest"]:
+        entry.pop("local_path", None)
+    if location is not None:
+        doc["location"] = location
+    return doc
+
+
+def transfer_bytes(art: ArtifactVersion, download_references: bool) -> int:
+    """Bytes a copy of ``art`` would move (what dry runs report)."""
+    return sum(
+        e.size or 0 for e in art.manifest if e.ref is None or (download_references and e.size)
+    )
