@@ -75,6 +75,15 @@ def resolve(
                 effect = "the state row was dropped; the next sync writes the run again"
             else:
                 effect = "the destination run stays deleted; syncs skip it"
+        elif kind == "alias":
+            # Registered-model aliases: the planner applies the resolution on the next sync
+            # (moves the alias to the source's version, or keeps it and re-baselines).
+            effect = (
+                f"the next sync moves alias {key!r} to version {c['source_value']}"
+                if take == "source"
+                else f"alias {key!r} stays on version {c['dest_value']}; "
+                "it becomes the synced baseline"
+            )
         elif take == "dest":
             if st is not None:
                 target = st.written_params if kind == "param" else st.written_tags

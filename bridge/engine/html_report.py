@@ -198,7 +198,7 @@ def _run_cells(run: RunPlan) -> list[str]:
         _num(points),
         _num(len(run.params_to_write)),
         _num(len(run.tags_to_write)),
-        _num(files),
+        _num(files) + "".join(f"<br><small>{e(a)}</small>" for a in run.artifacts_new),
         _num(len(run.warnings) or None),
         e(run.reason),
         e(run.error),
@@ -220,7 +220,9 @@ def render_html(plan: Plan, streams: Streams | None = None) -> str:
     points) as (step, value) pairs; each becomes an inline SVG plot (≤500 points a side).
     """
     title = ("Dry run" if plan.dry_run else "Sync") + f": {plan.source} → {plan.dest}"
-    failed = sum(1 for r in plan.runs if r.outcome == "failed")
+    failed = sum(1 for r in plan.runs if r.outcome == "failed") + sum(
+        1 for m in plan.models if m.outcome == "failed"
+    )
     body = [
         f"<h1>{e('Dry run — nothing written' if plan.dry_run else 'Sync report')}</h1>",
         f"<div class='uri'>{e(plan.source)} → {e(plan.dest)}</div>",
@@ -266,6 +268,48 @@ def render_html(plan: Plan, streams: Streams | None = None) -> str:
         rows = [(_row_class(r), _run_cells(r)) for r in sorted(runs, key=lambda r: r.source_id)]
         body.append(_table(head, rows))
 
+    if plan.models:
+        body.append("<h2>Registered models</h2>")
+        model_rows = [
+            (
+                "failed" if m.outcome == "failed" else ("conflict" if m.conflicts else ""),
+                [
+                    f"<code>{e(m.source_id)}</code>",
+                    e(m.dest_name),
+                    e(m.action),
+                    e(m.outcome),
+                    "<br>".join(
+                        f"{e(v.source_version)} → {e(v.dest_version or 'next')}"
+                        + (f" <small>{e(v.note)}</small>" if v.note else "")
+                        for v in m.versions
+                    ),
+                    _num(m.bytes_new),
+                    "<br>".join(
+                        f"<code>{e(a.alias)}</code> {e(a.action)}: {e(a.dest_from or '-')} → "
+                        f"{e(a.dest_to or '-')}"
+                        + (f" <small>{e(a.note)}</small>" if a.note else "")
+                        for a in m.aliases
+                    ),
+                    e(m.error),
+                ],
+            )
+            for m in plan.models
+        ]
+        body.append(
+            _table(
+                [
+                    "model",
+                    "destination",
+                    "action",
+                    "outcome",
+                    "new versions",
+                    "bytes",
+                    "aliases",
+                    "error",
+                ],
+                model_rows,
+            )
+        )
     if plan.conflicts:
         body.append("<h2>Conflicts (left untouched)</h2>")
         rows = [

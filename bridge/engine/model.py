@@ -36,6 +36,9 @@ class RunPlan(BaseModel):
     tags_to_write: dict[str, str] = Field(default_factory=dict)
     points_new: int | None = None  # counted in dry runs; None = "read while applying"
     files_new: int | None = None
+    # Logged artifact versions not yet in the destination, "name:version (bytes)" (dry runs).
+    artifacts_new: list[str] = Field(default_factory=list)
+    bytes_new: int | None = None
     conflicts: list[Conflict] = Field(default_factory=list)  # open: left untouched
     resolved: list[Conflict] = Field(default_factory=list)  # settled by policy/resolution
     warnings: list[Warning_] = Field(default_factory=list)

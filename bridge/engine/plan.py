@@ -158,6 +158,7 @@ def plan_run(ctx: SyncContext, header: RunHeader) -> Planned:
         base.files_new = sum(
             1 for f in run.files if planned.files_done.get(f.path) != file_digest(f)
         )
+        _new_artifacts(ctx, planned)
     if (
         ctx.full
         and base.action == "update"
@@ -208,6 +209,26 @@ def _deleted_in_dest(
     base.action = "conflict"
     base.conflicts.append(conflict)
     return planned
+
+
+def _new_artifacts(ctx: SyncContext, planned: Planned) -> None:
+    """Logged artifact versions whose content the destination does not hold yet."""
+    from bridge.engine.artifacts import transfer_bytes
+
+    run, plan = planned.run, planned.plan
+    assert run is not None
+    plan.bytes_new = 0
+    for art in run.artifacts:
+        if art.direction != "logged" or not art.manifest:
+            continue
+        if art.source_id and ctx.state.get_object(ctx.dest_uri, art.source_id) is not None:
+            continue
+        size = transfer_bytes(art, ctx.download_references)
+        plan.bytes_new += size
+        label = art.version or (art.digest or "")[:12]
+        refs = sum(1 for e in art.manifest if e.ref)
+        kept = f", {refs} references kept" if refs and not ctx.download_references else ""
+        plan.artifacts_new.append(f"{art.name}:{label} ({art.type}, {size} bytes{kept})")
 
 
 def file_digest(ref: FileRef) -> str:

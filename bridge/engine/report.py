@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from bridge.engine.html_report import render_html, render_verify_html
-from bridge.engine.model import Plan, RunPlan
+from bridge.engine.model import ModelPlan, Plan, RunPlan
 from bridge.engine.verify import VerifyReport
 
 
@@ -24,6 +24,11 @@ def _what(run: RunPlan) -> str:
         files = run.files_new if run.outcome in ("pending", "skipped") else run.files_written
         if files:
             parts.append(f"{files} files")
+        if run.artifacts_new:
+            parts.append(
+                f"{len(run.artifacts_new)} artifact versions ({run.bytes_new or 0} bytes): "
+                + "; ".join(run.artifacts_new)
+            )
     if run.reason:
         parts.append(run.reason)
     if run.error:
@@ -60,10 +65,39 @@ def as_dict(plan: Plan) -> dict[str, Any]:
             }
             for r in plan.runs
         ],
+        "models": [
+            {
+                **m.model_dump(exclude={"warnings", "conflicts", "resolved"}),
+                "bytes_new": m.bytes_new,
+            }
+            for m in plan.models
+        ],
         "warnings": [w.model_dump() for w in plan.warnings],
         "conflicts": [c.model_dump() for c in plan.conflicts],
         "errors": plan.errors,
     }
+
+
+def model_lines(model: ModelPlan) -> list[str]:
+    """What happens to one registered model: versions created, aliases moved (text)."""
+    label = model.action if model.outcome != "failed" else "FAILED"
+    head = f"  {label:<9} {model.source_id} -> {model.dest_name}"
+    if model.versions:
+        head += f": +{len(model.versions)} versions ({model.bytes_new} bytes)"
+    if model.error:
+        head += f" error: {model.error}"
+    out = [head]
+    for v in model.versions:
+        to = v.dest_version or "(next)"
+        note = f" — {v.note}" if v.note else ""
+        out.append(f"      version {v.source_version} -> {to}{note}")
+    for a in model.aliases:
+        note = f" — {a.note}" if a.note else ""
+        out.append(
+            f"      alias {a.alias}: {a.action} {a.dest_from or '-'} -> {a.dest_to or '-'}"
+            f" (source: {a.source_version or 'removed'}){note}"
+        )
+    return out
 
 
 def as_json(plan: Plan) -> str:
@@ -83,6 +117,10 @@ def as_text(plan: Plan) -> str:
             name = f" ({run.name})" if run.name else ""
             what = _what(run)
             lines.append(f"  {label:<9} {run.source_id}{name}" + (f": {what}" if what else ""))
+    if plan.models:
+        lines.append("registered models")
+        for model in plan.models:
+            lines.extend(model_lines(model))
     if plan.conflicts:
         lines.append("conflicts (left untouched):")
         for c in plan.conflicts:
@@ -97,7 +135,9 @@ def as_text(plan: Plan) -> str:
     for err in plan.errors:
         lines.append(f"error: {err}")
     counts = ", ".join(f"{n} {a}" for a, n in sorted(plan.counts().items())) or "no runs"
-    failed = sum(1 for r in plan.runs if r.outcome == "failed")
+    failed = sum(1 for r in plan.runs if r.outcome == "failed") + sum(
+        1 for m in plan.models if m.outcome == "failed"
+    )
     lines.append(
         f"summary: {counts}; {sum(r.points_written for r in plan.runs)} points written; "
         f"{failed} failed; {len(plan.conflicts)} conflicts; {len(plan.warnings)} warnings"
@@ -124,6 +164,25 @@ def as_markdown(plan: Plan) -> str:
             f"| {_md(r.project)} | `{_md(r.source_id)}` | {_md(r.name)} | {r.action} "
             f"| {r.outcome} | {_md(_what(r))} |"
         )
+    if plan.models:
+        out += [
+            "",
+            "### Registered models",
+            "",
+            "| model | destination | action | outcome | versions | aliases |",
+            "|---|---|---|---|---|---|",
+        ]
+        for m in plan.models:
+            versions = ", ".join(
+                f"{v.source_version}→{v.dest_version or 'next'}" for v in m.versions
+            )
+            aliases = ", ".join(
+                f"{a.alias}: {a.action} {a.dest_from or '-'}→{a.dest_to or '-'}" for a in m.aliases
+            )
+            out.append(
+                f"| `{_md(m.source_id)}` | {_md(m.dest_name)} | {m.action} | {m.outcome} "
+                f"| {_md(versions)} ({m.bytes_new} bytes) | {_md(aliases)} |"
+            )
     if plan.conflicts:
         out += [
             "",
