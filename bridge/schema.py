@@ -77,6 +77,9 @@ class ArtifactVersion(BaseModel):
     direction: Literal["logged", "used"] = "logged"
     source_id: str | None = None
     producer_source_id: str | None = None  # the run that logged it (source identity)
+    # Set when the content IS a folder of the producing run's files (MLflow ``runs:/ID/PATH``
+    # sources): once that run is copied, the copy of this folder is the content (no upload).
+    run_path: str | None = None
     created_at_ms: int | None = None
     # Reader-private (API handles, download roots); opaque to the engine.
     locator: dict[str, Any] = Field(default_factory=dict)

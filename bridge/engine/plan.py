@@ -32,6 +32,7 @@ class SyncContext:
     full: bool = False  # compare every run in full, ignoring matching fingerprints
     on_conflict: OnConflict = "skip"
     download_references: bool = False  # fetch reference artifact entries' targets
+    listed: set[str] = field(default_factory=set)  # source ids of the runs in this pass
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _projects: dict[str, str | None] = field(default_factory=dict)
     _dest_index: dict[str, dict[str, DestRun]] = field(default_factory=dict)

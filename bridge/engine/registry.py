@@ -79,11 +79,16 @@ def plan_model(
                     ),
                 )
             )
-        if version.artifact.source_id is None or (
-            state.get_object(dest_uri, version.artifact.source_id) is None
-        ):
+        run_mapped = bool(version.run_source_id) and (
+            state.get_run(dest_uri, version.run_source_id or "") is not None
+        )
+        copied = (version.artifact.run_path is not None and run_mapped) or (
+            version.artifact.source_id is not None
+            and state.get_object(dest_uri, version.artifact.source_id) is not None
+        )
+        if not copied:
             line.bytes_new = transfer_bytes(version.artifact, ctx.download_references)
-        if version.run_source_id and state.get_run(dest_uri, version.run_source_id) is None:
+        if version.run_source_id and not run_mapped and version.run_source_id not in ctx.listed:
             line.note = (
                 f"its run {version.run_source_id} is not in this sync's scope: "
                 "migrated without a run link"
@@ -255,7 +260,11 @@ def apply_model(
         if project_dest_id is None:
             project_dest_id = ctx.project_id(_registry_project(model), create=True)
         assert project_dest_id is not None and version.artifact.source_id is not None
-        location = place_model(ctx, plan, project_dest_id, run_dest_id, version.artifact)
+        location = None
+        if version.artifact.run_path and run_dest_id is not None:
+            location = writer.file_location(run_dest_id, version.artifact.run_path)
+        if location is None:
+            location = place_model(ctx, plan, project_dest_id, run_dest_id, version.artifact)
         label = writer.create_model_version(plan.dest_name, version, location, run_dest_id)
         state.put_version(dest_uri, version.source_id, plan.dest_name, label)
         line.dest_version = label

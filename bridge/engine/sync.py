@@ -193,6 +193,7 @@ def run_sync(
     except Exception as exc:
         raise BridgeError(f"cannot list runs of {reader.display_uri}: {_one_line(exc)}") from exc
 
+    ctx.listed = {h.source_id for h in headers}
     workers = max(1, workers)
     bar_lock = threading.Lock()
     runs_bar = tqdm(

@@ -1,0 +1,180 @@
+"""Registered models through the sync engine: MLflow registry → MLflow registry.
+
+Real MLflow sqlite stores on both sides. Versions arrive in order with their run links,
+aliases on the right versions; a re-sync writes nothing; an alias moved at the source is
+the only thing written next time; an alias moved on both sides is a conflict that
+`bridge conflicts resolve` settles; a dry run lists versions, bytes and alias moves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from bridge import api
+
+pytestmark = pytest.mark.e2e
+
+T0 = 1_650_000_000_000
+MODEL = "clf"
+
+
+class Registry:
+    """A source MLflow store with two runs, each logging a model folder, registered as
+    versions 1 and 2 of ``clf`` (staging → 1, prod → 2), and an empty destination."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.src_uri = f"sqlite:///{tmp / 'src.db'}"
+        self.dst_uri = f"sqlite:///{tmp / 'dst.db'}"
+        self.src = f"mlflow:{self.src_uri}"
+        self.dst = f"mlflow:{self.dst_uri}"
+        self.state = str(tmp / "state.db")
+        self.client = MlflowClient(tracking_uri=self.src_uri)
+        exp = self.client.create_experiment("vision", artifact_location=str(tmp / "src-art"))
+        self.runs: list[str] = []
+        self.weights: list[bytes] = []
+        for i in range(2):
+            run = self.client.create_run(exp, start_time=T0 + i, run_name=f"train-{i}")
+            folder = tmp / f"model-{i}"
+            folder.mkdir()
+            data = hashlib.sha256(str(i).encode()).digest() * 1000
+            (folder / "weights.bin").write_bytes(data)
+            (folder / "MLmodel").write_text(f"flavors: {{}}\nrun: {i}\n")
+            self.client.log_artifacts(run.info.run_id, str(folder), "model")
+            self.client.set_terminated(run.info.run_id, "FINISHED", end_time=T0 + 60_000)
+            self.runs.append(run.info.run_id)
+            self.weights.append(data)
+        self.client.create_registered_model(MODEL, tags={"team": "cv"}, description="classifier")
+        for run_id in self.runs:
+            self.client.create_model_version(MODEL, f"runs:/{run_id}/model", run_id=run_id)
+        self.client.set_registered_model_alias(MODEL, "staging", "1")
+        self.client.set_registered_model_alias(MODEL, "prod", "2")
+        self.dst_client = MlflowClient(tracking_uri=self.dst_uri)
+
+    def sync(self, **kw: Any) -> Any:
+        return api.sync(self.src, self.dst, state=self.state, **kw)
+
+    def dest_versions(self) -> list[Any]:
+        found = self.dst_client.search_model_versions(f"name='{MODEL}'")
+        return sorted(found, key=lambda v: int(v.version))
+
+    def dest_aliases(self) -> dict[str, str]:
+        return dict(self.dst_client.get_registered_model(MODEL).aliases)
+
+
+@pytest.fixture
+def reg(tmp_path: Path) -> Registry:
+    return Registry(tmp_path)
+
+
+def _model_plan(plan: Any) -> Any:
+    [model] = [m for m in plan.models if m.name == MODEL]
+    return model
+
+
+def test_registry_copied_in_order_with_aliases_and_run_links(reg: Registry) -> None:
+    plan = reg.sync()
+    assert plan.exit_code() == 0, plan
+    model = _model_plan(plan)
+    assert model.action == "create" and model.outcome == "done"
+    assert [(v.source_version, v.dest_version) for v in model.versions] == [
+        ("v1", "1"),
+        ("v2", "2"),
+    ]
+
+    versions = reg.dest_versions()
+    assert [v.version for v in versions] == ["1", "2"]
+    assert reg.dest_aliases() == {"staging": "1", "prod": "2"}
+    rm = reg.dst_client.get_registered_model(MODEL)
+    assert rm.description == "classifier" and rm.tags.get("team") == "cv"
+    # Each version links to the copy of its run, and its content is that copy's folder.
+    by_source = {r.source_id.rsplit("#", 1)[-1]: r.dest_id for r in plan.runs}
+    for v, src_run, data in zip(versions, reg.runs, reg.weights, strict=True):
+        assert v.run_id == by_source[src_run]
+        assert v.tags["bridge.source_version"] in ("1", "2")
+        local = reg.dst_client.download_artifacts(v.run_id, "model", str(reg.tmp / v.version))
+        assert (Path(local) / "weights.bin").read_bytes() == data
+
+    again = reg.sync()
+    assert _model_plan(again).action == "unchanged"
+    assert len(reg.dest_versions()) == 2
+
+
+def test_alias_moved_at_source_is_the_only_write(reg: Registry) -> None:
+    reg.sync()
+    reg.client.set_registered_model_alias(MODEL, "prod", "1")
+    plan = reg.sync()
+    model = _model_plan(plan)
+    assert model.versions == []
+    assert [(a.alias, a.action, a.dest_from, a.dest_to) for a in model.aliases] == [
+        ("prod", "set", "2", "1")
+    ]
+    assert reg.dest_aliases() == {"staging": "1", "prod": "1"}
+    assert [r.outcome for r in plan.runs] == ["unchanged", "unchanged"]
+
+
+def test_alias_moved_on_both_sides_is_a_conflict_resolve_settles(reg: Registry) -> None:
+    reg.sync()
+    reg.client.set_registered_model_alias(MODEL, "staging", "2")
+    reg.dst_client.create_model_version(MODEL, f"runs:/{reg.runs[0]}/model")  # dest v3
+    reg.dst_client.set_registered_model_alias(MODEL, "staging", "3")
+
+    plan = reg.sync()
+    assert plan.exit_code() == 3
+    [conflict] = plan.conflicts
+    assert conflict.field == "alias:staging"
+    assert (conflict.source_value, conflict.dest_value, conflict.synced_value) == ("2", "3", "1")
+    assert reg.dest_aliases()["staging"] == "3"  # left untouched
+
+    [open_conflict] = api.conflicts(state=reg.state)
+    api.resolve_conflict(open_conflict["id"], "source", state=reg.state)
+    settled = reg.sync()
+    assert settled.exit_code() == 0
+    assert reg.dest_aliases()["staging"] == "2"
+    assert api.conflicts(state=reg.state) == []
+
+
+def test_dest_only_move_is_kept_and_reported(reg: Registry) -> None:
+    reg.sync()
+    reg.dst_client.set_registered_model_alias(MODEL, "prod", "1")
+    plan = reg.sync()
+    assert plan.exit_code() == 0
+    assert reg.dest_aliases()["prod"] == "1"
+    assert any(w.code == "alias-moved-in-dest" for w in plan.warnings)
+
+
+def test_dry_run_lists_versions_bytes_and_aliases(reg: Registry) -> None:
+    plan = api.diff(reg.src, reg.dst, state=reg.state)
+    model = _model_plan(plan)
+    assert [v.source_version for v in model.versions] == ["v1", "v2"]
+    assert model.bytes_new >= sum(len(w) for w in reg.weights)
+    assert {(a.alias, a.dest_to) for a in model.aliases} == {("staging", "+v1"), ("prod", "+v2")}
+    assert not (reg.tmp / "dst.db").exists() or reg.dst_client.search_registered_models() == []
+    assert not Path(reg.state).exists()
+
+
+def test_version_of_an_out_of_scope_run_is_still_migrated(reg: Registry) -> None:
+    other = reg.client.create_experiment("other")
+    run = reg.client.create_run(other, start_time=T0, run_name="elsewhere")
+    folder = reg.tmp / "model-x"
+    folder.mkdir()
+    (folder / "weights.bin").write_bytes(b"x" * 100)
+    reg.client.log_artifacts(run.info.run_id, str(folder), "model")
+    reg.client.create_model_version(MODEL, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+
+    from bridge.adapters.base import ReaderOptions
+
+    plan = reg.sync(reader_options=ReaderOptions(experiments=["vision"]))
+    model = _model_plan(plan)
+    assert plan.exit_code() == 0, plan
+    v3 = model.versions[-1]
+    assert v3.dest_version == "3" and v3.note and "not in this sync's scope" in v3.note
+    copy = reg.dest_versions()[-1]
+    assert not copy.run_id
+    # The content was copied (as a model object), not left pointing at the source store.
+    assert reg.dst_uri not in (copy.source or "") and "src-art" not in (copy.source or "")
