@@ -30,6 +30,7 @@ def sync(
     wait: bool = False,
     wait_timeout: float | None = None,
     mapping: str | None = None,
+    two_way: bool = False,
 ) -> Plan:
     """Sync every run of ``source`` into ``dest``; returns the plan with outcomes.
 
@@ -71,6 +72,7 @@ def sync(
             on_conflict=on_conflict,
             on_delete=on_delete,
             listing_complete=listing_complete,
+            two_way=two_way,
             show_progress=show_progress,
         )
 

@@ -164,6 +164,12 @@ _POLICY = [
     click.option(
         "--wait", is_flag=True, help="If the pair is busy (another sync/mirror), wait for it."
     ),
+    click.option(
+        "--two-way",
+        is_flag=True,
+        help="Also carry edits of notes, tags and registry aliases made in DEST back to "
+        "SOURCE (history and params stay one-way); an edit on both sides is a conflict.",
+    ),
 ]
 
 
@@ -219,6 +225,7 @@ def sync(
     on_conflict: str,
     on_delete: str,
     wait: bool,
+    two_way: bool,
     **filters: Any,
 ) -> None:
     """Copy every run of SOURCE into DEST; a re-run writes only what changed.
@@ -242,6 +249,7 @@ def sync(
             reader_options=_reader_options(workers, **filters),
             show_progress=_progress_wanted(as_json),
             wait=wait,
+            two_way=two_way,
         )
     except BridgeError as exc:
         _fail(str(exc))
@@ -447,6 +455,7 @@ def mirror(
     on_conflict: str,
     on_delete: str,
     wait: bool,
+    two_way: bool,
     state_url: str | None,
     workers: int,
     **filters: Any,
@@ -479,6 +488,7 @@ def mirror(
                 on_delete=on_delete,  # type: ignore[arg-type]
                 workers=workers,
                 full=filters["full"],
+                two_way=two_way,
                 mapping=mapping,
                 filters=Filters.from_options(opts),
             )

@@ -10,6 +10,7 @@ Format (see examples/bridge.toml and the README)::
     [defaults]                                # any pair key; each pair may override
     on_conflict = "skip"                      # skip | fail | source-wins | dest-wins
     on_delete = "keep"                        # keep | tag | delete
+    two_way = false                           # carry notes/tags/alias edits back too
 
     [[pair]]
     name = "vision"
@@ -74,6 +75,9 @@ class Filters(BaseModel):
     include_deleted: bool = False
     entity: str | None = None
     staging_dir: str | None = None
+    models: list[str] = Field(default_factory=list)  # registered models; [] = all
+    registry: bool = True
+    download_references: bool = False
 
     @classmethod
     def from_options(cls, opts: ReaderOptions) -> Filters:
@@ -87,6 +91,9 @@ class Filters(BaseModel):
             include_deleted=opts.include_deleted,
             entity=opts.entity,
             staging_dir=opts.staging_dir,
+            models=opts.registries,
+            registry=opts.registry,
+            download_references=opts.download_references,
         )
 
 
@@ -102,6 +109,7 @@ class PairConfig(BaseModel):
     on_delete: Literal["keep", "tag", "delete"] = "keep"
     workers: int = 4
     full: bool = False
+    two_way: bool = False
     mapping: str | None = None
     filters: Filters = Field(default_factory=Filters)
 
@@ -121,6 +129,9 @@ class PairConfig(BaseModel):
             states=f.run_states,
             experiments=f.experiments,
             include_deleted=f.include_deleted,
+            registries=f.models,
+            registry=f.registry,
+            download_references=f.download_references,
         )
 
 

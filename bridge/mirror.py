@@ -52,6 +52,7 @@ def run_pair(config: MirrorConfig, pair: PairConfig) -> dict[str, Any]:
             reader_options=pair.reader_options(),
             wait=config.wait,
             mapping=pair.mapping,
+            two_way=pair.two_way,
         )
     except BridgeError as exc:
         line.update(result=exc.exit_code, error=str(exc))

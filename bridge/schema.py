@@ -182,3 +182,30 @@ class Warning_(BaseModel):
     source_id: str
     code: str  # "truncated", "sanitized-key", "non-finite", "missing-file", "incomplete" ...
     message: str
+
+
+class Editable(BaseModel):
+    """Metadata people edit by hand on either side: what ``--two-way`` carries both ways.
+
+    ``holds`` names the kinds of field this side can store ("notes", "tags", "labels");
+    only kinds both sides hold are compared. ``labels`` are free key/value tags (MLflow
+    run tags that are not system or bridge tags); ``tags`` are W&B-style tag lists.
+    """
+
+    holds: set[str] = Field(default_factory=set)
+    notes: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    def fields(self, kinds: set[str]) -> dict[str, str | None]:
+        """Flat field -> value for ``kinds``: "notes", "tags" (sorted JSON), "label:<key>"."""
+        import json
+
+        out: dict[str, str | None] = {}
+        if "notes" in kinds:
+            out["notes"] = self.notes or None
+        if "tags" in kinds:
+            out["tags"] = json.dumps(sorted(set(self.tags)))
+        if "labels" in kinds:
+            out.update({f"label:{k}": v for k, v in self.labels.items()})
+        return out

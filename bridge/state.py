@@ -147,6 +147,16 @@ aliases_table = sa.Table(
     sa.Column("dest_version", sa.String(64)),
 )
 
+# --two-way: editable fields as last agreed by both sides (a change on both since = conflict).
+editable_table = sa.Table(
+    "bridge_editable",
+    metadata,
+    sa.Column("dest_uri", sa.String(512), primary_key=True),
+    sa.Column("source_id", sa.String(512), primary_key=True),
+    sa.Column("field", sa.String(512), primary_key=True),  # "notes", "tags", "label:<key>"
+    sa.Column("value", sa.Text),
+)
+
 
 class Resolution(BaseModel):
     """How one conflict was settled: by a person (``conflicts resolve``) or a policy."""
@@ -469,9 +479,16 @@ class StateStore:
                 out[row.field] = Resolution.model_validate(dict(row._mapping))
         return out
 
-    def close_stale_conflicts(self, dest_uri: str, source_id: str, current: set[str]) -> int:
+    def close_stale_conflicts(
+        self,
+        dest_uri: str,
+        source_id: str,
+        current: set[str],
+        fields: tuple[str, ...] | None = None,
+    ) -> int:
         """Close open conflicts of a run that its latest full comparison no longer finds
-        (someone fixed one side by hand, or the source moved on): recorded as superseded."""
+        (someone fixed one side by hand, or the source moved on): recorded as superseded.
+        ``fields``: only conflicts whose field starts with one of these (what was compared)."""
         c = conflicts_table.c
         now = time.time()
         with self._tx() as conn:
@@ -480,7 +497,12 @@ class StateStore:
                     c.dest_uri == dest_uri, c.source_id == source_id, c.resolved.is_(False)
                 )
             ).all()
-            stale = [row for row in rows if _conflict_key(row) not in current]
+            stale = [
+                row
+                for row in rows
+                if _conflict_key(row) not in current
+                and (fields is None or row.field.startswith(fields))
+            ]
             for row in stale:
                 conn.execute(sa.update(conflicts_table).where(c.id == row.id).values(resolved=True))
                 conn.execute(
@@ -668,6 +690,31 @@ class StateStore:
                 return
             values = {"source_version": source_version, "dest_version": dest_version}
             _upsert(conn, aliases_table, key, values)
+
+    def get_editable(self, dest_uri: str, source_id: str) -> dict[str, str | None] | None:
+        """Editable fields as last agreed (None: never compared in two-way mode)."""
+        e = editable_table.c
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.select(e.field, e.value).where(e.dest_uri == dest_uri, e.source_id == source_id)
+            ).all()
+        return {r.field: r.value for r in rows} if rows else None
+
+    def put_editable(self, dest_uri: str, source_id: str, values: dict[str, str | None]) -> None:
+        """Replace the agreed values of one run (absent fields are kept as a NULL row, so
+        an empty agreement is still an agreement)."""
+        e = editable_table.c
+        rows = values or {"notes": None}
+        with self._tx() as conn:
+            conn.execute(
+                sa.delete(editable_table).where(e.dest_uri == dest_uri, e.source_id == source_id)
+            )
+            for field, value in rows.items():
+                conn.execute(
+                    sa.insert(editable_table).values(
+                        dest_uri=dest_uri, source_id=source_id, field=field, value=value
+                    )
+                )
 
     def close(self) -> None:
         self.engine.dispose()

@@ -39,6 +39,9 @@ class RunPlan(BaseModel):
     # Logged artifact versions not yet in the destination, "name:version (bytes)" (dry runs).
     artifacts_new: list[str] = Field(default_factory=list)
     bytes_new: int | None = None
+    # --two-way: editable fields carried to each side ("notes", "tags", "label:<key>").
+    edits_to_dest: dict[str, str | None] = Field(default_factory=dict)
+    edits_to_source: dict[str, str | None] = Field(default_factory=dict)
     conflicts: list[Conflict] = Field(default_factory=list)  # open: left untouched
     resolved: list[Conflict] = Field(default_factory=list)  # settled by policy/resolution
     warnings: list[Warning_] = Field(default_factory=list)
@@ -65,7 +68,9 @@ class AliasLine(BaseModel):
     source_version: str | None  # where the source has it (None: removed at the source)
     dest_from: str | None  # destination version it is on now
     dest_to: str | None  # destination version it will be on
-    action: Literal["set", "delete", "conflict", "kept", "illegal"] = "set"
+    # set/delete: in the destination; back/back-delete: at the source (--two-way)
+    action: Literal["set", "delete", "conflict", "kept", "illegal", "back", "back-delete"] = "set"
+    source_to: str | None = None  # for back: the source version (source id) it moves to
     note: str | None = None
 
 

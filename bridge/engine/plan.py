@@ -33,6 +33,7 @@ class SyncContext:
     on_conflict: OnConflict = "skip"
     download_references: bool = False  # fetch reference artifact entries' targets
     listed: set[str] = field(default_factory=set)  # source ids of the runs in this pass
+    two_way: bool = False  # editable fields are carried both ways by engine.two_way
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _projects: dict[str, str | None] = field(default_factory=dict)
     _dest_index: dict[str, dict[str, DestRun]] = field(default_factory=dict)
@@ -295,9 +296,10 @@ def _diff_metadata(ctx: SyncContext, planned: Planned, dest: DestRun, st: RunSta
             reason=reason,
         )
         _settle(ctx, planned, dest, st, conflict)
+    editable = getattr(ctx.writer, "is_editable_tag", None) if ctx.two_way else None
     for key, value in rendered.tags.items():
         have = dest.tags.get(key)
-        if have == value:
+        if have == value or (editable is not None and editable(key)):
             continue
         synced = st.written_tags.get(key)
         if have is not None and synced is not None and have != synced:
@@ -338,6 +340,36 @@ def _honoured(ctx: SyncContext, earlier: Resolution) -> bool:
     return ctx.on_conflict not in ("source-wins", "dest-wins") or (
         earlier.resolved_by == f"policy:{ctx.on_conflict}"
     )
+
+
+def settle_choice(
+    ctx: SyncContext, settled: dict[str, Resolution], conflict: Conflict
+) -> tuple[str, str] | None:
+    """(side, by whom) for a conflict outside run params/tags (aliases, two-way edits): an
+    earlier resolution of exactly these values, else the pair's policy (recorded), else
+    None (the conflict stays open)."""
+    earlier = settled.get(conflict.field)
+    if (
+        earlier is not None
+        and earlier.source_value == conflict.source_value
+        and earlier.dest_value == conflict.dest_value
+        and _honoured(ctx, earlier)
+    ):
+        return earlier.choice, f"resolution #{earlier.id} by {earlier.resolved_by}"
+    if ctx.on_conflict not in ("source-wins", "dest-wins"):
+        return None
+    choice = ctx.on_conflict.split("-")[0]
+    if not ctx.dry_run:
+        ctx.state.resolve_conflict(
+            ctx.dest_uri,
+            conflict.source_id,
+            conflict.field,
+            conflict.source_value,
+            conflict.dest_value,
+            choice,
+            f"policy:{ctx.on_conflict}",
+        )
+    return choice, ctx.on_conflict
 
 
 def _settle(

@@ -22,7 +22,7 @@ from bridge.adapters.base import DestRegisteredModel
 from bridge.engine.apply import place_model
 from bridge.engine.artifacts import transfer_bytes
 from bridge.engine.model import AliasLine, Conflict, ModelPlan, VersionLine
-from bridge.engine.plan import SyncContext, _honoured
+from bridge.engine.plan import SyncContext, settle_choice
 from bridge.schema import ModelVersion, Project, RegisteredModel, Warning_
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,9 @@ def plan_model(
     _plan_aliases(ctx, model, plan, dest, mapped)
     if plan.conflicts:
         plan.action = "conflict"
-    elif plan.action == "unchanged" and any(a.action in ("set", "delete") for a in plan.aliases):
+    elif plan.action == "unchanged" and any(
+        a.action in ("set", "delete", "back", "back-delete") for a in plan.aliases
+    ):
         plan.action = "update"
     if plan.action == "unchanged":
         plan.outcome = "unchanged"
@@ -172,6 +174,14 @@ def _plan_aliases(
         dest_moved = synced is not None and now != synced[1]
         if synced is None and now is not None:
             dest_moved = True  # set in the destination by someone else
+        if dest_moved and not source_moved and ctx.two_way and hasattr(ctx.reader, "set_model_alias"):
+            back = {label: sid for sid, label in mapped.items()}
+            if now is None or now in back:
+                line.action = "back" if now is not None else "back-delete"
+                line.source_to = back.get(now or "")
+                line.note = "moved in the destination since the last sync: carried to the source"
+                plan.aliases.append(line)
+                continue
         if dest_moved and not source_moved:
             line.action, line.note = "kept", "moved in the destination since the last sync"
             plan.aliases.append(line)
@@ -195,28 +205,8 @@ def _plan_aliases(
                 synced_value=synced[1] if synced else None,
                 reason="alias moved on both sides since the last sync",
             )
-            earlier = settled.get(conflict.field)
-            choice = None
-            by = ""
-            if (
-                earlier is not None
-                and earlier.source_value == want
-                and earlier.dest_value == now
-                and _honoured(ctx, earlier)
-            ):
-                choice, by = earlier.choice, f"resolution #{earlier.id} by {earlier.resolved_by}"
-            elif ctx.on_conflict in ("source-wins", "dest-wins"):
-                choice, by = ctx.on_conflict.split("-")[0], ctx.on_conflict
-                if not ctx.dry_run:
-                    ctx.state.resolve_conflict(
-                        ctx.dest_uri,
-                        model.source_id,
-                        conflict.field,
-                        want,
-                        now,
-                        choice,
-                        f"policy:{ctx.on_conflict}",
-                    )
+            settled_by = settle_choice(ctx, settled, conflict)
+            choice, by = settled_by if settled_by else (None, "")
             if choice is None:
                 line.action = "conflict"
                 plan.aliases.append(line)
@@ -282,6 +272,19 @@ def apply_model(
                 )
             )
     for alias_line in plan.aliases:
+        if alias_line.action in ("back", "back-delete"):
+            if alias_line.source_to is not None:
+                ctx.reader.set_model_alias(model, alias_line.alias, alias_line.source_to)  # type: ignore[attr-defined]
+            else:
+                ctx.reader.delete_model_alias(model, alias_line.alias)  # type: ignore[attr-defined]
+            state.put_alias(
+                dest_uri,
+                model.source_id,
+                alias_line.alias,
+                alias_line.source_to,
+                alias_line.dest_from,
+            )
+            continue
         if alias_line.action not in ("set", "delete"):
             continue
         target = alias_line.dest_to

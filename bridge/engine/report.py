@@ -29,6 +29,10 @@ def _what(run: RunPlan) -> str:
                 f"{len(run.artifacts_new)} artifact versions ({run.bytes_new or 0} bytes): "
                 + "; ".join(run.artifacts_new)
             )
+    if run.edits_to_dest:
+        parts.append("edited at source → dest: " + ", ".join(sorted(run.edits_to_dest)))
+    if run.edits_to_source:
+        parts.append("edited in dest → source: " + ", ".join(sorted(run.edits_to_source)))
     if run.reason:
         parts.append(run.reason)
     if run.error:
@@ -61,6 +65,10 @@ def as_dict(plan: Plan) -> dict[str, Any]:
                 "tags_to_write": len(r.tags_to_write),
                 "files_new": r.files_new,
                 "files_written": r.files_written,
+                "artifacts_new": r.artifacts_new,
+                "bytes_new": r.bytes_new,
+                "edits_to_dest": r.edits_to_dest,
+                "edits_to_source": r.edits_to_source,
                 "error": r.error,
             }
             for r in plan.runs

@@ -14,6 +14,7 @@ from bridge.engine.apply import apply_run
 from bridge.engine.model import ModelPlan, OnConflict, OnDelete, Plan, RunPlan
 from bridge.engine.plan import Planned, SyncContext, plan_run
 from bridge.engine.registry import sync_models
+from bridge.engine.two_way import check_two_way, two_way_pass
 from bridge.errors import BridgeError, RunError
 from bridge.schema import RunHeader, Warning_
 from bridge.state import StateStore, conflict_key
@@ -89,7 +90,9 @@ def _record_conflicts(state: StateStore, dest_uri: str, p: Planned, policy: str)
         )
     if p.run is not None:  # compared in full: open conflicts not found again are stale
         current = {conflict_key(c.field, c.source_value, c.dest_value) for c in p.plan.conflicts}
-        state.close_stale_conflicts(dest_uri, p.plan.source_id, current)
+        state.close_stale_conflicts(
+            dest_uri, p.plan.source_id, current, fields=("param:", "tag:", "run")
+        )
 
 
 def check_on_delete(writer: Writer, on_delete: OnDelete) -> None:
@@ -162,6 +165,7 @@ def run_sync(
     on_conflict: OnConflict = "skip",
     on_delete: OnDelete = "keep",
     listing_complete: bool = False,
+    two_way: bool = False,
     show_progress: bool = False,
     on_run_done: Callable[[RunPlan], None] | None = None,
 ) -> Plan:
@@ -184,7 +188,10 @@ def run_sync(
         full=full,
         on_conflict=on_conflict,
         download_references=reader.options.download_references,
+        two_way=two_way,
     )
+    if two_way:
+        check_two_way(ctx)
     report = Plan(source=reader.display_uri, dest=writer.display_uri, dry_run=dry_run)
     try:
         headers = list(reader.list_runs())
@@ -194,6 +201,7 @@ def run_sync(
         raise BridgeError(f"cannot list runs of {reader.display_uri}: {_one_line(exc)}") from exc
 
     ctx.listed = {h.source_id for h in headers}
+    edits = two_way_pass(ctx, headers) if two_way else {}
     workers = max(1, workers)
     bar_lock = threading.Lock()
     runs_bar = tqdm(
@@ -228,6 +236,13 @@ def run_sync(
         if p.plan.conflicts:
             p.plan.outcome = "skipped"
             p.plan.reason = p.plan.reason or "conflict: left untouched"
+        edit = edits.get(p.plan.source_id)
+        if edit is not None:  # reported on the run's line; recorded by the two-way pass
+            p.plan.edits_to_dest, p.plan.edits_to_source = edit.to_dest, edit.to_source
+            p.plan.conflicts.extend(edit.conflicts)
+            p.plan.resolved.extend(edit.resolved)
+            if edit.error:  # the one-way part still runs; the pass exits non-zero
+                report.errors.append(f"{p.plan.source_id}: {edit.error}")
 
     to_apply = [
         p

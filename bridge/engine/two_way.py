@@ -1,0 +1,153 @@
+"""``--two-way``: editable metadata (notes, tags, labels) carried both ways.
+
+Metric history and params stay one-way; this pass runs before the one-way plan, over runs
+already synced. Per field it compares the source, the destination and the value both
+sides last agreed on (``StateStore.get_editable``):
+
+* only the source changed → written to the destination;
+* only the destination changed → written back to the source;
+* both changed (to different values) → a conflict, settled by an earlier
+  ``bridge conflicts resolve`` or the pair's policy, else left open;
+* never compared before and the sides differ → a conflict too: nobody can tell which
+  side was edited.
+
+Only kinds of field both sides hold are compared (a W&B run has notes and tags, an MLflow
+run notes and free labels; a W&B-sourced MLflow run holds the W&B tags in its mapping).
+The one-way planner leaves tags that hold editable fields to this pass.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pydantic import BaseModel, Field
+
+from bridge.engine.model import Conflict
+from bridge.engine.plan import SyncContext, settle_choice
+from bridge.errors import BridgeError
+from bridge.schema import RunHeader
+from bridge.state import conflict_key
+
+log = logging.getLogger(__name__)
+
+
+class EditResult(BaseModel):
+    """What the two-way pass did for one run."""
+
+    to_dest: dict[str, str | None] = Field(default_factory=dict)
+    to_source: dict[str, str | None] = Field(default_factory=dict)
+    conflicts: list[Conflict] = Field(default_factory=list)
+    resolved: list[Conflict] = Field(default_factory=list)
+    error: str | None = None
+
+
+def check_two_way(ctx: SyncContext) -> None:
+    """Fail before any work when either side cannot take edits."""
+    for side, obj, needs in (
+        ("source", ctx.reader, ("editable", "set_editable")),
+        ("destination", ctx.writer, ("editable_from_tags", "set_editable", "is_editable_tag")),
+    ):
+        missing = [n for n in needs if not callable(getattr(obj, n, None))]
+        if missing:
+            raise BridgeError(
+                f"--two-way needs the {side} {obj.display_uri} to take edits "
+                f"({', '.join(missing)}); {obj.scheme}: cannot — drop --two-way"
+            )
+
+
+def _one(
+    ctx: SyncContext, header: RunHeader, dest_id: str, project_dest_id: str
+) -> EditResult | None:
+    sid = header.source_id
+    dest = ctx.dest_index(project_dest_id).get(sid)
+    if dest is None:
+        return None  # deleted in the destination: the one-way planner reports it
+    there = ctx.writer.editable_from_tags(dest.tags)  # type: ignore[attr-defined]
+    here = ctx.reader.editable(header)  # type: ignore[attr-defined]
+    kinds = here.holds & there.holds
+    src, dst = here.fields(kinds), there.fields(kinds)
+    agreed = ctx.state.get_editable(ctx.dest_uri, sid)
+    result = EditResult()
+    new_agreed: dict[str, str | None] = {}
+    settled = ctx.state.resolutions(ctx.dest_uri, sid)
+    for field in sorted(set(src) | set(dst) | set(agreed or {})):
+        if field.startswith("label:") and "labels" not in kinds:
+            continue
+        s, d = src.get(field), dst.get(field)
+        if s == d:
+            new_agreed[field] = s
+            continue
+        b = agreed.get(field) if agreed is not None else None
+        if agreed is not None and d == b:
+            result.to_dest[field] = s
+            new_agreed[field] = s
+        elif agreed is not None and s == b:
+            result.to_source[field] = d
+            new_agreed[field] = d
+        else:
+            conflict = Conflict(
+                source_id=sid,
+                field=f"edit:{field}",
+                source_value=s,
+                dest_value=d,
+                synced_value=b,
+                reason=(
+                    "edited on both sides since the last cycle"
+                    if agreed is not None
+                    else "the sides differ and were never compared before (--two-way)"
+                ),
+            )
+            choice = settle_choice(ctx, settled, conflict)
+            if choice is None:
+                result.conflicts.append(conflict)
+                if b is not None or agreed is not None:
+                    new_agreed[field] = b
+                continue
+            side, by = choice
+            if side == "source":
+                result.to_dest[field] = s
+                new_agreed[field] = s
+                conflict.resolution = f"{by}: the source's value is written to the destination"
+            else:
+                result.to_source[field] = d
+                new_agreed[field] = d
+                conflict.resolution = f"{by}: the destination's value is written to the source"
+            result.resolved.append(conflict)
+    if ctx.dry_run:
+        return result
+    if result.to_dest:
+        ctx.writer.set_editable(dest_id, result.to_dest)  # type: ignore[attr-defined]
+    if result.to_source:
+        ctx.reader.set_editable(header, result.to_source)  # type: ignore[attr-defined]
+    if not result.conflicts or agreed is not None:
+        ctx.state.put_editable(ctx.dest_uri, sid, new_agreed)
+    for c in result.conflicts:
+        ctx.state.record_conflict(
+            ctx.dest_uri, sid, c.field, c.source_value, c.dest_value, c.synced_value
+        )
+    current = {conflict_key(c.field, c.source_value, c.dest_value) for c in result.conflicts}
+    ctx.state.close_stale_conflicts(ctx.dest_uri, sid, current, fields=("edit:",))
+    return result
+
+
+def two_way_pass(ctx: SyncContext, headers: list[RunHeader]) -> dict[str, EditResult]:
+    """Carry edits both ways for every run already synced; one bad run never stops the rest."""
+    out: dict[str, EditResult] = {}
+    for header in headers:
+        st = ctx.state.get_run(ctx.dest_uri, header.source_id)
+        if st is None or not st.complete:
+            continue
+        try:
+            result = _one(ctx, header, st.dest_id, st.project_dest_id)
+        except Exception as exc:
+            log.debug("two-way pass of %s failed", header.source_id, exc_info=True)
+            result = EditResult(error=f"two-way: {type(exc).__name__}: {exc}"[:500])
+        if result is not None and (
+            result.to_dest
+            or result.to_source
+            or result.conflicts
+            or result.resolved
+            or result.error
+        ):
+            out[header.source_id] = result
+    return out
