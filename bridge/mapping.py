@@ -54,18 +54,41 @@ _ESCAPE_LIKE = re.compile(r":(?:[0-9A-F]{2}|_)")
 _ESCAPE_RUN = re.compile(r"(?::[0-9A-F]{2})+")
 
 
-def check_name_template(field: str, value: str) -> str:
-    """A project/experiment name template may use {project} and {entity} and must not
-    render empty (a pydantic validator's body; raises ValueError)."""
+def check_name_template(
+    field: str, value: str, fields: tuple[str, ...] = ("project", "entity")
+) -> str:
+    """A name template may use only ``fields`` (project/experiment names: {project} and
+    {entity}) and must not render empty (a pydantic validator's body; raises ValueError)."""
     try:
-        name = value.format(project="p", entity="e")
+        name = value.format(**{f: f[0] for f in fields})
     except (KeyError, IndexError, ValueError) as exc:
-        raise ValueError(
-            f"{field} {value!r} may only use {{project}} and {{entity}}: {exc}"
-        ) from exc
+        names = [f"{{{f}}}" for f in fields]
+        allowed = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+        raise ValueError(f"{field} {value!r} may only use {allowed}: {exc}") from exc
     if not name.strip():
         raise ValueError(f"{field} must not render to an empty name")
     return value
+
+
+class RegistryRules(BaseModel):
+    """``[registry]`` of the mapping file: how source registered models are named."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    model_name: str = "{collection}"
+
+    @field_validator("model_name")
+    @classmethod
+    def _check_template(cls, value: str) -> str:
+        return check_name_template(
+            "registry.model_name", value, ("collection", "registry", "entity")
+        )
+
+    def name_for(self, collection: str, registry: str | None, entity: str | None) -> str:
+        """The destination name before sanitizing (see the MLflow writer's name rule)."""
+        return self.model_name.format(
+            collection=collection, registry=registry or "", entity=entity or ""
+        )
 
 
 class Mapping(BaseModel):
@@ -82,6 +105,7 @@ class Mapping(BaseModel):
     per_tag_tags: bool = True
     tag_prefix: str = "wandb.tag."
     truncation_marker: str = "…[truncated from {length} chars; full value in {artifact}]"
+    registry: RegistryRules = Field(default_factory=RegistryRules)
 
     @field_validator("experiment_name")
     @classmethod

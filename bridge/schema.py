@@ -109,6 +109,9 @@ class RegisteredModel(BaseModel):
     description: str | None = None
     tags: dict[str, str] = Field(default_factory=dict)
     versions: list[ModelVersion] = Field(default_factory=list)
+    # The source's first version number (W&B v0 -> 0, MLflow -> 1): version ``index`` lines
+    # up with destination number ``index - first_index + 1`` when nothing was deleted.
+    first_index: int = 0
 
 
 class Run(BaseModel):

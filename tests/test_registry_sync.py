@@ -64,7 +64,7 @@ class Registry:
         return sorted(found, key=lambda v: int(v.version))
 
     def dest_aliases(self) -> dict[str, str]:
-        return dict(self.dst_client.get_registered_model(MODEL).aliases)
+        return {k: str(v) for k, v in self.dst_client.get_registered_model(MODEL).aliases.items()}
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ def test_registry_copied_in_order_with_aliases_and_run_links(reg: Registry) -> N
     ]
 
     versions = reg.dest_versions()
-    assert [v.version for v in versions] == ["1", "2"]
+    assert [str(v.version) for v in versions] == ["1", "2"]
     assert reg.dest_aliases() == {"staging": "1", "prod": "2"}
     rm = reg.dst_client.get_registered_model(MODEL)
     assert rm.description == "classifier" and rm.tags.get("team") == "cv"
@@ -97,7 +97,7 @@ def test_registry_copied_in_order_with_aliases_and_run_links(reg: Registry) -> N
     for v, src_run, data in zip(versions, reg.runs, reg.weights, strict=True):
         assert v.run_id == by_source[src_run]
         assert v.tags["bridge.source_version"] in ("1", "2")
-        local = reg.dst_client.download_artifacts(v.run_id, "model", str(reg.tmp / v.version))
+        local = reg.dst_client.download_artifacts(v.run_id, "model", str(reg.tmp / f"v{v.version}"))
         assert (Path(local) / "weights.bin").read_bytes() == data
 
     again = reg.sync()

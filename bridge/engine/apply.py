@@ -278,7 +278,19 @@ def place_model(
                 art, ctx.reader.open_artifact_entry, ctx.download_references
             )
         ]
-        found = ctx.writer.put_model(project_dest_id, run_dest_id, art, files)
+        try:
+            found = ctx.writer.put_model(project_dest_id, run_dest_id, art, files)
+        except FileNotFoundError as exc:
+            if not any(e.ref for e, _ in files):
+                raise
+            # A reference target could not be fetched: store the model without reference
+            # targets (they stay references in its manifest) and say which one failed.
+            plan.warnings.append(
+                Warning_(source_id=plan.source_id, code="missing-file", message=str(exc))
+            )
+            streams.clear()
+            files = [(e, o) for e, o in files if e.ref is None]
+            found = ctx.writer.put_model(project_dest_id, run_dest_id, art, files)
         for path, (entry, stream) in sorted(streams.items()):
             _check(
                 plan, f"model {art.name}:{art.version or art.digest} file {path!r}", entry, stream

@@ -72,7 +72,19 @@ def open_reference(uri: str) -> IO[bytes]:
     """Open a reference entry's target for ``--download-references``.
 
     ``file://`` and ``http(s)://`` through the standard library; ``s3://`` through boto3
-    with the usual AWS environment (``AWS_ENDPOINT_URL`` for S3-compatible stores)."""
+    with the usual AWS environment (``AWS_ENDPOINT_URL`` for S3-compatible stores). Any
+    failure is a FileNotFoundError naming the reference: reported, the run goes on."""
+    try:
+        return _open_reference(uri)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise FileNotFoundError(
+            f"reference {uri} cannot be fetched: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _open_reference(uri: str) -> IO[bytes]:
     parsed = urllib.parse.urlparse(uri)
     if parsed.scheme == "file":
         return open(urllib.request.url2pathname(parsed.path), "rb")

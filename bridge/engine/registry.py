@@ -238,7 +238,6 @@ def apply_model(
     writer.ensure_registered_model(plan.dest_name, model)
     versions = {v.source_id: v for v in model.versions}
     created: dict[str, str] = {}
-    before = len(dest.versions) if dest else 0
     for line in plan.versions:
         version = versions[line.source_id]
         run_dest_id = None
@@ -259,8 +258,8 @@ def apply_model(
         state.put_version(dest_uri, version.source_id, plan.dest_name, label)
         line.dest_version = label
         created[f"+{line.source_version}"] = label
-        expected = str(version.index + 1)
-        if label.isdigit() and label != expected and before == 0:
+        expected = str(version.index - model.first_index + 1)
+        if label.isdigit() and label != expected:
             plan.warnings.append(
                 Warning_(
                     source_id=version.source_id,

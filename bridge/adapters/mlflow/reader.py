@@ -54,17 +54,21 @@ from bridge.adapters.mlflow.from_wandb import (
 )
 from bridge.adapters.mlflow.from_wandb import LOCATOR_KEY as WANDB_KEYS
 from bridge.adapters.mlflow.from_wandb import metric_key as wandb_metric_key
+from bridge.adapters.mlflow.registry import RegistryReader
 from bridge.adapters.mlflow.uri import MlflowStore, check_server, quick_http
 from bridge.errors import BridgeError, RunError
 from bridge.schema import (
     ArtifactVersion,
     FileRef,
     HistoryItem,
+    ManifestEntry,
     MetricChunk,
     Project,
+    RegisteredModel,
     Run,
     RunHeader,
     RunStatus,
+    Warning_,
 )
 
 #: Points per MetricChunk (one key per chunk).
@@ -160,6 +164,8 @@ class MlflowReader(MlflowStore, Reader):
         self.fingerprint_artifacts = fingerprint_artifacts
         self._engine_obj: Any = None
         self._artifact_uris: dict[str, str] = {}
+        #: Registered models and their versions' content (registry.py).
+        self.registry = RegistryReader(self, self.options)
 
     # ------------------------------------------------------------------ basics
 
@@ -705,6 +711,21 @@ class MlflowReader(MlflowStore, Reader):
                 f"artifact {path!r} of MLflow run {run_id} cannot be downloaded: "
                 f"{type(exc).__name__}: {self._scrub(str(exc))}"
             ) from None
+
+    # ------------------------------------------------------------------ registry
+
+    def list_registered_models(self) -> Iterator[RegisteredModel]:
+        """Every registered model (all of them unless ``options.registries`` names some,
+        whatever ``options.experiments`` says: a version's run may be out of scope)."""
+        return self.registry.list_registered_models()
+
+    def open_artifact_entry(self, art: ArtifactVersion, entry: ManifestEntry) -> IO[bytes]:
+        return self.registry.open_entry(art, entry)
+
+    @property
+    def registry_warnings(self) -> list[Warning_]:
+        """Registry versions whose content could not be listed."""
+        return self.registry.warnings
 
 
 def _chunk(key: str, metrics: list[Any]) -> MetricChunk:

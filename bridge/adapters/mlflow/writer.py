@@ -16,17 +16,21 @@ import posixpath
 import shutil
 import tempfile
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from bridge.adapters.base import (
     Capabilities,
+    DestRegisteredModel,
     DestRun,
     MetricSink,
+    OpenEntry,
     Rendered,
     Writer,
 )
+from bridge.adapters.mlflow.registry import MAX_ALIAS_LEN, RegistryWriter, alias_problem
 from bridge.adapters.mlflow.uri import MlflowStore, check_server, quick_http
 from bridge.errors import BridgeError, RunError
 from bridge.mapping import (
@@ -39,7 +43,16 @@ from bridge.mapping import (
     sanitize_key,
     to_text,
 )
-from bridge.schema import MetricChunk, Project, Run, Warning_
+from bridge.schema import (
+    ArtifactVersion,
+    ManifestEntry,
+    MetricChunk,
+    ModelVersion,
+    Project,
+    RegisteredModel,
+    Run,
+    Warning_,
+)
 
 # MLflow must never cut a value silently; we cut (visibly) before sending anything.
 os.environ["MLFLOW_TRUNCATE_LONG_VALUES"] = "false"
@@ -120,7 +133,12 @@ class MlflowWriter(MlflowStore, Writer):
             metrics_per_batch=METRICS_PER_BATCH,
             params_per_batch=PARAMS_PER_BATCH,
             tags_per_batch=TAGS_PER_BATCH,
+            registry=True,
+            logged_models=True,
+            max_alias_len=MAX_ALIAS_LEN,
         )
+        #: Logged models and the model registry (bridge/adapters/mlflow/registry.py).
+        self.registry = RegistryWriter(self, self.mapping)
         #: After find_runs_by_source: source id → every dest run id that carries it, when >1.
         self.duplicate_runs: dict[str, list[str]] = {}
         self._bulk_engine_obj: Any = None
@@ -647,6 +665,62 @@ class MlflowWriter(MlflowStore, Writer):
                 self._put_json_files(dest_id, {"key-map.json": doc})
         self.client.set_tag(dest_id, FINGERPRINT_TAG, fingerprint)
         self.client.set_tag(dest_id, COMPLETE_TAG, "true")
+
+    def file_location(self, dest_id: str, path: str) -> str | None:
+        """``runs:/<run id>/<path>``: what a registry version made from run files points at."""
+        return f"runs:/{dest_id}/{path.strip('/')}"
+
+    # ------------------------------------------------------------------ model registry
+
+    @property
+    def checksum_mismatches(self) -> list[Warning_]:
+        """Model files whose stored bytes differ from their manifest (see put_model)."""
+        return self.registry.checksum_mismatches
+
+    @property
+    def name_warnings(self) -> dict[str, list[str]]:
+        """Source registered model id → how the name rule's result had to be changed."""
+        return self.registry.name_warnings
+
+    def alias_problem(self, alias: str) -> str | None:
+        """Why MLflow would refuse this alias, or None."""
+        return alias_problem(alias)
+
+    def find_model(self, artifact_source_id: str) -> str | None:
+        if self._store_missing():
+            return None
+        return self.registry.find_model(artifact_source_id)
+
+    def put_model(
+        self,
+        project_dest_id: str,
+        run_dest_id: str | None,
+        art: ArtifactVersion,
+        files: Sequence[tuple[ManifestEntry, OpenEntry]],
+    ) -> str:
+        return self.registry.put_model(project_dest_id, run_dest_id, art, files)
+
+    def registered_model_name(self, model: RegisteredModel) -> str:
+        return self.registry.registered_model_name(model)
+
+    def get_registered_model(self, name: str) -> DestRegisteredModel | None:
+        if self._store_missing():
+            return None
+        return self.registry.get_registered_model(name)
+
+    def ensure_registered_model(self, name: str, model: RegisteredModel) -> None:
+        self.registry.ensure_registered_model(name, model)
+
+    def create_model_version(
+        self, name: str, version: ModelVersion, location: str, run_dest_id: str | None
+    ) -> str:
+        return self.registry.create_model_version(name, version, location, run_dest_id)
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self.registry.set_alias(name, alias, version)
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self.registry.delete_alias(name, alias)
 
     def set_tags(self, dest_id: str, tags: dict[str, str]) -> None:
         """Set tags only (no side files): how a source deletion is marked (--on-delete tag)."""
