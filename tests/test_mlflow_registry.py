@@ -462,6 +462,7 @@ def test_reader_lists_registered_models_exactly(
         description="classifier",
         tags={"team": "vision"},
         registry=None,
+        first_index=1,
         versions=[
             ModelVersion(
                 source_id=f"{d}#registered-model/clf/1",
@@ -501,7 +502,9 @@ def test_reader_lists_registered_models_exactly(
         ],
     )
     assert clf == expected
-    assert models[1] == RegisteredModel(source_id=f"{d}#registered-model/other", name="other")
+    assert models[1] == RegisteredModel(
+        source_id=f"{d}#registered-model/other", name="other", first_index=1
+    )
 
     src = made["src"] / "model"
     for version, files in ((clf.versions[0], {"MLmodel": "MLmodel", "data/w.bin": "sub/w.bin"}),
