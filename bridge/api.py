@@ -44,6 +44,10 @@ def sync(
     try:
         if mapping:
             _use_mapping(writer, mapping)
+        if two_way:
+            from bridge.engine.two_way import check_two_way
+
+            check_two_way(reader, writer)
         listing_complete = not _filtered(reader.options)
         if on_delete != "keep":
             check_on_delete(writer, on_delete)

@@ -174,7 +174,12 @@ def _plan_aliases(
         dest_moved = synced is not None and now != synced[1]
         if synced is None and now is not None:
             dest_moved = True  # set in the destination by someone else
-        if dest_moved and not source_moved and ctx.two_way and hasattr(ctx.reader, "set_model_alias"):
+        if (
+            dest_moved
+            and not source_moved
+            and ctx.two_way
+            and hasattr(ctx.reader, "set_model_alias")
+        ):
             back = {label: sid for sid, label in mapped.items()}
             if now is None or now in back:
                 line.action = "back" if now is not None else "back-delete"

@@ -191,7 +191,7 @@ def run_sync(
         two_way=two_way,
     )
     if two_way:
-        check_two_way(ctx)
+        check_two_way(reader, writer)
     report = Plan(source=reader.display_uri, dest=writer.display_uri, dry_run=dry_run)
     try:
         headers = list(reader.list_runs())
@@ -291,6 +291,11 @@ def run_sync(
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(apply_one, wave))
     runs_bar.close()
+    if two_way and not ctx.dry_run:
+        written = [p.header for p in to_apply if p.plan.outcome == "done"]
+        for sid, edit in two_way_pass(ctx, written, fresh=True).items():
+            if edit.error:
+                report.errors.append(f"{sid}: {edit.error}")
     report.models = _models(ctx)
     return report
 

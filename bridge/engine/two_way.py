@@ -22,6 +22,7 @@ import logging
 
 from pydantic import BaseModel, Field
 
+from bridge.adapters.base import Reader, Writer
 from bridge.engine.model import Conflict
 from bridge.engine.plan import SyncContext, settle_choice
 from bridge.errors import BridgeError
@@ -41,12 +42,13 @@ class EditResult(BaseModel):
     error: str | None = None
 
 
-def check_two_way(ctx: SyncContext) -> None:
+def check_two_way(reader: Reader, writer: Writer) -> None:
     """Fail before any work when either side cannot take edits."""
-    for side, obj, needs in (
-        ("source", ctx.reader, ("editable", "set_editable")),
-        ("destination", ctx.writer, ("editable_from_tags", "set_editable", "is_editable_tag")),
-    ):
+    sides: tuple[tuple[str, Reader | Writer, tuple[str, ...]], ...] = (
+        ("source", reader, ("editable", "set_editable")),
+        ("destination", writer, ("editable_from_tags", "set_editable", "is_editable_tag")),
+    )
+    for side, obj, needs in sides:
         missing = [n for n in needs if not callable(getattr(obj, n, None))]
         if missing:
             raise BridgeError(
@@ -56,10 +58,12 @@ def check_two_way(ctx: SyncContext) -> None:
 
 
 def _one(
-    ctx: SyncContext, header: RunHeader, dest_id: str, project_dest_id: str
+    ctx: SyncContext, header: RunHeader, dest_id: str, project_dest_id: str, fresh: bool = False
 ) -> EditResult | None:
     sid = header.source_id
-    dest = ctx.dest_index(project_dest_id).get(sid)
+    dest = ctx.dest_index(project_dest_id).get(sid) if not fresh else None
+    if dest is None:
+        dest = ctx.writer.get_run(dest_id)
     if dest is None:
         return None  # deleted in the destination: the one-way planner reports it
     there = ctx.writer.editable_from_tags(dest.tags)  # type: ignore[attr-defined]
@@ -130,15 +134,20 @@ def _one(
     return result
 
 
-def two_way_pass(ctx: SyncContext, headers: list[RunHeader]) -> dict[str, EditResult]:
-    """Carry edits both ways for every run already synced; one bad run never stops the rest."""
+def two_way_pass(
+    ctx: SyncContext, headers: list[RunHeader], fresh: bool = False
+) -> dict[str, EditResult]:
+    """Carry edits both ways for every run already synced; one bad run never stops the rest.
+
+    Also run (``fresh``) over the runs the one-way pass just wrote: both sides then agree,
+    and recording that agreement is what lets the first later edit count as one-sided."""
     out: dict[str, EditResult] = {}
     for header in headers:
         st = ctx.state.get_run(ctx.dest_uri, header.source_id)
         if st is None or not st.complete:
             continue
         try:
-            result = _one(ctx, header, st.dest_id, st.project_dest_id)
+            result = _one(ctx, header, st.dest_id, st.project_dest_id, fresh)
         except Exception as exc:
             log.debug("two-way pass of %s failed", header.source_id, exc_info=True)
             result = EditResult(error=f"two-way: {type(exc).__name__}: {exc}"[:500])

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bridge.adapters.base import Reader, ReaderOptions
+from bridge.adapters.mlflow import editable
 from bridge.adapters.mlflow.from_wandb import (
     HISTORY_EXTRAS_JSONL,
     LOCATOR_EXTRAS,
@@ -57,8 +58,10 @@ from bridge.adapters.mlflow.from_wandb import metric_key as wandb_metric_key
 from bridge.adapters.mlflow.registry import RegistryReader
 from bridge.adapters.mlflow.uri import MlflowStore, check_server, quick_http
 from bridge.errors import BridgeError, RunError
+from bridge.mapping import load_mapping
 from bridge.schema import (
     ArtifactVersion,
+    Editable,
     FileRef,
     HistoryItem,
     ManifestEntry,
@@ -713,6 +716,26 @@ class MlflowReader(MlflowStore, Reader):
             ) from None
 
     # ------------------------------------------------------------------ registry
+
+    # ---- --two-way: edits carried back to this source ----------------------------------
+
+    def editable(self, header: RunHeader) -> Editable:
+        """Notes and labels (user tags) of a source run, read fresh."""
+        tags = dict(self.client.get_run(header.native_id).data.tags)
+        return editable.editable_of_tags(tags, load_mapping(None), wandb_sourced=False)
+
+    def set_editable(self, header: RunHeader, changes: dict[str, str | None]) -> None:
+        tags = dict(self.client.get_run(header.native_id).data.tags)
+        editable.apply_edits(self.client, header.native_id, tags, changes, load_mapping(None))
+
+    def set_model_alias(self, model: RegisteredModel, alias: str, version_source_id: str) -> None:
+        """Move a registered model's alias at this source (an alias moved in the copy)."""
+        self.client.set_registered_model_alias(
+            model.name, alias, version_source_id.rsplit("/", 1)[1]
+        )
+
+    def delete_model_alias(self, model: RegisteredModel, alias: str) -> None:
+        self.client.delete_registered_model_alias(model.name, alias)
 
     def list_registered_models(self) -> Iterator[RegisteredModel]:
         """Every registered model (all of them unless ``options.registries`` names some,

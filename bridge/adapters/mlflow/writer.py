@@ -30,6 +30,7 @@ from bridge.adapters.base import (
     Rendered,
     Writer,
 )
+from bridge.adapters.mlflow import editable
 from bridge.adapters.mlflow.registry import MAX_ALIAS_LEN, RegistryWriter, alias_problem
 from bridge.adapters.mlflow.uri import MlflowStore, check_server, quick_http
 from bridge.errors import BridgeError, RunError
@@ -45,6 +46,7 @@ from bridge.mapping import (
 )
 from bridge.schema import (
     ArtifactVersion,
+    Editable,
     ManifestEntry,
     MetricChunk,
     ModelVersion,
@@ -721,6 +723,18 @@ class MlflowWriter(MlflowStore, Writer):
 
     def delete_alias(self, name: str, alias: str) -> None:
         self.registry.delete_alias(name, alias)
+
+    # ---- --two-way: editable fields (bridge/adapters/mlflow/editable.py) -------------
+
+    def editable_from_tags(self, tags: dict[str, str]) -> Editable:
+        return editable.editable_of_tags(tags, self.mapping, editable.from_wandb(tags))
+
+    def is_editable_tag(self, key: str) -> bool:
+        return editable.is_editable_tag(key, self.mapping)
+
+    def set_editable(self, dest_id: str, changes: dict[str, str | None]) -> None:
+        tags = dict(self.client.get_run(dest_id).data.tags)
+        editable.apply_edits(self.client, dest_id, tags, changes, self.mapping)
 
     def set_tags(self, dest_id: str, tags: dict[str, str]) -> None:
         """Set tags only (no side files): how a source deletion is marked (--on-delete tag)."""
