@@ -178,3 +178,20 @@ def test_version_of_an_out_of_scope_run_is_still_migrated(reg: Registry) -> None
     assert not copy.run_id
     # The content was copied (as a model object), not left pointing at the source store.
     assert reg.dst_uri not in (copy.source or "") and "src-art" not in (copy.source or "")
+
+
+def test_verify_checks_registry_versions_and_aliases(reg: Registry) -> None:
+    reg.sync()
+    clean = api.verify(reg.src, reg.dst, state=reg.state)
+    assert clean.exit_code() == 0, [m.model_dump() for m in clean.mismatches]
+    [checked] = [r for r in clean.runs if r.project == "(registry)"]
+    assert checked.status == "ok" and checked.tags_checked == 4  # 2 versions + 2 aliases
+
+    reg.dst_client.set_registered_model_alias(MODEL, "prod", "1")
+    reg.dst_client.delete_model_version(MODEL, "1")
+    bad = api.verify(reg.src, reg.dst, state=reg.state)
+    assert bad.exit_code() == 1
+    fields = {(m.field, m.source_value, m.dest_value) for m in bad.mismatches}
+    # version 1 is gone (and with it the alias moved onto it): both named
+    assert ("alias:prod", "2", None) in fields
+    assert any(f[0] == "version:v1" and f[2] is None for f in fields)

@@ -306,9 +306,12 @@ def _file_digest(reader: Reader, ref: FileRef) -> str | None:
         return None
 
 
-def _expected_files(run: Run, media: dict[str, FileRef]) -> dict[str, FileRef]:
+def _expected_files(
+    run: Run, media: dict[str, FileRef], model_objects: bool = False
+) -> dict[str, FileRef]:
     """Source files the sync copies: run files, media named by history, artifact content
-    whose staging copy exists (others were reported as missing when syncing)."""
+    whose staging copy exists (others were reported as missing when syncing). Model
+    artifacts go to model objects when the destination has them (``model_objects``)."""
     import os
 
     out: dict[str, FileRef] = {}
@@ -316,6 +319,8 @@ def _expected_files(run: Run, media: dict[str, FileRef]) -> dict[str, FileRef]:
         out.setdefault(ref.path, ref)
     for art in run.artifacts:
         if art.direction != "logged" or not art.manifest:
+            continue
+        if model_objects and art.type == "model" and art.source_id:
             continue
         version = art.digest or art.version or "unversioned"
         for entry in art.manifest:
@@ -489,7 +494,12 @@ def verify_run(ctx: VerifyContext, header: RunHeader) -> RunVerify:
         return rv
     dest_run = ctx.dest_reader.read_run(dest_header)
     _compare_history(ctx, rv, run, dest_run, src)
-    _compare_files(ctx, rv, _expected_files(run, src.media), dest_run.files)
+    _compare_files(
+        ctx,
+        rv,
+        _expected_files(run, src.media, ctx.writer.capabilities.logged_models),
+        dest_run.files,
+    )
     if rv.mismatches:
         rv.status = "mismatch"
         if rv.stale:
@@ -567,7 +577,69 @@ def verify(
         if own_reader and dest_reader is not reader:
             dest_reader.close()
     report.samples = sorted(ctx.samples, key=lambda s: (s.source_id, s.key))
+    if writer.capabilities.registry and reader.options.registry:
+        try:
+            report.runs.extend(verify_models(reader, writer, state))
+        except Exception as exc:
+            report.errors.append(f"registered models: {_one_line(exc)}")
     return report
+
+
+def verify_models(reader: Reader, writer: Writer, state: StateStore) -> list[RunVerify]:
+    """Every source registered model: its versions exist in the destination (by the version
+    map or identity tag) and each alias is on the version it maps to."""
+    out: list[RunVerify] = []
+    dest_uri = writer.display_uri
+    problem = getattr(writer, "alias_problem", None)
+    for model in reader.list_registered_models():
+        name = writer.registered_model_name(model)
+        rv = RunVerify(source_id=model.source_id, name=model.name, project="(registry)")
+        dest = writer.get_registered_model(name)
+        if dest is None:
+            rv.status = "unsynced"
+            rv.notes.append(f"no registered model {name!r} in the destination")
+            out.append(rv)
+            continue
+        rv.dest_id = name
+        labels = {v.version for v in dest.versions}
+        by_identity = {v.source_id: v.version for v in dest.versions if v.source_id}
+        mapped: dict[str, str] = {}
+        for version in model.versions:
+            rv.tags_checked += 1
+            known = state.get_version(dest_uri, version.source_id)
+            label = known[1] if known and known[1] in labels else by_identity.get(version.source_id)
+            if label is None:
+                rv.mismatches.append(
+                    Mismatch(
+                        source_id=model.source_id,
+                        field=f"version:{version.artifact.version or version.index}",
+                        source_value=version.source_id,
+                        dest_value=None,
+                        detail=f"no version of {name!r} is its copy",
+                    )
+                )
+                continue
+            mapped[version.source_id] = label
+        for version in model.versions:
+            for alias in version.aliases:
+                if problem is not None and problem(alias):
+                    continue
+                rv.tags_checked += 1
+                want, have = mapped.get(version.source_id), dest.aliases.get(alias)
+                if want is not None and want != have:
+                    rv.mismatches.append(
+                        Mismatch(
+                            source_id=model.source_id,
+                            field=f"alias:{alias}",
+                            source_value=want,
+                            dest_value=have,
+                            detail=f"source alias on {version.artifact.version or version.index}",
+                        )
+                    )
+        if rv.mismatches:
+            rv.status = "mismatch"
+        out.append(rv)
+    return out
 
 
 def iter_lines(report: VerifyReport) -> Iterator[str]:
