@@ -13,6 +13,11 @@ It also takes writes from the real SDK: ``wandb.init(mode="online")`` with
 ``WANDB_BASE_URL=srv.url`` / ``WANDB_API_KEY=srv.api_key`` (or ``wandb.Settings(base_url=,
 api_key=)``) creates, streams, uploads and resumes runs here; see
 :mod:`tests.fakes.wandb_upload` for the protocol and the history-export policy.
+
+Artifact collections, links, aliases and the W&B Registry (an organization ``acme-corp``
+whose entity ``acme-org`` owns ``wandb-registry-model`` / ``-dataset``; the legacy
+``model-registry`` portfolios) are in :mod:`tests.fakes.wandb_registry`;
+``FakeWandbServer(registry=False)`` plays a server without the Registry.
 """
 
 from __future__ import annotations
@@ -36,6 +41,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .gql_mini import GqlError, Node, Unimplemented, execute, operation_name
+from .wandb_registry import (
+    ArtifactFields,
+    EntityNode,
+    ProjectFields,
+    RegistryStore,
+    RootFields,
+    internal_id,
+)
 from .wandb_store import (
     FakeArtifact,
     FakeProject,
@@ -44,14 +57,14 @@ from .wandb_store import (
     dumps,
     finite_or_token,
     iso,
-    next_id,
     parse_iso,
 )
 from .wandb_upload import Mutations, UploadError, Uploads
 
 __all__ = ["FakeWandbServer", "FakeRun", "FakeArtifact", "FakeProject"]
 
-#: Server features the fake announces (names from wandb.proto ServerFeature).
+#: Server features the fake announces besides the Registry ones (``srv.registry.features``)
+#: (names from wandb.proto ServerFeature).
 FEATURES: list[str] = []
 
 
@@ -175,7 +188,7 @@ def _order(runs: list[FakeRun], order: str | None) -> list[FakeRun]:
 # ---------------------------------------------------------------- resolvers
 
 
-class _Root(Node):
+class _Root(RootFields, Node):
     typename = "Query"
 
     def __init__(self, srv: FakeWandbServer) -> None:
@@ -186,7 +199,9 @@ class _Root(Node):
 
     def f_serverInfo(self, a: dict[str, Any]) -> Any:
         return {
-            "features": [{"name": n, "isEnabled": True} for n in FEATURES],
+            "features": [
+                {"name": n, "isEnabled": True} for n in FEATURES + self.srv.registry.features
+            ],
             "cliVersionInfo": {},
             "latestLocalVersionInfo": None,
         }
@@ -205,18 +220,6 @@ class _Root(Node):
         projs = [_Project(p, self.srv) for (e, _), p in self.srv.projects.items() if e == ent]
         projs.sort(key=lambda p: int(p.p.id))
         return _connection(projs, a.get("after"), a.get("first"), lambda p: p.p.id)
-
-    def f_entity(self, a: dict[str, Any]) -> Any:
-        name = a.get("name")
-        if name in self.srv.entities():
-            return {
-                "id": next_id(),
-                "name": name,
-                "isTeam": False,
-                "xxhashDigestsEnabled": False,
-                "organization": None,
-            }
-        return None
 
     def f_artifact(self, a: dict[str, Any]) -> Any:
         art = self.srv.artifact_by_id(str(a.get("id")))
@@ -247,7 +250,7 @@ class _User(Node):
         return data[name]
 
 
-class _Project(Node):
+class _Project(ProjectFields, Node):
     typename = "Project"
 
     def __init__(self, p: FakeProject, srv: FakeWandbServer) -> None:
@@ -257,7 +260,7 @@ class _Project(Node):
         return self.p.id
 
     def f_internalId(self, a: dict[str, Any]) -> Any:
-        return self.p.id
+        return internal_id(self.p.id)
 
     def f_name(self, a: dict[str, Any]) -> Any:
         return self.p.name
@@ -266,7 +269,7 @@ class _Project(Node):
         return self.p.entity
 
     def f_entity(self, a: dict[str, Any]) -> Any:
-        return {"id": "1", "name": self.p.entity}
+        return EntityNode(self.p.entity, self.srv)
 
     def f_description(self, a: dict[str, Any]) -> Any:
         return self.p.description
@@ -303,70 +306,6 @@ class _Project(Node):
     def f_bucket(self, a: dict[str, Any]) -> Any:
         """``bucket`` is the old name of ``run`` (RunResumeStatus: missingOk -> null)."""
         return self.f_run(a)
-
-    def f_artifact(self, a: dict[str, Any]) -> Any:
-        """``artifact(name: "collection:alias")`` (the SDK checks an existing type)."""
-        name, _, alias = str(a.get("name") or "").partition(":")
-        coll = self.f_artifactCollection({"name": name})
-        mem = coll.f_artifactMembership({"aliasName": alias or "latest"}) if coll else None
-        return _Artifact(mem.art, self.srv) if mem else None
-
-    def f_artifactCollectionMembership(self, a: dict[str, Any]) -> Any:
-        """``name: "collection:alias"`` (``api.artifact`` / ``run.use_artifact``)."""
-        name, _, alias = str(a.get("name") or "").partition(":")
-        coll = self.f_artifactCollection({"name": name})
-        return coll.f_artifactMembership({"aliasName": alias or "latest"}) if coll else None
-
-    def f_artifactCollection(self, a: dict[str, Any]) -> Any:
-        name = a.get("name")
-        arts = [x for x in self.srv.artifacts(self.p) if x.name == name]
-        return _Collection(name or "", arts, self.srv) if arts else None
-
-
-class _Collection(Node):
-    typename = "ArtifactSequence"
-
-    def __init__(self, name: str, arts: list[FakeArtifact], srv: FakeWandbServer) -> None:
-        self.name, self.arts, self.srv = name, arts, srv
-
-    def f_name(self, a: dict[str, Any]) -> Any:
-        return self.name
-
-    def f_artifactMembership(self, a: dict[str, Any]) -> Any:
-        alias = a.get("aliasName")
-        for art in self.arts:
-            if alias == f"v{art.version_index}" or alias in art.aliases:
-                return _Membership(art, self.srv)
-        return None
-
-
-class _Membership(Node):
-    typename = "ArtifactCollectionMembership"
-
-    def __init__(self, art: FakeArtifact, srv: FakeWandbServer) -> None:
-        self.art, self.srv = art, srv
-
-    def resolve(self, name: str, args: dict[str, Any]) -> Any:
-        node = _Artifact(self.art, self.srv)
-        if name == "artifact":
-            return node
-        if name == "artifactCollection":
-            return node.resolve("artifactSequence", {})
-        if name in ("id", "versionIndex", "createdAt", "aliases"):
-            return node.resolve(name, args)
-        return super().resolve(name, args)
-
-    def f_files(self, a: dict[str, Any]) -> Any:
-        nodes = [
-            {
-                "__typename": "File",
-                "id": f"{self.art.id}:{n}",
-                "name": n,
-                "directUrl": self.srv.artifact_file_url(self.art, n),
-            }
-            for n in sorted(self.art.files)
-        ]
-        return _connection(nodes, a.get("after"), a.get("first"), lambda n: n["id"])
 
 
 class _Run(Node):
@@ -537,7 +476,7 @@ class _File(Node):
         return plain[name]
 
 
-class _Artifact(Node):
+class _Artifact(ArtifactFields, Node):
     typename = "Artifact"
 
     def __init__(self, art: FakeArtifact, srv: FakeWandbServer) -> None:
@@ -549,7 +488,7 @@ class _Artifact(Node):
         return {
             "__typename": "Project",
             "id": pid,
-            "internalId": pid,
+            "internalId": internal_id(pid),
             "name": self.a.project,
             "entityName": self.a.entity,
             "entity": {"id": "1", "name": self.a.entity},
@@ -574,7 +513,6 @@ class _Artifact(Node):
             "metadata": dumps(a.metadata),
             "ttlDurationSeconds": -2,
             "ttlIsInherited": True,
-            "tags": [],
             "historyStep": None,
             "state": "COMMITTED",
             "size": a.size(),
@@ -584,19 +522,6 @@ class _Artifact(Node):
             "fileCount": len(a.files) + len(a.references),
             "createdAt": iso(a.created_at),
             "updatedAt": iso(a.created_at),
-            "aliases": [
-                {
-                    "__typename": "ArtifactAlias",
-                    "id": f"{a.id}-{al}",
-                    "alias": al,
-                    "artifactCollection": {
-                        "__typename": "ArtifactSequence",
-                        "name": a.name,
-                        "project": self._project(),
-                    },
-                }
-                for al in a.aliases
-            ],
             "currentManifest": {
                 "id": a.id,
                 "file": {"directUrl": self.srv.manifest_url(a), "url": self.srv.manifest_url(a)},
@@ -759,6 +684,8 @@ class FakeWandbServer:
     The SDK write path (``wandb.init(mode="online")``) is in :mod:`tests.fakes.wandb_upload`;
     ``uploads.export_on_finish`` picks whether finished runs get a parquet export.
     ``crash_after`` (seconds) makes a "running" run without heartbeats read as "crashed".
+    ``registry`` (default on) announces the Registry server features and gives the default
+    entity an organization with registries (``srv.registry``, see ``wandb_registry``).
     """
 
     def __init__(
@@ -767,6 +694,7 @@ class FakeWandbServer:
         default_entity: str = "acme",
         fail_rate: float = 0.0,
         seed: int = 0,
+        registry: bool = True,
     ) -> None:
         self.api_key = api_key
         self.default_entity = default_entity
@@ -785,6 +713,8 @@ class FakeWandbServer:
         self.fault_ops: frozenset[str] | None = None
         self.crash_after: float | None = None
         self.uploads = Uploads(self)
+        #: Collections, links, aliases and the organization with its registries.
+        self.registry = RegistryStore(self, enabled=registry)
         #: Every decoded file_stream request body, as (run id, body).
         self.file_streams: list[tuple[str, dict[str, Any]]] = []
         #: Upload requests the server refused (for test diagnostics).

@@ -64,8 +64,15 @@ class FakeArtifact:
     created_at: float = 0.0
     # The manifest digest the SDK computed (set for artifacts uploaded through the server).
     client_digest: str | None = None
+    # The run (its id) that created this version; None: the first run that logged it.
+    producer: str | None = None
+    tags: list[str] = field(default_factory=list)  # artifact-version tags
+    # The manifest file as the SDK uploaded it (W&B serves that file back verbatim).
+    uploaded_manifest: dict[str, Any] | None = None
 
     def manifest(self) -> dict[str, Any]:
+        if self.uploaded_manifest is not None:
+            return self.uploaded_manifest
         contents: dict[str, Any] = {}
         for path, data in sorted(self.files.items()):
             contents[path] = {"digest": b64md5(data), "size": len(data)}
@@ -88,6 +95,61 @@ class FakeArtifact:
 
     def size(self) -> int:
         return sum(len(d) for d in self.files.values())
+
+
+@dataclass
+class FakeMembership:
+    """An artifact version linked into a portfolio, numbered and aliased there.
+
+    The version number and aliases belong to the link, not to the source version: the
+    same source version can be ``v3`` with ``latest`` in its own collection and ``v0``
+    with ``prod`` in a registry collection."""
+
+    artifact: FakeArtifact
+    version_index: int
+    aliases: list[str] = field(default_factory=list)
+    created_at: float = 0.0
+    id: str = field(default_factory=next_id)
+
+
+@dataclass
+class FakeCollection:
+    """An ``ArtifactPortfolio``: a W&B Registry collection (project ``wandb-registry-<name>``
+    of the organization's entity) or a legacy Model Registry portfolio (project
+    ``model-registry`` of a team entity). It holds links to source versions, no content."""
+
+    name: str
+    entity: str
+    project: str
+    type: str
+    description: str | None = None
+    tags: list[str] = field(default_factory=list)
+    members: list[FakeMembership] = field(default_factory=list)
+    created_at: float = 0.0
+    id: str = field(default_factory=next_id)
+
+    def next_index(self) -> int:
+        """Link numbers are never reused, even after an unlink."""
+        return max((m.version_index for m in self.members), default=-1) + 1
+
+
+@dataclass
+class FakeSequenceInfo:
+    """Editable metadata of a source collection (``ArtifactSequence``); its versions are
+    the FakeArtifacts of that name in the project."""
+
+    description: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FakeOrg:
+    """An organization: its display name, the entity owning its registries, its teams."""
+
+    name: str
+    entity: str
+    teams: list[str] = field(default_factory=list)
+    id: str = field(default_factory=next_id)
 
 
 @dataclass

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from bridge.adapters.wandb.history import flatten
 
 from .gql_mini import GqlError, Node
+from .wandb_registry import RegistryMutations
 from .wandb_store import FakeArtifact, FakeProject, FakeRun, next_id
 
 if TYPE_CHECKING:
@@ -234,20 +235,18 @@ class Uploads:
                 if blob is None:
                     raise GqlError(f"commitArtifact: content of {path!r} was never uploaded")
                 art.files[path] = blob
-            proj = self.srv.projects[(art.entity, art.project)]
-            for other in self.versions(proj, art.name):
-                if other is not art and "latest" in other.aliases:
-                    other.aliases.remove("latest")
-            if "latest" not in art.aliases:
-                art.aliases.append("latest")
+            art.uploaded_manifest = pend.manifest
             del self.pending[aid]
             if pend.run is not None:
                 pend.run.logged_artifacts.append(art)
+            # Aliases are unique per collection: "latest" and the requested ones move here.
+            self.srv.registry.commit_aliases(art)
             return art
 
 
-class Mutations(Node):
-    """GraphQL mutation root: the operations wandb-core sends while a run is live."""
+class Mutations(RegistryMutations, Node):
+    """GraphQL mutation root: the operations wandb-core sends while a run is live (and the
+    link/alias/collection mutations of :class:`~tests.fakes.wandb_registry.RegistryMutations`)."""
 
     typename = "Mutation"
 
@@ -293,17 +292,21 @@ class Mutations(Node):
             digest = inp.get("digest")
             latest = versions[-1] if versions else None
             seq = {"latestArtifact": {"id": latest.id} if latest else None}
-            for old in versions:
-                if old.client_digest == digest and old.id not in up.pending:
-                    # Same content as a committed version: W&B returns that version.
-                    if run is not None and old not in run.logged_artifacts:
-                        run.logged_artifacts.append(old)
-                    return {
-                        "artifact": {"id": old.id, "state": "COMMITTED", "artifactSequence": seq}
-                    }
             aliases = [
                 al["alias"] if isinstance(al, dict) else str(al) for al in inp.get("aliases") or []
             ]
+            for old in versions:
+                if old.client_digest == digest and old.id not in up.pending:
+                    # Same content as a committed version: W&B returns that version, and
+                    # the aliases asked for move to it.
+                    if run is not None and old not in run.logged_artifacts:
+                        run.logged_artifacts.append(old)
+                    coll = srv.registry.source_of(old)
+                    for alias in aliases:
+                        srv.registry.set_alias(coll, old, alias)
+                    return {
+                        "artifact": {"id": old.id, "state": "COMMITTED", "artifactSequence": seq}
+                    }
             art = FakeArtifact(
                 name=name,
                 type=inp.get("artifactTypeName") or "unspecified",
@@ -316,6 +319,7 @@ class Mutations(Node):
                 sequence_id=versions[0].sequence_id if versions else next_id(),
                 created_at=time.time(),
                 client_digest=digest,
+                producer=run.name if run is not None else None,
             )
             up.pending[art.id] = _Pending(art, run)
         return {"artifact": {"id": art.id, "state": "PENDING", "artifactSequence": seq}}

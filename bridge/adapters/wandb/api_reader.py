@@ -12,12 +12,16 @@ some failures itself, but not all, and a listing must not lose a page.
 
 from __future__ import annotations
 
+import fnmatch
+import functools
 import hashlib
 import json
+import logging
 import math
 import netrc
 import os
 import random
+import re
 import shutil
 import tempfile
 import threading
@@ -37,6 +41,7 @@ from bridge.adapters.wandb.bridged import layout_of, restore_run, source_metric_
 from bridge.adapters.wandb.history import flatten as _flatten
 from bridge.adapters.wandb.history import is_number as _is_number
 from bridge.adapters.wandb.history import summary_only_points
+from bridge.adapters.wandb.ids import artifact_source_id, collection_source_id, run_source_id
 from bridge.errors import BridgeError, RunError
 from bridge.schema import (
     ArtifactVersion,
@@ -45,10 +50,14 @@ from bridge.schema import (
     HistoryItem,
     ManifestEntry,
     MetricChunk,
+    ModelVersion,
     Project,
+    RegisteredModel,
     Run,
     RunHeader,
 )
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 CHUNK_POINTS = 1000
@@ -77,6 +86,24 @@ STATES_OF = {
     "RUNNING": ["running", "pending", "preempting"],
 }
 _PERMANENT = ("not implemented", "could not find", "not found", "permission", "unauthorized")
+REGISTRY_PREFIX = "wandb-registry-"  # W&B Registry: project wandb-registry-<name> of the org
+LEGACY_REGISTRY = "model-registry"  # legacy Model Registry: portfolios in ENTITY/model-registry
+_VERSION_LABEL = re.compile(r"^v(\d+)$")
+
+
+def _version_index(label: str | None) -> int | None:
+    m = _VERSION_LABEL.match(label or "")
+    return int(m.group(1)) if m else None
+
+
+def _aliases(aliases: list[str]) -> list[str]:
+    """Real aliases only: the ``vN`` labels are version numbers, not aliases."""
+    return [a for a in aliases if not _VERSION_LABEL.match(a)]
+
+
+def _tag_map(tags: list[str] | None) -> dict[str, str]:
+    """W&B collection / version tags are bare names; neutral tags are key -> value."""
+    return {str(t): "" for t in tags or []}
 
 
 def _parse_time(text: str | None) -> int | None:
@@ -153,6 +180,8 @@ class WandbApiReader(Reader):
         self._slots = threading.BoundedSemaphore(max(1, self.options.workers))
         self._tmp: Path | None = None
         self._file_urls: dict[str, dict[str, str]] = {}
+        self._producers: dict[str, str | None] = {}  # artifact id -> producing run source id
+        self._download_locks: dict[str, threading.Lock] = {}
         self.attempts = 6
         self.base_delay = 0.5
         self.max_delay = 8.0
@@ -181,9 +210,10 @@ class WandbApiReader(Reader):
             if self._api is None:
                 import wandb
 
+                # The entity override makes registry look-ups resolve ENTITY's organization.
                 self._api = wandb.Api(
                     api_key=self._key(),
-                    overrides={"base_url": self._t.base_url},
+                    overrides={"base_url": self._t.base_url, "entity": self._t.entity},
                     timeout=int(self.api_timeout),
                 )
             return self._api
@@ -491,11 +521,23 @@ class WandbApiReader(Reader):
                 out.append(self._artifact(art, direction, warnings))
         return out
 
-    def _artifact(self, art: Any, direction: str, warnings: list[str]) -> ArtifactVersion:
+    def _artifact_root(self, artifact_id: str) -> Path:
+        """Where one version's content is downloaded (eagerly by read_run or lazily)."""
+        return self._cache() / "artifacts" / hashlib.sha1(artifact_id.encode()).hexdigest()[:16]
+
+    def _artifact(
+        self, art: Any, direction: str, warnings: list[str], *, download: bool | None = None
+    ) -> ArtifactVersion:
+        """One version as its *source* collection knows it (name, ``vN``, aliases,
+        producing run), content-addressed by the source project and the digest.
+
+        Content is downloaded now for versions a run logged (``download`` overrides that);
+        the rest is fetched entry by entry by :meth:`open_artifact_entry`."""
         manifest = self._retry("manifest", lambda: art.manifest)
         root: Path | None = None
-        if direction == "logged" and any(not e.ref for e in manifest.entries.values()):
-            root = self._cache() / "artifacts" / hashlib.sha1(art.id.encode()).hexdigest()[:16]
+        fetch = direction == "logged" if download is None else download
+        if fetch and any(not e.ref for e in manifest.entries.values()):
+            root = self._artifact_root(str(art.id))
             try:
                 self._retry(
                     "artifact download", lambda: art.download(root=str(root), skip_cache=True)
@@ -522,16 +564,197 @@ class WandbApiReader(Reader):
                 )
             )
         meta = art.metadata
+        name = str(art.source_name).split(":")[0]
+        version = str(art.source_version)
+        digest = art.digest or None
+        source_id = None
+        if digest and art.source_entity and art.source_project:
+            source_id = artifact_source_id(art.source_entity, art.source_project, name, digest)
         return ArtifactVersion(
-            name=art.name.split(":")[0],
+            name=name,
             type=art.type,
-            version=art.version,
-            digest=art.digest,
+            version=version,
+            version_index=_version_index(version),
+            digest=digest,
             description=art.description or None,
-            aliases=[a for a in art.aliases if a != art.version],
+            aliases=_aliases(list(art.aliases)),
             metadata=meta if isinstance(meta, dict) else {"value": meta},
             manifest=entries,
             direction="logged" if direction == "logged" else "used",
+            source_id=source_id,
+            producer_source_id=self._producer(art, warnings),
+            created_at_ms=_parse_time(art.created_at),
+            locator={"id": str(art.id), "path": str(art.source_qualified_name)},
+        )
+
+    def _producer(self, art: Any, warnings: list[str]) -> str | None:
+        """Source identity of the run that logged the version (``Artifact.logged_by``)."""
+        aid = str(art.id)
+        with self._lock:
+            if aid in self._producers:
+                return self._producers[aid]
+        try:
+            run = self._retry("logged_by", art.logged_by)
+        except Exception as exc:
+            warnings.append(f"artifact {art.name}: producing run unknown: {exc}")
+            return None
+        sid = run_source_id(run.entity, run.project, run.id) if run is not None else None
+        with self._lock:
+            self._producers[aid] = sid
+        return sid
+
+    def open_artifact_entry(self, art: ArtifactVersion, entry: ManifestEntry) -> IO[bytes]:
+        """The entry's content: the copy read_run downloaded, else downloaded now (once,
+        into the reader's cache) through the version's source path."""
+        if entry.ref:
+            raise FileNotFoundError(
+                f"artifact {art.name}: {entry.path!r} is a reference to {entry.ref}"
+            )
+        if entry.local_path and Path(entry.local_path).is_file():
+            return open(entry.local_path, "rb")
+        path, aid = art.locator.get("path"), art.locator.get("id")
+        if not path or not aid:
+            raise FileNotFoundError(f"artifact {art.name}: no content for {entry.path!r}")
+        root = self._artifact_root(str(aid))
+        target = root / entry.path
+        with self._lock:
+            lock = self._download_locks.setdefault(str(target), threading.Lock())
+        with lock:
+            if not target.is_file():
+                try:
+                    api_art = self._retry("artifact", lambda: self._client().artifact(str(path)))
+                    self._retry(
+                        "artifact entry download",
+                        lambda: api_art.download(
+                            root=str(root), skip_cache=True, path_prefix=entry.path
+                        ),
+                    )
+                except Exception as exc:
+                    raise FileNotFoundError(
+                        f"artifact {path}: {entry.path!r} not downloadable: {exc}"
+                    ) from exc
+        if not target.is_file():
+            raise FileNotFoundError(f"artifact {path}: {entry.path!r} is not in its content")
+        return open(target, "rb")
+
+    # ---- registries ------------------------------------------------------------------
+
+    def _wanted(self, registry: str, name: str) -> bool:
+        """In ``options.registries`` (collection names, ``REGISTRY/COLLECTION``, globs)?"""
+        wanted = self.options.registries
+        if not wanted:
+            return True
+        forms = {name, f"{registry}/{name}"}
+        if registry != LEGACY_REGISTRY:
+            forms.add(f"{REGISTRY_PREFIX}{registry}/{name}")
+        return any(fnmatch.fnmatchcase(f, w) for f in forms for w in wanted)
+
+    def _listed(self, what: str, make: Callable[[], Any]) -> list[Any]:
+        """Every item of a fresh paginator from ``make``; a failure restarts the listing."""
+        return self._retry(what, lambda: list(make()))
+
+    def list_registered_models(self) -> Iterator[RegisteredModel]:
+        """Every W&B Registry collection of ENTITY's organization, then every legacy Model
+        Registry portfolio in ENTITY/model-registry (``options.registries`` narrows)."""
+        yield from self._registry_models()
+        yield from self._legacy_models()
+
+    def _registries(self) -> list[Any]:
+        """ENTITY's organization's registries; none when the server has no Registry or
+        ENTITY belongs to no (single) organization (answers, not failures to retry)."""
+        api = self._client()
+        try:
+            return list(api.registries())
+        except (RuntimeError, ValueError) as exc:
+            log.info("wandb: no W&B Registry read for %s: %s", self._t.entity, exc)
+            return []
+
+    def _portfolio_types(self, project: str) -> list[Any]:
+        """Artifact types of ENTITY/model-registry; none when that project does not exist
+        (the client raises ValueError for a missing project: not worth retrying)."""
+        try:
+            return list(self._client().artifact_types(project=project))
+        except ValueError as exc:
+            log.info("wandb: no legacy Model Registry in %s: %s", project, exc)
+            return []
+
+    def _registry_models(self) -> Iterator[RegisteredModel]:
+        for reg in self._retry("registries", self._registries):
+            colls = self._listed("registry collections", reg.collections)
+            colls = [c for c in colls if self._wanted(reg.name, c.name)]
+            if not colls:
+                continue
+            by_coll: dict[tuple[str, str, str], list[Any]] = {}
+            for v in self._listed("registry versions", reg.versions):
+                by_coll.setdefault((v.entity, v.project, v.name.split(":")[0]), []).append(v)
+            for coll in colls:
+                yield self._model(
+                    coll, reg.name, by_coll.get((coll.entity, coll.project, coll.name), [])
+                )
+
+    def _legacy_models(self) -> Iterator[RegisteredModel]:
+        api = self._client()
+        entity = self._t.entity
+        project = f"{entity}/{LEGACY_REGISTRY}"
+        for t in self._retry("artifact types", functools.partial(self._portfolio_types, project)):
+            for coll in self._listed("portfolios", t.collections):
+                if coll.is_sequence() or not self._wanted(LEGACY_REGISTRY, coll.name):
+                    continue
+                listed = self._listed("portfolio versions", coll.artifacts)
+                # Fetched by name: the membership carries the link's time and aliases.
+                linked = [
+                    self._retry(
+                        "portfolio version",
+                        functools.partial(api.artifact, f"{project}/{coll.name}:{a.version}"),
+                    )
+                    for a in listed
+                ]
+                yield self._model(coll, LEGACY_REGISTRY, linked)
+
+    def _model(self, coll: Any, registry: str, linked: list[Any]) -> RegisteredModel:
+        sid = collection_source_id(coll.entity, coll.project, coll.name)
+        versions = [self._model_version(sid, v) for v in linked]
+        return RegisteredModel(
+            source_id=sid,
+            name=coll.name,
+            registry=registry,
+            entity=coll.entity,
+            description=coll.description or None,
+            tags=_tag_map(coll.tags),
+            versions=sorted(versions, key=lambda v: v.index),
+        )
+
+    @staticmethod
+    def _source_of(linked: Any) -> Any:
+        """The source version of a link (its own collection's aliases); the link itself
+        when the source project is not readable (the client raises ValueError)."""
+        try:
+            return linked.source_artifact
+        except ValueError as exc:
+            log.warning("wandb: %s: source version unreadable: %s", linked.qualified_name, exc)
+            return linked
+
+    def _model_version(self, model_sid: str, linked: Any) -> ModelVersion:
+        """A linked version: its number and aliases are the link's; its content, identity
+        and producing run are the source version's."""
+        index = _version_index(linked.version)
+        if index is None:
+            raise BridgeError(f"wandb: {linked.qualified_name}: no vN version label")
+        warnings: list[str] = []
+        source = self._retry("source artifact", functools.partial(self._source_of, linked))
+        art = self._artifact(source, "logged", warnings, download=False)
+        for w in warnings:
+            log.warning("wandb: %s: %s", linked.qualified_name, w)
+        linked_at = _parse_time(getattr(linked, "linked_at", None))
+        return ModelVersion(
+            source_id=f"{model_sid}:v{index}",
+            index=index,
+            artifact=art,
+            run_source_id=art.producer_source_id,
+            description=linked.description or None,
+            tags=_tag_map(list(linked.tags)),
+            aliases=_aliases(list(linked.aliases)),
+            created_at_ms=linked_at if linked_at is not None else art.created_at_ms,
         )
 
     # ---- files -----------------------------------------------------------------------

@@ -27,6 +27,7 @@ from bridge.adapters.wandb.bridged import layout_of, restore_run, split_row
 from bridge.adapters.wandb.history import absolute_folder_target, summary_only_points
 from bridge.adapters.wandb.history import flatten as _flatten
 from bridge.adapters.wandb.history import is_number as _is_number
+from bridge.adapters.wandb.ids import artifact_source_id
 from bridge.adapters.wandb.txlog import TxlogReader, pb
 from bridge.errors import BridgeError, RunError
 from bridge.schema import (
@@ -702,15 +703,24 @@ class _RunState:
                 )
             )
         meta = _json(a.metadata) if a.metadata else {}
+        project = self.header.project
+        digest = a.digest or None
         return ArtifactVersion(
             name=a.name,
             type=a.type,
-            digest=a.digest or None,
+            digest=digest,
             description=a.description or None,
-            aliases=list(a.aliases),
+            aliases=list(a.aliases),  # as recorded ("latest" included); no vN offline
             metadata=meta if isinstance(meta, dict) else {"value": meta},
             manifest=entries,
             direction="logged" if direction == "logged" else "used",
+            # The same identity the API reader gives this version once it is uploaded.
+            source_id=(
+                artifact_source_id(project.entity or "", project.name, a.name, digest)
+                if digest
+                else None
+            ),
+            producer_source_id=self.header.source_id if direction == "logged" else None,
         )
 
     def _staged(self, local: str) -> Path | None:
