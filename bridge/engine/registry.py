@@ -129,6 +129,11 @@ def _plan_aliases(
         version = source_aliases.get(alias)
         why = problem(alias) if (problem is not None and version is not None) else None
         if why is not None:
+            assert version is not None
+            if baseline.get(alias) == (version.source_id, None):
+                continue  # reported when it arrived on this version; nothing changed since
+            if not ctx.dry_run:
+                ctx.state.put_alias(ctx.dest_uri, model.source_id, alias, version.source_id, None)
             plan.aliases.append(
                 AliasLine(
                     alias=alias,
