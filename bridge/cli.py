@@ -261,7 +261,8 @@ def sync(
             click.echo(f"skipped: {plan.skipped}")
         sys.exit(0)
     if report_path:
-        text = report.render(plan, _format_for(report_path))
+        fmt = _format_for(report_path)
+        text = report.render(plan, fmt, _plots(source, dest, plan) if fmt == "html" else None)
         Path(report_path).write_text(text, encoding="utf-8")
     if as_json:
         data = report.as_dict(plan)
@@ -311,12 +312,24 @@ def diff(
     except BridgeError as exc:
         _fail(str(exc))
         return
-    text = report.render(plan, fmt)
+    text = report.render(plan, fmt, _plots(source, dest, plan) if fmt == "html" else None)
     if output:
         Path(output).write_text(text, encoding="utf-8")
     else:
         click.echo(text, nl=False)
     sys.exit(plan.exit_code())
+
+
+def _plots(source: str, dest: str, plan: Any) -> Any:
+    """Source-vs-destination samples of changed streams for an HTML page; a page without
+    plots (and a warning on stderr) if the histories cannot be read back."""
+    from bridge.engine.plots import changed_streams
+
+    try:
+        return changed_streams(source, dest, plan)
+    except Exception as exc:  # noqa: BLE001 - the report is still worth writing
+        click.echo(f"bridge: warning: no plots in the report: {exc}", err=True)
+        return None
 
 
 _state_option = click.option(

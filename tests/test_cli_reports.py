@@ -53,3 +53,32 @@ def test_verify_and_html_diff_through_the_cli(tmp_path: Path) -> None:
     assert tampered.returncode == 1, tampered.stdout + tampered.stderr
     fields = {m["field"] for m in json.loads(tampered.stdout)["mismatches"]}
     assert fields == {"metric:loss"}
+
+
+def test_html_diff_plots_changed_streams(tmp_path: Path) -> None:
+    """A source run gains points after a sync: the HTML diff plots source vs destination."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    src_uri = f"sqlite:///{tmp_path / 'src.db'}"
+    client = MlflowClient(tracking_uri=src_uri)
+    exp = client.create_experiment("plots")
+    run = client.create_run(exp, start_time=1_650_000_000_000, run_name="<b>r</b>")
+    t0 = 1_650_000_000_000
+    client.log_batch(
+        run.info.run_id, metrics=[Metric("loss", 1 / (i + 1), t0 + i, i) for i in range(50)]
+    )
+    client.set_terminated(run.info.run_id, "FINISHED", end_time=t0 + 1000)
+    source, dest = f"mlflow:{src_uri}", f"mlflow:sqlite:///{tmp_path / 'dst.db'}"
+    state = str(tmp_path / "state.db")
+    assert _cli("sync", source, dest, "--state", state).returncode == 0
+    client.log_batch(
+        run.info.run_id, metrics=[Metric("loss", 0.01, t0 + 100 + i, 50 + i) for i in range(25)]
+    )
+    page = tmp_path / "diff.html"
+    diff = _cli("diff", source, dest, "--state", state, "--format", "html", "--output", str(page))
+    assert diff.returncode == 0, diff.stderr
+    html = page.read_text(encoding="utf-8")
+    assert "<svg" in html and "class='src'" in html and "class='dst'" in html
+    assert "(75 source / 50 destination points)" in html
+    assert "<b>r</b>" not in html

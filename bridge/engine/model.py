@@ -27,6 +27,7 @@ class Conflict(BaseModel):
 
 class RunPlan(BaseModel):
     source_id: str
+    native_id: str | None = None  # the source backend's own run id
     name: str | None = None
     project: str
     action: Action

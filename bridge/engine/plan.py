@@ -88,7 +88,13 @@ class Planned:
 def plan_run(ctx: SyncContext, header: RunHeader) -> Planned:
     """Decide what to do with one source run."""
     sid = header.source_id
-    base = RunPlan(source_id=sid, name=header.name, project=header.project.name, action="create")
+    base = RunPlan(
+        source_id=sid,
+        native_id=header.native_id,
+        name=header.name,
+        project=header.project.name,
+        action="create",
+    )
     st = ctx.state.get_run(ctx.dest_uri, sid)
     if not ctx.full and st is not None and st.complete and st.fingerprint == header.fingerprint:
         base.action, base.outcome, base.dest_id = "unchanged", "unchanged", st.dest_id

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bridge.engine.html_report import render_html, render_verify_html
+from bridge.engine.html_report import Streams, render_html, render_verify_html
 from bridge.engine.model import ModelPlan, Plan, RunPlan
 from bridge.engine.verify import VerifyReport
 
@@ -285,8 +285,10 @@ VERIFY_RENDERERS = {
 }
 
 
-def render(report: Plan | VerifyReport, fmt: str) -> str:
-    """``report`` in ``fmt`` (text, json, markdown or html)."""
+def render(report: Plan | VerifyReport, fmt: str, streams: Streams | None = None) -> str:
+    """``report`` in ``fmt`` (text, json, markdown or html; html plots ``streams``)."""
     if isinstance(report, VerifyReport):
         return VERIFY_RENDERERS[fmt](report)
+    if fmt == "html":
+        return render_html(report, streams)
     return RENDERERS[fmt](report)  # type: ignore[operator]
