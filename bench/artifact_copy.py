@@ -23,6 +23,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from measure import measure  # noqa: E402
 
 _MAKE = """
 import os, sys, wandb
@@ -40,13 +43,6 @@ run.log_artifact(data)
 run.log({"x": 1.0})
 run.finish()
 """
-
-_MEASURE = (
-    "import json,resource,subprocess,sys;"
-    "p=subprocess.run(sys.argv[1:],capture_output=True,text=True);"
-    "print(json.dumps({'rc':p.returncode,'out':p.stdout,'err':p.stderr[-2000:],"
-    "'rss':resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))"
-)
 
 
 def make_run(root: Path, mib: int) -> Path:
@@ -68,26 +64,10 @@ def make_run(root: Path, mib: int) -> Path:
 
 
 def sync(folder: Path, db: Path, state: Path) -> tuple[float, float, dict]:
-    cmd = [
-        sys.executable,
-        "-c",
-        _MEASURE,
-        sys.executable,
-        "-m",
-        "bridge.cli",
-        "sync",
-        f"wandb-offline:{folder}",
-        f"mlflow:sqlite:///{db}",
-        "--state",
-        str(state),
-        "--json",
-    ]
-    t0 = time.perf_counter()
-    out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
-    seconds = time.perf_counter() - t0
-    if out["rc"] != 0:
-        raise SystemExit(f"bridge sync failed ({out['rc']}): {out['err']}")
-    return seconds, out["rss"] / 1024, json.loads(out["out"])
+    cmd = [sys.executable, "-m", "bridge.cli", "sync", f"wandb-offline:{folder}"]
+    cmd += [f"mlflow:sqlite:///{db}", "--state", str(state), "--json"]
+    seconds, rss, out = measure(cmd, "bridge sync")
+    return seconds, rss, json.loads(out)
 
 
 def main() -> None:

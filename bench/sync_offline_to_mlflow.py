@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,6 +22,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from measure import measure  # noqa: E402
 
 
 def make_run(root: Path, points: int, metrics: int) -> Path:
@@ -34,58 +36,19 @@ def make_run(root: Path, points: int, metrics: int) -> Path:
     return folder
 
 
-# Runs a command in a fresh wrapper process so ru_maxrss of its children is that command's alone.
-_MEASURE = (
-    "import json,resource,subprocess,sys;"
-    "p=subprocess.run(sys.argv[1:],capture_output=True,text=True);"
-    "print(json.dumps({'rc':p.returncode,'out':p.stdout,'err':p.stderr[-2000:],"
-    "'rss':resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))"
-)
-
-
 def bridge_sync(folder: Path, db: Path, state: Path) -> tuple[float, float, int]:
     """Seconds, peak RSS (MiB) of the bridge process, points written."""
-    cmd = [
-        sys.executable,
-        "-c",
-        _MEASURE,
-        sys.executable,
-        "-m",
-        "bridge.cli",
-        "sync",
-        f"wandb-offline:{folder}",
-        f"mlflow:sqlite:///{db}",
-        "--state",
-        str(state),
-        "--json",
-    ]
-    t0 = time.perf_counter()
-    res = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
-    seconds = time.perf_counter() - t0
-    if res["rc"] != 0:
-        raise SystemExit(f"bridge sync failed ({res['rc']}): {res['err']}")
-    return seconds, res["rss"] / 1024, int(json.loads(res["out"])["points_written"])
+    cmd = [sys.executable, "-m", "bridge.cli", "sync", f"wandb-offline:{folder}"]
+    cmd += [f"mlflow:sqlite:///{db}", "--state", str(state), "--json"]
+    seconds, rss, out = measure(cmd, "bridge sync")
+    return seconds, rss, int(json.loads(out)["points_written"])
 
 
 def plain_log_batch(db: Path, points: int, metrics: int) -> float:
     """A plain MlflowClient.log_batch loop, as its own process from start to finish (like
     the bridge's): import, open the store, create a run, write the same number of points."""
-    cmd = [
-        sys.executable,
-        "-c",
-        _MEASURE,
-        sys.executable,
-        __file__,
-        "--plain-worker",
-        str(db),
-        str(points),
-        str(metrics),
-    ]
-    t0 = time.perf_counter()
-    res = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
-    if res["rc"] != 0:
-        raise SystemExit(f"plain loop failed: {res['err']}")
-    return time.perf_counter() - t0
+    cmd = [sys.executable, __file__, "--plain-worker", str(db), str(points), str(metrics)]
+    return measure(cmd, "plain loop")[0]
 
 
 def plain_worker(db: str, points: int, metrics: int) -> None:

@@ -122,18 +122,18 @@ def _plan_aliases(
     baseline = ctx.state.get_aliases(ctx.dest_uri, model.source_id)
     settled = ctx.state.resolutions(ctx.dest_uri, model.source_id)
     source_aliases: dict[str, ModelVersion] = {}
-    for held in model.versions:
-        for alias in held.aliases:
-            source_aliases[alias] = held
+    for mv in model.versions:
+        for alias in mv.aliases:
+            source_aliases[alias] = mv
     for alias in sorted(set(source_aliases) | set(baseline)):
         version = source_aliases.get(alias)
+        held = version.source_id if version else None
         why = problem(alias) if (problem is not None and version is not None) else None
         if why is not None:
             assert version is not None
             if baseline.get(alias) == (version.source_id, None):
                 continue  # reported when it arrived on this version; nothing changed since
-            if not ctx.dry_run:
-                ctx.state.put_alias(ctx.dest_uri, model.source_id, alias, version.source_id, None)
+            _remember(ctx, model, alias, version.source_id, None)
             plan.aliases.append(
                 AliasLine(
                     alias=alias,
@@ -159,14 +159,8 @@ def _plan_aliases(
         now = have.get(alias)
         synced = baseline.get(alias)
         if now == want:
-            if synced != (version.source_id if version else None, now) and not ctx.dry_run:
-                ctx.state.put_alias(
-                    ctx.dest_uri,
-                    model.source_id,
-                    alias,
-                    version.source_id if version else None,
-                    now,
-                )
+            if synced != (held, now):
+                _remember(ctx, model, alias, held, now)
             continue
         line = AliasLine(
             alias=alias,
@@ -175,7 +169,7 @@ def _plan_aliases(
             dest_to=want,
             action="set" if want is not None else "delete",
         )
-        source_moved = synced is None or synced[0] != (version.source_id if version else None)
+        source_moved = synced is None or synced[0] != held
         dest_moved = synced is not None and now != synced[1]
         if synced is None and now is not None:
             dest_moved = True  # set in the destination by someone else
@@ -225,19 +219,20 @@ def _plan_aliases(
             if choice == "dest":
                 conflict.resolution = f"{by}: the destination's alias is kept"
                 line.action, line.note = "kept", conflict.resolution
-                if not ctx.dry_run:
-                    ctx.state.put_alias(
-                        ctx.dest_uri,
-                        model.source_id,
-                        alias,
-                        version.source_id if version else None,
-                        now,
-                    )
+                _remember(ctx, model, alias, held, now)
             else:
                 conflict.resolution = f"{by}: the alias follows the source"
                 line.note = conflict.resolution
             plan.resolved.append(conflict)
         plan.aliases.append(line)
+
+
+def _remember(
+    ctx: SyncContext, model: RegisteredModel, alias: str, held: str | None, dest: str | None
+) -> None:
+    """Record an alias as both sides now have it (not in dry runs)."""
+    if not ctx.dry_run:
+        ctx.state.put_alias(ctx.dest_uri, model.source_id, alias, held, dest)
 
 
 def apply_model(
