@@ -127,3 +127,31 @@ def test_dry_run_lists_artifacts_bytes_and_registry_changes(world: dict[str, Any
     }
     assert world["client"].search_registered_models() == []
     assert not Path(world["state"]).exists()
+
+
+def test_registry_version_of_a_run_out_of_scope(world: dict[str, Any]) -> None:
+    """Only reg-a is synced: clf v1 (logged by reg-c) is still migrated, without a run link."""
+    from bridge.adapters.base import ReaderOptions
+
+    plan = api.sync(
+        world["source"],
+        world["dest"],
+        state=world["state"],
+        reader_options=ReaderOptions(run_ids=["reg-a"], registries=["clf-registry"]),
+    )
+    assert plan.exit_code() == 0, (plan.errors, [m.error for m in plan.models])
+    assert [r.source_id.rsplit("/", 1)[-1] for r in plan.runs] == ["reg-a"]
+    [model] = plan.models  # --models-style filter: the portfolio is not listed
+    notes = {v.source_version: v.note for v in model.versions}
+    assert notes["v0"] is None and "not in this sync's scope" in (notes["v1"] or "")
+    client: MlflowClient = world["client"]
+    v1, v2 = _versions(client, "clf-registry")
+    assert v1.run_id == plan.runs[0].dest_id and not v2.run_id
+    # v2's content lives in a logged model of the registry's own experiment
+    [lm] = [
+        m
+        for m in client.search_logged_models(
+            experiment_ids=[client.get_experiment_by_name("wandb-registry-model").experiment_id]
+        )
+    ]
+    assert v2.source == f"models:/{lm.model_id}"
