@@ -84,9 +84,27 @@ class Uploads:
         return p.runs.get(name) if p else None
 
     def upsert_run(self, inp: dict[str, Any]) -> tuple[FakeRun, bool]:
-        """Create or update a run; ``None`` inputs leave fields unchanged (as W&B does)."""
+        """Create or update a run; ``None`` inputs leave fields unchanged (as W&B does).
+
+        ``id`` alone (the run's storage id, what the public API's ``Run.update()`` and
+        ``Summary.update()`` send) names an existing run wherever it is: nothing is created.
+        """
         srv = self.srv
         with self.lock:
+            if inp.get("id") and not inp.get("name") and not inp.get("modelName"):
+                found = next(
+                    (
+                        r
+                        for p in srv.projects.values()
+                        for r in p.runs.values()
+                        if r.id == inp["id"]
+                    ),
+                    None,
+                )
+                if found is None:
+                    raise GqlError(f"run {inp['id']!r} not found")
+                inp = {**inp, "entityName": found.entity, "modelName": found.project}
+                inp["name"] = found.name
             entity = inp.get("entityName") or srv.default_entity
             proj = srv.add_project(entity, inp.get("modelName") or "uncategorized")
             name = inp.get("name")
@@ -112,6 +130,10 @@ class Uploads:
                         exported_rows=0,  # nothing exported yet: streamed rows are live
                     )
                 )
+            # ``description`` is the old name of the notes; ``Run.update()`` sends both (the
+            # one loaded with the run and the edited ``notes``), and its edit is what W&B keeps.
+            if inp.get("description") is not None:
+                run.notes = inp["description"]
             simple = {
                 "displayName": "display_name",
                 "notes": "notes",
@@ -125,8 +147,6 @@ class Uploads:
             for key, attr in simple.items():
                 if inp.get(key) is not None:
                     setattr(run, attr, inp[key])
-            if inp.get("description") is not None:
-                run.notes = inp["description"]
             if inp.get("tags") is not None:
                 run.tags = list(inp["tags"])
             if inp.get("config") is not None:

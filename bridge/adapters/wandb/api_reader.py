@@ -45,6 +45,7 @@ from bridge.adapters.wandb.ids import artifact_source_id, collection_source_id, 
 from bridge.errors import BridgeError, RunError
 from bridge.schema import (
     ArtifactVersion,
+    Editable,
     ExtraValue,
     FileRef,
     HistoryItem,
@@ -89,6 +90,7 @@ _PERMANENT = ("not implemented", "could not find", "not found", "permission", "u
 REGISTRY_PREFIX = "wandb-registry-"  # W&B Registry: project wandb-registry-<name> of the org
 LEGACY_REGISTRY = "model-registry"  # legacy Model Registry: portfolios in ENTITY/model-registry
 _VERSION_LABEL = re.compile(r"^v(\d+)$")
+EDITABLE = "editable"  # header locator key: notes and tags as listed
 
 
 def _version_index(label: str | None) -> int | None:
@@ -392,7 +394,11 @@ class WandbApiReader(Reader):
             project=project,
             name=a.get("displayName"),
             fingerprint=fp,
-            locator={"path": f"{project.entity}/{project.name}/{r.id}"},
+            locator={
+                "path": f"{project.entity}/{project.name}/{r.id}",
+                # What --two-way compares, as listed (no extra call per run and cycle).
+                EDITABLE: {"notes": a.get("notes") or None, "tags": list(a.get("tags") or [])},
+            },
         )
 
     # ---- the run body ----------------------------------------------------------------
@@ -756,6 +762,66 @@ class WandbApiReader(Reader):
             aliases=_aliases(list(linked.aliases)),
             created_at_ms=linked_at if linked_at is not None else art.created_at_ms,
         )
+
+    # ---- two-way (--two-way): notes, tags and registry aliases written back -----------
+
+    def _run_path(self, header: RunHeader) -> str:
+        return str(header.locator.get("path") or header.source_id.removeprefix("wandb:"))
+
+    def editable(self, header: RunHeader) -> Editable:
+        """The run's notes and tags as this sync listed them (kept current by
+        :meth:`set_editable`); read from the server for a header from elsewhere."""
+        seen = header.locator.get(EDITABLE)
+        if not isinstance(seen, dict):
+            a = self._api_run(self._run_path(header))._attrs
+            seen = {"notes": a.get("notes") or None, "tags": list(a.get("tags") or [])}
+        return Editable(
+            holds={"notes", "tags"},
+            notes=seen.get("notes") or None,
+            tags=[str(t) for t in seen.get("tags") or []],
+        )
+
+    def set_editable(self, header: RunHeader, changes: dict[str, str | None]) -> None:
+        """Write "notes" and "tags" (a JSON list) through the public API (``Run.update``).
+        Tags kept from before keep their order; new ones follow, sorted."""
+        if not changes.keys() & {"notes", "tags"}:
+            return
+        r = self._api_run(self._run_path(header))
+        if "notes" in changes:
+            r.notes = changes["notes"] or ""
+        if "tags" in changes:
+            wanted = {str(t) for t in json.loads(changes["tags"] or "[]")}
+            have = [str(t) for t in r._attrs.get("tags") or []]
+            r.tags = [t for t in have if t in wanted] + sorted(wanted - set(have))
+        self._retry("run update", r.update)
+        header.locator[EDITABLE] = {"notes": r.notes or None, "tags": list(r.tags)}
+
+    def _linked(self, path: str) -> Any | None:
+        """The registry link at ``COLLECTION_PATH:vN|alias``, or None if there is none."""
+        try:
+            return self._retry("registry version", functools.partial(self._client().artifact, path))
+        except Exception as exc:
+            if any(p in str(exc).lower() for p in ("not found", "could not find", "no such")):
+                return None
+            raise
+
+    def set_model_alias(self, model: RegisteredModel, alias: str, version_source_id: str) -> None:
+        """Give the collection's version (``...:vN``) the alias, as moved in the copy (W&B
+        takes it off the version that had it)."""
+        path = version_source_id.removeprefix("wandb:")
+        linked = self._linked(path)
+        if linked is None:
+            raise BridgeError(f"wandb: {path} not found: alias {alias!r} not moved")
+        if alias not in linked.aliases:
+            linked.aliases.append(alias)
+            self._retry("alias", linked.save)
+
+    def delete_model_alias(self, model: RegisteredModel, alias: str) -> None:
+        """Remove the alias from the collection (nothing to do if no version has it)."""
+        linked = self._linked(f"{model.source_id.removeprefix('wandb:')}:{alias}")
+        if linked is not None and alias in linked.aliases:
+            linked.aliases.remove(alias)
+            self._retry("alias", linked.save)
 
     # ---- files -----------------------------------------------------------------------
 

@@ -25,6 +25,40 @@ MAX_PROJECT_LEN = 128
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
+#: Characters of a registry name ("model" in ``wandb-registry-model``) W&B accepts.
+_REGISTRY_NAME = re.compile(r"^[A-Za-z0-9_\-.]+$")
+
+
+class WandbRegistryRules(BaseModel):
+    """``[registry]``: where source registered models go in W&B (see the TOML file)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    registry: str = "model"
+    collection_name: str = "{name}"
+
+    @field_validator("registry")
+    @classmethod
+    def _check_registry(cls, value: str) -> str:
+        if not _REGISTRY_NAME.fullmatch(value) or value.startswith("wandb-registry-"):
+            raise ValueError(
+                "must be a registry name without the 'wandb-registry-' prefix "
+                "(letters, digits, '-', '_', '.')"
+            )
+        return value
+
+    @field_validator("collection_name")
+    @classmethod
+    def _check_template(cls, value: str) -> str:
+        return check_name_template(
+            "registry.collection_name", value, ("name", "registry", "entity")
+        )
+
+    def name_for(self, name: str, registry: str | None, entity: str | None) -> str:
+        """The collection name before sanitizing (see the W&B registry writer)."""
+        return self.collection_name.format(name=name, registry=registry or "", entity=entity or "")
+
+
 class WandbMapping(BaseModel):
     """Neutral run → W&B run rules; defaults match ``mappings/mlflow-to-wandb.toml``."""
 
@@ -42,6 +76,7 @@ class WandbMapping(BaseModel):
     exit_codes: dict[str, int] = Field(
         default_factory=lambda: {"FINISHED": 0, "FAILED": 1, "KILLED": 255, "RUNNING": 0}
     )
+    registry: WandbRegistryRules = Field(default_factory=WandbRegistryRules)
 
     @field_validator("project_name")
     @classmethod

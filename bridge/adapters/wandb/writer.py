@@ -21,6 +21,8 @@ Layout (all rules also in ``mappings/mlflow-to-wandb.toml``):
 * A re-sync resumes the same run id (``resume="allow"``); offline that adds a folder for
   the same id, which readers merge. Offline rows continue the ``_step`` count of earlier
   folders so ``wandb sync`` sees one increasing history.
+* Online only: registered models → W&B Registry collections (or legacy portfolios),
+  model versions → ``model`` artifacts logged by their run's copy; see ``registry_writer``.
 """
 
 from __future__ import annotations
@@ -33,12 +35,20 @@ import shutil
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from bridge.adapters.base import Capabilities, DestRun, MetricSink, Rendered, Writer
+from bridge.adapters.base import (
+    Capabilities,
+    DestRegisteredModel,
+    DestRun,
+    MetricSink,
+    OpenEntry,
+    Rendered,
+    Writer,
+)
 from bridge.adapters.wandb.bridged import (
     INTERNAL_HISTORY_KEYS,
     RENAMED_METRIC_PREFIX,
@@ -49,7 +59,19 @@ from bridge.adapters.wandb.history import absolute_folder_target
 from bridge.adapters.wandb.mapping import WandbMapping, load_wandb_mapping
 from bridge.errors import BridgeError, RunError
 from bridge.mapping import flatten, to_text
-from bridge.schema import MetricChunk, Project, Run, Warning_
+from bridge.schema import (
+    ArtifactVersion,
+    ManifestEntry,
+    MetricChunk,
+    ModelVersion,
+    Project,
+    RegisteredModel,
+    Run,
+    Warning_,
+)
+
+if TYPE_CHECKING:
+    from bridge.adapters.wandb.registry_writer import WandbRegistryWriter
 
 BRIDGE = "_bridge."
 SOURCE_ID_KEY = "_bridge.source_id"
@@ -137,6 +159,9 @@ class WandbWriter(Writer):
             metrics_per_batch=METRICS_PER_BATCH,
             params_per_batch=1000,
             tags_per_batch=1000,
+            # Online only: offline runs cannot link artifacts into a registry.
+            registry=not self.offline,
+            logged_models=not self.offline,
         )
         path, _, query = target.partition("?")
         params = urllib.parse.parse_qs(query)
@@ -149,6 +174,7 @@ class WandbWriter(Writer):
         self._live: dict[str, _Live] = {}
         self._pending_resume: set[str] = set()
         self._api_obj: Any = None
+        self._registry: WandbRegistryWriter | None = None
         if not self.offline:
             parts = [p for p in path.strip("/").split("/") if p]
             if not parts or len(parts) > 2:
@@ -616,6 +642,61 @@ class WandbWriter(Writer):
     def _log_path(self, live: _Live) -> Path | None:
         """The run's transaction log (offline only: online, finish waits for the upload)."""
         return None
+
+    # ------------------------------------------------------------------ models, registry
+
+    @property
+    def registry(self) -> WandbRegistryWriter:
+        """The model/registry half (online only), see ``registry_writer``."""
+        if self.offline:
+            raise BridgeError(f"{self.display_uri}: offline runs cannot hold a model registry")
+        with self._lock:
+            if self._registry is None:
+                from bridge.adapters.wandb.registry_writer import WandbRegistryWriter
+
+                self._registry = WandbRegistryWriter(self)
+            return self._registry
+
+    @property
+    def name_warnings(self) -> dict[str, list[str]]:
+        return {} if self.offline else self.registry.name_warnings
+
+    def alias_problem(self, alias: str) -> str | None:
+        from bridge.adapters.wandb.registry_writer import alias_problem
+
+        return alias_problem(alias)
+
+    def find_model(self, artifact_source_id: str) -> str | None:
+        return self.registry.find_model(artifact_source_id)
+
+    def put_model(
+        self,
+        project_dest_id: str,
+        run_dest_id: str | None,
+        art: ArtifactVersion,
+        files: Sequence[tuple[ManifestEntry, OpenEntry]],
+    ) -> str:
+        return self.registry.put_model(project_dest_id, run_dest_id, art, files)
+
+    def registered_model_name(self, model: RegisteredModel) -> str:
+        return self.registry.registered_model_name(model)
+
+    def get_registered_model(self, name: str) -> DestRegisteredModel | None:
+        return self.registry.get_registered_model(name)
+
+    def ensure_registered_model(self, name: str, model: RegisteredModel) -> None:
+        self.registry.ensure_registered_model(name, model)
+
+    def create_model_version(
+        self, name: str, version: ModelVersion, location: str, run_dest_id: str | None
+    ) -> str:
+        return self.registry.create_model_version(name, version, location, run_dest_id)
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self.registry.set_alias(name, alias, version)
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self.registry.delete_alias(name, alias)
 
     def close(self) -> None:
         """Finish runs left open by a failure (exit code 1; their ``_bridge.complete`` stays
