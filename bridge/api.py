@@ -106,14 +106,14 @@ def _filtered(options: ReaderOptions) -> bool:
 
 
 def _use_mapping(writer: Writer, path: str) -> None:
-    """Per-pair mapping overrides: the writer's mapping rules from a TOML file."""
+    """Per-pair mapping overrides: the writer's mapping rules from a TOML file, read with the
+    writer's own mapping model (W&B → MLflow and MLflow → W&B rules differ)."""
     from pathlib import Path
 
-    from bridge.mapping import load_mapping
-
-    if not hasattr(writer, "mapping"):
+    read = getattr(writer, "read_mapping", None)
+    if read is None:
         raise BridgeError(f"the {writer.scheme}: destination takes no mapping file")
-    writer.mapping = load_mapping(Path(path))
+    writer.mapping = read(Path(path))  # type: ignore[attr-defined]
 
 
 def diff(source: str, dest: str, **kwargs: object) -> Plan:

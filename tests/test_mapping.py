@@ -178,3 +178,20 @@ def test_flatten_dicts_but_not_lists_or_typed_values() -> None:
         "n": 1,
     }
     assert dict(flatten({"a": {"b": 1}}, sep="/")) == {"a/b": 1}
+
+
+def test_mapping_overrides_use_each_writers_own_rules(tmp_path: Path) -> None:
+    """--mapping reads a W&B destination's file with the MLflow → W&B rules, an MLflow
+    destination's with the W&B → MLflow rules (each shipped file is valid for its writer)."""
+    from bridge.api import _use_mapping
+    from bridge.uris import open_writer
+
+    root = Path(__file__).resolve().parents[1] / "mappings"
+    wandb_writer = open_writer(f"wandb-offline:{tmp_path / 'out'}")
+    _use_mapping(wandb_writer, str(root / "mlflow-to-wandb.toml"))
+    assert type(wandb_writer.mapping).__name__ == "WandbMapping"  # type: ignore[attr-defined]
+    mlflow_writer = open_writer(f"mlflow:sqlite:///{tmp_path / 'm.db'}")
+    _use_mapping(mlflow_writer, str(root / "wandb-to-mlflow.toml"))
+    assert type(mlflow_writer.mapping).__name__ == "Mapping"  # type: ignore[attr-defined]
+    with pytest.raises(BridgeError, match="mlflow-to-wandb"):
+        _use_mapping(wandb_writer, str(root / "wandb-to-mlflow.toml"))

@@ -109,6 +109,9 @@ class MlflowWriter(MlflowStore, Writer):
 
     scheme = "mlflow"
 
+    #: Reads a mapping-overrides file (``--mapping``) into this writer's mapping model.
+    read_mapping = staticmethod(load_mapping)
+
     def __init__(
         self,
         target: str,
