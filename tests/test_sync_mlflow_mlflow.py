@@ -23,6 +23,7 @@ T0 = 1_650_000_000_000
 def _make_source(uri: str, tmp: Path) -> dict[str, str]:
     """Two experiments; a parent with a nested child; odd metric histories; artifacts."""
     import mlflow
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     client = MlflowClient(tracking_uri=uri)
     exp = client.create_experiment("vision", tags={"team": "cv"})
@@ -48,8 +49,9 @@ def _make_source(uri: str, tmp: Path) -> dict[str, str]:
     (art / "model.txt").write_text("weights")
     (art / "nested" / "deep" / "data.csv").write_text("a,b\n1,2\n")
     client.log_artifacts(pid, str(art))
-    mlflow.set_tracking_uri(uri)
-    with mlflow.start_run(run_id=pid):
+    # The fluent API needs the global tracking URI; MLflow's own context manager restores
+    # it to "unset" afterwards (later tests resolve models:/ URIs through it).
+    with _use_tracking_uri(uri), mlflow.start_run(run_id=pid):
         ds = mlflow.data.from_numpy(
             np.arange(6).reshape(3, 2), source="s3://bucket/x.npy", name="train"
         )

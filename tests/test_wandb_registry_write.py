@@ -40,6 +40,8 @@ class Source:
         self.state = str(tmp / "state.db")
         # MLflow resolves "models:/<id>" sources with the global tracking URI.
         mp.setenv("MLFLOW_TRACKING_URI", self.uri)
+        # ... unless another test left a process-global URI set (it outranks the variable)
+        mp.setattr("mlflow.tracking._tracking_service.utils._tracking_uri", None)
         c = self.client = MlflowClient(tracking_uri=self.uri)
         exp = c.create_experiment("vision", artifact_location=(tmp / "src-art").as_uri())
         self.runs: list[str] = []
