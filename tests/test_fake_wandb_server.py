@@ -363,9 +363,9 @@ def test_upload_endpoints_raw(server: FakeWandbServer) -> None:
     assert call("POST", "/files/acme/demo/r0/file_stream", done)[0] == 200
     assert _api(server).run("acme/demo/r0").state == "failed"
     assert call("PUT", "/upload/blob/AAAA", b"not matching")[0] == 400
-    code, body = _post(server, 'mutation Bogus { deleteRun(input: {id: "1"}) { success } }')
+    code, body = _post(server, 'mutation Bogus { undeleteRun(input: {id: "1"}) { success } }')
     assert "operation Bogus not implemented" in body["errors"][0]["message"]
-    assert "Mutation.deleteRun" in body["errors"][0]["message"]
+    assert "Mutation.undeleteRun" in body["errors"][0]["message"]
     server.set_faults(1.0, codes=(429,), ops=("file_stream",))
     code, _ = call("POST", "/files/acme/demo/r0/file_stream", done)
     assert code == 429 and server.faults["file_stream:429"] == 1

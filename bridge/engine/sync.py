@@ -100,8 +100,8 @@ def check_on_delete(writer: Writer, on_delete: OnDelete) -> None:
     need = {"tag": "set_tags", "delete": "delete_run"}.get(on_delete)
     if need and not callable(getattr(writer, need, None)):
         raise BridgeError(
-            f"--on-delete {on_delete} needs the {writer.scheme}: writer to offer {need}(); "
-            "it does not yet — use --on-delete keep"
+            f"--on-delete {on_delete} needs a destination that can {on_delete} a run "
+            f"({need}); {writer.scheme}: cannot — use --on-delete keep"
         )
 
 

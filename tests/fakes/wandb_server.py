@@ -59,7 +59,7 @@ from .wandb_store import (
     iso,
     parse_iso,
 )
-from .wandb_upload import Mutations, UploadError, Uploads
+from .wandb_upload import HttpGqlError, Mutations, UploadError, Uploads
 
 __all__ = ["FakeWandbServer", "FakeRun", "FakeArtifact", "FakeProject"]
 
@@ -665,7 +665,7 @@ class _Handler(BaseHTTPRequestHandler):
         fw.queries.append((op, query, req.get("variables") or {}))
         if self._fault(op):
             return
-        self._json(200, fw.answer(op, query, req.get("variables") or {}))
+        self._json(*fw.respond(op, query, req.get("variables") or {}))
 
 
 class _HTTP(ThreadingHTTPServer):
@@ -792,9 +792,10 @@ class FakeWandbServer:
         return self.add_run(fake_run_from_offline(Path(folder), **overrides))
 
     def artifacts(self, proj: FakeProject) -> list[FakeArtifact]:
-        """Distinct artifact versions logged or used by the project's runs."""
+        """Distinct artifact versions logged or used by the project's runs (also deleted
+        runs: W&B keeps their artifacts unless they were deleted with the run)."""
         seen: dict[str, FakeArtifact] = {}
-        for r in proj.runs.values():
+        for r in list(proj.runs.values()) + list(proj.deleted_runs.values()):
             for a in r.logged_artifacts + r.used_artifacts:
                 if a.entity == proj.entity and a.project == proj.name:
                     seen.setdefault(a.id, a)
@@ -892,14 +893,22 @@ class FakeWandbServer:
             self.faults[f"{op}:{code}"] += 1
             return code
 
-    def answer(self, op: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    def respond(self, op: str, query: str, variables: dict[str, Any]) -> tuple[int, Any]:
+        """(HTTP status, body): 200 with ``data`` or ``errors``, or the status an error
+        carries (``HttpGqlError``, e.g. 409 for a deleted run's id)."""
         try:
-            return {"data": execute(query, variables, _Root(self), None, Mutations(self))}
+            return 200, {"data": execute(query, variables, _Root(self), None, Mutations(self))}
         except Unimplemented as exc:
             msg = f"fake server: operation {op} not implemented ({exc})"
+        except HttpGqlError as exc:
+            return exc.code, {"errors": [{"message": str(exc), "path": []}], "data": None}
         except GqlError as exc:
             msg = f"fake server: operation {op}: {exc}"
-        return {"errors": [{"message": msg, "path": []}], "data": None}
+        return 200, {"errors": [{"message": msg, "path": []}], "data": None}
+
+    def answer(self, op: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+        """The response body (whatever its HTTP status)."""
+        return self.respond(op, query, variables)[1]
 
     def ops_seen(self) -> list[str]:
         """Distinct GraphQL operation names received, in first-seen order."""

@@ -225,6 +225,10 @@ class FakeProject:
     description: str | None = None
     created_at: float = 0.0
     runs: dict[str, FakeRun] = field(default_factory=dict)
+    #: Runs removed by ``DeleteRun``: out of every listing, but their ids stay taken (W&B
+    #: refuses to create a run with a deleted run's id) and, unless deleted with them,
+    #: the artifacts they logged stay.
+    deleted_runs: dict[str, FakeRun] = field(default_factory=dict)
     id: str = field(default_factory=next_id)
 
 

@@ -57,6 +57,14 @@ class UploadError(Exception):
         self.code = code
 
 
+class HttpGqlError(GqlError):
+    """A GraphQL error W&B answers with an HTTP status other than 200 (``code``)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 @dataclass
 class _Pending:
     """An artifact version between ``CreateArtifact`` and ``CommitArtifact``."""
@@ -108,6 +116,11 @@ class Uploads:
             entity = inp.get("entityName") or srv.default_entity
             proj = srv.add_project(entity, inp.get("modelName") or "uncategorized")
             name = inp.get("name")
+            if name and name in proj.deleted_runs:
+                # What W&B answers (HTTP 409) for the id of a deleted run (wandb#1192).
+                raise HttpGqlError(
+                    409, f"run {name} was previously created and deleted; try a new run name"
+                )
             run = proj.runs.get(name) if name else None
             if run is None and inp.get("id"):
                 run = next((r for r in proj.runs.values() if r.id == inp["id"]), None)
@@ -154,6 +167,21 @@ class Uploads:
             if inp.get("summaryMetrics") is not None:
                 run.summary = json.loads(inp["summaryMetrics"])
             return run, inserted
+
+    def delete_run(self, storage_id: str, delete_artifacts: bool) -> FakeRun:
+        """``DeleteRun``: the run leaves its project's listings (``project.run`` answers
+        null); its id stays taken. Its logged artifacts stay unless ``delete_artifacts``."""
+        with self.lock:
+            for proj in self.srv.projects.values():
+                run = next((r for r in proj.runs.values() if r.id == storage_id), None)
+                if run is None:
+                    continue
+                del proj.runs[run.name]
+                if delete_artifacts:
+                    run.logged_artifacts = []
+                proj.deleted_runs[run.name] = run
+                return run
+            raise GqlError(f"run {storage_id!r} not found")
 
     # -- file_stream
     def file_stream(
@@ -282,6 +310,12 @@ class Mutations(RegistryMutations, Node):
     def f_upsertBucket(self, a: dict[str, Any]) -> Any:
         run, inserted = self.up.upsert_run(a.get("input") or {})
         return {"bucket": self._run_node(run), "inserted": inserted}
+
+    def f_deleteRun(self, a: dict[str, Any]) -> Any:
+        """``Run.delete(delete_artifacts=...)`` of the public API (input ``id`` = storage id)."""
+        inp = a.get("input") or {}
+        self.up.delete_run(str(inp.get("id") or ""), bool(inp.get("deleteArtifacts")))
+        return {"clientMutationId": inp.get("clientMutationId")}
 
     def _run_of(self, inp: dict[str, Any]) -> FakeRun:
         ent = inp.get("entityName") or self.srv.default_entity

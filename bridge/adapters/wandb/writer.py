@@ -23,6 +23,12 @@ Layout (all rules also in ``mappings/mlflow-to-wandb.toml``):
   folders so ``wandb sync`` sees one increasing history.
 * Online only: registered models → W&B Registry collections (or legacy portfolios),
   model versions → ``model`` artifacts logged by their run's copy; see ``registry_writer``.
+* Online only, runs whose source run was deleted (``--on-delete``): ``tag`` adds the W&B run
+  tag ``bridge-source-deleted`` (W&B tags are bare labels; ``bridge.source_deleted=true``
+  becomes that label, the run's other tags stay); ``delete`` deletes the run
+  (``Run.delete()``, its artifacts kept). W&B keeps a deleted run's id taken: a source run
+  restored later cannot be copied again under its deterministic id. Offline folders
+  cannot be edited once written, so ``wandb-offline:`` offers neither.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import heapq
 import math
 import os
 import posixpath
+import re
 import shutil
 import threading
 import time
@@ -91,6 +98,10 @@ SINK_MAX_POINTS = 50_000
 METRICS_PER_BATCH = 10_000
 #: How long finish_run waits for wandb-core to close an offline run's log.
 LOG_CLOSE_TIMEOUT_S = 60.0
+#: W&B run tag rules (wandb.sdk.artifacts._validators.TAG_REGEX; W&B UI: 64 characters).
+_WANDB_TAG = re.compile(r"^[-\w]+( +[-\w]+)*$")
+MAX_TAG_LEN = 64
+_LABEL_BAD = re.compile(r"[^A-Za-z0-9-]+")
 
 
 def _sdk_settings(**extra: Any) -> Any:
@@ -320,15 +331,53 @@ class WandbWriter(Writer):
                 found.setdefault(dest.source_id, dest)
         return found
 
+    def _fresh_run(self, dest_id: str) -> Any:
+        """The public-API run as the server has it now. ``Api.run`` keeps each run object
+        for the life of the ``Api``: edits and deletions made since would not show.
+        Raises (``RunNotFoundError``) if there is no such run."""
+        from wandb.apis import public
+
+        parts = dest_id.split("/")
+        if len(parts) != 3 or not all(parts):
+            raise BridgeError(f"{self.display_uri}: {dest_id!r} is not ENTITY/PROJECT/RUN_ID")
+        entity, project, run_id = parts
+        return public.Run(self._api()._service_api, entity, project, run_id, lazy=False)
+
     def get_run(self, dest_id: str) -> DestRun | None:
         try:
-            r = self._api().run(dest_id)
-            _ = r.config  # loads the run: raises if it does not exist
+            r = self._fresh_run(dest_id)  # loads the run: raises if it does not exist
         except Exception as exc:
             if _not_found(exc):
                 return None
             raise
         return self._api_dest_run(r, dest_id.rpartition("/")[0])
+
+    # ------------------------------------------------------------------ source deletions
+
+    def set_tags(self, dest_id: str, tags: dict[str, str]) -> None:
+        """Add ``tags`` to the run as W&B tags (``--on-delete tag``: the label
+        ``bridge-source-deleted``), keeping its other tags, with the public API's
+        ``Run.update()``: what a W&B user filters runs on. Config, summary and history stay
+        as they are (``Run.update()`` sends back the config and summary it loaded)."""
+        labels = [wandb_label(k, v) for k, v in tags.items()]
+        r = self._fresh_run(dest_id)
+        have = [str(t) for t in getattr(r, "tags", None) or []]
+        new = [t for t in dict.fromkeys(labels) if t not in have]
+        if new:
+            r.tags = have + new
+            r.update()
+
+    def delete_run(self, dest_id: str) -> None:
+        """Delete the run on the server (``Run.delete()``, GraphQL ``DeleteRun``). Artifacts
+        it logged stay (a registry link may point at one). A run already gone is no error.
+        W&B keeps the id of a deleted run taken: the same id cannot be created again."""
+        try:
+            r = self._fresh_run(dest_id)
+        except Exception as exc:
+            if _not_found(exc):
+                return
+            raise
+        r.delete(delete_artifacts=False)
 
     def metric_counts(self, dest_id: str) -> dict[str, int]:
         """Points per source metric key (every history row except the bridge's step key)."""
@@ -720,6 +769,10 @@ class WandbOfflineWriter(WandbWriter):
 
     scheme = "wandb-offline"
     offline = True
+    # A written offline folder is not edited or removed (``wandb sync`` may have uploaded it
+    # already): not offering these makes ``--on-delete tag|delete`` refused up front.
+    set_tags = None  # type: ignore[assignment]
+    delete_run = None  # type: ignore[assignment]
 
     @classmethod
     def normalize_target(cls, target: str) -> str:
@@ -901,6 +954,22 @@ def _wait_for_exit_record(log: Path, timeout: float = LOG_CLOSE_TIMEOUT_S) -> bo
         last_size = size
         time.sleep(0.02)
     return False
+
+
+def wandb_label(key: str, value: str) -> str:
+    """A neutral tag as a W&B run tag. W&B run tags are bare labels, so only a flag
+    (value "true" or empty) can be one: ``wandb.tag.NAME`` is ``NAME``; any other key has
+    each run of characters other than letters, digits and ``-`` turned into ``-``
+    (``bridge.source_deleted`` → ``bridge-source-deleted``). Raises RunError otherwise."""
+    if value.strip().lower() not in ("", "true"):
+        raise RunError(f"W&B run tags have no values: cannot write tag {key}={value!r}")
+    if key.startswith(TAG_PREFIX):
+        label = key[len(TAG_PREFIX) :]
+    else:
+        label = _LABEL_BAD.sub("-", key).strip("-")
+    if not _WANDB_TAG.fullmatch(label) or len(label) > MAX_TAG_LEN:
+        raise RunError(f"tag {key!r} is no valid W&B run tag ({label!r})")
+    return label
 
 
 def _first(params: dict[str, list[str]], name: str) -> str | None:
