@@ -176,7 +176,7 @@ def test_offline_destination_still_refuses(tmp_path: Path, on_delete: str) -> No
     MlflowClient(tracking_uri=src).create_experiment("e", artifact_location=str(tmp_path / "a"))
     out = tmp_path / "out"
     need = {"tag": "set_tags", "delete": "delete_run"}[on_delete]
-    with pytest.raises(BridgeError, match=f"wandb-offline: writer to offer {need}"):
+    with pytest.raises(BridgeError, match=rf"\({need}\); wandb-offline: cannot"):
         api.sync(
             f"mlflow:{src}",
             f"wandb-offline:{out}",
