@@ -62,7 +62,7 @@ def test_html_diff_plots_changed_streams(tmp_path: Path) -> None:
 
     src_uri = f"sqlite:///{tmp_path / 'src.db'}"
     client = MlflowClient(tracking_uri=src_uri)
-    exp = client.create_experiment("plots")
+    exp = client.create_experiment("plots", artifact_location=str(tmp_path / "src-art"))
     run = client.create_run(exp, start_time=1_650_000_000_000, run_name="<b>r</b>")
     t0 = 1_650_000_000_000
     client.log_batch(

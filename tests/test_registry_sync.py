@@ -159,7 +159,7 @@ def test_dry_run_lists_versions_bytes_and_aliases(reg: Registry) -> None:
 
 
 def test_version_of_an_out_of_scope_run_is_still_migrated(reg: Registry) -> None:
-    other = reg.client.create_experiment("other")
+    other = reg.client.create_experiment("other", artifact_location=str(reg.tmp / "other-art"))
     run = reg.client.create_run(other, start_time=T0, run_name="elsewhere")
     folder = reg.tmp / "model-x"
     folder.mkdir()

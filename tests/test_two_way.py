@@ -32,7 +32,7 @@ class Pair:
         self.state = str(tmp / "state.db")
         self.src_client = MlflowClient(tracking_uri=src_uri)
         self.dst_client = MlflowClient(tracking_uri=dst_uri)
-        exp = self.src_client.create_experiment("vision")
+        exp = self.src_client.create_experiment("vision", artifact_location=str(tmp / "src-art"))
         run = self.src_client.create_run(
             exp, start_time=T0, run_name="r1", tags={"team": "cv", "mlflow.note.content": "n1"}
         )
