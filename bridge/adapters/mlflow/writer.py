@@ -16,7 +16,6 @@ import posixpath
 import shutil
 import tempfile
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -26,7 +25,7 @@ from bridge.adapters.base import (
     DestRegisteredModel,
     DestRun,
     MetricSink,
-    OpenEntry,
+    RegistryDelegate,
     Rendered,
     Writer,
 )
@@ -45,13 +44,9 @@ from bridge.mapping import (
     to_text,
 )
 from bridge.schema import (
-    ArtifactVersion,
     Editable,
-    ManifestEntry,
     MetricChunk,
-    ModelVersion,
     Project,
-    RegisteredModel,
     Run,
     Warning_,
 )
@@ -104,7 +99,7 @@ class _Full:
     owners: dict[str, dict[str, str]] = field(default_factory=lambda: {"params": {}, "tags": {}})
 
 
-class MlflowWriter(MlflowStore, Writer):
+class MlflowWriter(MlflowStore, RegistryDelegate, Writer):
     """Writes runs into an MLflow tracking server or database."""
 
     scheme = "mlflow"
@@ -692,40 +687,10 @@ class MlflowWriter(MlflowStore, Writer):
         return alias_problem(alias)
 
     def find_model(self, artifact_source_id: str) -> str | None:
-        if self._store_missing():
-            return None
-        return self.registry.find_model(artifact_source_id)
-
-    def put_model(
-        self,
-        project_dest_id: str,
-        run_dest_id: str | None,
-        art: ArtifactVersion,
-        files: Sequence[tuple[ManifestEntry, OpenEntry]],
-    ) -> str:
-        return self.registry.put_model(project_dest_id, run_dest_id, art, files)
-
-    def registered_model_name(self, model: RegisteredModel) -> str:
-        return self.registry.registered_model_name(model)
+        return None if self._store_missing() else super().find_model(artifact_source_id)
 
     def get_registered_model(self, name: str) -> DestRegisteredModel | None:
-        if self._store_missing():
-            return None
-        return self.registry.get_registered_model(name)
-
-    def ensure_registered_model(self, name: str, model: RegisteredModel) -> None:
-        self.registry.ensure_registered_model(name, model)
-
-    def create_model_version(
-        self, name: str, version: ModelVersion, location: str, run_dest_id: str | None
-    ) -> str:
-        return self.registry.create_model_version(name, version, location, run_dest_id)
-
-    def set_alias(self, name: str, alias: str, version: str) -> None:
-        self.registry.set_alias(name, alias, version)
-
-    def delete_alias(self, name: str, alias: str) -> None:
-        self.registry.delete_alias(name, alias)
+        return None if self._store_missing() else super().get_registered_model(name)
 
     # ---- --two-way: editable fields (bridge/adapters/mlflow/editable.py) -------------
 

@@ -42,17 +42,16 @@ import shutil
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from bridge.adapters.base import (
     Capabilities,
-    DestRegisteredModel,
     DestRun,
     MetricSink,
-    OpenEntry,
+    RegistryDelegate,
     Rendered,
     Writer,
 )
@@ -67,12 +66,8 @@ from bridge.adapters.wandb.mapping import WandbMapping, load_wandb_mapping
 from bridge.errors import BridgeError, RunError
 from bridge.mapping import flatten, to_text
 from bridge.schema import (
-    ArtifactVersion,
-    ManifestEntry,
     MetricChunk,
-    ModelVersion,
     Project,
-    RegisteredModel,
     Run,
     Warning_,
 )
@@ -151,7 +146,7 @@ class _Doc:
     warnings: list[Warning_] = field(default_factory=list)
 
 
-class WandbWriter(Writer):
+class WandbWriter(RegistryDelegate, Writer):
     """Writes runs to a W&B server (``wandb:``); :class:`WandbOfflineWriter` writes folders."""
 
     scheme = "wandb"
@@ -717,38 +712,6 @@ class WandbWriter(Writer):
         from bridge.adapters.wandb.registry_writer import alias_problem
 
         return alias_problem(alias)
-
-    def find_model(self, artifact_source_id: str) -> str | None:
-        return self.registry.find_model(artifact_source_id)
-
-    def put_model(
-        self,
-        project_dest_id: str,
-        run_dest_id: str | None,
-        art: ArtifactVersion,
-        files: Sequence[tuple[ManifestEntry, OpenEntry]],
-    ) -> str:
-        return self.registry.put_model(project_dest_id, run_dest_id, art, files)
-
-    def registered_model_name(self, model: RegisteredModel) -> str:
-        return self.registry.registered_model_name(model)
-
-    def get_registered_model(self, name: str) -> DestRegisteredModel | None:
-        return self.registry.get_registered_model(name)
-
-    def ensure_registered_model(self, name: str, model: RegisteredModel) -> None:
-        self.registry.ensure_registered_model(name, model)
-
-    def create_model_version(
-        self, name: str, version: ModelVersion, location: str, run_dest_id: str | None
-    ) -> str:
-        return self.registry.create_model_version(name, version, location, run_dest_id)
-
-    def set_alias(self, name: str, alias: str, version: str) -> None:
-        self.registry.set_alias(name, alias, version)
-
-    def delete_alias(self, name: str, alias: str) -> None:
-        self.registry.delete_alias(name, alias)
 
     def close(self) -> None:
         """Finish runs left open by a failure (exit code 1; their ``_bridge.complete`` stays
