@@ -195,3 +195,18 @@ def test_verify_checks_registry_versions_and_aliases(reg: Registry) -> None:
     # version 1 is gone (and with it the alias moved onto it): both named
     assert ("alias:prod", "2", None) in fields
     assert any(f[0] == "version:v1" and f[2] is None for f in fields)
+
+
+def test_registry_that_cannot_be_listed_keeps_the_runs_report(
+    reg: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge.adapters.mlflow.reader import MlflowReader
+
+    def broken(self: Any) -> Any:
+        raise RuntimeError("registry endpoint down")
+
+    monkeypatch.setattr(MlflowReader, "list_registered_models", broken)
+    plan = reg.sync()
+    assert plan.exit_code() == 1
+    assert [r.outcome for r in plan.runs] == ["done", "done"]
+    assert any("registry endpoint down" in e for e in plan.errors)

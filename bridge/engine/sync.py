@@ -256,7 +256,7 @@ def run_sync(
                 p.plan.reason = "not applied: --on-conflict fail and conflicts were found"
         runs_bar.update(len(headers))
         runs_bar.close()
-        report.models = _models(ctx)
+        _add_models(ctx, report)
         return report
 
     runs_bar.update(len(headers) - len(to_apply))
@@ -296,8 +296,17 @@ def run_sync(
         for sid, edit in two_way_pass(ctx, written, fresh=True).items():
             if edit.error:
                 report.errors.append(f"{sid}: {edit.error}")
-    report.models = _models(ctx)
+    _add_models(ctx, report)
     return report
+
+
+def _add_models(ctx: SyncContext, report: Plan) -> None:
+    """Registered models into the report; a registry that cannot be listed is an error of
+    this pass (exit 1), not a reason to lose the report of the runs already synced."""
+    try:
+        report.models = _models(ctx)
+    except BridgeError as exc:
+        report.errors.append(str(exc))
 
 
 def _models(ctx: SyncContext) -> list[ModelPlan]:
