@@ -351,28 +351,13 @@ class StateStore:
     ) -> None:
         """Record a conflict once; an identical open one is not recorded again."""
         with self._tx() as conn:
+            match = _conflict_match(dest_uri, source_id, field, source_value, dest_value)
             existing = conn.execute(
-                sa.select(conflicts_table.c.id).where(
-                    conflicts_table.c.dest_uri == dest_uri,
-                    conflicts_table.c.source_id == source_id,
-                    conflicts_table.c.field == field,
-                    conflicts_table.c.source_value == source_value,
-                    conflicts_table.c.dest_value == dest_value,
-                    conflicts_table.c.resolved.is_(False),
-                )
+                sa.select(conflicts_table.c.id).where(match, conflicts_table.c.resolved.is_(False))
             ).first()
             if existing is None:
-                conn.execute(
-                    sa.insert(conflicts_table).values(
-                        dest_uri=dest_uri,
-                        source_id=source_id,
-                        field=field,
-                        source_value=source_value,
-                        dest_value=dest_value,
-                        synced_value=synced_value,
-                        detected_at=time.time(),
-                        resolved=False,
-                    )
+                _insert_conflict(
+                    conn, dest_uri, source_id, field, source_value, dest_value, synced_value
                 )
 
     def open_conflicts(self, dest_uri: str | None = None) -> list[dict[str, Any]]:
@@ -420,47 +405,27 @@ class StateStore:
         now = time.time()
         c = conflicts_table.c
         with self._tx() as conn:
-            match = (
-                (c.dest_uri == dest_uri)
-                & (c.source_id == source_id)
-                & (c.field == field)
-                & _eq(c.source_value, source_value)
-                & _eq(c.dest_value, dest_value)
-            )
+            match = _conflict_match(dest_uri, source_id, field, source_value, dest_value)
             ids = [r.id for r in conn.execute(sa.select(c.id).where(match, c.resolved.is_(False)))]
             if not ids:
                 ids = [
-                    _pk(
-                        conn.execute(
-                            sa.insert(conflicts_table).values(
-                                dest_uri=dest_uri,
-                                source_id=source_id,
-                                field=field,
-                                source_value=source_value,
-                                dest_value=dest_value,
-                                synced_value=None,
-                                detected_at=now,
-                                resolved=False,
-                            )
-                        )
+                    _insert_conflict(
+                        conn, dest_uri, source_id, field, source_value, dest_value, None, now
                     )
                 ]
             conn.execute(sa.update(conflicts_table).where(c.id.in_(ids)).values(resolved=True))
-            res_id = _pk(
-                conn.execute(
-                    sa.insert(resolutions_table).values(
-                        conflict_id=ids[-1],
-                        dest_uri=dest_uri,
-                        source_id=source_id,
-                        field=field,
-                        choice=choice,
-                        source_value=source_value,
-                        dest_value=dest_value,
-                        resolved_by=resolved_by,
-                        resolved_at=now,
-                        note=note,
-                    )
-                )
+            res_id = _insert_resolution(
+                conn,
+                ids[-1],
+                choice,
+                resolved_by,
+                now,
+                note,
+                dest_uri,
+                source_id,
+                field,
+                source_value,
+                dest_value,
             )
         return int(res_id)
 
@@ -505,19 +470,18 @@ class StateStore:
             ]
             for row in stale:
                 conn.execute(sa.update(conflicts_table).where(c.id == row.id).values(resolved=True))
-                conn.execute(
-                    sa.insert(resolutions_table).values(
-                        conflict_id=row.id,
-                        dest_uri=dest_uri,
-                        source_id=source_id,
-                        field=row.field,
-                        choice="superseded",
-                        source_value=row.source_value,
-                        dest_value=row.dest_value,
-                        resolved_by="bridge",
-                        resolved_at=now,
-                        note="no longer found by a later sync",
-                    )
+                _insert_resolution(
+                    conn,
+                    row.id,
+                    "superseded",
+                    "bridge",
+                    now,
+                    "no longer found by a later sync",
+                    dest_uri,
+                    source_id,
+                    row.field,
+                    row.source_value,
+                    row.dest_value,
                 )
         return len(stale)
 
@@ -730,6 +694,77 @@ def _pk(result: Any) -> int:
 def _eq(column: Any, value: str | None) -> Any:
     """``column = value`` that also matches NULL to None."""
     return column.is_(None) if value is None else column == value
+
+
+def _conflict_match(
+    dest_uri: str, source_id: str, field: str, source_value: str | None, dest_value: str | None
+) -> Any:
+    """The conflict rows (open or not) for exactly this field and these two values."""
+    c = conflicts_table.c
+    return (
+        (c.dest_uri == dest_uri)
+        & (c.source_id == source_id)
+        & (c.field == field)
+        & _eq(c.source_value, source_value)
+        & _eq(c.dest_value, dest_value)
+    )
+
+
+def _insert_resolution(
+    conn: sa.Connection,
+    conflict_id: int,
+    choice: str,
+    resolved_by: str,
+    resolved_at: float,
+    note: str | None,
+    dest_uri: str,
+    source_id: str,
+    field: str,
+    source_value: str | None,
+    dest_value: str | None,
+) -> int:
+    """Insert the settlement of conflict ``conflict_id``; returns its id."""
+    result = conn.execute(
+        sa.insert(resolutions_table).values(
+            conflict_id=conflict_id,
+            dest_uri=dest_uri,
+            source_id=source_id,
+            field=field,
+            choice=choice,
+            source_value=source_value,
+            dest_value=dest_value,
+            resolved_by=resolved_by,
+            resolved_at=resolved_at,
+            note=note,
+        )
+    )
+    return _pk(result)
+
+
+def _insert_conflict(
+    conn: sa.Connection,
+    dest_uri: str,
+    source_id: str,
+    field: str,
+    source_value: str | None,
+    dest_value: str | None,
+    synced_value: str | None,
+    detected_at: float | None = None,
+) -> int:
+    """Insert an open conflict row; returns its id."""
+    result = conn.execute(
+        sa.insert(conflicts_table).values(
+            dest_uri=dest_uri,
+            source_id=source_id,
+            field=field,
+            source_value=source_value,
+            dest_value=dest_value,
+            synced_value=synced_value,
+            detected_at=time.time() if detected_at is None else detected_at,
+            resolved=False,
+        )
+    )
+    return _pk(result)
 
 
 def _conflict_key(row: Any) -> str:
