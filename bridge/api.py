@@ -8,6 +8,7 @@ from bridge.adapters.base import ReaderOptions, Writer
 from bridge.cycles import record_cycle
 from bridge.engine.model import OnConflict, OnDelete, Plan
 from bridge.engine.sync import check_on_delete, run_sync
+from bridge.engine.two_way import check_two_way
 from bridge.engine.verify import VerifyReport
 from bridge.errors import BridgeError
 from bridge.locks import LockHeld, pair_lock
@@ -45,8 +46,6 @@ def sync(
         if mapping:
             _use_mapping(writer, mapping)
         if two_way:
-            from bridge.engine.two_way import check_two_way
-
             check_two_way(reader, writer)
         listing_complete = not _filtered(reader.options)
         if on_delete != "keep":

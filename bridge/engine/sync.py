@@ -14,7 +14,7 @@ from bridge.engine.apply import apply_run
 from bridge.engine.model import ModelPlan, OnConflict, OnDelete, Plan, RunPlan
 from bridge.engine.plan import Planned, SyncContext, plan_run
 from bridge.engine.registry import sync_models
-from bridge.engine.two_way import check_two_way, two_way_pass
+from bridge.engine.two_way import two_way_pass
 from bridge.errors import BridgeError, RunError
 from bridge.schema import RunHeader, Warning_
 from bridge.state import StateStore, conflict_key
@@ -178,7 +178,8 @@ def run_sync(
     ``source-wins``/``dest-wins`` settle conflicts (see ``plan._settle``) and record how.
     Runs this pair wrote whose source is gone are handled by ``on_delete`` — only when
     ``listing_complete`` (no filters), since a filtered listing cannot tell "deleted"
-    from "filtered out".
+    from "filtered out". ``two_way`` also carries editable fields back (engine.two_way);
+    like ``on_delete``, the caller checks first that both sides can (``check_two_way``).
     """
     ctx = SyncContext(
         reader=reader,
@@ -190,8 +191,6 @@ def run_sync(
         download_references=reader.options.download_references,
         two_way=two_way,
     )
-    if two_way:
-        check_two_way(reader, writer)
     report = Plan(source=reader.display_uri, dest=writer.display_uri, dry_run=dry_run)
     try:
         headers = list(reader.list_runs())

@@ -27,7 +27,7 @@ from bridge.engine.model import Conflict
 from bridge.engine.plan import SyncContext, settle_choice
 from bridge.errors import BridgeError
 from bridge.schema import RunHeader
-from bridge.state import conflict_key
+from bridge.state import Resolution, conflict_key
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def _one(
     agreed = ctx.state.get_editable(ctx.dest_uri, sid)
     result = EditResult()
     new_agreed: dict[str, str | None] = {}
-    settled = ctx.state.resolutions(ctx.dest_uri, sid)
+    settled: dict[str, Resolution] | None = None  # read on the first conflict only
     for field in sorted(set(src) | set(dst) | set(agreed or {})):
         if field.startswith("label:") and "labels" not in kinds:
             continue
@@ -101,6 +101,8 @@ def _one(
                     else "the sides differ and were never compared before (--two-way)"
                 ),
             )
+            if settled is None:
+                settled = ctx.state.resolutions(ctx.dest_uri, sid)
             choice = settle_choice(ctx, settled, conflict)
             if choice is None:
                 result.conflicts.append(conflict)
