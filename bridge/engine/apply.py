@@ -22,9 +22,11 @@ from typing import IO
 from bridge.adapters.base import MetricSink
 from bridge.engine.artifacts import (
     VerifyingStream,
+    artifact_folder,
     checksum_problem,
     content_entries,
     manifest_record,
+    version_label,
 )
 from bridge.engine.model import ModelPlan, RunPlan
 from bridge.engine.plan import Planned, SyncContext, file_digest, resolve_parent, slice_new
@@ -41,7 +43,6 @@ from bridge.schema import (
 from bridge.state import RunState
 
 EXTRAS_PATH = "bridge/history-extras.jsonl"
-ARTIFACTS_DIR = "artifacts"  # logged artifacts' content: <name>/<digest>/files/...
 RECORDS_DIR = "bridge/artifacts"  # records of artifacts with no content to copy
 
 ProgressFn = Callable[[int], None]
@@ -173,17 +174,15 @@ def _write_files(
     todo: list[tuple[FileRef, Callable[[], IO[bytes]], ManifestEntry | None]] = []
     for ref in [*run.files, *media]:
         todo.append((ref, partial(ctx.reader.open_file, ref), None))
+    copies: list[tuple[ArtifactVersion, str, str]] = []  # (version, folder, its location)
     for art in run.artifacts:
-        # Named by content digest: an offline log never knows the version number the
-        # server assigns later, and the same artifact must land in the same place either way.
-        version = art.digest or art.version or "unversioned"
         if art.direction != "logged" or not art.manifest:
             # Nothing to copy (a used dataset, a model listed by reference): the record only.
             record = json.dumps(manifest_record(art), indent=2).encode()
-            path = f"{RECORDS_DIR}/{art.direction}/{art.name}/{version}.json"
+            path = f"{RECORDS_DIR}/{art.direction}/{art.name}/{version_label(art)}.json"
             todo.append((FileRef(path=path, size=len(record)), partial(io.BytesIO, record), None))
             continue
-        folder = f"{ARTIFACTS_DIR}/{art.name}/{version}"
+        folder = artifact_folder(art)
         location = None
         if art.type == "model" and ctx.writer.capabilities.logged_models and art.source_id:
             location = _model_object(ctx, planned, dest_id, art)
@@ -195,6 +194,8 @@ def _write_files(
                 todo.append((ref, opener, content))
             if art.source_id:
                 location = ctx.writer.file_location(dest_id, f"{folder}/files")
+                if location is not None:
+                    copies.append((art, folder, location))
         record = json.dumps(manifest_record(art, location), indent=2).encode()
         manifest = FileRef(path=f"{folder}/manifest.json", size=len(record))
         todo.append((manifest, partial(io.BytesIO, record), None))
@@ -222,18 +223,13 @@ def _write_files(
             _check(plan, ref.path, entry, stream)
         ctx.state.put_file(ctx.dest_uri, plan.source_id, ref.path, digest)
         plan.files_written += 1
-    for art in run.artifacts:
-        folder = f"{ARTIFACTS_DIR}/{art.name}/{art.digest or art.version or 'unversioned'}"
-        if (
-            art.direction == "logged"
-            and art.source_id
-            and ctx.state.get_object(ctx.dest_uri, art.source_id) is None
+    # A version whose content is all in place is a copy later runs and registry versions reuse.
+    for art, folder, location in copies:
+        assert art.source_id is not None
+        if ctx.state.get_object(ctx.dest_uri, art.source_id) is None and all(
+            f"{folder}/files/{e.path}" in seen for e in art.manifest if e.ref is None
         ):
-            location = ctx.writer.file_location(dest_id, f"{folder}/files")
-            if location is not None and all(
-                f"{folder}/files/{e.path}" in seen for e in art.manifest if e.ref is None
-            ):
-                ctx.state.put_object(ctx.dest_uri, art.source_id, location)
+            ctx.state.put_object(ctx.dest_uri, art.source_id, location)
 
 
 def _check(

@@ -22,6 +22,7 @@ from typing import IO, Any
 from bridge.schema import ArtifactVersion, ManifestEntry
 
 OpenEntry = Callable[[], IO[bytes]]
+ARTIFACTS_DIR = "artifacts"  # logged artifacts' content: <name>/<digest>/files/...
 _MD5_B64 = re.compile(r"^[A-Za-z0-9+/]{22}==$")
 FETCHABLE = ("file://", "http://", "https://", "s3://")
 
@@ -99,6 +100,18 @@ def _open_reference(uri: str) -> IO[bytes]:
     raise FileNotFoundError(
         f"cannot fetch {parsed.scheme}:// references (the bridge fetches {', '.join(FETCHABLE)})"
     )
+
+
+def version_label(art: ArtifactVersion) -> str:
+    """How a copy names the version: by content digest — an offline log never knows the
+    version number the server assigns later, and the same artifact must land in the same
+    place either way."""
+    return art.digest or art.version or "unversioned"
+
+
+def artifact_folder(art: ArtifactVersion) -> str:
+    """The run-relative folder of a logged version's copy (``files/`` + ``manifest.json``)."""
+    return f"{ARTIFACTS_DIR}/{art.name}/{version_label(art)}"
 
 
 def content_entries(

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
+from bridge.engine.artifacts import artifact_folder
 from bridge.engine.html_report import downsample
 from bridge.schema import ExtraValue, FileRef, MetricChunk, Run, RunHeader
 
@@ -322,13 +323,13 @@ def _expected_files(
             continue
         if model_objects and art.type == "model" and art.source_id:
             continue
-        version = art.digest or art.version or "unversioned"
+        folder = artifact_folder(art)
         for entry in art.manifest:
             if entry.ref is not None or not entry.local_path:
                 continue
             if not os.path.exists(entry.local_path):
                 continue
-            path = f"artifacts/{art.name}/{version}/files/{entry.path}"
+            path = f"{folder}/files/{entry.path}"
             out.setdefault(path, FileRef(path=path, size=entry.size))
     return out
 
