@@ -39,7 +39,7 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -132,6 +132,22 @@ class _TempFile(io.FileIO):
             super().close()
         finally:
             shutil.rmtree(self._folder, ignore_errors=True)
+
+
+def download_to_temp(
+    download: Callable[[str], str], error: type[Exception], what: str, scrub: Callable[[str], str]
+) -> IO[bytes]:
+    """``download(folder)`` into a fresh temp folder (it returns the file's path); the file
+    returned deletes the folder when closed. A failure is one ``error`` naming ``what``,
+    with credentials scrubbed from the backend's message."""
+    folder = tempfile.mkdtemp(prefix="bridge-mlflow-")
+    try:
+        return _TempFile(Path(download(folder)), folder)
+    except Exception as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise error(
+            f"{what} cannot be downloaded: {type(exc).__name__}: {scrub(str(exc))}"
+        ) from None
 
 
 class MlflowReader(MlflowStore, Reader):
@@ -704,16 +720,12 @@ class MlflowReader(MlflowStore, Reader):
         local = _local_dir(artifact_uri)
         if local is not None and (local / path).is_file():
             return open(local / path, "rb")  # noqa: SIM115 - the caller closes it
-        folder = tempfile.mkdtemp(prefix="bridge-mlflow-")
-        try:
-            got = self.client.download_artifacts(run_id, path, dst_path=folder)
-            return _TempFile(Path(got), folder)
-        except Exception as exc:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise RunError(
-                f"artifact {path!r} of MLflow run {run_id} cannot be downloaded: "
-                f"{type(exc).__name__}: {self._scrub(str(exc))}"
-            ) from None
+        return download_to_temp(
+            lambda folder: self.client.download_artifacts(run_id, path, dst_path=folder),
+            RunError,
+            f"artifact {path!r} of MLflow run {run_id}",
+            self._scrub,
+        )
 
     # ------------------------------------------------------------------ registry
 

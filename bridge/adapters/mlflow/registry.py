@@ -44,7 +44,6 @@ import json
 import os
 import posixpath
 import re
-import shutil
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
@@ -802,7 +801,7 @@ class RegistryReader:
     def open_entry(self, art: ArtifactVersion, entry: ManifestEntry) -> IO[bytes]:
         """One file of a version's content: straight from a local artifact folder, else a
         temp download deleted on close. FileNotFoundError if it cannot be had."""
-        from bridge.adapters.mlflow.reader import _local_dir, _TempFile
+        from bridge.adapters.mlflow.reader import _local_dir, download_to_temp
 
         root = art.locator.get("root")
         if not root:
@@ -815,16 +814,13 @@ class RegistryReader:
             if not (local / path).is_file():
                 raise FileNotFoundError(f"artifact {art.name}: {path!r} is not in {root}")
             return open(local / path, "rb")
-        folder = tempfile.mkdtemp(prefix="bridge-mlflow-")
-        try:
-            got = self._repo(str(root)).download_artifacts(path, dst_path=folder)
-            return _TempFile(Path(got), folder)
-        except Exception as exc:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise FileNotFoundError(
-                f"artifact {art.name}: {path!r} cannot be downloaded: "
-                f"{type(exc).__name__}: {self.store._scrub(str(exc))}"
-            ) from None
+        repo = self._repo(str(root))
+        return download_to_temp(
+            lambda folder: repo.download_artifacts(path, dst_path=folder),
+            FileNotFoundError,
+            f"artifact {art.name}: {path!r}",
+            self.store._scrub,
+        )
 
 
 def _user_tags(tags: Any) -> dict[str, str]:

@@ -331,7 +331,6 @@ class WandbRegistryWriter:
     def _open_run(self, project_dest_id: str, run_dest_id: str | None) -> tuple[Any, int]:
         """``wandb.init`` of the run that logs a model, and the exit code to finish it with."""
         import wandb
-
         from bridge.adapters.wandb.writer import _sdk_settings
 
         entity, _, project = project_dest_id.rpartition("/")
