@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass, field
 
 from bridge.adapters.base import DestRun, Reader, Rendered, Writer
+from bridge.engine.artifacts import transfer_bytes
 from bridge.engine.model import Conflict, OnConflict, RunPlan
 from bridge.schema import FileRef, MetricChunk, Project, Run, RunHeader
 from bridge.state import Resolution, RunState, StateStore
@@ -221,8 +222,6 @@ def _deleted_in_dest(
 
 def _new_artifacts(ctx: SyncContext, planned: Planned) -> None:
     """Logged artifact versions whose content the destination does not hold yet."""
-    from bridge.engine.artifacts import transfer_bytes
-
     run, plan = planned.run, planned.plan
     assert run is not None
     plan.bytes_new = 0
