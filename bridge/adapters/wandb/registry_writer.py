@@ -331,10 +331,15 @@ class WandbRegistryWriter:
     def _open_run(self, project_dest_id: str, run_dest_id: str | None) -> tuple[Any, int]:
         """``wandb.init`` of the run that logs a model, and the exit code to finish it with."""
         import wandb
+
         from bridge.adapters.wandb.writer import _sdk_settings
 
         entity, _, project = project_dest_id.rpartition("/")
-        kwargs: dict[str, Any] = {"mode": "online", "entity": entity or self.entity}
+        kwargs: dict[str, Any] = {
+            "mode": "online",
+            "entity": entity or self.entity,
+            **self.store._scratch_dir(),
+        }
         if run_dest_id is not None:
             project, run_id = self.store._split(run_dest_id)
             kwargs.update(project=project, id=run_id, resume="must")

@@ -39,6 +39,7 @@ import os
 import posixpath
 import re
 import shutil
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -158,6 +159,7 @@ class WandbWriter(RegistryDelegate, Writer):
     def __init__(self, target: str, mapping: WandbMapping | None = None) -> None:
         super().__init__(target)
         self.mapping = mapping or load_wandb_mapping(None)
+        self._scratch: str | None = None  # see _scratch_dir
         self.capabilities = Capabilities(
             can_set_start_time=False,
             can_choose_run_id=True,
@@ -507,7 +509,20 @@ class WandbWriter(RegistryDelegate, Writer):
             "project": project,
             "entity": self._entity,
             "id": run_id,
+            **self._scratch_dir(),
         }
+
+    def _scratch_dir(self) -> dict[str, str]:
+        """``wandb.init(dir=...)`` for online runs: the SDK's local run folders go to
+        ``WANDB_DIR`` if the user set it, else to a temp folder removed on close — not to
+        ``./wandb`` in the user's working directory. Always passed explicitly: the SDK reads
+        its environment once per process, at the first ``wandb.init``."""
+        if os.environ.get("WANDB_DIR"):
+            return {"dir": os.environ["WANDB_DIR"]}
+        with self._lock:
+            if self._scratch is None:
+                self._scratch = tempfile.mkdtemp(prefix="bridge-wandb-")
+            return {"dir": self._scratch}
 
     def _start(self, dest_id: str, source_id: str, run: Run | None, resume: bool) -> _Live:
         """``wandb.init`` for one run (serialized: init is not meant to race)."""
@@ -725,6 +740,9 @@ class WandbWriter(RegistryDelegate, Writer):
                 self._finish(live, 1)
             except Exception:  # noqa: BLE001 - closing must not raise
                 pass
+        if self._scratch is not None:  # every run is finished (uploaded): nothing left to keep
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
 
 class WandbOfflineWriter(WandbWriter):
