@@ -31,6 +31,7 @@ from bridge.engine.artifacts import (
 from bridge.engine.model import ModelPlan, RunPlan
 from bridge.engine.plan import Planned, SyncContext, file_digest, resolve_parent, slice_new
 from bridge.engine.prefetch import prefetch
+from bridge.faults import kill_point
 from bridge.schema import (
     ArtifactVersion,
     ExtraValue,
@@ -65,25 +66,32 @@ def apply_run(ctx: SyncContext, planned: Planned, progress: ProgressFn | None = 
         project_dest_id = ctx.project_id(planned.header.project, create=True)
         assert project_dest_id is not None
         dest_id = writer.create_run(project_dest_id, run, rendered)
+        kill_point("apply.create.after_create_run")
         baseline = RunState(dest_id=dest_id, project_dest_id=project_dest_id)
         state.put_run(dest_uri, sid, baseline)
+        kill_point("apply.create.after_state")
         plan.dest_id = dest_id
     else:
         assert baseline is not None and plan.dest_id is not None
         dest_id = plan.dest_id
         baseline.complete = False
         state.put_run(dest_uri, sid, baseline)
+        kill_point("apply.update.after_state")
         writer.begin_update(dest_id)
 
     writer.write_metadata(dest_id, run, plan.params_to_write, plan.tags_to_write)
+    kill_point("apply.metadata.after_write")
     baseline.written_params.update(plan.params_to_write)
     baseline.written_tags.update(plan.tags_to_write)
     state.put_run(dest_uri, sid, baseline)
+    kill_point("apply.metadata.after_state")
 
     media = _write_history(ctx, planned, dest_id, progress)
     _write_files(ctx, planned, dest_id, run, media)
 
+    kill_point("apply.finish.before")
     writer.finish_run(dest_id, run, planned.header.fingerprint)
+    kill_point("apply.finish.after_complete")
     baseline.complete = True
     baseline.fingerprint = planned.header.fingerprint
     state.put_run(dest_uri, sid, baseline)
@@ -127,16 +135,23 @@ def _write_history(
                 if progress is not None:
                     progress(len(new))
                 if pending >= commit_every:
+                    kill_point("apply.history.batch.before_flush")
                     sink.flush()
+                    kill_point("apply.history.batch.after_flush")
                     ctx.state.set_watermarks(ctx.dest_uri, plan.source_id, watermarks)
+                    kill_point("apply.history.batch.after_watermark")
                     pending = 0
+            kill_point("apply.history.final.before_flush")
             sink.flush()
+            kill_point("apply.history.final.after_flush")
             ctx.state.set_watermarks(ctx.dest_uri, plan.source_id, watermarks)
+            kill_point("apply.history.final.after_watermark")
             extras.flush()
             if extras.tell() > 0:
                 extras.seek(0)
                 with open(extras.name, "rb") as fh:
                     ctx.writer.put_file(dest_id, EXTRAS_PATH, fh)
+                kill_point("apply.history.after_extras")
         finally:
             os.unlink(extras.name)
     plan.warnings.extend(getattr(sink, "warnings", []))
@@ -208,6 +223,7 @@ def _write_files(
         if done.get(ref.path) == digest:
             continue
         try:
+            kill_point("apply.file.before_put")
             with VerifyingStream(opener()) as stream:
                 ctx.writer.put_file(dest_id, ref.path, stream)  # type: ignore[arg-type]
         except FileNotFoundError as exc:
@@ -221,6 +237,7 @@ def _write_files(
             continue
         if entry is not None:
             _check(plan, ref.path, entry, stream)
+        kill_point("apply.file.after_put")
         ctx.state.put_file(ctx.dest_uri, plan.source_id, ref.path, digest)
         plan.files_written += 1
     # A version whose content is all in place is a copy later runs and registry versions reuse.
@@ -230,6 +247,7 @@ def _write_files(
             f"{folder}/files/{e.path}" in seen for e in art.manifest if e.ref is None
         ):
             ctx.state.put_object(ctx.dest_uri, art.source_id, location)
+            kill_point("apply.object.after_state")
 
 
 def _check(
@@ -274,6 +292,7 @@ def place_model(
                 art, ctx.reader.open_artifact_entry, ctx.download_references
             )
         ]
+        kill_point("apply.model.before_put")
         try:
             found = ctx.writer.put_model(project_dest_id, run_dest_id, art, files)
         except FileNotFoundError as exc:
@@ -291,6 +310,7 @@ def place_model(
             _check(
                 plan, f"model {art.name}:{art.version or art.digest} file {path!r}", entry, stream
             )
+    kill_point("apply.model.after_put")
     ctx.state.put_object(ctx.dest_uri, art.source_id, found)
     return found
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from bridge.adapters.base import DestRun, Reader, Rendered, Writer
 from bridge.engine.artifacts import transfer_bytes
 from bridge.engine.model import Conflict, OnConflict, RunPlan
+from bridge.faults import kill_point
 from bridge.schema import FileRef, MetricChunk, Project, Run, RunHeader
 from bridge.state import Resolution, RunState, StateStore
 
@@ -114,6 +115,7 @@ def plan_run(ctx: SyncContext, header: RunHeader) -> Planned:
         if project_dest_id is not None:
             dest = ctx.dest_index(project_dest_id).get(sid)
         if dest is not None:
+            kill_point("plan.adopt")
             # State was lost (or another machine wrote it): adopt the destination run,
             # taking its current content as the synced baseline.
             st = RunState(
@@ -126,7 +128,9 @@ def plan_run(ctx: SyncContext, header: RunHeader) -> Planned:
             )
             if not ctx.full and dest.complete and dest.fingerprint == header.fingerprint:
                 if not ctx.dry_run:
+                    kill_point("plan.relink.before_state")
                     ctx.state.put_run(ctx.dest_uri, sid, st)
+                    kill_point("plan.relink.between")
                     # the watermarks too, or the next append would re-send every point
                     counts = ctx.writer.metric_counts(dest.dest_id)
                     ctx.state.set_watermarks(ctx.dest_uri, sid, counts)
@@ -179,6 +183,7 @@ def plan_run(ctx: SyncContext, header: RunHeader) -> Planned:
         if not ctx.dry_run:
             st.fingerprint, st.complete = header.fingerprint, True
             ctx.state.put_run(ctx.dest_uri, sid, st)
+    kill_point("plan.run")
     return planned
 
 

@@ -23,6 +23,7 @@ from bridge.engine.apply import place_model
 from bridge.engine.artifacts import transfer_bytes
 from bridge.engine.model import AliasLine, Conflict, ModelPlan, VersionLine
 from bridge.engine.plan import SyncContext, settle_choice
+from bridge.faults import kill_point
 from bridge.schema import ModelVersion, Project, RegisteredModel, Warning_
 
 log = logging.getLogger(__name__)
@@ -241,6 +242,7 @@ def apply_model(
     """Create missing versions in source order, then move aliases; record the map."""
     writer, state, dest_uri = ctx.writer, ctx.state, ctx.dest_uri
     writer.ensure_registered_model(plan.dest_name, model)
+    kill_point("registry.model.after_ensure")
     versions = {v.source_id: v for v in model.versions}
     created: dict[str, str] = {}
     for line in plan.versions:
@@ -260,7 +262,9 @@ def apply_model(
         if location is None:
             location = place_model(ctx, plan, project_dest_id, run_dest_id, version.artifact)
         label = writer.create_model_version(plan.dest_name, version, location, run_dest_id)
+        kill_point("registry.version.after_create")
         state.put_version(dest_uri, version.source_id, plan.dest_name, label)
+        kill_point("registry.version.after_state")
         line.dest_version = label
         created[f"+{line.source_version}"] = label
         expected = str(version.index - model.first_index + 1)
@@ -300,6 +304,7 @@ def apply_model(
             state.put_alias(dest_uri, model.source_id, alias_line.alias, None, None)
         else:
             writer.set_alias(plan.dest_name, alias_line.alias, target)
+            kill_point("registry.alias.after_set")
             holder = next(
                 v for v in model.versions if alias_line.alias in v.aliases
             )  # the source version it follows

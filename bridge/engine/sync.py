@@ -16,6 +16,7 @@ from bridge.engine.plan import Planned, SyncContext, plan_run
 from bridge.engine.registry import sync_models
 from bridge.engine.two_way import two_way_pass
 from bridge.errors import BridgeError, RunError
+from bridge.faults import kill_point
 from bridge.schema import RunHeader, Warning_
 from bridge.state import StateStore, conflict_key
 
@@ -200,6 +201,7 @@ def run_sync(
         raise BridgeError(f"cannot list runs of {reader.display_uri}: {_one_line(exc)}") from exc
 
     ctx.listed = {h.source_id for h in headers}
+    kill_point("plan.listed")
     edits = two_way_pass(ctx, headers) if two_way else {}
     workers = max(1, workers)
     bar_lock = threading.Lock()
@@ -222,6 +224,7 @@ def run_sync(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         planned = list(pool.map(plan_one, headers))
     report.runs = [p.plan for p in planned]
+    kill_point("plan.done")
     if not dry_run:
         state.add_pair_members(reader.display_uri, ctx.dest_uri, [h.source_id for h in headers])
     if listing_complete:

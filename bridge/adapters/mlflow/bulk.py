@@ -22,6 +22,7 @@ import threading
 from typing import Any
 
 from bridge.adapters.mlflow.writer import MlflowMetricSink
+from bridge.faults import kill_point
 from bridge.schema import MetricChunk
 
 BULK_ROWS = 10_000
@@ -99,8 +100,10 @@ class SqlBulkMetricSink(MlflowMetricSink):
             ):
                 newest[row["key"]] = row
         latest = self._latest
+        kill_point("mlflow.bulk.before_send")
         with self._engine.begin() as conn:
             conn.execute(self._insert(), rows)
+            kill_point("mlflow.bulk.mid_transaction")
             for key, row in sorted(newest.items()):
                 where = (latest.c.run_uuid == self.run_id) & (latest.c.key == key)
                 have = conn.execute(
@@ -111,4 +114,5 @@ class SqlBulkMetricSink(MlflowMetricSink):
                     conn.execute(latest.insert().values(run_uuid=self.run_id, key=key, **values))
                 elif (row["step"], row["timestamp"], row["value"]) > tuple(have):
                     conn.execute(latest.update().where(where).values(**values))
+        kill_point("mlflow.bulk.after_send")
         self.points_sent += len(rows)

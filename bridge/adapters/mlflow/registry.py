@@ -53,6 +53,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from bridge.adapters.base import DestModelVersion, DestRegisteredModel, OpenEntry, ReaderOptions
 from bridge.errors import RunError
+from bridge.faults import kill_point
 from bridge.mapping import flatten, json_dumps, sanitize_key, to_text
 from bridge.schema import (
     ArtifactVersion,
@@ -320,8 +321,10 @@ class RegistryWriter:
                 params=self._model_params(art),
             )
         model_id = str(model.model_id)
+        kill_point("mlflow.model.after_create")
         stored = self._upload(model_id, art, files)
         self._upload_manifest(model_id, art, stored)
+        kill_point("mlflow.model.before_finalize")
         if run_dest_id:
             self._link_output(run_dest_id, model_id)
         from mlflow.entities import LoggedModelStatus

@@ -33,6 +33,7 @@ from bridge.adapters.mlflow import editable
 from bridge.adapters.mlflow.registry import MAX_ALIAS_LEN, RegistryWriter, alias_problem
 from bridge.adapters.mlflow.uri import MlflowStore, check_server, quick_http
 from bridge.errors import BridgeError, RunError
+from bridge.faults import kill_point
 from bridge.mapping import (
     Mapping,
     flatten,
@@ -659,11 +660,13 @@ class MlflowWriter(MlflowStore, RegistryDelegate, Writer):
                 self.client.update_run(dest_id, status="RUNNING")
         else:
             self.client.set_terminated(dest_id, status=run.status, end_time=run.end_time_ms)
+        kill_point("mlflow.finish.after_status")
         if self.metric_key_map(dest_id):
             doc = self._key_map_doc(self._render_full(run), dest_id, merge_existing=True)
             if doc is not None:
                 self._put_json_files(dest_id, {"key-map.json": doc})
         self.client.set_tag(dest_id, FINGERPRINT_TAG, fingerprint)
+        kill_point("mlflow.finish.after_fingerprint")
         self.client.set_tag(dest_id, COMPLETE_TAG, "true")
 
     def file_location(self, dest_id: str, path: str) -> str | None:
@@ -800,7 +803,9 @@ class MlflowMetricSink(MetricSink):
         if not self._buf:
             return
         buf, self._buf, self._bytes = self._buf, [], 0
+        kill_point("mlflow.log_batch.before")
         self._client.log_batch(self.run_id, metrics=buf, synchronous=True)
+        kill_point("mlflow.log_batch.after")
         self.points_sent += len(buf)
 
     def flush(self) -> None:
