@@ -9,7 +9,7 @@ from bridge.cycles import record_cycle
 from bridge.engine.model import OnConflict, OnDelete, Plan
 from bridge.engine.sync import check_on_delete, run_sync
 from bridge.engine.two_way import check_two_way
-from bridge.engine.verify import VerifyReport
+from bridge.engine.verify import VerifyReport, pair_scope, scope_for
 from bridge.errors import BridgeError
 from bridge.locks import LockHeld, pair_lock
 from bridge.state import StateStore
@@ -32,6 +32,7 @@ def sync(
     wait_timeout: float | None = None,
     mapping: str | None = None,
     two_way: bool = False,
+    accept_missing_content: bool = False,
 ) -> Plan:
     """Sync every run of ``source`` into ``dest``; returns the plan with outcomes.
 
@@ -65,7 +66,7 @@ def sync(
         reader.check()
         writer.check()
         writer.source_uri = reader.display_uri
-        return run_sync(
+        plan = run_sync(
             reader,
             writer,
             store,
@@ -76,8 +77,14 @@ def sync(
             on_delete=on_delete,
             listing_complete=listing_complete,
             two_way=two_way,
+            accept_missing_content=accept_missing_content,
             show_progress=show_progress,
         )
+        if not dry_run:  # the scope `verify` checks by default
+            store.put_pair_filters(
+                reader.display_uri, writer.display_uri, pair_scope(reader.options)
+            )
+        return plan
 
     try:
         if dry_run:
@@ -130,9 +137,12 @@ def verify(
     digests: bool = False,
     reader_options: ReaderOptions | None = None,
 ) -> VerifyReport:
-    """Compare every synced run's destination copy with its source; nothing is written.
+    """Compare the destination copy of every source run in scope with its source; nothing
+    is written. The scope: ``reader_options`` if given, else the filters of the pair's last
+    real sync (``report.scope`` says which).
 
-    ``report.exit_code()`` is 1 when any run differs (or could not be checked), else 0.
+    ``report.exit_code()`` is 1 when any run differs, has no copy (and was not left out on
+    purpose) or could not be checked, else 0.
     """
     from bridge.engine.verify import verify as run_verify
 
@@ -140,6 +150,10 @@ def verify(
     writer = open_writer(dest)
     store = StateStore(state, read_only=True)
     try:
+        scope = scope_for(store, reader.display_uri, writer.display_uri, reader_options)
+        if scope.origin == "last sync":  # list what that sync listed
+            reader.close()
+            reader = open_reader(source, scope.options(workers))
         reader.check()
         # Read-only: check the destination as a source (a missing store is not created).
         probe = open_reader(dest)
@@ -148,7 +162,7 @@ def verify(
         finally:
             probe.close()
         writer.source_uri = reader.display_uri
-        return run_verify(reader, writer, store, workers=workers, digests=digests)
+        return run_verify(reader, writer, store, workers=workers, digests=digests, scope=scope)
     finally:
         reader.close()
         writer.close()

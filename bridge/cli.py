@@ -165,6 +165,13 @@ _POLICY = [
         "--wait", is_flag=True, help="If the pair is busy (another sync/mirror), wait for it."
     ),
     click.option(
+        "--accept-missing-content",
+        is_flag=True,
+        help="Artifact content that is missing at the source (e.g. staging copies deleted by "
+        "`wandb sync`) is recorded as manifest-only and reported once, instead of failing "
+        "the run on every sync until it comes back.",
+    ),
+    click.option(
         "--two-way",
         is_flag=True,
         help="Also carry edits of notes, tags and registry aliases made in DEST back to "
@@ -226,6 +233,7 @@ def sync(
     on_delete: str,
     wait: bool,
     two_way: bool,
+    accept_missing_content: bool,
     **filters: Any,
 ) -> None:
     """Copy every run of SOURCE into DEST; a re-run writes only what changed.
@@ -250,6 +258,7 @@ def sync(
             show_progress=_progress_wanted(as_json),
             wait=wait,
             two_way=two_way,
+            accept_missing_content=accept_missing_content,
         )
     except BridgeError as exc:
         _fail(str(exc))
@@ -469,6 +478,7 @@ def mirror(
     on_delete: str,
     wait: bool,
     two_way: bool,
+    accept_missing_content: bool,
     state_url: str | None,
     workers: int,
     **filters: Any,
@@ -502,6 +512,7 @@ def mirror(
                 workers=workers,
                 full=filters["full"],
                 two_way=two_way,
+                accept_missing_content=accept_missing_content,
                 mapping=mapping,
                 filters=Filters.from_options(opts),
             )
@@ -559,15 +570,21 @@ def verify(
     as_json: bool,
     fmt: str,
     output: str | None,
+    **filters: Any,
 ) -> None:
-    """Check that every synced run's copy in DEST matches SOURCE: params/tags, per-metric
-    point counts and checksums over (step, timestamp, value), files. Writes nothing;
-    exit 1 if anything differs."""
+    """Check that every source run in scope has a copy in DEST that matches SOURCE:
+    params/tags, per-metric point counts and checksums over (step, timestamp, value),
+    files. The scope: the filters given here, else those of the pair's last sync. Writes
+    nothing; exit 1 if anything differs or a run has no copy (runs left out on purpose —
+    a deletion settled dest-wins, nothing importable — are listed as not copied)."""
     from bridge import api
     from bridge.engine import report
 
+    given = _reader_options(workers, **filters) if any(filters.values()) else None
     try:
-        result = api.verify(source, dest, state=state_url, workers=workers, digests=digests)
+        result = api.verify(
+            source, dest, state=state_url, workers=workers, digests=digests, reader_options=given
+        )
     except BridgeError as exc:
         _fail(str(exc))
         return
@@ -577,6 +594,24 @@ def verify(
     else:
         click.echo(text, nl=False)
     sys.exit(result.exit_code())
+
+
+#: The sync's source filters, on verify too (its scope when given).
+_VERIFY_FILTERS = {
+    "staging_dir",
+    "runs",
+    "entity",
+    "since",
+    "tags",
+    "run_states",
+    "experiments",
+    "include_deleted",
+    "models",
+    "no_registry",
+}
+for _option in _common:
+    if _option(click.Command("probe")).params[0].name in _VERIFY_FILTERS:
+        verify = _option(verify)
 
 
 if __name__ == "__main__":  # pragma: no cover

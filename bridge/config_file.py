@@ -110,6 +110,7 @@ class PairConfig(BaseModel):
     workers: int = 4
     full: bool = False
     two_way: bool = False
+    accept_missing_content: bool = False
     mapping: str | None = None
     filters: Filters = Field(default_factory=Filters)
 

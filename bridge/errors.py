@@ -19,3 +19,18 @@ class BridgeError(Exception):
 
 class RunError(Exception):
     """One run could not be read or written; the others go on."""
+
+
+class NothingToImport(RunError):
+    """The source run holds nothing importable (e.g. a log its process never flushed):
+    skipped with a warning, not a failure. Every other RunError fails the run."""
+
+
+class ContentError(RunError):
+    """Content could not be copied as its manifest says (missing, or bytes that do not
+    match): the rest of the run is written, the run stays incomplete and is retried.
+    ``code`` is the report's warning code: "checksum-mismatch" or "missing-file"."""
+
+    def __init__(self, message: str, code: str = "checksum-mismatch") -> None:
+        super().__init__(message)
+        self.code = code

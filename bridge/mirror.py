@@ -53,6 +53,7 @@ def run_pair(config: MirrorConfig, pair: PairConfig) -> dict[str, Any]:
             wait=config.wait,
             mapping=pair.mapping,
             two_way=pair.two_way,
+            accept_missing_content=pair.accept_missing_content,
         )
     except BridgeError as exc:
         line.update(result=exc.exit_code, error=str(exc))

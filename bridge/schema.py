@@ -45,6 +45,11 @@ class FileRef(BaseModel):
     path: str  # destination-relative path, "/"-separated, e.g. "files/output.log"
     size: int | None = None
     sha256: str | None = None
+    md5: str | None = None  # base64 MD5 (W&B's form), when the source states one
+    # A cheap identity of this version of the content (e.g. "path, size, mtime" of a local
+    # file), for files that come without a digest: the content's MD5 is cached under it so
+    # an unchanged file is not hashed again. None: no cheap identity (hashed on --full).
+    stat_key: str | None = None
     locator: dict[str, Any] = Field(default_factory=dict)
 
 

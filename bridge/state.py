@@ -11,10 +11,11 @@ lost state store costs time, never duplicates.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,52 @@ editable_table = sa.Table(
     sa.Column("value", sa.Text),
 )
 
+# Beside each watermark: an order-independent digest of the points it counts (see
+# bridge/engine/streams.py), valid while ``points`` equals the watermark. A new table, so
+# state stores from before it keep working (no digest = not known).
+stream_digests_table = sa.Table(
+    "bridge_stream_digests",
+    metadata,
+    sa.Column("dest_uri", sa.String(512), primary_key=True),
+    sa.Column("source_id", sa.String(512), primary_key=True),
+    sa.Column("key", sa.String(512), primary_key=True),
+    sa.Column("points", sa.BigInteger, nullable=False),
+    sa.Column("digest", sa.String(16), nullable=False),  # 64-bit, hex
+)
+
+# The reader filters of each pair's last real sync: the scope `verify` checks by default.
+pair_filters_table = sa.Table(
+    "bridge_pair_filters",
+    metadata,
+    sa.Column("source_uri", sa.String(512), primary_key=True),
+    sa.Column("dest_uri", sa.String(512), primary_key=True),
+    sa.Column("filters", sa.Text, nullable=False),  # JSON object
+    sa.Column("synced_at", sa.Float, nullable=False),
+)
+
+# Content digests of source files that come without one, by the reader's cheap identity of
+# that file version (FileRef.stat_key, e.g. path + size + mtime): hashed once, not per sync.
+digests_table = sa.Table(
+    "bridge_content_digests",
+    metadata,
+    sa.Column("stat_key", sa.String(64), primary_key=True),  # sha256 hex of FileRef.stat_key
+    sa.Column("md5", sa.String(64), nullable=False),  # base64 MD5 of the content
+)
+
+# Run claims: who is copying a source run into a destination right now. One row per
+# (destination, source identity), taken atomically, so two syncs whose sources yield the
+# same identities (an offline folder and the server; two copies of a folder) never both
+# create or write a run, while different runs of one pair proceed in parallel.
+claims_table = sa.Table(
+    "bridge_claims",
+    metadata,
+    sa.Column("dest_uri", sa.String(512), primary_key=True),
+    sa.Column("source_id", sa.String(512), primary_key=True),
+    sa.Column("holder", sa.String(256), nullable=False),  # host:pid:nonce
+    sa.Column("taken_at", sa.Float, nullable=False),
+    sa.Column("heartbeat", sa.Float, nullable=False),
+)
+
 
 class Resolution(BaseModel):
     """How one conflict was settled: by a person (``conflicts resolve``) or a policy."""
@@ -195,26 +242,158 @@ def normalize_state_url(value: str | None) -> str:
     return f"sqlite:///{Path(value).expanduser().resolve()}"
 
 
+def _native_insert(conn: sa.Connection) -> Any:
+    """The dialect's ``INSERT ... ON CONFLICT`` construct, or None where there is none."""
+    name = conn.dialect.name
+    if name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    return None
+
+
 def _upsert(
-    conn: sa.Connection, table: sa.Table, key: dict[str, Any], values: dict[str, Any]
+    conn: sa.Connection,
+    table: sa.Table,
+    key: dict[str, Any],
+    values: dict[str, Any],
+    keep_max: tuple[str, ...] = (),
 ) -> None:
-    """Update the row with this primary ``key``, or insert it (portable across dialects)."""
+    """Insert the row with this primary ``key``, or update it: one atomic statement
+    (``ON CONFLICT DO UPDATE``) on SQLite and PostgreSQL, so concurrent writers of one key
+    never raise IntegrityError. Columns in ``keep_max`` never go down (compare-and-set:
+    the stored value stays when it is higher)."""
+    insert = _native_insert(conn)
+    if insert is None:
+        _upsert_portable(conn, table, key, values, keep_max)
+        return
+    stmt = insert(table).values(**key, **values)
+    changes = {name: stmt.excluded[name] for name in values}
+    for name in keep_max:
+        changes[name] = _greater(stmt.excluded[name], table.c[name])
+    conn.execute(stmt.on_conflict_do_update(index_elements=list(key), set_=changes))
+
+
+def _greater(new: Any, old: Any) -> Any:
+    """``max(new, old)`` in SQL that SQLite and PostgreSQL both read (PostgreSQL's max is an
+    aggregate only, SQLite has no GREATEST)."""
+    return sa.case((new > old, new), else_=old)
+
+
+def _upsert_portable(
+    conn: sa.Connection,
+    table: sa.Table,
+    key: dict[str, Any],
+    values: dict[str, Any],
+    keep_max: tuple[str, ...],
+) -> None:
+    """UPDATE, else INSERT; a concurrent insert of the same key turns into the UPDATE."""
     where = sa.and_(*(table.c[name] == value for name, value in key.items()))
-    if conn.execute(sa.update(table).where(where).values(**values)).rowcount == 0:
-        conn.execute(sa.insert(table).values(**key, **values))
+    changes: dict[str, Any] = dict(values)
+    for name in keep_max:
+        changes[name] = _greater(sa.literal(values[name]), table.c[name])
+    update = sa.update(table).where(where).values(**changes)
+    if conn.execute(update).rowcount == 0 and not _insert_absent(conn, table, {**key, **values}):
+        conn.execute(update)
+
+
+def _insert_absent(conn: sa.Connection, table: sa.Table, row: dict[str, Any]) -> bool:
+    """Insert ``row`` unless a row with the same unique key exists; True when inserted.
+    Atomic (``ON CONFLICT DO NOTHING``) on SQLite and PostgreSQL."""
+    insert = _native_insert(conn)
+    if insert is not None:
+        return bool(conn.execute(insert(table).values(**row).on_conflict_do_nothing()).rowcount)
+    try:
+        with conn.begin_nested():
+            conn.execute(sa.insert(table).values(**row))
+    except sa.exc.IntegrityError:
+        return False
+    return True
 
 
 def _create_tables(engine: sa.Engine, attempts: int = 10) -> None:
-    """Create missing tables. Two processes opening a new store at once race on CREATE
-    TABLE (SQLite: "already exists" / "database is locked"); the loser looks again."""
+    """Create missing tables and indexes. Two processes opening a new store at once race on
+    CREATE TABLE (SQLite: "already exists" / "database is locked"); the loser looks again.
+    New tables and indexes only (``IF NOT EXISTS``): existing stores keep opening."""
     for attempt in range(attempts):
         try:
             metadata.create_all(engine)
+            _create_open_conflict_index(engine)
             return
         except (sa.exc.OperationalError, sa.exc.IntegrityError, sa.exc.ProgrammingError):
             if attempt == attempts - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))
+
+
+#: At most one open conflict per (destination, run, field, both values), enforced by the
+#: database: a partial unique index over the open rows. Values can be long (PostgreSQL's
+#: btree rows are limited to ~2.7 kB), so PostgreSQL indexes their MD5; ``IS NULL`` keeps
+#: NULL apart from "" (unique indexes treat NULLs as distinct).
+OPEN_CONFLICT_INDEX = "bridge_conflicts_one_open"
+_OPEN_CONFLICT_DDL = {
+    "sqlite": (
+        f"CREATE UNIQUE INDEX IF NOT EXISTS {OPEN_CONFLICT_INDEX} ON bridge_conflicts "
+        "(dest_uri, source_id, field, ifnull(source_value, ''), (source_value IS NULL), "
+        "ifnull(dest_value, ''), (dest_value IS NULL)) WHERE NOT resolved"
+    ),
+    "postgresql": (
+        f"CREATE UNIQUE INDEX IF NOT EXISTS {OPEN_CONFLICT_INDEX} ON bridge_conflicts "
+        "(dest_uri, source_id, field, md5(coalesce(source_value, '')), (source_value IS NULL), "
+        "md5(coalesce(dest_value, '')), (dest_value IS NULL)) WHERE NOT resolved"
+    ),
+}
+_INDEX_EXISTS = {
+    "sqlite": "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = :n",
+    "postgresql": "SELECT 1 FROM pg_indexes WHERE indexname = :n",
+}
+
+
+def _create_open_conflict_index(engine: sa.Engine) -> None:
+    """The one-open-conflict index; duplicates an older bridge recorded are closed first
+    (superseded by the oldest open row), or the index could not be built."""
+    ddl = _OPEN_CONFLICT_DDL.get(engine.dialect.name)
+    if ddl is None:
+        return  # another database: record_conflict checks before inserting (best effort)
+    with engine.begin() as conn:
+        probe = sa.text(_INDEX_EXISTS[engine.dialect.name])
+        if conn.execute(probe, {"n": OPEN_CONFLICT_INDEX}).first() is not None:
+            return
+        _close_duplicate_conflicts(conn)
+        conn.execute(sa.text(ddl))
+
+
+def _close_duplicate_conflicts(conn: sa.Connection) -> None:
+    """Close every open conflict row that repeats an older open one (same run, field and
+    values), recorded as superseded."""
+    c = conflicts_table.c
+    rows = conn.execute(
+        sa.select(conflicts_table).where(c.resolved.is_(False)).order_by(c.id)
+    ).all()
+    first: dict[tuple[str | None, ...], int] = {}
+    for row in rows:
+        key = (row.dest_uri, row.source_id, row.field, row.source_value, row.dest_value)
+        if key not in first:
+            first[key] = row.id
+            continue
+        conn.execute(sa.update(conflicts_table).where(c.id == row.id).values(resolved=True))
+        _insert_resolution(
+            conn,
+            row.id,
+            "superseded",
+            "bridge",
+            time.time(),
+            f"duplicate of open conflict #{first[key]}",
+            row.dest_uri,
+            row.source_id,
+            row.field,
+            row.source_value,
+            row.dest_value,
+        )
 
 
 class StateStore:
@@ -274,27 +453,23 @@ class StateStore:
         )
 
     def put_run(self, dest_uri: str, source_id: str, state: RunState) -> None:
-        values: dict[str, Any] = {
-            "dest_id": state.dest_id,
-            "project_dest_id": state.project_dest_id,
-            "fingerprint": state.fingerprint,
-            "complete": state.complete,
-            "written_params": json.dumps(state.written_params, sort_keys=True),
-            "written_tags": json.dumps(state.written_tags, sort_keys=True),
-            "updated_at": time.time(),
-        }
         with self._tx() as conn:
-            _upsert(conn, runs_table, {"dest_uri": dest_uri, "source_id": source_id}, values)
+            key = {"dest_uri": dest_uri, "source_id": source_id}
+            _upsert(conn, runs_table, key, _run_values(state))
 
     def forget_run(self, dest_uri: str, source_id: str) -> None:
         """Drop every row of one run (its destination run was deleted)."""
         with self._tx() as conn:
-            for table in (runs_table, streams_table, files_table):
-                conn.execute(
-                    sa.delete(table).where(
-                        table.c.dest_uri == dest_uri, table.c.source_id == source_id
-                    )
-                )
+            _drop_run_rows(conn, dest_uri, source_id, (runs_table, streams_table, files_table))
+
+    def reset_run(self, dest_uri: str, source_id: str, state: RunState) -> None:
+        """Record a destination run just created for this source run. Watermarks and file
+        digests of any earlier copy are dropped in the same transaction: nothing is in the
+        new run yet (the one way a watermark goes down, on purpose)."""
+        with self._tx() as conn:
+            _drop_run_rows(conn, dest_uri, source_id, (streams_table, files_table))
+            key = {"dest_uri": dest_uri, "source_id": source_id}
+            _upsert(conn, runs_table, key, _run_values(state))
 
     def count_runs(self, dest_uri: str) -> int:
         with self._tx() as conn:
@@ -317,12 +492,15 @@ class StateStore:
         return {r.key: int(r.points) for r in rows}
 
     def set_watermarks(self, dest_uri: str, source_id: str, points: dict[str, int]) -> None:
+        """Raise the per-stream watermarks to ``points``. Never lowers one: a writer holding
+        an older count cannot undo a newer one (compare-and-set in the upsert). Only a new
+        destination run starts them again from zero (:meth:`reset_run`)."""
         if not points:
             return
         with self._tx() as conn:
             for key, count in points.items():
                 row = {"dest_uri": dest_uri, "source_id": source_id, "key": key}
-                _upsert(conn, streams_table, row, {"points": count})
+                _upsert(conn, streams_table, row, {"points": count}, keep_max=("points",))
 
     # -- files ------------------------------------------------------------------------
     def get_files(self, dest_uri: str, source_id: str) -> dict[str, str]:
@@ -349,8 +527,15 @@ class StateStore:
         dest_value: str | None,
         synced_value: str | None,
     ) -> None:
-        """Record a conflict once; an identical open one is not recorded again."""
+        """Record a conflict once; an identical open one is not recorded again (on SQLite
+        and PostgreSQL the database guarantees it, for concurrent writers too)."""
         with self._tx() as conn:
+            if _native_insert(conn) is not None:  # the one-open-conflict index decides
+                row = _conflict_values(
+                    dest_uri, source_id, field, source_value, dest_value, synced_value
+                )
+                _insert_absent(conn, conflicts_table, row)
+                return
             match = _conflict_match(dest_uri, source_id, field, source_value, dest_value)
             existing = conn.execute(
                 sa.select(conflicts_table.c.id).where(match, conflicts_table.c.resolved.is_(False))
@@ -406,13 +591,14 @@ class StateStore:
         c = conflicts_table.c
         with self._tx() as conn:
             match = _conflict_match(dest_uri, source_id, field, source_value, dest_value)
-            ids = [r.id for r in conn.execute(sa.select(c.id).where(match, c.resolved.is_(False)))]
-            if not ids:
-                ids = [
-                    _insert_conflict(
-                        conn, dest_uri, source_id, field, source_value, dest_value, None, now
-                    )
-                ]
+            open_ids = sa.select(c.id).where(match, c.resolved.is_(False)).order_by(c.id)
+            ids = [r.id for r in conn.execute(open_ids)]
+            if not ids:  # inserted unless a concurrent sync just recorded it (then closed)
+                row = _conflict_values(
+                    dest_uri, source_id, field, source_value, dest_value, None, now
+                )
+                _insert_absent(conn, conflicts_table, row)
+                ids = [r.id for r in conn.execute(open_ids)]
             conn.execute(sa.update(conflicts_table).where(c.id.in_(ids)).values(resolved=True))
             res_id = _insert_resolution(
                 conn,
@@ -567,12 +753,9 @@ class StateStore:
         m = members_table.c
         with self._tx() as conn:
             for sid in source_ids:
-                if sid not in known:
-                    conn.execute(
-                        sa.insert(members_table).values(
-                            source_uri=source_uri, dest_uri=dest_uri, source_id=sid, first_seen=now
-                        )
-                    )
+                if sid not in known:  # if absent: a concurrent sync may just have added it
+                    row = {"source_uri": source_uri, "dest_uri": dest_uri, "source_id": sid}
+                    _insert_absent(conn, members_table, {**row, "first_seen": now})
                 elif known[sid] is not None:
                     conn.execute(
                         sa.update(members_table)
@@ -674,11 +857,125 @@ class StateStore:
                 sa.delete(editable_table).where(e.dest_uri == dest_uri, e.source_id == source_id)
             )
             for field, value in rows.items():
-                conn.execute(
-                    sa.insert(editable_table).values(
-                        dest_uri=dest_uri, source_id=source_id, field=field, value=value
-                    )
+                key = {"dest_uri": dest_uri, "source_id": source_id, "field": field}
+                _upsert(conn, editable_table, key, {"value": value})
+
+    # -- content digests of files without one ------------------------------------------
+    def get_digest(self, stat_key: str) -> str | None:
+        """The cached MD5 (base64) of the file version named by ``stat_key``."""
+        d = digests_table.c
+        with self._tx() as conn:
+            return conn.execute(
+                sa.select(d.md5).where(d.stat_key == _key_hash(stat_key))
+            ).scalar_one_or_none()
+
+    def put_digest(self, stat_key: str, md5: str) -> None:
+        with self._tx() as conn:
+            _upsert(conn, digests_table, {"stat_key": _key_hash(stat_key)}, {"md5": md5})
+
+    # -- the filters of a pair's last sync (verify's default scope) --------------------
+    def put_pair_filters(self, source_uri: str, dest_uri: str, filters: dict[str, Any]) -> None:
+        """Remember the reader filters a real sync of this pair ran with."""
+        key = {"source_uri": source_uri, "dest_uri": dest_uri}
+        values = {"filters": json.dumps(filters, sort_keys=True), "synced_at": time.time()}
+        with self._tx() as conn:
+            _upsert(conn, pair_filters_table, key, values)
+
+    def pair_filters(self, source_uri: str, dest_uri: str) -> dict[str, Any] | None:
+        """The filters of this pair's last real sync (None: never synced)."""
+        f = pair_filters_table.c
+        with self._tx() as conn:
+            text = conn.execute(
+                sa.select(f.filters).where(f.source_uri == source_uri, f.dest_uri == dest_uri)
+            ).scalar_one_or_none()
+        return None if text is None else dict(json.loads(text))
+
+    # -- per-stream digests (beside the watermarks) -------------------------------------
+    def get_stream_digests(self, dest_uri: str, source_id: str) -> dict[str, tuple[int, str]]:
+        """Per metric key: (points, digest) as last recorded."""
+        d = stream_digests_table.c
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.select(d.key, d.points, d.digest).where(
+                    d.dest_uri == dest_uri, d.source_id == source_id
                 )
+            ).all()
+        return {r.key: (int(r.points), r.digest) for r in rows}
+
+    def set_stream_digests(
+        self, dest_uri: str, source_id: str, digests: dict[str, tuple[int, str]]
+    ) -> None:
+        if not digests:
+            return
+        with self._tx() as conn:
+            for key, (points, digest) in digests.items():
+                row = {"dest_uri": dest_uri, "source_id": source_id, "key": key}
+                _upsert(conn, stream_digests_table, row, {"points": points, "digest": digest})
+
+    # -- run claims (bridge/engine/claims.py) --------------------------------------------
+    def take_claim(
+        self,
+        dest_uri: str,
+        source_id: str,
+        holder: str,
+        is_stale: Callable[[str, float], bool],
+    ) -> str | None:
+        """Claim one run for ``holder``; None when it is ours now, else the live holder.
+        A claim whose holder ``is_stale(holder, heartbeat)`` (a dead process, an expired
+        lease) is taken over by compare-and-set, so two takers never both get it."""
+        k = claims_table.c
+        key = (k.dest_uri == dest_uri) & (k.source_id == source_id)
+        while True:
+            now = time.time()
+            with self._tx() as conn:
+                row = {"dest_uri": dest_uri, "source_id": source_id, "holder": holder}
+                if _insert_absent(conn, claims_table, {**row, "taken_at": now, "heartbeat": now}):
+                    return None
+                current = conn.execute(sa.select(k.holder, k.heartbeat).where(key)).first()
+                if current is None:
+                    continue  # released meanwhile: try again
+                if current.holder != holder and not is_stale(current.holder, current.heartbeat):
+                    return str(current.holder)
+                taken = conn.execute(
+                    sa.update(claims_table)
+                    .where(key, k.holder == current.holder, k.heartbeat == current.heartbeat)
+                    .values(holder=holder, taken_at=now, heartbeat=now)
+                ).rowcount
+            if taken:
+                return None
+
+    def touch_claims(self, holder: str) -> None:
+        """Renew the heartbeat of every claim ``holder`` has (its lease)."""
+        with self._tx() as conn:
+            conn.execute(
+                sa.update(claims_table)
+                .where(claims_table.c.holder == holder)
+                .values(heartbeat=time.time())
+            )
+
+    def release_claim(self, dest_uri: str, source_id: str, holder: str) -> None:
+        """Give one claim back (only if ``holder`` still has it)."""
+        k = claims_table.c
+        with self._tx() as conn:
+            conn.execute(
+                sa.delete(claims_table).where(
+                    k.dest_uri == dest_uri, k.source_id == source_id, k.holder == holder
+                )
+            )
+
+    def release_claims(self, holder: str) -> None:
+        """Give back every claim ``holder`` has."""
+        with self._tx() as conn:
+            conn.execute(sa.delete(claims_table).where(claims_table.c.holder == holder))
+
+    def claims(self, dest_uri: str | None = None) -> dict[tuple[str, str], str]:
+        """(destination, source id) -> holder of every claim (for status and tests)."""
+        k = claims_table.c
+        query = sa.select(k.dest_uri, k.source_id, k.holder)
+        if dest_uri is not None:
+            query = query.where(k.dest_uri == dest_uri)
+        with self._tx() as conn:
+            return {(r.dest_uri, r.source_id): r.holder for r in conn.execute(query)}
 
     def close(self) -> None:
         self.engine.dispose()
@@ -752,19 +1049,55 @@ def _insert_conflict(
     detected_at: float | None = None,
 ) -> int:
     """Insert an open conflict row; returns its id."""
-    result = conn.execute(
-        sa.insert(conflicts_table).values(
-            dest_uri=dest_uri,
-            source_id=source_id,
-            field=field,
-            source_value=source_value,
-            dest_value=dest_value,
-            synced_value=synced_value,
-            detected_at=time.time() if detected_at is None else detected_at,
-            resolved=False,
-        )
+    values = _conflict_values(
+        dest_uri, source_id, field, source_value, dest_value, synced_value, detected_at
     )
-    return _pk(result)
+    return _pk(conn.execute(sa.insert(conflicts_table).values(**values)))
+
+
+def _conflict_values(
+    dest_uri: str,
+    source_id: str,
+    field: str,
+    source_value: str | None,
+    dest_value: str | None,
+    synced_value: str | None,
+    detected_at: float | None = None,
+) -> dict[str, Any]:
+    """The columns of a new open conflict row."""
+    return {
+        "dest_uri": dest_uri,
+        "source_id": source_id,
+        "field": field,
+        "source_value": source_value,
+        "dest_value": dest_value,
+        "synced_value": synced_value,
+        "detected_at": time.time() if detected_at is None else detected_at,
+        "resolved": False,
+    }
+
+
+def _run_values(state: RunState) -> dict[str, Any]:
+    """The non-key columns of a run's state row."""
+    return {
+        "dest_id": state.dest_id,
+        "project_dest_id": state.project_dest_id,
+        "fingerprint": state.fingerprint,
+        "complete": state.complete,
+        "written_params": json.dumps(state.written_params, sort_keys=True),
+        "written_tags": json.dumps(state.written_tags, sort_keys=True),
+        "updated_at": time.time(),
+    }
+
+
+def _drop_run_rows(
+    conn: sa.Connection, dest_uri: str, source_id: str, tables: tuple[sa.Table, ...]
+) -> None:
+    """Delete one run's rows from ``tables``."""
+    for table in tables:
+        conn.execute(
+            sa.delete(table).where(table.c.dest_uri == dest_uri, table.c.source_id == source_id)
+        )
 
 
 def _conflict_key(row: Any) -> str:
@@ -774,3 +1107,8 @@ def _conflict_key(row: Any) -> str:
 def conflict_key(field: str, source_value: str | None, dest_value: str | None) -> str:
     """Identity of a conflict for :meth:`StateStore.close_stale_conflicts`."""
     return f"{field}\x00{source_value}\x00{dest_value}"
+
+
+def _key_hash(text: str) -> str:
+    """A fixed-width key for arbitrary-length identities (paths can be long)."""
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -15,7 +15,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import IO
 
@@ -23,14 +23,30 @@ from bridge.adapters.base import MetricSink
 from bridge.engine.artifacts import (
     VerifyingStream,
     artifact_folder,
-    checksum_problem,
     content_entries,
+    entry_digest,
     manifest_record,
     version_label,
 )
 from bridge.engine.model import ModelPlan, RunPlan
-from bridge.engine.plan import Planned, SyncContext, file_digest, resolve_parent, slice_new
+from bridge.engine.plan import (
+    MANIFEST_ONLY,
+    OPEN_CONFLICTS,
+    Planned,
+    SyncContext,
+    file_digest,
+    resolve_parent,
+)
 from bridge.engine.prefetch import prefetch
+from bridge.engine.streams import (
+    StreamGate,
+    can_merge,
+    merge_streams,
+    open_gate,
+    record_digests,
+    unmergeable_error,
+)
+from bridge.errors import ContentError, RunError
 from bridge.faults import kill_point
 from bridge.schema import (
     ArtifactVersion,
@@ -68,7 +84,7 @@ def apply_run(ctx: SyncContext, planned: Planned, progress: ProgressFn | None = 
         dest_id = writer.create_run(project_dest_id, run, rendered)
         kill_point("apply.create.after_create_run")
         baseline = RunState(dest_id=dest_id, project_dest_id=project_dest_id)
-        state.put_run(dest_uri, sid, baseline)
+        state.reset_run(dest_uri, sid, baseline)  # a new run: watermarks start from zero
         kill_point("apply.create.after_state")
         plan.dest_id = dest_id
     else:
@@ -87,13 +103,25 @@ def apply_run(ctx: SyncContext, planned: Planned, progress: ProgressFn | None = 
     kill_point("apply.metadata.after_state")
 
     media = _write_history(ctx, planned, dest_id, progress)
-    _write_files(ctx, planned, dest_id, run, media)
+    problems = _write_files(ctx, planned, dest_id, run, media)
+    if problems:
+        # Everything else is written; without the completion marker the run stays
+        # incomplete, so every later sync reads it again and retries what is missing.
+        shown = "; ".join(problems[:3]) + (
+            f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+        )
+        raise ContentError(f"incomplete: {len(problems)} file(s) not copied: {shown}")
 
+    # Open conflicts: the rest of the run is written, but the fingerprint recorded must
+    # not make it look unchanged, so each later sync re-reads it and reports them again.
+    fingerprint = planned.header.fingerprint
+    if plan.conflicts:
+        fingerprint = f"{fingerprint}{OPEN_CONFLICTS}"
     kill_point("apply.finish.before")
-    writer.finish_run(dest_id, run, planned.header.fingerprint)
+    writer.finish_run(dest_id, run, fingerprint)
     kill_point("apply.finish.after_complete")
     baseline.complete = True
-    baseline.fingerprint = planned.header.fingerprint
+    baseline.fingerprint = fingerprint
     state.put_run(dest_uri, sid, baseline)
     plan.outcome = "done"
 
@@ -101,14 +129,19 @@ def apply_run(ctx: SyncContext, planned: Planned, progress: ProgressFn | None = 
 def _write_history(
     ctx: SyncContext, planned: Planned, dest_id: str, progress: ProgressFn | None
 ) -> list[FileRef]:
-    """Stream history past the watermarks into the sink; keep extras aside in a file."""
+    """Stream history past the watermarks into the sink; keep extras aside in a file.
+
+    Each key's prefix up to its watermark is checked against the recorded digest on the
+    way (see ``engine.streams``); keys where points arrived inside it are merged after the
+    pass, writing exactly the points the destination lacks."""
     plan, run = planned.plan, planned.run
     assert run is not None
     caps = ctx.writer.capabilities
     # Durable watermark after every batch where re-sending would duplicate points.
     commit_every = caps.metrics_per_batch if not caps.dedupes_metric_points else 20_000
     watermarks = dict(planned.watermarks)
-    seen: dict[str, int] = {}
+    gate = open_gate(ctx.state, ctx.dest_uri, plan.source_id, watermarks, ctx.writer)
+    unmerged: list[str] = []
     non_finite: dict[str, int] = {}
     media: dict[str, FileRef] = {}
     sink: MetricSink = ctx.writer.metric_sink(dest_id)
@@ -121,15 +154,13 @@ def _write_history(
                     if item.file is not None:
                         media[item.file.path] = item.file
                     continue
-                before = seen.get(item.key, 0)
-                seen[item.key] = before + len(item)
                 if not caps.stores_infinity:
                     _set_aside_infinities(item, extras, non_finite)
-                new = slice_new(item, before, watermarks.get(item.key, 0))
+                new = gate.admit(item)
                 if new is None:
                     continue
                 sink.add(new)
-                watermarks[item.key] = seen[item.key]
+                watermarks[item.key] = gate.seen(item.key)
                 pending += len(new)
                 plan.points_written += len(new)
                 if progress is not None:
@@ -139,13 +170,16 @@ def _write_history(
                     sink.flush()
                     kill_point("apply.history.batch.after_flush")
                     ctx.state.set_watermarks(ctx.dest_uri, plan.source_id, watermarks)
+                    record_digests(ctx.state, ctx.dest_uri, plan.source_id, gate.take_recorded())
                     kill_point("apply.history.batch.after_watermark")
                     pending = 0
             kill_point("apply.history.final.before_flush")
             sink.flush()
             kill_point("apply.history.final.after_flush")
             ctx.state.set_watermarks(ctx.dest_uri, plan.source_id, watermarks)
+            record_digests(ctx.state, ctx.dest_uri, plan.source_id, gate.take_recorded())
             kill_point("apply.history.final.after_watermark")
+            unmerged = _merge_late_points(ctx, planned, dest_id, sink, gate, watermarks, progress)
             extras.flush()
             if extras.tell() > 0:
                 extras.seek(0)
@@ -166,7 +200,44 @@ def _write_history(
                 ),
             )
         )
+    if unmerged:
+        raise RunError(unmergeable_error(ctx.writer, unmerged))
     return list(media.values())
+
+
+def _merge_late_points(
+    ctx: SyncContext,
+    planned: Planned,
+    dest_id: str,
+    sink: MetricSink,
+    gate: StreamGate,
+    watermarks: dict[str, int],
+    progress: ProgressFn | None,
+) -> list[str]:
+    """Merge the keys the gate found points inside of; their watermarks and digests are
+    recorded after the flush (a crash before leaves the old ones: the next sync merges
+    again, against what the destination then holds). Returns the keys that cannot be
+    merged into this destination (not written)."""
+    keys = gate.to_merge()
+    if not keys:
+        return []
+    if not can_merge(ctx.writer):
+        return sorted(keys)
+    plan, run = planned.plan, planned.run
+    assert run is not None
+
+    def write(chunk: MetricChunk) -> None:
+        sink.add(chunk)
+        plan.points_written += len(chunk)
+        if progress is not None:
+            progress(len(chunk))
+
+    held = merge_streams(ctx.reader, run, ctx.writer, dest_id, keys, write)
+    sink.flush()
+    watermarks.update({key: points for key, (points, _) in held.items()})
+    ctx.state.set_watermarks(ctx.dest_uri, plan.source_id, watermarks)
+    record_digests(ctx.state, ctx.dest_uri, plan.source_id, held)
+    return []
 
 
 def _set_aside_infinities(chunk: MetricChunk, extras: IO[str], counts: dict[str, int]) -> None:
@@ -182,14 +253,20 @@ def _set_aside_infinities(chunk: MetricChunk, extras: IO[str], counts: dict[str,
 
 def _write_files(
     ctx: SyncContext, planned: Planned, dest_id: str, run: Run, media: list[FileRef]
-) -> None:
-    """Run files, media named by history, and logged artifacts' content + manifests."""
+) -> list[str]:
+    """Run files, media named by history, and logged artifacts' content + manifests.
+
+    Returns the content that could not be copied as the source says (missing, or bytes
+    that do not match the manifest), one line per file: such a file is never recorded as
+    copied, so the run stays incomplete and every later sync tries it again. Reference
+    targets fetched on request are the exception: a failure is reported, the reference
+    stays in the manifest."""
     plan = planned.plan
-    done = planned.files_done
     todo: list[tuple[FileRef, Callable[[], IO[bytes]], ManifestEntry | None]] = []
     for ref in [*run.files, *media]:
         todo.append((ref, partial(ctx.reader.open_file, ref), None))
     copies: list[tuple[ArtifactVersion, str, str]] = []  # (version, folder, its location)
+    problems: list[str] = []
     for art in run.artifacts:
         if art.direction != "logged" or not art.manifest:
             # Nothing to copy (a used dataset, a model listed by reference): the record only.
@@ -200,7 +277,13 @@ def _write_files(
         folder = artifact_folder(art)
         location = None
         if art.type == "model" and ctx.writer.capabilities.logged_models and art.source_id:
-            location = _model_object(ctx, planned, dest_id, art)
+            try:
+                location = _model_object(ctx, planned, dest_id, art)
+            except ContentError as exc:
+                problems.append(str(exc))
+                plan.warnings.append(
+                    Warning_(source_id=plan.source_id, code=exc.code, message=str(exc))
+                )
         else:
             for content, opener in content_entries(
                 art, ctx.reader.open_artifact_entry, ctx.download_references
@@ -215,53 +298,100 @@ def _write_files(
         manifest = FileRef(path=f"{folder}/manifest.json", size=len(record))
         todo.append((manifest, partial(io.BytesIO, record), None))
     seen: set[str] = set()
+    failed: set[str] = set()
     for ref, opener, entry in todo:
         if ref.path in seen:
             continue
         seen.add(ref.path)
-        digest = file_digest(ref) if entry is None else f"md5:{entry.digest}:{entry.size}"
-        if done.get(ref.path) == digest:
-            continue
         try:
-            kill_point("apply.file.before_put")
-            with VerifyingStream(opener()) as stream:
-                ctx.writer.put_file(dest_id, ref.path, stream)  # type: ignore[arg-type]
-        except FileNotFoundError as exc:
-            plan.warnings.append(
-                Warning_(
-                    source_id=plan.source_id,
-                    code="missing-file",
-                    message=f"file {ref.path!r} could not be read: {exc}",
-                )
-            )
-            continue
-        if entry is not None:
-            _check(plan, ref.path, entry, stream)
-        kill_point("apply.file.after_put")
-        ctx.state.put_file(ctx.dest_uri, plan.source_id, ref.path, digest)
-        plan.files_written += 1
+            _copy_one(ctx, planned, dest_id, ref, opener, entry)
+        except (FileNotFoundError, ContentError) as exc:
+            problem = _content_problem(ctx, planned, ref, entry, exc)
+            if problem is not None:
+                failed.add(ref.path)
+                problems.append(problem)
     # A version whose content is all in place is a copy later runs and registry versions reuse.
     for art, folder, location in copies:
         assert art.source_id is not None
+        paths = [f"{folder}/files/{e.path}" for e in art.manifest if e.ref is None]
         if ctx.state.get_object(ctx.dest_uri, art.source_id) is None and all(
-            f"{folder}/files/{e.path}" in seen for e in art.manifest if e.ref is None
+            p in seen and p not in failed for p in paths
         ):
             ctx.state.put_object(ctx.dest_uri, art.source_id, location)
             kill_point("apply.object.after_state")
+    return problems
 
 
-def _check(
-    plan: RunPlan | ModelPlan, what: str, entry: ManifestEntry, stream: VerifyingStream
+def _copy_one(
+    ctx: SyncContext,
+    planned: Planned,
+    dest_id: str,
+    ref: FileRef,
+    opener: Callable[[], IO[bytes]],
+    entry: ManifestEntry | None,
 ) -> None:
-    problem = checksum_problem(entry, stream)
-    if problem is not None:
+    """Copy one file unless state says this content is there already; record it after."""
+    plan = planned.plan
+    prior = planned.files_done.get(ref.path)
+    if entry is not None:
+        digest: str | None = entry_digest(entry)
+    else:
+        digest = file_digest(ctx, ref, prior, opener)
+    if digest is not None and prior in (digest, MANIFEST_ONLY + digest):
+        return
+    kill_point("apply.file.before_put")
+    with VerifyingStream(opener(), expect=entry, what=ref.path) as stream:
+        ctx.writer.put_file(dest_id, ref.path, stream)  # type: ignore[arg-type]
+        stream.verify()  # a writer that stopped reading early: still checked
+    if digest is None:  # first copy of a file without a digest: hashed on the way
+        digest = f"md5:{stream.md5_b64()}:{stream.size}"
+        if ref.stat_key and not ctx.dry_run:
+            ctx.state.put_digest(ref.stat_key, stream.md5_b64())
+    kill_point("apply.file.after_put")
+    ctx.state.put_file(ctx.dest_uri, plan.source_id, ref.path, digest)
+    plan.files_written += 1
+
+
+def _content_problem(
+    ctx: SyncContext,
+    planned: Planned,
+    ref: FileRef,
+    entry: ManifestEntry | None,
+    exc: Exception,
+) -> str | None:
+    """Report content that could not be copied; the line that fails the run, or None.
+
+    A reference target (fetched on request) is reported and stays a reference. With
+    ``accept_missing_content`` a person has decided the content is gone for good: the
+    file is recorded as manifest-only (reported this once, not retried, not a failure)."""
+    plan = planned.plan
+    mismatch = isinstance(exc, ContentError)
+    code = exc.code if isinstance(exc, ContentError) else "missing-file"
+    what = f"{ref.path}: {exc}" if not mismatch else str(exc)
+    if entry is not None and entry.ref is not None:
+        plan.warnings.append(Warning_(source_id=plan.source_id, code=code, message=what))
+        return None
+    if ctx.accept_missing_content:
+        digest = entry_digest(entry) if entry is not None else f"size:{ref.size}"
+        if not ctx.dry_run:
+            ctx.state.put_file(ctx.dest_uri, plan.source_id, ref.path, MANIFEST_ONLY + digest)
         plan.warnings.append(
             Warning_(
                 source_id=plan.source_id,
-                code="checksum-mismatch",
-                message=f"{what}: copied content does not match its manifest: {problem}",
+                code="manifest-only",
+                message=f"{what} — accepted as manifest-only (--accept-missing-content)",
             )
         )
+        return None
+    plan.warnings.append(
+        Warning_(
+            source_id=plan.source_id,
+            code=code,
+            message=f"{what}; not recorded as copied: the run stays incomplete and the next "
+            "sync tries again (content gone for good: --accept-missing-content)",
+        )
+    )
+    return what
 
 
 def place_model(
@@ -272,47 +402,63 @@ def place_model(
     art: ArtifactVersion,
 ) -> str:
     """The destination location of a model artifact's content: recorded in state, found
-    by its identity tag (state lost), or written now as a model object (verified)."""
+    by its identity tag (state lost), or written now as a model object, every file checked
+    against its manifest while it streams. Content missing or not matching raises
+    ContentError before the object is finalized (the next call finishes it)."""
     assert art.source_id is not None
     known = ctx.state.get_object(ctx.dest_uri, art.source_id)
     if known is not None:
         return known
     found = ctx.writer.find_model(art.source_id)
     if found is None:
-        streams: dict[str, tuple[ManifestEntry, VerifyingStream]] = {}
-
-        def verified(entry: ManifestEntry, opener: Callable[[], IO[bytes]]) -> IO[bytes]:
-            stream = VerifyingStream(opener())
-            streams[entry.path] = (entry, stream)
-            return stream  # type: ignore[return-value]
-
         files = [
-            (entry, partial(verified, entry, opener))
+            (entry, partial(_verified, entry, opener, f"model {art.name} file {entry.path!r}"))
             for entry, opener in content_entries(
                 art, ctx.reader.open_artifact_entry, ctx.download_references
             )
         ]
+        unreadable = _unreadable(files)
+        for entry, reason in unreadable:
+            code = "missing-file"
+            line = f"model {art.name} file {entry.path!r}: {reason}"
+            if entry.ref is None and not ctx.accept_missing_content:
+                continue
+            if entry.ref is None:
+                code, line = "manifest-only", f"{line} — accepted as manifest-only"
+            plan.warnings.append(Warning_(source_id=plan.source_id, code=code, message=line))
+        lost = [e.path for e, _ in unreadable if e.ref is None]
+        if lost and not ctx.accept_missing_content:
+            raise ContentError(
+                f"model {art.name}:{art.version or art.digest}: content missing for "
+                f"{', '.join(lost)} (content gone for good: --accept-missing-content)",
+                code="missing-file",
+            )
+        skip = {e.path for e, _ in unreadable}
         kill_point("apply.model.before_put")
-        try:
-            found = ctx.writer.put_model(project_dest_id, run_dest_id, art, files)
-        except FileNotFoundError as exc:
-            if not any(e.ref for e, _ in files):
-                raise
-            # A reference target could not be fetched: store the model without reference
-            # targets (they stay references in its manifest) and say which one failed.
-            plan.warnings.append(
-                Warning_(source_id=plan.source_id, code="missing-file", message=str(exc))
-            )
-            streams.clear()
-            files = [(e, o) for e, o in files if e.ref is None]
-            found = ctx.writer.put_model(project_dest_id, run_dest_id, art, files)
-        for path, (entry, stream) in sorted(streams.items()):
-            _check(
-                plan, f"model {art.name}:{art.version or art.digest} file {path!r}", entry, stream
-            )
+        found = ctx.writer.put_model(
+            project_dest_id, run_dest_id, art, [(e, o) for e, o in files if e.path not in skip]
+        )
     kill_point("apply.model.after_put")
     ctx.state.put_object(ctx.dest_uri, art.source_id, found)
     return found
+
+
+def _verified(entry: ManifestEntry, opener: Callable[[], IO[bytes]], what: str) -> IO[bytes]:
+    return VerifyingStream(opener(), expect=entry, what=what)  # type: ignore[return-value]
+
+
+def _unreadable(
+    files: Sequence[tuple[ManifestEntry, Callable[[], IO[bytes]]]],
+) -> list[tuple[ManifestEntry, str]]:
+    """Entries whose content cannot be opened now (checked before a model object is
+    created, so a missing file never leaves half an object behind)."""
+    out: list[tuple[ManifestEntry, str]] = []
+    for entry, opener in files:
+        try:
+            opener().close()
+        except FileNotFoundError as exc:
+            out.append((entry, str(exc)))
+    return out
 
 
 def _model_object(ctx: SyncContext, planned: Planned, dest_id: str, art: ArtifactVersion) -> str:

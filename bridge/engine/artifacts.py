@@ -19,6 +19,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import IO, Any
 
+from bridge.errors import ContentError
 from bridge.schema import ArtifactVersion, ManifestEntry
 
 OpenEntry = Callable[[], IO[bytes]]
@@ -28,20 +29,43 @@ FETCHABLE = ("file://", "http://", "https://", "s3://")
 
 
 class VerifyingStream:
-    """A read-only stream that hashes what passes through it (MD5 and SHA-256)."""
+    """A read-only stream that hashes what passes through it (MD5 and SHA-256).
 
-    def __init__(self, raw: IO[bytes]) -> None:
+    With ``expect`` (the manifest entry), content that does not match is refused while it
+    streams: more bytes than the manifest's size, or a size/MD5 difference at the end,
+    raise :class:`ContentError` from ``read`` — so the writer reading it aborts before the
+    bad copy is stored or finalized, and nothing records it as copied."""
+
+    def __init__(self, raw: IO[bytes], expect: ManifestEntry | None = None, what: str = "") -> None:
         self.raw = raw
         self.md5 = hashlib.md5()
         self.sha256 = hashlib.sha256()
         self.size = 0
+        self.expect = expect
+        self.what = what
+        self._checked = False
 
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n)
+    def read(self, n: int | None = -1) -> bytes:
+        data = self.raw.read(-1 if n is None else n)
         self.md5.update(data)
         self.sha256.update(data)
         self.size += len(data)
+        if self.expect is not None:
+            too_long = self.expect.size is not None and self.size > self.expect.size
+            if too_long or not data or n is None or n < 0:
+                self.verify()
         return data
+
+    def verify(self) -> None:
+        """Raise ContentError once if what streamed so far does not match ``expect``."""
+        if self.expect is None or self._checked:
+            return
+        self._checked = True
+        problem = checksum_problem(self.expect, self)
+        if problem is not None:
+            raise ContentError(
+                f"{self.what or self.expect.path}: content does not match its manifest: {problem}"
+            )
 
     def readable(self) -> bool:
         return True
@@ -67,6 +91,21 @@ def checksum_problem(entry: ManifestEntry, stream: VerifyingStream) -> str | Non
     if entry.digest and _MD5_B64.match(entry.digest) and stream.md5_b64() != entry.digest:
         return f"MD5 {stream.md5_b64()}, manifest says {entry.digest}"
     return None
+
+
+def entry_digest(entry: ManifestEntry) -> str:
+    """What the state records for a copied manifest entry (and compares next time)."""
+    return f"md5:{entry.digest}:{entry.size}"
+
+
+def hash_content(opener: Callable[[], IO[bytes]]) -> tuple[str, int]:
+    """(base64 MD5, size) of a file's content, streamed in 1 MiB reads."""
+    md5, size = hashlib.md5(), 0
+    with opener() as fh:
+        while chunk := fh.read(1 << 20):
+            md5.update(chunk)
+            size += len(chunk)
+    return base64.b64encode(md5.digest()).decode(), size
 
 
 def open_reference(uri: str) -> IO[bytes]:

@@ -8,11 +8,16 @@ destination, which is what makes a no-op re-sync cost O(runs) state look-ups.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import IO
 
 from bridge.adapters.base import DestRun, Reader, Rendered, Writer
-from bridge.engine.artifacts import transfer_bytes
+from bridge.engine.artifacts import hash_content, transfer_bytes
+from bridge.engine.claims import RunClaims, claim_run, holder_name
 from bridge.engine.model import Conflict, OnConflict, RunPlan
+from bridge.engine.streams import merge_streams, open_gate
 from bridge.faults import kill_point
 from bridge.schema import FileRef, MetricChunk, Project, Run, RunHeader
 from bridge.state import Resolution, RunState, StateStore
@@ -21,6 +26,11 @@ from bridge.state import Resolution, RunState, StateStore
 #: wins: MLflow params cannot change, so the new value is written to this tag instead and
 #: the param keeps its old value (never a silent overwrite or drop).
 PARAM_OVERRIDE_PREFIX = "bridge.param_override."
+#: Recorded for a file whose content was missing and a person accepted as gone for good.
+MANIFEST_ONLY = "manifest-only:"
+#: Appended to the fingerprint recorded for a run synced with open conflicts, so the next
+#: sync does not take it as unchanged: it reads the run again and reports them again.
+OPEN_CONFLICTS = "+open-conflicts"
 
 
 @dataclass
@@ -34,11 +44,14 @@ class SyncContext:
     full: bool = False  # compare every run in full, ignoring matching fingerprints
     on_conflict: OnConflict = "skip"
     download_references: bool = False  # fetch reference artifact entries' targets
+    # A person decided missing artifact content is gone for good: record it manifest-only.
+    accept_missing_content: bool = False
     listed: set[str] = field(default_factory=set)  # source ids of the runs in this pass
     two_way: bool = False  # editable fields are carried both ways by engine.two_way
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _projects: dict[str, str | None] = field(default_factory=dict)
     _dest_index: dict[str, dict[str, DestRun]] = field(default_factory=dict)
+    claims: RunClaims | None = None  # the run claims this pass holds (engine/claims.py)
 
     @property
     def dest_uri(self) -> str:
@@ -98,7 +111,13 @@ def plan_run(ctx: SyncContext, header: RunHeader) -> Planned:
         action="create",
     )
     st = ctx.state.get_run(ctx.dest_uri, sid)
-    if not ctx.full and st is not None and st.complete and st.fingerprint == header.fingerprint:
+    if not _up_to_date(ctx, st, header):
+        busy = claim_run(ctx, sid)  # one process per run and destination (engine/claims.py)
+        if busy is not None:
+            return _claimed_elsewhere(base, header, busy)
+        st = ctx.state.get_run(ctx.dest_uri, sid)  # another process may just have copied it
+    if _up_to_date(ctx, st, header):
+        assert st is not None
         base.action, base.outcome, base.dest_id = "unchanged", "unchanged", st.dest_id
         return Planned(plan=base, header=header)
 
@@ -165,12 +184,12 @@ def plan_run(ctx: SyncContext, header: RunHeader) -> Planned:
         )
         planned.files_done = ctx.state.get_files(ctx.dest_uri, sid)
         if base.conflicts:
+            # A conflict concerns its field only: the rest of the run is still written.
             base.action = "conflict"
-    if (ctx.dry_run or ctx.full) and base.action != "conflict":
-        base.points_new = count_new_points(ctx.reader, run, planned.watermarks)
-        base.files_new = sum(
-            1 for f in run.files if planned.files_done.get(f.path) != file_digest(f)
-        )
+            base.reason = "conflicting fields left untouched; the rest of the run is synced"
+    if ctx.dry_run or ctx.full:
+        base.points_new = count_new_points(ctx, run, planned)
+        base.files_new = sum(1 for f in run.files if _file_changed(ctx, f, planned.files_done))
         _new_artifacts(ctx, planned)
     if (
         ctx.full
@@ -185,6 +204,19 @@ def plan_run(ctx: SyncContext, header: RunHeader) -> Planned:
             ctx.state.put_run(ctx.dest_uri, sid, st)
     kill_point("plan.run")
     return planned
+
+
+def _up_to_date(ctx: SyncContext, st: RunState | None, header: RunHeader) -> bool:
+    """State says the run was copied complete from this very source version."""
+    return not ctx.full and st is not None and st.complete and st.fingerprint == header.fingerprint
+
+
+def _claimed_elsewhere(base: RunPlan, header: RunHeader, holder: str) -> Planned:
+    """Another live process is copying this run into this destination: skipped this pass,
+    not lost (the holder copies it; the next sync compares again)."""
+    base.action, base.outcome = "skip", "skipped"
+    base.reason = f"being copied by {holder_name(holder)}"
+    return Planned(plan=base, header=header)
 
 
 def _deleted_in_dest(
@@ -243,9 +275,40 @@ def _new_artifacts(ctx: SyncContext, planned: Planned) -> None:
         plan.artifacts_new.append(f"{art.name}:{label} ({art.type}, {size} bytes{kept})")
 
 
-def file_digest(ref: FileRef) -> str:
-    """What the state remembers of an uploaded file, to skip it next time."""
-    return f"sha256:{ref.sha256}" if ref.sha256 else f"size:{ref.size}"
+def file_digest(
+    ctx: SyncContext, ref: FileRef, prior: str | None, opener: Callable[[], IO[bytes]]
+) -> str | None:
+    """The content digest to compare with ``prior`` (what state recorded when the file was
+    last copied); None: unknown, copy it and hash it on the way.
+
+    A digest the source states (SHA-256 of W&B media, MD5 of W&B server files) is used as
+    is. Otherwise the content is hashed — once per version of the file: the MD5 is cached
+    under the reader's cheap identity (``stat_key``: path, size, mtime), so a file
+    rewritten with the same size is still found and an unchanged one is not read again.
+    Without a cheap identity (remote stores) the size stands in between ``--full`` passes."""
+    if ref.sha256:
+        return f"sha256:{ref.sha256}"
+    if ref.md5:
+        return f"md5:{ref.md5}:{ref.size}"
+    if ref.stat_key:
+        cached = ctx.state.get_digest(ref.stat_key)
+        if cached is not None:
+            return f"md5:{cached}:{ref.size}"
+    if prior is None:
+        return None
+    if ref.stat_key is None and not ctx.full:
+        same_size = prior.endswith(f":{ref.size}") or prior == f"size:{ref.size}"
+        return prior if same_size else None
+    md5, size = hash_content(opener)
+    if ref.stat_key and not ctx.dry_run:
+        ctx.state.put_digest(ref.stat_key, md5)
+    return f"md5:{md5}:{size}"
+
+
+def _file_changed(ctx: SyncContext, ref: FileRef, done: dict[str, str]) -> bool:
+    prior = done.get(ref.path)
+    digest = file_digest(ctx, ref, prior, partial(ctx.reader.open_file, ref))
+    return digest is None or prior not in (digest, MANIFEST_ONLY + digest)
 
 
 def resolve_parent(ctx: SyncContext, run: Run) -> bool:
@@ -436,28 +499,26 @@ def _settle(
         plan.resolved.append(conflict)
 
 
-def slice_new(chunk: MetricChunk, seen_before: int, already: int) -> MetricChunk | None:
-    """The part of ``chunk`` past the watermark (``already`` points of its key written)."""
-    start = max(0, already - seen_before)
-    if start >= len(chunk):
-        return None
-    if start == 0:
-        return chunk
-    return MetricChunk(
-        key=chunk.key,
-        steps=chunk.steps[start:],
-        timestamps=chunk.timestamps[start:],
-        values=chunk.values[start:],
+def count_new_points(ctx: SyncContext, run: Run, planned: Planned) -> int:
+    """The points a sync would write (dry runs and ``--full``): the history streamed once
+    through the same gate the applier uses (points past each watermark whose prefix checks
+    out), plus, for keys where points arrived inside the prefix, the source points the
+    destination lacks (read back) — or, where it cannot be read back, all points past
+    the watermark."""
+    gate = open_gate(
+        ctx.state, ctx.dest_uri, planned.plan.source_id, planned.watermarks, ctx.writer
     )
-
-
-def count_new_points(reader: Reader, run: Run, watermarks: dict[str, int]) -> int:
-    """Stream the history once, counting points past the watermarks (dry runs only)."""
-    seen: dict[str, int] = {}
     new = 0
-    for item in reader.iter_history(run):
+    for item in ctx.reader.iter_history(run):
         if isinstance(item, MetricChunk):
-            before = seen.get(item.key, 0)
-            seen[item.key] = before + len(item)
-            new += max(0, before + len(item) - max(before, watermarks.get(item.key, 0)))
-    return new
+            part = gate.admit(item)
+            new += len(part) if part is not None else 0
+    keys = gate.to_merge()
+    dest_id = planned.plan.dest_id
+    if not keys or dest_id is None:
+        return new
+    if not ctx.writer.capabilities.reads_metric_points:
+        return new + sum(max(0, gate.seen(k) - planned.watermarks.get(k, 0)) for k in keys)
+    missing: list[int] = []
+    merge_streams(ctx.reader, run, ctx.writer, dest_id, keys, lambda c: missing.append(len(c)))
+    return new + sum(missing)

@@ -11,11 +11,12 @@ from tqdm import tqdm
 
 from bridge.adapters.base import Reader, Writer
 from bridge.engine.apply import apply_run
+from bridge.engine.claims import release_run, release_runs
 from bridge.engine.model import ModelPlan, OnConflict, OnDelete, Plan, RunPlan
 from bridge.engine.plan import Planned, SyncContext, plan_run
 from bridge.engine.registry import sync_models
 from bridge.engine.two_way import two_way_pass
-from bridge.errors import BridgeError, RunError
+from bridge.errors import BridgeError, NothingToImport
 from bridge.faults import kill_point
 from bridge.schema import RunHeader, Warning_
 from bridge.state import StateStore, conflict_key
@@ -28,20 +29,29 @@ __all__ = ["OnConflict", "OnDelete", "run_sync", "SOURCE_DELETED_TAG"]
 
 
 def _failed_plan(header: RunHeader, exc: BaseException) -> Planned:
-    """A run that could not be planned. A reader's RunError means "nothing importable
-    here" (e.g. a log the process never flushed): skipped and reported, not a failure."""
+    """A run that could not be planned: failed (exit 1), whatever the backend error was —
+    a network error or a 5xx after retries leaves the run uncopied. Only a reader's
+    NothingToImport (e.g. a log the process never flushed) is skipped and reported."""
+    nothing = isinstance(exc, NothingToImport)
     plan = RunPlan(
         source_id=header.source_id,
+        native_id=header.native_id,
         name=header.name,
         project=header.project.name,
         action="skip",
-        reason=str(exc) if isinstance(exc, RunError) else "could not be read or planned",
-        outcome="skipped" if isinstance(exc, RunError) else "failed",
-        error=None if isinstance(exc, RunError) else _one_line(exc),
+        reason=str(exc) if nothing else "could not be read or planned",
+        outcome="skipped" if nothing else "failed",
+        error=None if nothing else _one_line(exc),
     )
-    if isinstance(exc, RunError):
+    if nothing:
         plan.warnings.append(Warning_(source_id=header.source_id, code="skipped", message=str(exc)))
     return Planned(plan=plan, header=header)
+
+
+def _partly_applicable(p: Planned) -> bool:
+    """A run with field conflicts whose destination copy exists: everything but the
+    conflicting fields is written (new history, files, other fields)."""
+    return p.plan.action == "conflict" and p.run is not None and p.plan.dest_id is not None
 
 
 def _waves(planned: list[Planned]) -> list[list[Planned]]:
@@ -167,6 +177,7 @@ def run_sync(
     on_delete: OnDelete = "keep",
     listing_complete: bool = False,
     two_way: bool = False,
+    accept_missing_content: bool = False,
     show_progress: bool = False,
     on_run_done: Callable[[RunPlan], None] | None = None,
 ) -> Plan:
@@ -190,6 +201,7 @@ def run_sync(
         full=full,
         on_conflict=on_conflict,
         download_references=reader.options.download_references,
+        accept_missing_content=accept_missing_content,
         two_way=two_way,
     )
     report = Plan(source=reader.display_uri, dest=writer.display_uri, dry_run=dry_run)
@@ -235,7 +247,7 @@ def run_sync(
     for p in planned:
         if not dry_run:
             _record_conflicts(state, ctx.dest_uri, p, on_conflict)
-        if p.plan.conflicts:
+        if p.plan.conflicts and not _partly_applicable(p):
             p.plan.outcome = "skipped"
             p.plan.reason = p.plan.reason or "conflict: left untouched"
         edit = edits.get(p.plan.source_id)
@@ -249,8 +261,10 @@ def run_sync(
     to_apply = [
         p
         for p in planned
-        if p.plan.action in ("create", "resume", "update") and p.plan.outcome == "pending"
+        if (p.plan.action in ("create", "resume", "update") or _partly_applicable(p))
+        and p.plan.outcome == "pending"
     ]
+    release_runs(ctx, keep={p.plan.source_id for p in to_apply})  # claims of runs not written
     if dry_run or (on_conflict == "fail" and report.conflicts):
         for p in to_apply:
             p.plan.outcome = "skipped"
@@ -258,6 +272,7 @@ def run_sync(
                 p.plan.reason = "not applied: --on-conflict fail and conflicts were found"
         runs_bar.update(len(headers))
         runs_bar.close()
+        release_runs(ctx)
         _add_models(ctx, report)
         return report
 
@@ -281,6 +296,7 @@ def run_sync(
             p.plan.error = _one_line(exc)
         finally:
             points_bar.close()
+            release_run(ctx, p.plan.source_id)
             with bar_lock:
                 slots.append(slot)
                 runs_bar.update(1)
@@ -298,6 +314,7 @@ def run_sync(
         for sid, edit in two_way_pass(ctx, written, fresh=True).items():
             if edit.error:
                 report.errors.append(f"{sid}: {edit.error}")
+    release_runs(ctx)  # the pass's runs are written: every claim goes back
     _add_models(ctx, report)
     return report
 

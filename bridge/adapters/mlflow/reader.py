@@ -21,9 +21,11 @@ Mapping decisions (see also :meth:`MlflowReader.read_run`):
   (see ``from_wandb``). Only these runs cost the extra downloads.
 * Points of one metric key are ordered by ``(timestamp, step, value, is_nan)`` — MLflow's
   own ``get_metric_history`` order, i.e. logging order. Not by step: the engine resumes a
-  key by counting points already written, which is only right if new points land at the
-  end of the order, and a live run's new points carry new timestamps but may repeat or go
-  back in step. Equal-step points are all kept.
+  key past the points already written, which is cheapest when new points land at the end
+  of the order, and a live run's new points carry new timestamps but may repeat or go
+  back in step. A point logged late with an older timestamp lands inside that order: the
+  engine's per-key digest notices and merges the key (``bridge/engine/streams.py``).
+  Equal-step points are all kept.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import io
+import itertools
 import json
 import math
 import os
@@ -39,7 +42,7 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -120,6 +123,18 @@ def _local_dir(artifact_uri: str) -> Path | None:
     return None
 
 
+def _local_stat_key(folder: Path | None, rel: str) -> str | None:
+    """Path, size and mtime of a local artifact file (see FileRef.stat_key), else None."""
+    if folder is None:
+        return None
+    p = folder / rel
+    try:
+        st = p.stat()
+    except OSError:
+        return None
+    return f"{p}\0{st.st_size}\0{st.st_mtime_ns}"
+
+
 class _TempFile(io.FileIO):
     """A read-only binary file that deletes its temp folder when closed."""
 
@@ -162,10 +177,19 @@ class MlflowReader(MlflowStore, Reader):
     remote artifact stores (``mlflow-artifacts:``, s3, ...) artifacts are not part of the
     fingerprint unless ``fingerprint_artifacts=True`` (one or more listing calls per run).
 
-    NOT detected: a metric point that does not become the key's latest point (MLflow's
-    latest = highest (step, timestamp, value)), i.e. a point logged at a lower step than
-    the key's latest step or at the latest step with an older timestamp; remote-store
-    artifact changes by default; edits of dataset/model entities other than their links.
+    Late points: ``search_runs`` shows only each key's latest point (highest (step,
+    timestamp, value)), so a point logged at a lower step or with an older timestamp does
+    not change it. SQL stores add, for all runs of a listing page in ONE grouped query on
+    the ``metrics`` table, each key's point count, first/last timestamp and a timestamp sum
+    (:func:`point_stats`): every new point changes the fingerprint. Servers offer no such
+    query (one ``get-history`` per key and run would make every listing O(points)): there a
+    point that does not become its key's latest is found by ``--full`` (every run's history
+    is read and checked against the per-key watermarks and digests), or by the next sync
+    that finds any other change in the run. The engine then merges the stream (see
+    ``bridge/engine/streams.py``).
+
+    NOT detected: remote-store artifact changes by default; edits of dataset/model
+    entities other than their links.
     """
 
     scheme = "mlflow"
@@ -348,8 +372,9 @@ class MlflowReader(MlflowStore, Reader):
                     for n in range(0, len(ids), 100)
                 ]
             for filter_string in filters:
-                for run in self._search(exp.experiment_id, filter_string):
-                    yield self.header_of(run, project)
+                runs = self._search(exp.experiment_id, filter_string)
+                for run, points in self._with_point_stats(runs):
+                    yield self.header_of(run, project, points)
 
     def _search(self, experiment_id: str, filter_string: str | None) -> Iterator[Any]:
         token: str | None = None
@@ -367,7 +392,19 @@ class MlflowReader(MlflowStore, Reader):
             if not token:
                 return
 
-    def header_of(self, run: Any, project: Project) -> RunHeader:
+    def _with_point_stats(self, runs: Iterator[Any]) -> Iterator[tuple[Any, list[Any] | None]]:
+        """Each listed run with its per-key point statistics: SQL stores, one grouped query
+        per page of runs (see :func:`point_stats`); servers, None (not fetched)."""
+        if self.kind not in ("sqlite", "sql"):
+            for run in runs:
+                yield run, None
+            return
+        while page := list(itertools.islice(runs, SEARCH_PAGE)):
+            stats = point_stats(self.engine, [r.info.run_id for r in page])
+            for run in page:
+                yield run, stats.get(run.info.run_id, [])
+
+    def header_of(self, run: Any, project: Project, points: list[Any] | None = None) -> RunHeader:
         info = run.info
         self._artifact_uris[info.run_id] = info.artifact_uri
         return RunHeader(
@@ -375,15 +412,16 @@ class MlflowReader(MlflowStore, Reader):
             native_id=info.run_id,
             project=project,
             name=info.run_name or None,
-            fingerprint=self.fingerprint_of(run),
+            fingerprint=self.fingerprint_of(run, points),
             locator={
                 "experiment_id": str(info.experiment_id),
                 "lifecycle_stage": info.lifecycle_stage,
             },
         )
 
-    def fingerprint_of(self, run: Any) -> str:
-        """Hash of a run as ``search_runs``/``get_run`` return it (see the class docstring)."""
+    def fingerprint_of(self, run: Any, points: list[Any] | None = None) -> str:
+        """Hash of a run as ``search_runs``/``get_run`` return it, plus the per-key point
+        statistics ``points`` when given (see the class docstring)."""
         info, data = run.info, run.data
         metrics = getattr(data, "_metric_objs", None)
         if metrics is None:  # pragma: no cover - older entity layout
@@ -415,6 +453,8 @@ class MlflowReader(MlflowStore, Reader):
                 (m.model_id, m.step) for m in (getattr(outputs, "model_outputs", None) or [])
             ),
         }
+        if points is not None:
+            doc["points"] = points
         listing = self._artifact_listing(info.run_id, info.artifact_uri)
         if listing is not None:
             doc["artifacts"] = listing
@@ -481,15 +521,17 @@ class MlflowReader(MlflowStore, Reader):
         run.artifacts = self._datasets(mlrun) + self._models(mlrun)
         bridge_files: set[str] = set()
         try:
-            for f in self._walk_artifacts(info.run_id, None):
+            for f in self._walk_artifacts(info.run_id, None, _local_dir(info.artifact_uri)):
                 if imported and f.path.split("/", 1)[0] == BRIDGE_ARTIFACT_DIR:
                     bridge_files.add(f.path)
                 else:
                     run.files.append(f)
         except Exception as exc:
-            run.warnings.append(
-                f"artifacts not listed: {type(exc).__name__}: {self._scrub(str(exc))}"
-            )
+            # Files left uncopied: the run fails (and is retried), it is never "done".
+            raise RunError(
+                f"MLflow run {info.run_id}: artifacts cannot be listed: "
+                f"{type(exc).__name__}: {self._scrub(str(exc))}"
+            ) from None
         if is_wandb_import(tags):
             # Reading bridge/*.json costs a download each: only for runs imported from W&B.
             key_map = restore_wandb_fields(
@@ -591,15 +633,19 @@ class MlflowReader(MlflowStore, Reader):
             metadata=meta,
         )
 
-    def _walk_artifacts(self, run_id: str, path: str | None) -> Iterator[FileRef]:
-        """Every artifact file under ``path``, depth first, sorted by path."""
+    def _walk_artifacts(
+        self, run_id: str, path: str | None, local: Path | None = None
+    ) -> Iterator[FileRef]:
+        """Every artifact file under ``path``, depth first, sorted by path. ``local``: the
+        run's artifact folder when it is on this file system, for a cheap ``stat_key``."""
         for info in sorted(self.client.list_artifacts(run_id, path), key=lambda f: f.path):
             if info.is_dir:
-                yield from self._walk_artifacts(run_id, info.path)
+                yield from self._walk_artifacts(run_id, info.path, local)
             else:
                 yield FileRef(
                     path=info.path,
                     size=info.file_size,
+                    stat_key=_local_stat_key(local, info.path),
                     locator={"run_id": run_id, "path": info.path},
                 )
 
@@ -642,34 +688,7 @@ class MlflowReader(MlflowStore, Reader):
             return {}
 
     def _sql_history(self, run_id: str) -> Iterator[MetricChunk]:
-        import sqlalchemy
-
-        query = sqlalchemy.text(
-            "SELECT key, timestamp, step, value, is_nan FROM metrics WHERE run_uuid = :run_id "
-            "ORDER BY key, timestamp, step, value, is_nan"
-        )
-        nan = math.nan
-        with self.engine.connect() as conn:
-            result = conn.execution_options(stream_results=True, yield_per=SQL_FETCH_ROWS).execute(
-                query, {"run_id": run_id}
-            )
-            key: str | None = None
-            steps: list[int] = []
-            stamps: list[int] = []
-            values: list[float] = []
-            for rows in result.partitions():
-                for k, ts, step, value, is_nan in rows:
-                    if k != key or len(steps) >= CHUNK_POINTS:
-                        if steps and key is not None:
-                            yield MetricChunk(
-                                key=key, steps=steps, timestamps=stamps, values=values
-                            )
-                        key, steps, stamps, values = k, [], [], []
-                    steps.append(int(step))
-                    stamps.append(int(ts))
-                    values.append(nan if is_nan else float(value))
-            if steps and key is not None:
-                yield MetricChunk(key=key, steps=steps, timestamps=stamps, values=values)
+        return sql_metric_chunks(self.engine, run_id)
 
     def _metric_keys(self, run_id: str) -> list[str]:
         return sorted(self._get_run(run_id).data.metrics)
@@ -679,30 +698,10 @@ class MlflowReader(MlflowStore, Reader):
         paged = self.kind == "http" and hasattr(store, "get_metric_history")
         for key in self._metric_keys(run_id):
             if paged:
-                pages = self._rest_pages(store, run_id, key)
+                pages = rest_metric_pages(store, run_id, key)
             else:
                 pages = iter([self.client.get_metric_history(run_id, key)])
-            buf: list[Any] = []
-            for page in pages:
-                buf.extend(page)
-                while len(buf) >= CHUNK_POINTS:
-                    yield _chunk(key, buf[:CHUNK_POINTS])
-                    del buf[:CHUNK_POINTS]
-            if buf:
-                yield _chunk(key, buf)
-
-    @staticmethod
-    def _rest_pages(store: Any, run_id: str, key: str) -> Iterator[list[Any]]:
-        """``metrics/get-history`` page by page (the server orders by timestamp, step, value)."""
-        token: str | None = None
-        while True:
-            page = store.get_metric_history(
-                run_id, key, max_results=REST_PAGE_POINTS, page_token=token
-            )
-            yield list(page)
-            token = getattr(page, "token", None)
-            if not token:
-                return
+            yield from chunks_of_pages(key, pages)
 
     # ------------------------------------------------------------------ files
 
@@ -761,6 +760,88 @@ class MlflowReader(MlflowStore, Reader):
     def registry_warnings(self) -> list[Warning_]:
         """Registry versions whose content could not be listed."""
         return self.registry.warnings
+
+
+def point_stats(engine: Any, run_ids: list[str]) -> dict[str, list[list[Any]]]:
+    """Per run: ``[key, points, min timestamp, max timestamp, sum of timestamps mod a prime]``
+    for every metric key, sorted, from ONE grouped query over the ``metrics`` table. Any
+    point added to a key changes its count, wherever it lands in the key's order."""
+    import sqlalchemy
+
+    if not run_ids:
+        return {}
+    query = sqlalchemy.text(
+        "SELECT run_uuid, key, COUNT(*), MIN(timestamp), MAX(timestamp), "
+        "SUM(timestamp % 1000003) FROM metrics WHERE run_uuid IN :ids GROUP BY run_uuid, key"
+    ).bindparams(sqlalchemy.bindparam("ids", expanding=True))
+    out: dict[str, list[list[Any]]] = {}
+    with engine.connect() as conn:
+        for run_id, key, n, low, high, total in conn.execute(query, {"ids": run_ids}):
+            out.setdefault(run_id, []).append([key, int(n), int(low), int(high), int(total)])
+    for rows in out.values():
+        rows.sort()
+    return out
+
+
+def sql_metric_chunks(
+    engine: Any, run_id: str, keys: Collection[str] | None = None
+) -> Iterator[MetricChunk]:
+    """A run's points straight from the ``metrics`` table, one streamed query, keys in the
+    database's order and each key's points in ``(timestamp, step, value, is_nan)`` order;
+    only ``keys`` (stored names) when given."""
+    import sqlalchemy
+
+    sql = "SELECT key, timestamp, step, value, is_nan FROM metrics WHERE run_uuid = :run_id"
+    params: dict[str, Any] = {"run_id": run_id}
+    if keys is not None:
+        sql += " AND key IN :keys"
+        params["keys"] = sorted(keys)
+    query = sqlalchemy.text(sql + " ORDER BY key, timestamp, step, value, is_nan")
+    if keys is not None:
+        query = query.bindparams(sqlalchemy.bindparam("keys", expanding=True))
+    nan = math.nan
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=SQL_FETCH_ROWS).execute(
+            query, params
+        )
+        key: str | None = None
+        steps: list[int] = []
+        stamps: list[int] = []
+        values: list[float] = []
+        for rows in result.partitions():
+            for k, ts, step, value, is_nan in rows:
+                if k != key or len(steps) >= CHUNK_POINTS:
+                    if steps and key is not None:
+                        yield MetricChunk(key=key, steps=steps, timestamps=stamps, values=values)
+                    key, steps, stamps, values = k, [], [], []
+                steps.append(int(step))
+                stamps.append(int(ts))
+                values.append(nan if is_nan else float(value))
+        if steps and key is not None:
+            yield MetricChunk(key=key, steps=steps, timestamps=stamps, values=values)
+
+
+def rest_metric_pages(store: Any, run_id: str, key: str) -> Iterator[list[Any]]:
+    """``metrics/get-history`` page by page (the server orders by timestamp, step, value)."""
+    token: str | None = None
+    while True:
+        page = store.get_metric_history(run_id, key, max_results=REST_PAGE_POINTS, page_token=token)
+        yield list(page)
+        token = getattr(page, "token", None)
+        if not token:
+            return
+
+
+def chunks_of_pages(key: str, pages: Iterable[list[Any]]) -> Iterator[MetricChunk]:
+    """Pages of MLflow ``Metric`` objects → chunks of ≤ ``CHUNK_POINTS``."""
+    buf: list[Any] = []
+    for page in pages:
+        buf.extend(page)
+        while len(buf) >= CHUNK_POINTS:
+            yield _chunk(key, buf[:CHUNK_POINTS])
+            del buf[:CHUNK_POINTS]
+    if buf:
+        yield _chunk(key, buf)
 
 
 def _chunk(key: str, metrics: list[Any]) -> MetricChunk:

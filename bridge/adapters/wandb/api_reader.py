@@ -496,6 +496,7 @@ class WandbApiReader(Reader):
                     FileRef(
                         path=f"files/{f.name}",
                         size=f.size,
+                        md5=f._attrs.get("md5") or None,
                         locator={"url": url, "name": f.name, "md5": f._attrs.get("md5")},
                     )
                 )

@@ -29,7 +29,7 @@ from bridge.adapters.wandb.history import flatten as _flatten
 from bridge.adapters.wandb.history import is_number as _is_number
 from bridge.adapters.wandb.ids import artifact_source_id
 from bridge.adapters.wandb.txlog import TxlogReader, pb
-from bridge.errors import BridgeError, RunError
+from bridge.errors import BridgeError, NothingToImport, RunError
 from bridge.schema import (
     ArtifactVersion,
     ExtraValue,
@@ -169,6 +169,15 @@ def _fingerprint(folders: list[Path]) -> str:
             st = p.stat()
             h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:32]
+
+
+def _stat_key(paths: list[Path], stats: list[os.stat_result]) -> str:
+    """What identifies this version of a file cheaply: where it really is (symlinks that
+    ``run.save`` leaves are followed), its size and mtime. A rewrite of the same size
+    still moves the mtime, so the content is hashed again."""
+    return "\n".join(
+        f"{p.resolve()}\0{st.st_size}\0{st.st_mtime_ns}" for p, st in zip(paths, stats, strict=True)
+    )
 
 
 class _ConcatFile(io.RawIOBase):
@@ -336,7 +345,7 @@ class WandbOfflineReader(Reader):
         if not any(p.get("records") for p in parts):
             logs = ", ".join(p["log"] for p in parts)
             why = "; ".join(p["problem"] for p in parts if p.get("problem"))
-            raise RunError(f"{header.source_id}: no readable records in {logs} ({why})")
+            raise NothingToImport(f"{header.source_id}: no readable records in {logs} ({why})")
         run = st.finish(parts)
         layout = layout_of(run.config) if self.restore_bridge else None
         if layout is not None:
@@ -753,18 +762,24 @@ class _RunState:
         refs: list[FileRef] = []
         for rel, paths in sorted(found.items()):
             if rel == "output.log" and len(paths) > 1:
+                stats = [p.stat() for p in paths]
                 refs.append(
                     FileRef(
                         path=f"files/{rel}",
-                        size=sum(p.stat().st_size for p in paths),
+                        size=sum(st.st_size for st in stats),
+                        stat_key=_stat_key(paths, stats),
                         locator={"abs_paths": [str(p) for p in paths]},
                     )
                 )
             else:
                 p = paths[-1]
+                st = p.stat()
                 refs.append(
                     FileRef(
-                        path=f"files/{rel}", size=p.stat().st_size, locator={"abs_path": str(p)}
+                        path=f"files/{rel}",
+                        size=st.st_size,
+                        stat_key=_stat_key([p], [st]),
+                        locator={"abs_path": str(p)},
                     )
                 )
         return refs

@@ -43,7 +43,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -167,6 +167,9 @@ class WandbWriter(RegistryDelegate, Writer):
             stores_infinity=True,
             dedupes_metric_points=False,
             durable_flush=False,  # the SDK writes/uploads in the background
+            # Offline folders are read back by the bridge's own reader; a server's history
+            # may lag the SDK's uploads, so reading it back could miss points (online: no).
+            reads_metric_points=self.offline,
             metrics_per_batch=METRICS_PER_BATCH,
             params_per_batch=1000,
             tags_per_batch=1000,
@@ -664,8 +667,13 @@ class WandbWriter(RegistryDelegate, Writer):
         files_dir = Path(live.run.dir)
         local = files_dir / path
         local.parent.mkdir(parents=True, exist_ok=True)
-        with open(local, "wb") as out:
-            shutil.copyfileobj(stream, out, 1024 * 1024)
+        partial = local.with_name(f".{local.name}.bridge-partial")
+        try:  # a stream that fails part-way (content not matching its manifest) leaves nothing
+            with open(partial, "wb") as out:
+                shutil.copyfileobj(stream, out, 1024 * 1024)
+            partial.replace(local)
+        finally:
+            partial.unlink(missing_ok=True)
         live.run.save(str(local), base_path=str(files_dir), policy="now")
 
     def finish_run(self, dest_id: str, run: Run, fingerprint: str) -> None:
@@ -831,6 +839,25 @@ class WandbOfflineWriter(WandbWriter):
                     for _ in range(len(item)):
                         self._count(counts, item.key)
         return counts
+
+    def read_metric_points(self, dest_id: str, keys: Collection[str]) -> Iterator[MetricChunk]:
+        """Points of these keys as the bridge's offline reader reads the run's folders back:
+        source keys, steps and timestamps restored (see ``bridged``)."""
+        from bridge.adapters.base import ReaderOptions
+        from bridge.adapters.wandb.offline_reader import WandbOfflineReader
+
+        project, run_id = self._split(dest_id)
+        root = Path(self._path).expanduser()
+        if not root.is_dir():
+            return
+        wanted = set(keys)
+        reader = WandbOfflineReader(str(root), ReaderOptions(run_ids=[run_id]))
+        for header in reader.list_runs():
+            if header.project.name != project:
+                continue
+            for item in reader.iter_history(reader.read_run(header)):
+                if isinstance(item, MetricChunk) and item.key in wanted:
+                    yield item
 
     def _log_path(self, live: _Live) -> Path | None:
         try:
