@@ -42,10 +42,11 @@ th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:to
 th{background:#f6f8fa} td.num{text-align:right;font-variant-numeric:tabular-nums}
 code,.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;word-break:break-all}
 tr.conflict td,tr.mismatch td{background:#fff1e5} tr.failed td,tr.error td{background:#ffebe9}
-tr.unchanged td,tr.ok td{color:#57606a}
+tr.unsynced td{background:#ffebe9} tr.unchanged td,tr.ok td,tr.not-copied td{color:#57606a}
 .val-src{color:#0550ae} .val-dst{color:#953800} .muted{color:#57606a}
 .tag{display:inline-block;border-radius:10px;padding:0 8px;font-size:12px;background:#eaeef2}
 .tag.conflict,.tag.mismatch{background:#ffd8b5} .tag.failed,.tag.error{background:#ffcecb}
+.tag.unsynced{background:#ffcecb}
 .tag.done,.tag.ok{background:#dafbe1}
 figure{display:inline-block;margin:6px 12px 12px 0;border:1px solid #d0d7de;border-radius:6px;padding:6px}
 figcaption{font-size:12px;margin-bottom:4px} svg text{font:10px ui-monospace,monospace;fill:#57606a}
@@ -373,12 +374,13 @@ def render_verify_html(report: VerifyReport) -> str:
     body = [
         "<h1>Verify report</h1>",
         f"<div class='uri'>{e(report.source)} → {e(report.dest)}</div>",
+        f"<div class='muted'>scope: {e(report.scope)}</div>",
         _generated(),
     ]
     counts = report.counts()
     cards: list[tuple[str, object, str]] = [("runs", len(report.runs), "")]
     for status, n in sorted(counts.items()):
-        kind = "bad" if status in ("mismatch", "error") and n else ""
+        kind = "bad" if status in ("mismatch", "unsynced", "error") and n else ""
         cards.append((status, n, kind))
     cards += [
         ("points checked", sum(r.points_checked for r in report.runs), ""),
@@ -411,6 +413,8 @@ def render_verify_html(report: VerifyReport) -> str:
             notes = [e(n) for n in r.notes]
             if r.stale:
                 notes.insert(0, "source changed since the last sync")
+            if r.reason:
+                notes.insert(0, f"not copied: {e(r.reason)}")
             if r.error:
                 notes.append(f"error: {e(r.error)}")
             rows.append(

@@ -217,6 +217,8 @@ def verify_as_dict(report: VerifyReport) -> dict[str, Any]:
         "source": report.source,
         "dest": report.dest,
         "exit_code": report.exit_code(),
+        "scope": report.scope,
+        "filters": report.filters,
         "counts": report.counts(),
         "points_checked": sum(r.points_checked for r in report.runs),
         "files_checked": sum(r.files_checked for r in report.runs),
@@ -232,12 +234,12 @@ def verify_as_json(report: VerifyReport) -> str:
 
 def verify_as_text(report: VerifyReport) -> str:
     """One line per mismatch: run, field, source value, destination value (and why)."""
-    lines = [f"verify: {report.source} -> {report.dest}"]
+    lines = [f"verify: {report.source} -> {report.dest}", f"scope: {report.scope}"]
     for run in sorted(report.runs, key=lambda r: (r.project, r.source_id)):
         name = f" ({run.name})" if run.name else ""
-        extra = f": {run.error}" if run.error else ""
+        extra = f": {run.error or run.reason}" if run.error or run.reason else ""
         stale = " [source changed since the last sync]" if run.stale else ""
-        lines.append(f"  {run.status:<9} {run.source_id}{name}{stale}{extra}")
+        lines.append(f"  {run.status:<10} {run.source_id}{name}{stale}{extra}")
     if report.mismatches:
         lines.append("mismatches:")
         for m in report.mismatches:
@@ -248,9 +250,8 @@ def verify_as_text(report: VerifyReport) -> str:
             )
     for err in report.errors:
         lines.append(f"error: {err}")
-    counts = ", ".join(f"{n} {s}" for s, n in sorted(report.counts().items())) or "no runs"
     lines.append(
-        f"summary: {counts}; {sum(r.points_checked for r in report.runs)} points and "
+        f"summary: {report.counts_line()}; {sum(r.points_checked for r in report.runs)} points and "
         f"{sum(r.files_checked for r in report.runs)} files checked; "
         f"{len(report.mismatches)} mismatches"
     )
@@ -258,9 +259,15 @@ def verify_as_text(report: VerifyReport) -> str:
 
 
 def verify_as_markdown(report: VerifyReport) -> str:
-    out = [f"## Verify: `{report.source}` → `{report.dest}`", ""]
-    counts = ", ".join(f"**{n}** {s}" for s, n in sorted(report.counts().items())) or "no runs"
-    out += [counts, ""]
+    out = [f"## Verify: `{report.source}` → `{report.dest}`", "", f"Scope: {_md(report.scope)}", ""]
+    out += [f"{report.counts_line()}; {len(report.mismatches)} mismatches", ""]
+    without = [r for r in report.runs if r.status in ("unsynced", "not-copied")]
+    if without:
+        out += ["| run | status | why |", "|---|---|---|"]
+        for r in without:
+            why = r.reason or "; ".join(r.notes)
+            out.append(f"| `{_md(r.source_id)}` | {r.status} | {_md(why)} |")
+        out.append("")
     if report.mismatches:
         out += [
             "| run | field | source | destination | detail |",

@@ -7,6 +7,13 @@ values (bookkeeping tags that change by design excluded); per metric stream the 
 and an order-independent checksum over (step, timestamp, value); and run files (presence,
 size, digest where both sides know it).
 
+Which source runs: those of the pair's scope — the filters given to ``verify``, else the
+filters of the pair's last real sync (remembered in the state store), else every run. A
+source run in scope without a copy is a finding (``unsynced``) like a mismatch; a run the
+bridge left out on purpose is ``not-copied`` with the reason (a destination deletion
+settled ``dest-wins``, a run deleted at the source under ``--on-delete``, a run with
+nothing importable) and does not fail. Registered models follow the same rule.
+
 Histories are streamed, never held: a checksum is a sum of per-point hashes, so the order
 a backend returns points in does not matter. Only streams that differ are read a second
 time, to name example points and to keep a downsampled copy of both sides for a plot.
@@ -27,12 +34,14 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from bridge.adapters.base import ReaderOptions
 from bridge.engine.artifacts import artifact_folder
 from bridge.engine.html_report import downsample
+from bridge.errors import NothingToImport
 from bridge.schema import ExtraValue, FileRef, MetricChunk, Run, RunHeader
 
 if TYPE_CHECKING:
@@ -62,7 +71,12 @@ _MAX = sys.float_info.max
 _NAN_TOKEN = 0x7FF8_0000_0000_0001  # stands for NaN in a point hash (hash(nan) is per object)
 _MASK = (1 << 64) - 1
 
-RunStatusV = Literal["ok", "mismatch", "unsynced", "error"]
+RunStatusV = Literal["ok", "mismatch", "unsynced", "not-copied", "error"]
+#: Statuses that fail a verify (exit 1): a copy that differs, a copy that is missing, a
+#: run that could not be checked. ``not-copied`` (left out on purpose) does not.
+FINDINGS: frozenset[str] = frozenset({"mismatch", "unsynced", "error"})
+#: Display order of the statuses in a summary line.
+STATUS_ORDER = ("ok", "mismatch", "unsynced", "not-copied", "error")
 
 
 class Mismatch(BaseModel):
@@ -91,6 +105,8 @@ class RunVerify(BaseModel):
     mismatches: list[Mismatch] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     error: str | None = None
+    #: Why a ``not-copied`` run was left out on purpose.
+    reason: str | None = None
 
 
 class StreamSample(BaseModel):
@@ -108,6 +124,9 @@ class VerifyReport(BaseModel):
     runs: list[RunVerify] = Field(default_factory=list)
     samples: list[StreamSample] = Field(default_factory=list)
     errors: list[str] = Field(default_factory=list)  # problems not tied to one run
+    #: Which source objects were checked and where that scope came from.
+    scope: str = "every source run"
+    filters: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def mismatches(self) -> list[Mismatch]:
@@ -119,9 +138,21 @@ class VerifyReport(BaseModel):
             out[run.status] = out.get(run.status, 0) + 1
         return out
 
+    def counts_line(self) -> str:
+        """Statuses as counted, e.g. ``4 ok, 2 unsynced, 1 not copied`` (ok, unsynced and
+        not copied always; the others when present)."""
+        counts = self.counts()
+        always = ("ok", "unsynced", "not-copied")
+        return ", ".join(
+            f"{counts.get(s, 0)} {s.replace('-', ' ')}"
+            for s in STATUS_ORDER
+            if s in always or counts.get(s)
+        )
+
     def exit_code(self) -> int:
-        """0 when every mapped run verifies clean, else 1 (mismatches or errors)."""
-        if self.errors or any(r.status in ("mismatch", "error") for r in self.runs):
+        """0 when every run in scope has a copy that verifies clean (or was left out on
+        purpose), else 1: a mismatch, a source run without a copy, an error."""
+        if self.errors or any(r.status in FINDINGS for r in self.runs):
             return 1
         return 0
 
@@ -219,6 +250,92 @@ def _fmt_point(p: Point) -> str:
     return f"step {p[0]} ts {p[1]} value {value}"
 
 
+# ---------------------------------------------------------------------------- scope
+
+#: ReaderOptions fields that decide which source objects a sync lists and how it names
+#: them (``entity``, ``staging_dir``): remembered per pair by every real sync, re-applied
+#: by ``verify`` so it checks what the sync was asked to copy — no more, no less.
+SCOPE_FIELDS = (
+    "run_ids",
+    "since",
+    "tags",
+    "states",
+    "experiments",
+    "include_deleted",
+    "registries",
+    "registry",
+    "entity",
+    "staging_dir",
+)
+#: How each scope field is spelled on the command line (for the report's scope line).
+_FLAGS = {
+    "run_ids": "--runs",
+    "since": "--since",
+    "tags": "--tag",
+    "states": "--run-state",
+    "experiments": "--experiment",
+    "include_deleted": "--include-deleted",
+    "registries": "--models",
+    "registry": "--no-registry",
+    "entity": "--entity",
+    "staging_dir": "--staging-dir",
+}
+
+
+def pair_scope(options: ReaderOptions) -> dict[str, Any]:
+    """The scope fields of a sync's reader options, as the state store keeps them."""
+    return {name: getattr(options, name) for name in SCOPE_FIELDS}
+
+
+def describe_filters(filters: dict[str, Any]) -> str:
+    """Filters as command-line flags; "none (every source run)" when nothing narrows."""
+    default = pair_scope(ReaderOptions())
+    parts: list[str] = []
+    for name in SCOPE_FIELDS:
+        value = filters.get(name, default[name])
+        if value == default[name]:
+            continue
+        flag = _FLAGS[name]
+        if isinstance(value, bool):
+            parts.append(flag)
+        elif isinstance(value, list):
+            parts.append(f"{flag} {','.join(str(v) for v in value)}")
+        else:
+            parts.append(f"{flag} {value}")
+    return " ".join(parts) or "none (every source run)"
+
+
+@dataclass
+class Scope:
+    """Which source objects a verify checks, and where that choice came from."""
+
+    filters: dict[str, Any]
+    origin: Literal["given", "last sync", "none"]
+
+    def describe(self) -> str:
+        if self.origin == "none":
+            return "every source run (no filters given, no sync of this pair recorded)"
+        where = "filters given" if self.origin == "given" else "filters of the last sync"
+        return f"{where}: {describe_filters(self.filters)}"
+
+    def options(self, workers: int) -> ReaderOptions:
+        """Reader options that list this scope."""
+        known = {k: v for k, v in self.filters.items() if k in SCOPE_FIELDS}
+        return ReaderOptions(workers=workers, **known)
+
+
+def scope_for(
+    state: StateStore, source_uri: str, dest_uri: str, given: ReaderOptions | None
+) -> Scope:
+    """The filters given to verify, else those of the pair's last real sync, else none."""
+    if given is not None:
+        return Scope(pair_scope(given), "given")
+    remembered = state.pair_filters(source_uri, dest_uri)
+    if remembered is None:
+        return Scope({}, "none")
+    return Scope(remembered, "last sync")
+
+
 # ---------------------------------------------------------------------------- runs
 
 
@@ -231,6 +348,8 @@ class VerifyContext:
     state: StateStore
     dest_reader: Reader
     digests: bool = False
+    #: Source ids this pair's syncs saw disappear from a complete listing (--on-delete).
+    deleted_at_source: dict[str, float | None] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _dest_headers: dict[str, RunHeader] | None = None
     _indexes: dict[str, dict[str, DestRun]] = field(default_factory=dict)
@@ -445,18 +564,61 @@ def _compare_history(
             ctx.samples.append(sample)
 
 
+def _left_out(ctx: VerifyContext, header: RunHeader) -> str | None:
+    """Why the bridge left a source run without a copy on purpose, or None (a finding).
+
+    Deleted at the source (a complete listing of an earlier sync lost it; ``--on-delete``
+    decided about its copy), or nothing importable (the reader's NothingToImport, the
+    same rule by which a sync skips a run rather than failing it)."""
+    if ctx.deleted_at_source.get(header.source_id) is not None:
+        return (
+            "deleted at the source (an earlier sync's complete listing no longer showed it); "
+            "its copy was handled by --on-delete"
+        )
+    try:
+        ctx.reader.read_run(header)
+    except NothingToImport as exc:
+        return f"nothing importable: {exc}"
+    return None
+
+
+def _unsynced(ctx: VerifyContext, rv: RunVerify, header: RunHeader) -> RunVerify:
+    """A source run in scope with no copy: ``unsynced`` unless left out on purpose."""
+    reason = _left_out(ctx, header)
+    if reason is not None:
+        rv.status, rv.reason = "not-copied", reason
+        return rv
+    rv.status = "unsynced"
+    rv.notes.append(
+        "no copy: not mapped in state and no destination run carries its identity; "
+        "run `bridge sync`"
+    )
+    return rv
+
+
+def _kept_deleted(ctx: VerifyContext, source_id: str) -> str | None:
+    """Why a missing destination copy is meant to be missing: its deletion was settled
+    by taking the destination's side (``dest-wins`` or ``conflicts resolve --take dest``)."""
+    settled = ctx.state.resolutions(ctx.dest_uri, source_id).get("run")
+    if settled is None or settled.choice != "dest":
+        return None
+    return f"deleted in the destination; kept deleted (settled by {settled.resolved_by})"
+
+
 def verify_run(ctx: VerifyContext, header: RunHeader) -> RunVerify:
     """Verify one source run against its destination copy (see the module doc)."""
     rv = RunVerify(source_id=header.source_id, name=header.name, project=header.project.name)
     dest_id, synced_fp = _mapped_dest(ctx, header)
     if dest_id is None:
-        rv.status = "unsynced"
-        rv.notes.append("not mapped in state and no destination run carries its identity")
-        return rv
+        return _unsynced(ctx, rv, header)
     rv.dest_id = dest_id
     rv.stale = synced_fp is not None and synced_fp != header.fingerprint
     dest = ctx.writer.get_run(dest_id)
     if dest is None:
+        kept = _kept_deleted(ctx, header.source_id)
+        if kept is not None:
+            rv.status, rv.reason = "not-copied", kept
+            return rv
         rv.mismatches.append(
             Mismatch(
                 source_id=rv.source_id,
@@ -530,14 +692,22 @@ def verify(
     *,
     dest_reader: Reader | None = None,
     digests: bool = False,
+    scope: Scope | None = None,
 ) -> VerifyReport:
-    """Verify every mapped source run, ``workers`` runs at a time.
+    """Verify every source run the reader lists, ``workers`` runs at a time.
 
     ``dest_reader`` reads the destination back (default: the writer's URI opened as a
     source, limited to the mapped runs; closed here if made here). ``digests`` hashes file
     content where a side does not record a digest (reads every file; off by default).
+    ``scope`` names the filters the reader was opened with (for the report).
     """
-    report = VerifyReport(source=reader.display_uri, dest=writer.display_uri)
+    scope = scope or Scope(pair_scope(reader.options), "given")
+    report = VerifyReport(
+        source=reader.display_uri,
+        dest=writer.display_uri,
+        scope=scope.describe(),
+        filters=scope.filters,
+    )
     headers: list[RunHeader] = list(reader.list_runs())
     own_reader = dest_reader is None
     probe = VerifyContext(
@@ -556,6 +726,7 @@ def verify(
         state=state,
         dest_reader=dest_reader,
         digests=digests,
+        deleted_at_source=state.pair_members(reader.display_uri, writer.display_uri),
         _indexes=probe._indexes,
     )
 
@@ -578,17 +749,40 @@ def verify(
         if own_reader and dest_reader is not reader:
             dest_reader.close()
     report.samples = sorted(ctx.samples, key=lambda s: (s.source_id, s.key))
-    if writer.capabilities.registry and reader.options.registry:
+    if reader.options.registry:
         try:
-            report.runs.extend(verify_models(reader, writer, state))
+            if writer.capabilities.registry:
+                report.runs.extend(verify_models(reader, writer, state))
+            else:
+                report.runs.extend(models_not_copied(reader, writer))
         except Exception as exc:
             report.errors.append(f"registered models: {_one_line(exc)}")
     return report
 
 
+def models_not_copied(reader: Reader, writer: Writer) -> list[RunVerify]:
+    """A destination without a model registry: every source registered model is listed
+    as not copied (the sync reports each one so; it is not a finding)."""
+    return [
+        RunVerify(
+            source_id=model.source_id,
+            name=model.name,
+            project="(registry)",
+            status="not-copied",
+            reason=(
+                f"{writer.display_uri} has no model registry "
+                f"({len(model.versions)} versions not copied)"
+            ),
+        )
+        for model in reader.list_registered_models()
+    ]
+
+
 def verify_models(reader: Reader, writer: Writer, state: StateStore) -> list[RunVerify]:
     """Every source registered model: its versions exist in the destination (by the version
-    map or identity tag) and each alias is on the version it maps to."""
+    map or identity tag) and each alias is on the version it maps to. A model or version
+    without a copy is a finding; an alias the destination cannot hold (the sync's
+    alias-not-copied) is listed in the model's notes and is not."""
     out: list[RunVerify] = []
     dest_uri = writer.display_uri
     problem = getattr(writer, "alias_problem", None)
@@ -596,9 +790,9 @@ def verify_models(reader: Reader, writer: Writer, state: StateStore) -> list[Run
         name = writer.registered_model_name(model)
         rv = RunVerify(source_id=model.source_id, name=model.name, project="(registry)")
         dest = writer.get_registered_model(name)
-        if dest is None:
+        if dest is None:  # a finding, like a run without a copy
             rv.status = "unsynced"
-            rv.notes.append(f"no registered model {name!r} in the destination")
+            rv.notes.append(f"no registered model {name!r} in the destination; run `bridge sync`")
             out.append(rv)
             continue
         rv.dest_id = name
@@ -623,7 +817,9 @@ def verify_models(reader: Reader, writer: Writer, state: StateStore) -> list[Run
             mapped[version.source_id] = label
         for version in model.versions:
             for alias in version.aliases:
-                if problem is not None and problem(alias):
+                why = problem(alias) if problem is not None else None
+                if why:  # reported by the sync as alias-not-copied: listed, not a finding
+                    rv.notes.append(f"alias {alias!r} not copied: {why}")
                     continue
                 rv.tags_checked += 1
                 want, have = mapped.get(version.source_id), dest.aliases.get(alias)
