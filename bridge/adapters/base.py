@@ -8,7 +8,7 @@ backend means adding one adapter module and registering its URI scheme in
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import IO, Any
 
 from pydantic import BaseModel, Field
@@ -39,6 +39,9 @@ class Capabilities(BaseModel):
     # True: points are stored once MetricSink.flush() returns. False (the W&B SDK writes in
     # the background): after a crash only the destination's own counts can be trusted.
     durable_flush: bool = True
+    # Writer.read_metric_points works: a stream whose source history changed before its
+    # watermark (a point logged late, with an older timestamp) can be merged exactly.
+    reads_metric_points: bool = False
     max_param_len: int | None = None
     max_tag_len: int | None = None
     max_key_len: int | None = None
@@ -266,6 +269,12 @@ class Writer(ABC):
     @abstractmethod
     def metric_counts(self, dest_id: str) -> dict[str, int]:
         """Points per metric key stored now; used only to recover a lost state store."""
+
+    def read_metric_points(self, dest_id: str, keys: Collection[str]) -> Iterator[MetricChunk]:
+        """The stored points of these metric keys (named as the engine gave them to the
+        sink), streamed in chunks; only where ``capabilities.reads_metric_points``. The
+        engine merges a key against them when points arrived inside its watermark."""
+        raise NotImplementedError
 
     @abstractmethod
     def put_file(self, dest_id: str, path: str, stream: IO[bytes]) -> None:

@@ -16,6 +16,7 @@ import posixpath
 import shutil
 import tempfile
 import threading
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -129,6 +130,7 @@ class MlflowWriter(MlflowStore, RegistryDelegate, Writer):
             stores_infinity=False,
             dedupes_metric_points=self.kind != "file",
             max_param_len=MAX_PARAM_LEN,
+            reads_metric_points=True,
             max_tag_len=MAX_TAG_LEN,
             max_key_len=250,
             metrics_per_batch=METRICS_PER_BATCH,
@@ -668,6 +670,31 @@ class MlflowWriter(MlflowStore, RegistryDelegate, Writer):
         self.client.set_tag(dest_id, FINGERPRINT_TAG, fingerprint)
         kill_point("mlflow.finish.after_fingerprint")
         self.client.set_tag(dest_id, COMPLETE_TAG, "true")
+    def read_metric_points(self, dest_id: str, keys: Collection[str]) -> Iterator[MetricChunk]:
+        """Stored points of these (source-named) keys: SQL stores straight from the
+        ``metrics`` table in one streamed query, servers ``get-history`` page by page."""
+        from bridge.adapters.mlflow.reader import (
+            chunks_of_pages,
+            rest_metric_pages,
+            sql_metric_chunks,
+        )
+
+        named = {sanitize_key(k): k for k in keys}
+        engine = self._bulk_engine()
+        if engine is not None:
+            for chunk in sql_metric_chunks(engine, dest_id, named):
+                chunk.key = named[chunk.key]
+                yield chunk
+            return
+        store = getattr(getattr(self.client, "_tracking_client", None), "store", None)
+        paged = self.kind == "http" and hasattr(store, "get_metric_history")
+        for stored, key in sorted(named.items()):
+            if paged:
+                pages = rest_metric_pages(store, dest_id, stored)
+            else:
+                pages = iter([self.client.get_metric_history(dest_id, stored)])
+            yield from chunks_of_pages(key, pages)
+
 
     def file_location(self, dest_id: str, path: str) -> str | None:
         """``runs:/<run id>/<path>``: what a registry version made from run files points at."""
