@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import shlex
 import sys
 import threading
 from collections import Counter
@@ -298,10 +299,10 @@ def describe_filters(filters: dict[str, Any]) -> str:
         flag = _FLAGS[name]
         if isinstance(value, bool):
             parts.append(flag)
-        elif isinstance(value, list):
-            parts.append(f"{flag} {','.join(str(v) for v in value)}")
+        elif isinstance(value, list):  # repeated, as the command line takes each
+            parts.extend(f"{flag} {shlex.quote(str(v))}" for v in value)
         else:
-            parts.append(f"{flag} {value}")
+            parts.append(f"{flag} {shlex.quote(str(value))}")
     return " ".join(parts) or "none (every source run)"
 
 
