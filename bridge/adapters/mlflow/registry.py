@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from bridge.adapters.base import DestModelVersion, DestRegisteredModel, OpenEntry, ReaderOptions
+from bridge.adapters.mlflow.once import create_once
 from bridge.errors import RunError
 from bridge.faults import kill_point
 from bridge.mapping import flatten, json_dumps, sanitize_key, to_text
@@ -313,12 +314,18 @@ class RegistryWriter:
         if existing:
             model = existing[0]  # unfinished by an earlier, interrupted call: finish it
         else:
-            model = self.client.create_logged_model(
-                str(project_dest_id),
-                name=logged_model_name(art.name),
-                source_run_id=run_dest_id,
-                tags=self._model_tags(art),
-                params=self._model_params(art),
+            source_id = art.source_id
+            model = create_once(
+                self.store.kind,
+                lambda: self.client.create_logged_model(
+                    str(project_dest_id),
+                    name=logged_model_name(art.name),
+                    source_run_id=run_dest_id,
+                    tags=self._model_tags(art),
+                    params=self._model_params(art),
+                ),
+                lambda: next(iter(self._models_with_source(source_id)), None),
+                f"logged model {art.name}",
             )
         model_id = str(model.model_id)
         kill_point("mlflow.model.after_create")
@@ -536,7 +543,14 @@ class RegistryWriter:
             else None
         )
         try:
-            self.client.create_registered_model(name, tags=tags, description=description)
+            create_once(
+                self.store.kind,
+                lambda: self.client.create_registered_model(
+                    name, tags=tags, description=description
+                ),
+                lambda: self.get_registered_model(name),
+                f"registered model {name!r}",
+            )
             return
         except MlflowException as exc:
             if _error_code(exc) != "RESOURCE_ALREADY_EXISTS":
@@ -569,18 +583,30 @@ class RegistryWriter:
         model_id = model_id_of(location)
         run_id = runs_uri_run_id(location) or run_dest_id
         with _global_tracking_uri(self.store.target, self.store.kind):
-            mv = self.client.create_model_version(
-                name,
-                source=location,
-                run_id=run_id,
-                tags=tags,
-                description=description,
-                model_id=model_id,
+            mv = create_once(
+                self.store.kind,
+                lambda: self.client.create_model_version(
+                    name,
+                    source=location,
+                    run_id=run_id,
+                    tags=tags,
+                    description=description,
+                    model_id=model_id,
+                ),
+                lambda: self._version_with_source(name, version.source_id),
+                f"version {version.source_id} of {name!r}",
             )
         label = str(mv.version)
         if model_id is not None and self.store.kind != "http":
             self._note_version_on_model(model_id, name, label)
         return label
+
+    def _version_with_source(self, name: str, source_id: str) -> Any:
+        """The version of ``name`` tagged with ``source_id`` (the lowest number), or None."""
+        for v in search_versions(self.client, name):
+            if (v.tags or {}).get(SOURCE_ID_TAG) == source_id:
+                return v
+        return None
 
     def _note_version_on_model(self, model_id: str, name: str, label: str) -> None:
         """``mlflow.modelVersions`` on the logged model, as ``mlflow.register_model`` and

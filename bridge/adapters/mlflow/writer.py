@@ -31,6 +31,7 @@ from bridge.adapters.base import (
     Writer,
 )
 from bridge.adapters.mlflow import editable
+from bridge.adapters.mlflow.once import create_once
 from bridge.adapters.mlflow.registry import MAX_ALIAS_LEN, RegistryWriter, alias_problem
 from bridge.adapters.mlflow.uri import MlflowStore, check_server, quick_http
 from bridge.errors import BridgeError, RunError
@@ -256,12 +257,17 @@ class MlflowWriter(MlflowStore, RegistryDelegate, Writer):
         exp = self.client.get_experiment_by_name(name)
         if exp is None:
             try:
-                return str(
-                    self.client.create_experiment(
-                        name,
-                        artifact_location=self._artifact_location(name),
-                        tags=self._experiment_tags(project),
-                    )
+                return create_once(
+                    self.kind,
+                    lambda: str(
+                        self.client.create_experiment(
+                            name,
+                            artifact_location=self._artifact_location(name),
+                            tags=self._experiment_tags(project),
+                        )
+                    ),
+                    lambda: self.find_project(project),
+                    f"experiment {name!r}",
                 )
             except MlflowException as exc:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
@@ -484,18 +490,43 @@ class MlflowWriter(MlflowStore, RegistryDelegate, Writer):
     # ------------------------------------------------------------------ writing
 
     def create_run(self, project_dest_id: str, run: Run, rendered: Rendered) -> str:
+        """The run with its identity tag; created once even when a server's answer is lost
+        (see bridge/adapters/mlflow/once.py): a retry first looks the run up by that tag."""
         tags = self._identity_tags(run)
         tags[COMPLETE_TAG] = "false"
-        mlrun = self.client.create_run(
-            project_dest_id,
-            start_time=run.start_time_ms,
-            tags=tags,
-            run_name=self._run_name(run),
+        run_id = create_once(
+            self.kind,
+            lambda: str(
+                self.client.create_run(
+                    project_dest_id,
+                    start_time=run.start_time_ms,
+                    tags=tags,
+                    run_name=self._run_name(run),
+                ).info.run_id
+            ),
+            lambda: self._find_created_run(project_dest_id, run.header.source_id),
+            f"run {run.header.source_id}",
         )
-        run_id = str(mlrun.info.run_id)
         with self._lock:
             self._source_ids[run_id] = run.header.source_id
         return run_id
+
+    def _find_created_run(self, project_dest_id: str, source_id: str) -> str | None:
+        """The active, incomplete run carrying ``source_id`` (oldest first), if any."""
+        quoted = _filter_literal(source_id)
+        found = self.client.search_runs(
+            [project_dest_id],
+            filter_string=f"tags.`{SOURCE_ID_TAG}` = {quoted}"
+            if quoted
+            else f"tags.`{SOURCE_ID_TAG}` != ''",
+            max_results=1000,
+            order_by=["attributes.start_time ASC", "attributes.run_id ASC"],
+        )
+        for mlrun in found:
+            tags = mlrun.data.tags
+            if tags.get(SOURCE_ID_TAG) == source_id and tags.get(COMPLETE_TAG) != "true":
+                return str(mlrun.info.run_id)
+        return None
 
     def write_metadata(
         self, dest_id: str, run: Run, params: dict[str, str], tags: dict[str, str]
@@ -837,6 +868,16 @@ class MlflowMetricSink(MetricSink):
 
     def flush(self) -> None:
         self._send()
+
+
+def _filter_literal(value: str) -> str | None:
+    """``value`` quoted for an MLflow filter string, or None when it holds both quote
+    kinds (the filter grammar has no escapes)."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    return None
 
 
 def _size_batches(items: Any, count: int, max_bytes: int) -> list[list[tuple[str, str]]]:
