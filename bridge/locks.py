@@ -96,7 +96,10 @@ def _deadline(wait: bool, timeout: float | None) -> float:
 
 
 @contextmanager
-def _file_lock(path: Path, name: str, wait: bool, timeout: float | None) -> Iterator[None]:
+def _file_lock(
+    path: Path, name: str, wait: bool, timeout: float | None, busy: str | None = None
+) -> Iterator[None]:
+    """``busy``: raise BridgeError with this text instead of LockHeld when it stays taken."""
     import fcntl
 
     deadline = _deadline(wait, timeout)
@@ -108,6 +111,8 @@ def _file_lock(path: Path, name: str, wait: bool, timeout: float | None) -> Iter
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
+                    if busy is not None:
+                        raise BridgeError(busy) from None
                     raise LockHeld(name, _read_holder(path)) from None
                 time.sleep(POLL_SECONDS)
         fh.seek(0)
@@ -136,8 +141,60 @@ def _read_holder(path: Path) -> str | None:
     return f"{info['holder']} since {since}"
 
 
+#: How long a process waits for another one to finish creating an MLflow store's schema.
+STORE_INIT_TIMEOUT = 600.0
+
+
 @contextmanager
-def _pg_lock(url: str, name: str, wait: bool, timeout: float | None) -> Iterator[None]:
+def store_init_lock(uri: str, display: str) -> Iterator[None]:
+    """Hold MLflow's store initialization for one process at a time.
+
+    The first ``MlflowClient`` on a new SQL store creates its schema with MLflow's alembic
+    migrations; two processes doing it at once leave it half-migrated (``_alembic_tmp_*``
+    tables, "table already exists", version rows not found). Serialized here: an ``flock``
+    on ``<db>.bridge-init.lock`` beside a sqlite file, a session advisory lock in a
+    PostgreSQL database. Other stores (servers, files, MySQL) are not locked. A sqlite
+    folder where no lock file can be made (read-only) holds no store to create: no lock.
+    """
+    name = f"mlflow store init {display}"
+    if uri.startswith("sqlite:///"):
+        path = _sqlite_init_lock_path(uri)
+        if path is None:
+            yield
+            return
+        with _file_lock(path, name, True, STORE_INIT_TIMEOUT, _init_timeout(display)):
+            yield
+    elif uri.startswith(("postgresql", "postgres")):
+        with _pg_lock(uri, name, True, STORE_INIT_TIMEOUT, _init_timeout(display)):
+            yield
+    else:
+        yield
+
+
+def _sqlite_init_lock_path(uri: str) -> Path | None:
+    db = sa.engine.make_url(uri).database
+    if not db or db == ":memory:":
+        return None
+    path = Path(db).expanduser()
+    lock = path.with_name(path.name + ".bridge-init.lock")
+    try:
+        lock.touch(exist_ok=True)
+    except OSError:
+        return None
+    return lock
+
+
+def _init_timeout(display: str) -> str:
+    return (
+        f"{display}: another process has been creating this MLflow store's schema for "
+        f"{STORE_INIT_TIMEOUT:.0f} s; check it, then retry"
+    )
+
+
+@contextmanager
+def _pg_lock(
+    url: str, name: str, wait: bool, timeout: float | None, busy: str | None = None
+) -> Iterator[None]:
     key = advisory_key(name)
     app = f"tracking-bridge {whoami()}"[:63]
     try:
@@ -150,11 +207,15 @@ def _pg_lock(url: str, name: str, wait: bool, timeout: float | None) -> Iterator
         conn = engine.connect()
     except Exception as exc:
         safe = sa.engine.make_url(url).render_as_string(hide_password=True)
-        raise BridgeError(f"cannot reach the state store {safe} to take the pair lock") from exc
+        if busy is None:
+            raise BridgeError(f"cannot reach the state store {safe} to take the pair lock") from exc
+        raise BridgeError(f"cannot reach {safe} to take its initialization lock") from exc
     deadline = _deadline(wait, timeout)
     try:
         while not conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
             if time.monotonic() >= deadline:
+                if busy is not None:
+                    raise BridgeError(busy)
                 raise LockHeld(name, _pg_holder(conn, key))
             time.sleep(POLL_SECONDS)
         try:

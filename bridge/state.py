@@ -306,7 +306,9 @@ def _insert_absent(conn: sa.Connection, table: sa.Table, row: dict[str, Any]) ->
     Atomic (``ON CONFLICT DO NOTHING``) on SQLite and PostgreSQL."""
     insert = _native_insert(conn)
     if insert is not None:
-        return bool(conn.execute(insert(table).values(**row).on_conflict_do_nothing()).rowcount)
+        stmt = insert(table).values(**row).on_conflict_do_nothing()
+        # rowcount of an INSERT is only kept on request (SQLAlchemy 2; psycopg gives -1)
+        return conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount == 1
     try:
         with conn.begin_nested():
             conn.execute(sa.insert(table).values(**row))

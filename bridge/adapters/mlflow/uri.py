@@ -132,6 +132,21 @@ def absolute_uri(uri: str) -> str:
     return uri
 
 
+def alembic_leftovers(uri: str) -> list[str]:
+    """``_alembic_tmp_*`` tables in a SQL store: what an interrupted MLflow migration leaves."""
+    import sqlalchemy as sa
+
+    try:
+        engine = sa.create_engine(uri)
+        try:
+            names = sa.inspect(engine).get_table_names()
+        finally:
+            engine.dispose()
+    except Exception:  # noqa: BLE001 - unreadable: nothing to say beyond MLflow's own error
+        return []
+    return sorted(n for n in names if n.startswith("_alembic_tmp_"))
+
+
 class MlflowStore:
     """What the MLflow reader and writer share: the tracking URI, its credential-free form,
     one lazily created MlflowClient, and error lines with secrets scrubbed."""
@@ -158,10 +173,29 @@ class MlflowStore:
         if self._client_obj is None:
             with self._lock:
                 if self._client_obj is None:
-                    from mlflow.tracking import MlflowClient
-
-                    self._client_obj = MlflowClient(tracking_uri=self.target)
+                    self._client_obj = self._open_client()
         return self._client_obj
+
+    def _open_client(self) -> Any:
+        """A new MlflowClient. The first one on a new SQL store creates the schema (MLflow's
+        migrations): one process at a time, or two leave it half-migrated; a store a crash
+        left half-migrated is named with its fix instead of MLflow's obscure error."""
+        from mlflow.tracking import MlflowClient
+
+        from bridge.locks import store_init_lock
+
+        with store_init_lock(self.target, self.display_uri):
+            try:
+                return MlflowClient(tracking_uri=self.target)
+            except Exception as exc:
+                leftover = alembic_leftovers(self.target) if self.kind in ("sqlite", "sql") else []
+                if not leftover:
+                    raise
+                raise BridgeError(
+                    f"{self.display_uri}: table {leftover[0]} was left by an interrupted MLflow "
+                    f"schema migration ({type(exc).__name__}); back up the database, drop that "
+                    f"table and run `mlflow db upgrade {redact_uri(self.target)}`"
+                ) from None
 
     def _scrub(self, text: str) -> str:
         """One line of an error message, with the raw URI and any secret removed."""
