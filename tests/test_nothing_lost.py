@@ -94,6 +94,15 @@ def _sync(src: Path, tmp: Path, **kw: Any) -> tuple[Any, MlflowClient]:
     return plan, MlflowClient(tracking_uri=db)
 
 
+def _verify(src: Path, tmp: Path) -> Any:
+    db = f"sqlite:///{tmp / 'mlflow.db'}"
+    return api.verify(f"wandb-offline:{src}", f"mlflow:{db}", state=str(tmp / "state.db"))
+
+
+def _findings(report: Any) -> str:
+    return " ".join(f"{m.field} {m.detail}" for r in report.runs for m in r.mismatches)
+
+
 def _read(client: MlflowClient, run_id: str, path: str, tmp: Path) -> bytes:
     out = tmp / "dl"
     shutil.rmtree(out, ignore_errors=True)
@@ -154,6 +163,11 @@ def test_missing_artifact_content_fails_the_run_and_is_retried(
     assert not [p for p in _paths(client, run.dest_id) if p.endswith("/files/train.csv")]
     assert not [m for m in _models(client, run.dest_id) if m.status == LoggedModelStatus.READY]
 
+    # verify tells the truth: the copy is incomplete and the content is not there.
+    report = _verify(lost_run["wandb"], tmp_path)
+    assert report.exit_code() == 1
+    assert "train.csv" in _findings(report) and "model:clf" in _findings(report)
+
     # Every later sync tries again: still missing → still failed (not "unchanged").
     again, _ = _sync(lost_run["wandb"], tmp_path)
     assert again.exit_code() == 1 and again.runs[0].outcome == "failed"
@@ -172,6 +186,7 @@ def test_missing_artifact_content_fails_the_run_and_is_retried(
     assert len(client.get_metric_history(run.dest_id, "loss")) == 5  # no point twice
     final, _ = _sync(lost_run["wandb"], tmp_path)
     assert [r.outcome for r in final.runs] == ["unchanged"]
+    assert _verify(lost_run["wandb"], tmp_path).exit_code() == 0
 
 
 def test_content_gone_for_good_is_accepted_as_manifest_only(
@@ -190,6 +205,9 @@ def test_content_gone_for_good_is_accepted_as_manifest_only(
     again, _ = _sync(lost_run["wandb"], tmp_path)
     assert again.exit_code() == 0, [r.error for r in again.runs]
     assert not [w for w in again.warnings if w.code in ("manifest-only", "missing-file")]
+    report = _verify(lost_run["wandb"], tmp_path)
+    assert report.exit_code() == 0, _findings(report)
+    assert any("manifest-only" in n and "train.csv" in n for n in report.runs[0].notes)
 
 
 def test_content_not_matching_its_manifest_is_never_recorded(
@@ -210,6 +228,7 @@ def test_content_not_matching_its_manifest_is_never_recorded(
 
     again, _ = _sync(lost_run["wandb"], tmp_path)
     assert again.exit_code() == 1  # retried, still wrong, still loud
+    assert "train.csv" in _findings(_verify(lost_run["wandb"], tmp_path))
 
     csv.write_bytes(CSV)
     weights.write_bytes(WEIGHTS)

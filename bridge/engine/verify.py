@@ -42,6 +42,7 @@ from pydantic import BaseModel, Field
 from bridge.adapters.base import ReaderOptions
 from bridge.engine.artifacts import artifact_folder
 from bridge.engine.html_report import downsample
+from bridge.engine.plan import MANIFEST_ONLY
 from bridge.errors import NothingToImport
 from bridge.schema import ExtraValue, FileRef, MetricChunk, Run, RunHeader
 
@@ -428,13 +429,13 @@ def _file_digest(reader: Reader, ref: FileRef) -> str | None:
 
 
 def _expected_files(
-    run: Run, media: dict[str, FileRef], model_objects: bool = False
+    run: Run, media: dict[str, FileRef], model_objects: bool, accepted: set[str]
 ) -> dict[str, FileRef]:
-    """Source files the sync copies: run files, media named by history, artifact content
-    whose staging copy exists (others were reported as missing when syncing). Model
-    artifacts go to model objects when the destination has them (``model_objects``)."""
-    import os
-
+    """Source files the sync copies: run files, media named by history, and every stored
+    artifact entry — also one whose content is missing at the source now (the sync failed
+    the run for it; it is a finding until it is copied), except those a person accepted
+    as manifest-only (``accepted``). Model artifacts go to model objects when the
+    destination has them (``model_objects``; see :func:`_compare_models`)."""
     out: dict[str, FileRef] = {}
     for ref in [*run.files, *media.values()]:
         out.setdefault(ref.path, ref)
@@ -445,13 +446,45 @@ def _expected_files(
             continue
         folder = artifact_folder(art)
         for entry in art.manifest:
-            if entry.ref is not None or not entry.local_path:
-                continue
-            if not os.path.exists(entry.local_path):
-                continue
             path = f"{folder}/files/{entry.path}"
+            if entry.ref is not None or path in accepted:
+                continue
             out.setdefault(path, FileRef(path=path, size=entry.size))
     return out
+
+
+def _compare_models(ctx: VerifyContext, rv: RunVerify, run: Run) -> None:
+    """Each model artifact the run logged has its model object in the destination."""
+    for art in run.artifacts:
+        if art.direction != "logged" or art.type != "model" or not art.source_id:
+            continue
+        if not art.manifest:
+            continue
+        if ctx.state.get_object(ctx.dest_uri, art.source_id) is not None:
+            continue
+        if ctx.writer.find_model(art.source_id) is not None:
+            continue
+        rv.mismatches.append(
+            Mismatch(
+                source_id=rv.source_id,
+                field=f"model:{art.name}:{art.version or art.digest}",
+                source_value=f"{len(art.manifest)} file(s)",
+                dest_value=None,
+                detail="model content not in the destination (missing or not matching its "
+                "manifest at the source when synced)",
+            )
+        )
+
+
+def _accepted_manifest_only(ctx: VerifyContext, rv: RunVerify) -> set[str]:
+    """Files a person accepted as manifest-only (``--accept-missing-content``): listed in
+    the run's notes, not findings."""
+    done = ctx.state.get_files(ctx.dest_uri, rv.source_id)
+    accepted = {path for path, digest in done.items() if digest.startswith(MANIFEST_ONLY)}
+    if accepted:
+        shown = ", ".join(sorted(accepted)[:5]) + (" ..." if len(accepted) > 5 else "")
+        rv.notes.append(f"{len(accepted)} file(s) accepted as manifest-only: {shown}")
+    return accepted
 
 
 def _compare_files(
@@ -658,12 +691,13 @@ def verify_run(ctx: VerifyContext, header: RunHeader) -> RunVerify:
         return rv
     dest_run = ctx.dest_reader.read_run(dest_header)
     _compare_history(ctx, rv, run, dest_run, src)
+    model_objects = ctx.writer.capabilities.logged_models
+    accepted = _accepted_manifest_only(ctx, rv)
     _compare_files(
-        ctx,
-        rv,
-        _expected_files(run, src.media, ctx.writer.capabilities.logged_models),
-        dest_run.files,
+        ctx, rv, _expected_files(run, src.media, model_objects, accepted), dest_run.files
     )
+    if model_objects:
+        _compare_models(ctx, rv, run)
     if rv.mismatches:
         rv.status = "mismatch"
         if rv.stale:
