@@ -61,11 +61,16 @@ def _api(srv: FakeWandbServer):  # type: ignore[no-untyped-def]
     return wandb.Api(api_key=srv.api_key, overrides={"base_url": srv.url}, timeout=20)
 
 
-def _post(srv: FakeWandbServer, query: str, key: str | None = None) -> tuple[int, dict]:
+def _post(
+    srv: FakeWandbServer,
+    query: str,
+    key: str | None = None,
+    variables: dict[str, Any] | None = None,
+) -> tuple[int, dict]:
     auth = base64.b64encode(f"api:{key or srv.api_key}".encode()).decode()
     req = urllib.request.Request(
         srv.url + "/graphql",
-        data=json.dumps({"query": query}).encode(),
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
         headers={"Authorization": f"Basic {auth}", "Content-Type": "application/json"},
     )
     try:
@@ -125,10 +130,13 @@ def test_history_export_live_tail_files_artifacts(server: FakeWandbServer, tmp_p
 def test_auth_unimplemented_and_faults(server: FakeWandbServer) -> None:
     code, _ = _post(server, "query Viewer { viewer { username } }", key="w" * 40)
     assert code == 401
-    code, body = _post(server, 'query Mystery { project(name: "demo") { bogusField } }')
+    # A field of the schema the fake does not answer is an error naming it, never a null.
+    code, body = _post(
+        server, 'query Mystery { entity(name: "acme") { projects { edges { cursor } } } }'
+    )
     assert code == 200
     assert "operation Mystery not implemented" in body["errors"][0]["message"]
-    assert "Project.bogusField" in body["errors"][0]["message"]
+    assert "Entity.projects" in body["errors"][0]["message"]
     server.fail_rate = 0.5
     codes = [_post(server, "query Viewer { viewer { username } }")[0] for _ in range(40)]
     assert {429, 503} <= set(codes) and 200 in codes
@@ -364,11 +372,162 @@ def test_upload_endpoints_raw(server: FakeWandbServer) -> None:
     assert _api(server).run("acme/demo/r0").state == "failed"
     assert call("PUT", "/upload/blob/AAAA", b"not matching")[0] == 400
     code, body = _post(server, 'mutation Bogus { undeleteRun(input: {id: "1"}) { success } }')
-    assert "operation Bogus not implemented" in body["errors"][0]["message"]
-    assert "Mutation.undeleteRun" in body["errors"][0]["message"]
+    assert body == {
+        "errors": [
+            {
+                "message": "Cannot query field 'undeleteRun' on type 'Mutation'."
+                " Did you mean 'deleteRun'?",
+                "locations": [{"line": 1, "column": 18}],
+            }
+        ]
+    }
     server.set_faults(1.0, codes=(429,), ops=("file_stream",))
     code, _ = call("POST", "/files/acme/demo/r0/file_stream", done)
     assert code == 429 and server.faults["file_stream:429"] == 1
     # A "running" run without heartbeats reads as crashed once crash_after is set.
     server.crash_after = 60.0
     assert _api(server).run("acme/demo/r2").state == "crashed"
+
+
+# ---------------------------------------------------------------- validation like a real server
+
+#: Documents a spec-compliant GraphQL server refuses before running them, with its message.
+INVALID: dict[str, tuple[str, dict[str, Any], str]] = {
+    "unused variable": (
+        "query BridgeCheck($e: String!) { viewer { username } }",
+        {"e": "acme"},
+        "Variable '$e' is never used in operation 'BridgeCheck'.",
+    ),
+    "unknown field": (
+        'query Mystery { project(name: "demo") { bogusField } }',
+        {},
+        "Cannot query field 'bogusField' on type 'Project'.",
+    ),
+    "undefined variable": (
+        'query Q { project(name: $p, entityName: "acme") { id } }',
+        {"p": "demo"},
+        "Variable '$p' is not defined by operation 'Q'.",
+    ),
+    "unknown argument": (
+        "query Q { viewer(bogus: 1) { username } }",
+        {},
+        "Unknown argument 'bogus' on field 'Query.viewer'.",
+    ),
+    "variable of another type": (
+        "query Q($n: Int!) { project(name: $n) { id } }",
+        {"n": 1},
+        "Variable '$n' of type 'Int!' used in position expecting type 'String'.",
+    ),
+    "required variable missing": (
+        "query Q($p: String!) { project(name: $p) { id } }",
+        {},
+        "Variable '$p' of required type 'String!' was not provided.",
+    ),
+    "unknown input field": (
+        "mutation M($input: AddAliasesInput!) { addAliases(input: $input) { success } }",
+        {"input": {"artifactID": "1", "aliases": [], "bogus": 1}},
+        "Variable '$input' got invalid value {'artifactID': '1', 'aliases': [], 'bogus': 1}; "
+        "Field 'bogus' is not defined by type 'AddAliasesInput'.",
+    ),
+    "syntax error": (
+        "query Q { viewer { username }",
+        {},
+        "Syntax Error: Expected Name, found <EOF>.",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVALID))
+def test_invalid_documents_are_refused_like_a_spec_server(
+    server: FakeWandbServer, case: str
+) -> None:
+    query, variables, message = INVALID[case]
+    code, body = _post(server, query, variables=variables)
+    # W&B answers a document it refuses with HTTP 200 and only ``errors`` (no ``data``).
+    assert code == 200
+    assert list(body) == ["errors"]
+    assert [e["message"] for e in body["errors"]] == [message]
+    assert all(e["locations"] for e in body["errors"])
+    assert [errors for _, errors in server.rejected] == [body["errors"]]
+
+
+def test_a_refused_mutation_runs_nothing(server: FakeWandbServer) -> None:
+    run_id = server.get_run("acme", "demo", "r0").id
+    delete = (
+        "mutation DeleteRun($id: ID!{}) {{ deleteRun(input: {{id: $id}}) {{ clientMutationId }} }}"
+    )
+    _, body = _post(server, delete.format(", $keep: Boolean"), variables={"id": run_id})
+    assert (
+        body["errors"][0]["message"] == "Variable '$keep' is never used in operation 'DeleteRun'."
+    )
+    assert "r0" in server.projects[("acme", "demo")].runs
+    _, body = _post(server, delete.format(""), variables={"id": run_id})
+    assert body == {"data": {"deleteRun": {"clientMutationId": None}}}
+    assert "r0" not in server.projects[("acme", "demo")].runs
+
+
+#: Documents of the SDK that use fields the fake does not model (it serves none of them).
+UNMODELLED = {
+    "core:OrgFeatureFlags": "organization feature flags",
+    "core:FetchArtifactDigestAlgorithm": "xxhash artifact digests",
+    "core:RunConsoleLogPage": "console log lines",
+    "core:RunConsoleLogTail": "console log lines",
+    "core:SweepConfig": "sweeps",
+    "core:SweepRunsWithHistory": "sweeps",
+    "core:SweepWatchedRuns": "sweeps",
+    "sdk:GET_AGENT_RUNS_GQL": "sweeps",
+    "sdk:GET_SWEEPS_GQL": "sweeps",
+    "sdk:GET_SWEEP_AGENTS_GQL": "sweeps",
+    "sdk:GET_SWEEP_AGENT_GQL": "sweeps",
+    "sdk:GET_SWEEP_GQL": "sweeps",
+    "sdk:GET_SWEEP_LEGACY_GQL": "sweeps",
+    "sdk:REGISTRY_TEAM_MEMBERS_GQL": "registry members",
+    "sdk:REGISTRY_USER_MEMBERS_GQL": "registry members",
+    "sdk:CREATE_PROJECT_GQL": "project views",
+    "sdk:GET_TEAM_ENTITY_GQL": "team settings",
+}
+
+
+def _root_fields(document: Any) -> set[str]:
+    from graphql import FieldNode, OperationDefinitionNode
+
+    return {
+        sel.name.value
+        for d in document.definitions
+        if isinstance(d, OperationDefinitionNode)
+        for sel in d.selection_set.selections
+        if isinstance(sel, FieldNode)
+    }
+
+
+def test_sdk_documents_validate_against_the_sdl() -> None:
+    """The SDL is faithful where it models something: every document the installed SDK
+    generates from W&B's real schema (Python side, and the wandb-core binary's) that asks
+    the modelled root fields validates, unless listed in UNMODELLED, which must fail."""
+    import wandb
+    from fakes.gql_schema import core_documents, schema, sdk_documents
+    from graphql import parse, validate
+
+    docs = {**sdk_documents(), **core_documents(Path(wandb.__file__).parent / "bin" / "wandb-core")}
+    assert set(UNMODELLED) <= set(docs)
+    sdl = schema()
+    assert sdl.query_type is not None and sdl.mutation_type is not None
+    roots = set(sdl.query_type.fields) | set(sdl.mutation_type.fields)
+    checked: list[str] = []
+    failures: dict[str, list[str]] = {}
+    for name, text in sorted(docs.items()):
+        document = parse(text)
+        if not _root_fields(document) <= roots:
+            continue  # an operation the fake does not serve (e.g. deleteArtifact)
+        errors = [e.message for e in validate(sdl, document)]
+        if name in UNMODELLED:
+            assert errors, f"{name} validates now: take it off UNMODELLED"
+            continue
+        checked.append(name)
+        if errors:
+            failures[name] = errors
+    assert failures == {}
+    assert len(checked) >= 60, checked
+    assert {"core:UpsertBucket", "core:CreateArtifact", "sdk:RUN_OUTPUT_ARTIFACTS_GQL"} <= set(
+        checked
+    )

@@ -234,3 +234,73 @@ def test_check_failures_are_one_line(
     with pytest.raises(BridgeError, match="cannot reach"):
         WandbApiReader("acme/demo?base_url=http://127.0.0.1:9").check()
     assert time.time() - t0 < 30
+
+
+def _check_error(rd: WandbApiReader) -> str:
+    with pytest.raises(BridgeError) as exc:
+        rd.check()
+    return str(exc.value)
+
+
+def test_check_quotes_a_graphql_error_and_never_blames_the_key(
+    server: FakeWandbServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request the server refuses (GraphQL ``errors``) is quoted as the server said it;
+    only 401/403 or a viewer-less answer without errors is about the API key."""
+    from fakes import wandb_server
+    from fakes.wandb_upload import HttpGqlError
+
+    def refuse(self: Any, a: dict[str, Any]) -> Any:
+        raise wandb_server.GqlError("viewer lookup\nfailed")
+
+    def refuse_400(self: Any, a: dict[str, Any]) -> Any:
+        raise HttpGqlError(400, "bad")
+
+    monkeypatch.setattr(wandb_server._Root, "f_viewer", refuse)
+    for target in ("acme", "acme/demo"):
+        msg = _check_error(_reader(server, target=target))
+        assert msg == (
+            f"wandb: {server.url} rejected the request: "
+            '"fake server: operation BridgeCheck: viewer lookup failed"'
+        )
+    monkeypatch.setattr(wandb_server._Root, "f_viewer", refuse_400)
+    msg = _check_error(_reader(server, target="acme"))
+    assert msg == f'wandb: {server.url} rejected the request (HTTP 400): "bad"'
+    monkeypatch.setattr(wandb_server._Root, "f_viewer", lambda self, a: None)
+    msg = _check_error(_reader(server, target="acme"))
+    assert msg == f"wandb: {server.url} did not accept the API key; set WANDB_API_KEY"
+    assert server.api_key not in msg
+
+
+def test_check_names_an_unknown_entity(server: FakeWandbServer) -> None:
+    msg = _check_error(_reader(server, target="nobody"))
+    assert msg == f"wandb: entity nobody not found on {server.url}; check the entity name"
+    _reader(server, target="acme").check()
+    assert server.rejected == []
+
+
+@pytest.mark.e2e
+def test_entity_wide_sync_end_to_end(
+    server: FakeWandbServer, corpus: dict[str, Path], tmp_path: Path
+) -> None:
+    """``bridge sync wandb:ENTITY`` (every project) against a server that validates every
+    document as a spec-compliant one does: the check and the listing are accepted."""
+    from click.testing import CliRunner
+    from mlflow.tracking import MlflowClient
+
+    from bridge.cli import main
+
+    server.load_offline_run(corpus["beta"], name="gamma", project="other")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["sync", f"wandb:acme?base_url={server.url}", f"mlflow:{uri}"]
+    result = CliRunner().invoke(main, [*args, "--state", str(tmp_path / "state.db")])
+    assert result.exit_code == 0, result.output
+    assert server.rejected == []
+    assert server.counts["BridgeCheck"] == 1
+    client = MlflowClient(uri)
+    names = {}
+    for exp in client.search_experiments():
+        runs = client.search_runs([exp.experiment_id])
+        names[exp.name] = sorted(r.data.tags["bridge.source_id"] for r in runs)
+    assert names.get("demo") == ["wandb:acme/demo/alpha", "wandb:acme/demo/beta"]
+    assert names.get("other") == ["wandb:acme/other/gamma"]

@@ -4,9 +4,12 @@
 mocks cannot intercept it; this is a real HTTP server on 127.0.0.1 that the real client
 talks to: ``wandb.Api(api_key=srv.api_key, overrides={"base_url": srv.url})``.
 
-Every GraphQL document is parsed and executed against resolver objects
-(:mod:`tests.fakes.gql_mini`), so responses have exactly the shape the client asked
-for. A field nobody implemented answers a GraphQL error naming the operation. History
+Every GraphQL request is first validated like a spec-compliant server does it, against
+an SDL of the modelled subset of W&B's schema (:mod:`tests.fakes.gql_schema`,
+``wandb_schema.graphql``): a document a real server rejects is rejected here too. Valid
+documents are executed against resolver objects (:mod:`tests.fakes.gql_mini`), so
+responses have exactly the shape the client asked for. A field in the SDL nobody
+implemented answers a GraphQL error naming the operation. History
 exports are real parquet files written with pyarrow and served by the same server.
 
 It also takes writes from the real SDK: ``wandb.init(mode="online")`` with
@@ -25,6 +28,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import os
 import random
 import shutil
 import tempfile
@@ -41,6 +45,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .gql_mini import GqlError, Node, Unimplemented, execute, operation_name
+from .gql_schema import request_errors
 from .wandb_registry import (
     ArtifactFields,
     EntityNode,
@@ -663,9 +668,29 @@ class _Handler(BaseHTTPRequestHandler):
         op = operation_name(query, req.get("operationName"))
         fw.count(op)
         fw.queries.append((op, query, req.get("variables") or {}))
+        _log_document(op, query, req.get("variables") or {})
         if self._fault(op):
             return
-        self._json(*fw.respond(op, query, req.get("variables") or {}))
+        self._json(*fw.respond(op, query, req.get("variables") or {}, req.get("operationName")))
+
+
+def _shape(value: Any) -> Any:
+    """A variable value with long strings cut (the log keeps shapes, not payloads)."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shape(v) for v in value[:3]]
+    return value[:80] if isinstance(value, str) else value
+
+
+def _log_document(op: str, query: str, variables: dict[str, Any]) -> None:
+    """Append the request to ``$FAKE_WANDB_DOC_LOG`` (JSON lines) when set: how the SDL
+    in ``wandb_schema.graphql`` is checked against what the clients really send."""
+    path = os.environ.get("FAKE_WANDB_DOC_LOG")
+    if path:
+        line = json.dumps({"op": op, "query": query, "variables": _shape(variables)})
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
 
 
 class _HTTP(ThreadingHTTPServer):
@@ -719,6 +744,9 @@ class FakeWandbServer:
         self.file_streams: list[tuple[str, dict[str, Any]]] = []
         #: Upload requests the server refused (for test diagnostics).
         self.errors: list[str] = []
+        #: Requests refused by validation, as (operation name, errors): a real server
+        #: would have refused them too.
+        self.rejected: list[tuple[str, list[dict[str, Any]]]] = []
 
     # -- lifecycle
     def start(self) -> FakeWandbServer:
@@ -893,9 +921,22 @@ class FakeWandbServer:
             self.faults[f"{op}:{code}"] += 1
             return code
 
-    def respond(self, op: str, query: str, variables: dict[str, Any]) -> tuple[int, Any]:
+    def respond(
+        self,
+        op: str,
+        query: str,
+        variables: dict[str, Any],
+        operation_name: str | None = None,
+    ) -> tuple[int, Any]:
         """(HTTP status, body): 200 with ``data`` or ``errors``, or the status an error
-        carries (``HttpGqlError``, e.g. 409 for a deleted run's id)."""
+        carries (``HttpGqlError``, e.g. 409 for a deleted run's id). A request a
+        spec-compliant server refuses (see ``gql_schema``) is answered 200 with ``errors``
+        only, before anything runs."""
+        invalid = request_errors(query, variables, operation_name)
+        if invalid:
+            with self._lock:
+                self.rejected.append((op, invalid))
+            return 200, {"errors": invalid}
         try:
             return 200, {"data": execute(query, variables, _Root(self), None, Mutations(self))}
         except Unimplemented as exc:
@@ -906,9 +947,15 @@ class FakeWandbServer:
             msg = f"fake server: operation {op}: {exc}"
         return 200, {"errors": [{"message": msg, "path": []}], "data": None}
 
-    def answer(self, op: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    def answer(
+        self,
+        op: str,
+        query: str,
+        variables: dict[str, Any],
+        operation_name: str | None = None,
+    ) -> dict[str, Any]:
         """The response body (whatever its HTTP status)."""
-        return self.respond(op, query, variables)[1]
+        return self.respond(op, query, variables, operation_name)[1]
 
     def ops_seen(self) -> list[str]:
         """Distinct GraphQL operation names received, in first-seen order."""

@@ -118,6 +118,60 @@ def _parse_time(text: str | None) -> int | None:
     return int(dt.timestamp() * 1000)
 
 
+#: check()'s documents. Spec-compliant GraphQL servers reject a document that declares a
+#: variable it never uses, so each one uses all it declares.
+CHECK_ENTITY = "query BridgeCheck($e: String!) { viewer { username } entity(name: $e) { name } }"
+CHECK_PROJECT = (
+    "query BridgeCheck($e: String!, $p: String!) { viewer { username } "
+    "project(name: $p, entityName: $e) { id name } }"
+)
+_MESSAGE_CHARS = 300
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    """A response body as a JSON object; {} when it is empty or not one (an HTML proxy
+    page, a truncated body)."""
+    try:
+        data = json.loads(raw or b"{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _error_messages(body: dict[str, Any]) -> list[str]:
+    """The messages of a GraphQL ``errors`` array (entries without one are skipped)."""
+    errors = body.get("errors")
+    if not isinstance(errors, list):
+        return []
+    return [str(e["message"]) for e in errors if isinstance(e, dict) and e.get("message")]
+
+
+def _one_line(message: str, secret: str) -> str:
+    """A server message fit for the one error line: single-spaced, bounded, and never
+    holding the API key (a server may echo what it was sent)."""
+    text = " ".join(message.replace(secret, "***").split())
+    return text if len(text) <= _MESSAGE_CHARS else text[: _MESSAGE_CHARS - 1] + "…"
+
+
+def _check_failure(base: str, code: int, body: dict[str, Any], key: str) -> str | None:
+    """The error line for a check answer that carries no usable data: a rejected key
+    (401/403) is told apart from a request the server refused (GraphQL ``errors``,
+    quoted), which says nothing about the key."""
+    if code in (401, 403):
+        return (
+            f"wandb: {base} rejected the API key (HTTP {code}); set WANDB_API_KEY to a "
+            "valid key for this server"
+        )
+    messages = _error_messages(body)
+    if messages:
+        status = "" if code == 200 else f" (HTTP {code})"
+        more = f" (and {len(messages) - 1} more)" if len(messages) > 1 else ""
+        return f'wandb: {base} rejected the request{status}: "{_one_line(messages[0], key)}"{more}'
+    if code != 200:
+        return f"wandb: {base} answered HTTP {code}; check WANDB_BASE_URL"
+    return None
+
+
 def _transient(exc: BaseException) -> bool:
     if isinstance(exc, urllib.error.HTTPError):
         return exc.code == 429 or exc.code >= 500
@@ -258,42 +312,42 @@ class WandbApiReader(Reader):
         )
         try:
             with urllib.request.urlopen(req, timeout=CHECK_TIMEOUT_S) as resp:
-                return resp.status, json.loads(resp.read() or b"{}")
+                return resp.status, _json_object(resp.read())
         except urllib.error.HTTPError as exc:
-            return exc.code, {}
+            return exc.code, _json_object(exc.read())
+
+    def _check_request(self) -> tuple[str, dict[str, Any]]:
+        """The check document for the URI: every variable it declares is used (a spec
+        server rejects the document otherwise), and it names the entity or project."""
+        if self._t.project:
+            return CHECK_PROJECT, {"e": self._t.entity, "p": self._t.project}
+        return CHECK_ENTITY, {"e": self._t.entity}
 
     def check(self) -> None:
         base = self._t.base_url
-        self._key()
-        query = "query BridgeCheck($e: String!) { viewer { username } }"
-        variables: dict[str, Any] = {"e": self._t.entity}
-        if self._t.project:
-            query = (
-                "query BridgeCheck($e: String!, $p: String!) { viewer { username } "
-                "project(name: $p, entityName: $e) { id name } }"
-            )
-            variables["p"] = self._t.project
+        key = self._key()
+        query, variables = self._check_request()
         try:
-            code, data = self._retry("check", lambda: self._check_call(query, variables))
+            code, body = self._retry("check", lambda: self._check_call(query, variables))
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
             raise BridgeError(
                 f"wandb: cannot reach {base} ({reason}); check WANDB_BASE_URL or ?base_url="
             ) from None
-        if code in (401, 403):
-            raise BridgeError(
-                f"wandb: {base} rejected the API key (HTTP {code}); set WANDB_API_KEY to a "
-                "valid key for this server"
-            )
-        if code != 200:
-            raise BridgeError(f"wandb: {base} answered HTTP {code}; check WANDB_BASE_URL")
-        payload = data.get("data") or {}
+        problem = _check_failure(base, code, body, key)
+        if problem:
+            raise BridgeError(problem)
+        payload = body.get("data") or {}
         if not payload.get("viewer"):
             raise BridgeError(f"wandb: {base} did not accept the API key; set WANDB_API_KEY")
         if self._t.project and not payload.get("project"):
             raise BridgeError(
                 f"wandb: project {self._t.entity}/{self._t.project} not found on {base}; "
                 "check the entity and project names"
+            )
+        if not self._t.project and not payload.get("entity"):
+            raise BridgeError(
+                f"wandb: entity {self._t.entity} not found on {base}; check the entity name"
             )
 
     def _check_call(self, query: str, variables: dict[str, Any]) -> tuple[int, dict[str, Any]]:
