@@ -69,6 +69,7 @@ def _reader_options(  # noqa: ANN202
     download_references: bool = False,
     models: tuple[str, ...] = (),
     no_registry: bool = False,
+    reference_roots: tuple[str, ...] = (),
 ):
     from bridge.adapters.base import ReaderOptions
 
@@ -83,6 +84,7 @@ def _reader_options(  # noqa: ANN202
         experiments=list(experiments),
         include_deleted=include_deleted,
         download_references=download_references,
+        reference_roots=[str(Path(r).expanduser().resolve()) for r in reference_roots],
         registries=_split(models),
         registry=not no_registry,
     )
@@ -127,6 +129,16 @@ _common = [
         is_flag=True,
         help="Copy the targets of reference artifact entries (file://, http(s)://, s3://); "
         "by default they stay references in the copied manifest.",
+    ),
+    click.option(
+        "--reference-root",
+        "reference_roots",
+        metavar="DIR",
+        multiple=True,
+        type=click.Path(file_okay=False),
+        help="With --download-references: read file:// reference targets of offline "
+        "(wandb-offline:) sources only under DIR (repeatable); others are refused. A "
+        "server's file:// references are never read.",
     ),
     click.option(
         "--models",

@@ -18,6 +18,8 @@ Format (see examples/bridge.toml and the README)::
     dest = "mlflow:http://mlflow.internal:5000"
     mapping = "mappings/vision.toml"          # mapping overrides (relative to this file)
     filters = { since = "2026-01-01", tags = ["prod"] }
+    # offline sources: file:// references read only under these (relative to this file)
+    # filters = { download_references = true, reference_roots = ["/data/shared"] }
 
 Strings may name environment variables as ``${NAME}``; secrets belong there, not here.
 """
@@ -78,6 +80,7 @@ class Filters(BaseModel):
     models: list[str] = Field(default_factory=list)  # registered models; [] = all
     registry: bool = True
     download_references: bool = False
+    reference_roots: list[str] = Field(default_factory=list)  # file:// targets read under
 
     @classmethod
     def from_options(cls, opts: ReaderOptions) -> Filters:
@@ -94,6 +97,7 @@ class Filters(BaseModel):
             models=opts.registries,
             registry=opts.registry,
             download_references=opts.download_references,
+            reference_roots=opts.reference_roots,
         )
 
 
@@ -133,6 +137,7 @@ class PairConfig(BaseModel):
             registries=f.models,
             registry=f.registry,
             download_references=f.download_references,
+            reference_roots=f.reference_roots,
         )
 
 
@@ -151,6 +156,16 @@ class MirrorConfig(BaseModel):
         return parse_every(value)
 
 
+def _resolve_reference_roots(item: dict[str, Any], base: Path) -> None:
+    """``filters.reference_roots`` relative to the config file, like ``mapping``: a trust
+    boundary must not move with the working directory."""
+    filters = item.get("filters")
+    roots = filters.get("reference_roots") if isinstance(filters, dict) else None
+    if isinstance(roots, list) and all(isinstance(r, str) for r in roots):
+        resolved = [str((base / Path(expand_env(r)).expanduser()).resolve()) for r in roots]
+        item["filters"] = {**filters, "reference_roots": resolved}  # type: ignore[dict-item]
+
+
 def load_config(path: str | Path) -> MirrorConfig:
     """Read and validate a mirror config; every problem is one :class:`BridgeError` line."""
     path = Path(path)
@@ -167,6 +182,7 @@ def load_config(path: str | Path) -> MirrorConfig:
                 item[key] = expand_env(item[key])
         if item.get("mapping"):
             item["mapping"] = str((path.parent / item["mapping"]).resolve())
+        _resolve_reference_roots(item, path.parent)
         merged.append(item)
     if isinstance(data.get("state"), str):
         data["state"] = expand_env(data["state"])

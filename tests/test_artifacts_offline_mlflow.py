@@ -141,7 +141,12 @@ def test_versions_references_and_model(offline_arts: dict[str, Any], tmp_path: P
 def test_download_references_fetches_what_it_can(
     offline_arts: dict[str, Any], tmp_path: Path
 ) -> None:
-    plan, client, _ = _sync(offline_arts["wandb"], tmp_path, download_references=True)
+    plan, client, _ = _sync(
+        offline_arts["wandb"],
+        tmp_path,
+        download_references=True,
+        reference_roots=[str(offline_arts["ref_file"].parent)],  # file:// read only under it
+    )
     [run] = plan.runs
     files = _files(client, run.dest_id, "artifacts/refs")
     copied = [f for f in files if "/files/" in f]

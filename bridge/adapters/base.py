@@ -67,6 +67,8 @@ class ReaderOptions(BaseModel):
     registries: list[str] = Field(default_factory=list)  # model names / collections; [] = all
     registry: bool = True  # also list registered models / registry collections
     download_references: bool = False  # fetch reference artifact entries' targets
+    # Folders under which file:// reference targets may be read (offline sources only).
+    reference_roots: list[str] = Field(default_factory=list)
     include_deleted: bool = False  # MLflow: also read deleted runs
     workers: int = 4
 
@@ -125,6 +127,13 @@ class Reader(ABC):
 
         Readers of backends without a registry yield nothing."""
         return iter(())
+
+    def file_reference_roots(self) -> list[str] | None:
+        """Folders under which this source's ``file://`` references may be read with
+        ``--download-references``. None (the default, every server): never — a path a
+        server sent names a file on someone else's machine, or one it wants read here.
+        Readers of folders the operator points at return ``options.reference_roots``."""
+        return None
 
     def open_artifact_entry(self, art: ArtifactVersion, entry: ManifestEntry) -> IO[bytes]:
         """Open one manifest entry's content (not a reference entry's target).

@@ -48,6 +48,7 @@ from bridge.engine.streams import (
 )
 from bridge.errors import ContentError, RunError
 from bridge.faults import kill_point
+from bridge.paths import PathRefused, check_relpath, path_problem
 from bridge.schema import (
     ArtifactVersion,
     ExtraValue,
@@ -286,7 +287,10 @@ def _write_files(
                 )
         else:
             for content, opener in content_entries(
-                art, ctx.reader.open_artifact_entry, ctx.download_references
+                art,
+                ctx.reader.open_artifact_entry,
+                ctx.download_references,
+                ctx.reader.file_reference_roots(),
             ):
                 ref = FileRef(path=f"{folder}/files/{content.path}", size=content.size)
                 todo.append((ref, opener, content))
@@ -330,7 +334,11 @@ def _copy_one(
     opener: Callable[[], IO[bytes]],
     entry: ManifestEntry | None,
 ) -> None:
-    """Copy one file unless state says this content is there already; record it after."""
+    """Copy one file unless state says this content is there already; record it after.
+
+    Every name in ``ref.path`` came from the source (file names, artifact name, digest,
+    entry path): one that is absolute or climbs out is refused here, never written."""
+    check_relpath(ref.path, "destination path")
     plan = planned.plan
     prior = planned.files_done.get(ref.path)
     if entry is not None:
@@ -361,14 +369,16 @@ def _content_problem(
 ) -> str | None:
     """Report content that could not be copied; the line that fails the run, or None.
 
-    A reference target (fetched on request) is reported and stays a reference. With
-    ``accept_missing_content`` a person has decided the content is gone for good: the
-    file is recorded as manifest-only (reported this once, not retried, not a failure)."""
+    A reference target (fetched on request) that cannot be fetched is reported and stays
+    a reference; one the bridge refuses to read (:class:`PathRefused`) is a loss like a
+    refused path. With ``accept_missing_content`` a person has decided the content is
+    gone for good: the file is recorded as manifest-only (reported this once, not
+    retried, not a failure)."""
     plan = planned.plan
     mismatch = isinstance(exc, ContentError)
     code = exc.code if isinstance(exc, ContentError) else "missing-file"
     what = f"{ref.path}: {exc}" if not mismatch else str(exc)
-    if entry is not None and entry.ref is not None:
+    if entry is not None and entry.ref is not None and not isinstance(exc, PathRefused):
         plan.warnings.append(Warning_(source_id=plan.source_id, code=code, message=what))
         return None
     if ctx.accept_missing_content:
@@ -411,10 +421,19 @@ def place_model(
         return known
     found = ctx.writer.find_model(art.source_id)
     if found is None:
+        refused = [e.path for e in art.manifest if path_problem(e.path) is not None]
+        if refused:  # refused before the object exists: never half an object behind
+            raise PathRefused(
+                f"model {art.name}:{art.version or art.digest}: refusing entry path(s) "
+                f"{', '.join(repr(p) for p in refused)}: absolute, '..' or not normalized"
+            )
         files = [
             (entry, partial(_verified, entry, opener, f"model {art.name} file {entry.path!r}"))
             for entry, opener in content_entries(
-                art, ctx.reader.open_artifact_entry, ctx.download_references
+                art,
+                ctx.reader.open_artifact_entry,
+                ctx.download_references,
+                ctx.reader.file_reference_roots(),
             )
         ]
         unreadable = _unreadable(files)

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import IO, Any
 
 from bridge.errors import ContentError
+from bridge.paths import PathRefused, check_reference_target, open_no_follow
 from bridge.schema import ArtifactVersion, ManifestEntry
 
 OpenEntry = Callable[[], IO[bytes]]
@@ -108,15 +110,18 @@ def hash_content(opener: Callable[[], IO[bytes]]) -> tuple[str, int]:
     return base64.b64encode(md5.digest()).decode(), size
 
 
-def open_reference(uri: str) -> IO[bytes]:
+def open_reference(uri: str, file_roots: Sequence[str] | None = None) -> IO[bytes]:
     """Open a reference entry's target for ``--download-references``.
 
     ``file://`` and ``http(s)://`` through the standard library; ``s3://`` through boto3
-    with the usual AWS environment (``AWS_ENDPOINT_URL`` for S3-compatible stores). Any
-    failure is a FileNotFoundError naming the reference: reported, the run goes on."""
+    with the usual AWS environment (``AWS_ENDPOINT_URL`` for S3-compatible stores). A
+    ``file://`` target is read only under ``file_roots`` (what the reader allows, see
+    ``Reader.file_reference_roots``; None: never) — else :class:`PathRefused`, a loss that
+    fails the run. Any other failure is a FileNotFoundError naming the reference:
+    reported, the run goes on."""
     try:
-        return _open_reference(uri)
-    except FileNotFoundError:
+        return _open_reference(uri, file_roots)
+    except (FileNotFoundError, PathRefused):
         raise
     except Exception as exc:
         raise FileNotFoundError(
@@ -124,10 +129,13 @@ def open_reference(uri: str) -> IO[bytes]:
         ) from exc
 
 
-def _open_reference(uri: str) -> IO[bytes]:
+def _open_reference(uri: str, file_roots: Sequence[str] | None) -> IO[bytes]:
     parsed = urllib.parse.urlparse(uri)
     if parsed.scheme == "file":
-        return open(urllib.request.url2pathname(parsed.path), "rb")
+        target = check_reference_target(uri, file_roots)
+        if not target.is_file():
+            raise FileNotFoundError(f"reference {uri}: no file at {target}")
+        return os.fdopen(open_no_follow(target), "rb")
     if parsed.scheme in ("http", "https"):
         return urllib.request.urlopen(uri, timeout=60)  # noqa: S310 - scheme checked
     if parsed.scheme == "s3":
@@ -157,15 +165,17 @@ def content_entries(
     art: ArtifactVersion,
     opener: Callable[[ArtifactVersion, ManifestEntry], IO[bytes]],
     download_references: bool,
+    file_roots: Sequence[str] | None = None,
 ) -> list[tuple[ManifestEntry, OpenEntry]]:
     """The entries whose bytes go to the destination: stored content always, reference
-    targets only with ``download_references`` (else they stay references in the manifest)."""
+    targets only with ``download_references`` (else they stay references in the manifest);
+    ``file://`` targets only under ``file_roots`` (see :func:`open_reference`)."""
     out: list[tuple[ManifestEntry, OpenEntry]] = []
     for entry in art.manifest:
         if entry.ref is None:
             out.append((entry, partial(opener, art, entry)))
         elif download_references:
-            out.append((entry, partial(open_reference, entry.ref)))
+            out.append((entry, partial(open_reference, entry.ref, file_roots)))
     return out
 
 

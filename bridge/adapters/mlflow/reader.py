@@ -62,6 +62,7 @@ from bridge.adapters.mlflow.registry import RegistryReader
 from bridge.adapters.mlflow.uri import MlflowStore, check_server, quick_http
 from bridge.errors import BridgeError, RunError
 from bridge.mapping import load_mapping
+from bridge.paths import PathRefused, check_relpath, path_problem
 from bridge.schema import (
     ArtifactVersion,
     Editable,
@@ -157,7 +158,13 @@ def download_to_temp(
     with credentials scrubbed from the backend's message."""
     folder = tempfile.mkdtemp(prefix="bridge-mlflow-")
     try:
-        return _TempFile(Path(download(folder)), folder)
+        got = Path(download(folder)).resolve()
+        if not got.is_relative_to(Path(folder).resolve()):  # a server-sent absolute path
+            raise PathRefused(f"{what}: the download landed outside its temp folder: {got}")
+        return _TempFile(got, folder)
+    except PathRefused:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     except Exception as exc:
         shutil.rmtree(folder, ignore_errors=True)
         raise error(
@@ -639,7 +646,8 @@ class MlflowReader(MlflowStore, Reader):
         """Every artifact file under ``path``, depth first, sorted by path. ``local``: the
         run's artifact folder when it is on this file system, for a cheap ``stat_key``."""
         for info in sorted(self.client.list_artifacts(run_id, path), key=lambda f: f.path):
-            if info.is_dir:
+            inside = path is None or info.path.startswith(f"{path}/")
+            if info.is_dir and inside and path_problem(info.path) is None:
                 yield from self._walk_artifacts(run_id, info.path, local)
             else:
                 yield FileRef(
@@ -710,8 +718,9 @@ class MlflowReader(MlflowStore, Reader):
         that is deleted when the returned file is closed."""
         run_id = str(ref.locator.get("run_id") or "")
         path = str(ref.locator.get("path") or ref.path)
-        if not run_id or ".." in path.split("/") or path.startswith("/"):
+        if not run_id:
             raise RunError(f"not an artifact of this reader: {ref.path!r}")
+        check_relpath(path, f"artifact path of MLflow run {run_id}")
         artifact_uri = self._artifact_uris.get(run_id)
         if artifact_uri is None:
             artifact_uri = self._get_run(run_id).info.artifact_uri

@@ -56,6 +56,7 @@ from bridge.adapters.mlflow.once import create_once
 from bridge.errors import RunError
 from bridge.faults import kill_point
 from bridge.mapping import flatten, json_dumps, sanitize_key, to_text
+from bridge.paths import check_relpath
 from bridge.schema import (
     ArtifactVersion,
     ManifestEntry,
@@ -201,11 +202,8 @@ def _error_code(exc: BaseException) -> str | None:
 
 
 def _safe_path(path: str) -> str:
-    """A manifest path as a relative, normalized artifact path; RunError if it escapes."""
-    norm = posixpath.normpath(path.replace("\\", "/")).lstrip("/")
-    if not path or norm in ("", ".") or norm == ".." or norm.startswith("../"):
-        raise RunError(f"refusing artifact entry path {path!r}: not a relative file path")
-    return norm
+    """A manifest entry path, checked by the shared guard (PathRefused if it escapes)."""
+    return check_relpath(path, "artifact entry path")
 
 
 # --------------------------------------------------------------------------- writer

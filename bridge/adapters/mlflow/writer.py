@@ -46,6 +46,7 @@ from bridge.mapping import (
     sanitize_key,
     to_text,
 )
+from bridge.paths import check_relpath
 from bridge.schema import (
     Editable,
     MetricChunk,
@@ -671,9 +672,7 @@ class MlflowWriter(MlflowStore, RegistryDelegate, Writer):
         }
 
     def put_file(self, dest_id: str, path: str, stream: IO[bytes]) -> None:
-        norm = posixpath.normpath(path)
-        if not path or path.startswith("/") or norm.startswith("..") or norm != path:
-            raise RunError(f"refusing artifact path {path!r}: must be relative and normalized")
+        check_relpath(path, "artifact path")
         folder, name = posixpath.split(path)
         with tempfile.TemporaryDirectory(prefix="bridge-mlflow-") as tmp:
             local = Path(tmp) / name

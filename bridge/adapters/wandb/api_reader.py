@@ -43,6 +43,7 @@ from bridge.adapters.wandb.history import is_number as _is_number
 from bridge.adapters.wandb.history import summary_only_points
 from bridge.adapters.wandb.ids import artifact_source_id, collection_source_id, run_source_id
 from bridge.errors import BridgeError, RunError
+from bridge.paths import check_relpath, path_problem
 from bridge.schema import (
     ArtifactVersion,
     Editable,
@@ -597,7 +598,10 @@ class WandbApiReader(Reader):
         manifest = self._retry("manifest", lambda: art.manifest)
         root: Path | None = None
         fetch = direction == "logged" if download is None else download
-        if fetch and any(not e.ref for e in manifest.entries.values()):
+        # A manifest naming a path that is absolute or climbs out (``..``) is not fetched
+        # whole: its other entries come one by one, the bad one is refused by the engine.
+        hostile = any(path_problem(p) is not None for p in manifest.entries)
+        if fetch and not hostile and any(not e.ref for e in manifest.entries.values()):
             root = self._artifact_root(str(art.id))
             try:
                 self._retry(
@@ -609,7 +613,7 @@ class WandbApiReader(Reader):
         entries: list[ManifestEntry] = []
         for p, e in sorted(manifest.entries.items()):
             local = None
-            if root is not None and not e.ref and (root / p).is_file():
+            if root is not None and not e.ref and path_problem(p) is None and (root / p).is_file():
                 local = str(root / p)
             extra: dict[str, Any] = {}
             if getattr(e, "birth_artifact_id", None):
@@ -677,7 +681,7 @@ class WandbApiReader(Reader):
         if not path or not aid:
             raise FileNotFoundError(f"artifact {art.name}: no content for {entry.path!r}")
         root = self._artifact_root(str(aid))
-        target = root / entry.path
+        target = root / check_relpath(entry.path, f"artifact {art.name} entry path")
         with self._lock:
             lock = self._download_locks.setdefault(str(target), threading.Lock())
         with lock:
@@ -965,13 +969,14 @@ class _History:
             kind = str(value.get("_type", "object"))
             media = value.get("path")
             if isinstance(media, str) and media:
-                rel = media.lstrip("/")
+                # Kept as the server named it: the engine refuses an absolute or ``..``
+                # path by name (``files/<path>``), so it is never fetched or written.
                 size, sha = value.get("size"), value.get("sha256")
                 file = FileRef(
-                    path=f"files/{rel}",
+                    path=f"files/{media}",
                     size=size if isinstance(size, int) else None,
                     sha256=sha if isinstance(sha, str) else None,
-                    locator={"run_path": self.path, "name": rel},
+                    locator={"run_path": self.path, "name": media},
                 )
         elif isinstance(value, str):
             kind = "string"

@@ -30,6 +30,7 @@ from bridge.adapters.wandb.history import is_number as _is_number
 from bridge.adapters.wandb.ids import artifact_source_id
 from bridge.adapters.wandb.txlog import TxlogReader, pb
 from bridge.errors import BridgeError, NothingToImport, RunError
+from bridge.paths import path_problem
 from bridge.schema import (
     ArtifactVersion,
     ExtraValue,
@@ -443,6 +444,11 @@ class WandbOfflineReader(Reader):
                 yield MetricChunk(key=key, steps=steps, timestamps=stamps, values=values)
         yield from summary_only_points(run.summary, seen, last_step, last_ts)
 
+    def file_reference_roots(self) -> list[str] | None:
+        """Offline folders are the operator's own: their ``file://`` references may be
+        read, under the ``--reference-root`` folders only."""
+        return list(self.options.reference_roots)
+
     def open_file(self, ref: FileRef) -> IO[bytes]:
         paths = ref.locator.get("abs_paths")
         if paths:
@@ -461,18 +467,23 @@ def _extra(key: str, step: int, ts: int, value: Any, folders: list[Path]) -> Ext
         kind = str(value.get("_type", "object"))
         media = value.get("path")
         if isinstance(media, str) and media:
-            rel = media.lstrip("/")
-            abs_path = next(
-                (f / "files" / rel for f in folders if (f / "files" / rel).is_file()),
-                folders[0] / "files" / rel,
-            )
+            # A media path that is absolute or climbs out (``..``) is kept as named: the
+            # engine refuses ``files/<path>`` by name and nothing outside is ever opened.
+            locator: dict[str, Any] = {}
+            if path_problem(media) is None:
+                locator["abs_path"] = str(
+                    next(
+                        (f / "files" / media for f in folders if (f / "files" / media).is_file()),
+                        folders[0] / "files" / media,
+                    )
+                )
             size = value.get("size")
             sha = value.get("sha256")
             file = FileRef(
-                path=f"files/{rel}",
+                path=f"files/{media}",
                 size=size if isinstance(size, int) else None,
                 sha256=sha if isinstance(sha, str) else None,
-                locator={"abs_path": str(abs_path)},
+                locator=locator,
             )
     elif isinstance(value, str):
         kind = "string"
@@ -740,6 +751,8 @@ class _RunState:
         norm = local.replace("\\", "/")
         marker = "/artifacts/staging/"
         rel = norm.split(marker, 1)[1] if marker in norm else Path(norm).name
+        if path_problem(rel) is not None:  # never look outside the named staging folder
+            return None
         for cand in (Path(root) / rel, Path(root) / "artifacts" / "staging" / rel):
             if cand.is_file():
                 return cand

@@ -38,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import posixpath
 import re
 import shutil
 import tempfile
@@ -49,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.adapters.base import DestModelVersion, DestRegisteredModel, OpenEntry
 from bridge.errors import BridgeError, RunError
+from bridge.paths import check_relpath
 from bridge.schema import ArtifactVersion, ManifestEntry, ModelVersion, RegisteredModel
 
 if TYPE_CHECKING:
@@ -123,10 +123,8 @@ def _not_found(exc: BaseException) -> bool:
 
 
 def _safe_path(path: str) -> str:
-    norm = posixpath.normpath(path.replace("\\", "/")).lstrip("/")
-    if not path or norm in ("", ".") or norm == ".." or norm.startswith("../"):
-        raise RunError(f"refusing artifact entry path {path!r}: not a relative file path")
-    return norm
+    """A manifest entry path, checked by the shared guard (PathRefused if it escapes)."""
+    return check_relpath(path, "artifact entry path")
 
 
 def _jsonable(value: Any) -> Any:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import heapq
 import math
 import os
-import posixpath
 import re
 import shutil
 import tempfile
@@ -66,6 +65,7 @@ from bridge.adapters.wandb.history import absolute_folder_target
 from bridge.adapters.wandb.mapping import WandbMapping, load_wandb_mapping
 from bridge.errors import BridgeError, RunError
 from bridge.mapping import flatten, to_text
+from bridge.paths import check_relpath, within
 from bridge.schema import (
     MetricChunk,
     Project,
@@ -658,13 +658,12 @@ class WandbWriter(RegistryDelegate, Writer):
 
     def put_file(self, dest_id: str, path: str, stream: IO[bytes]) -> None:
         """Copy into the run's files dir and ``run.save(policy="now")`` it."""
-        norm = posixpath.normpath(path)
-        if not path or path.startswith("/") or norm.startswith("..") or norm != path:
-            raise RunError(f"refusing file path {path!r}: must be relative and normalized")
+        check_relpath(path, "file path")
         if path.split("/", 1)[0] in RESERVED_FILES:
             path = f"{SOURCE_FILES_DIR}{path}"
         live = self._get_live(dest_id)
         files_dir = Path(live.run.dir)
+        within(files_dir, path, "file path")  # no link planted in files/ redirects it
         local = files_dir / path
         local.parent.mkdir(parents=True, exist_ok=True)
         partial = local.with_name(f".{local.name}.bridge-partial")
