@@ -148,11 +148,13 @@ def plan_run(ctx: SyncContext, header: RunHeader) -> Planned:
             if not ctx.full and dest.complete and dest.fingerprint == header.fingerprint:
                 if not ctx.dry_run:
                     kill_point("plan.relink.before_state")
-                    ctx.state.put_run(ctx.dest_uri, sid, st)
-                    kill_point("plan.relink.between")
-                    # the watermarks too, or the next append would re-send every point
+                    # The watermarks before the run row: a row marked complete without
+                    # them looks unchanged for good, and the next append would re-send
+                    # every point (a crash in between just re-links again).
                     counts = ctx.writer.metric_counts(dest.dest_id)
                     ctx.state.set_watermarks(ctx.dest_uri, sid, counts)
+                    kill_point("plan.relink.between")
+                    ctx.state.put_run(ctx.dest_uri, sid, st)
                 base.action, base.outcome, base.dest_id = "unchanged", "unchanged", dest.dest_id
                 base.reason = "re-linked from the destination's identity tag"
                 return Planned(plan=base, header=header)
