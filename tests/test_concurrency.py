@@ -348,7 +348,11 @@ def _dest_points(db: Path) -> dict[str, list[dict[str, int]]]:
 _LAUNCH = """
 import os, sys, time
 ready, go = sys.argv[1], sys.argv[2]
-from bridge.cli import main  # imported before the start line, so both start together
+# Everything slow to import is imported before the start line, so the processes reach
+# the planning of the same runs within milliseconds of each other.
+import bridge.adapters.mlflow.writer, bridge.adapters.wandb.offline_reader, bridge.api
+import mlflow.tracking, mlflow.store.tracking.sqlalchemy_store
+from bridge.cli import main
 open(ready, "w").close()
 while not os.path.exists(go):
     time.sleep(0.002)
