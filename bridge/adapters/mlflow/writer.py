@@ -131,8 +131,8 @@ class MlflowWriter(MlflowStore, RegistryDelegate, Writer):
             immutable_params=True,
             stores_infinity=False,
             dedupes_metric_points=self.kind != "file",
-            max_param_len=MAX_PARAM_LEN,
             reads_metric_points=True,
+            max_param_len=MAX_PARAM_LEN,
             max_tag_len=MAX_TAG_LEN,
             max_key_len=250,
             metrics_per_batch=METRICS_PER_BATCH,
@@ -671,6 +671,31 @@ class MlflowWriter(MlflowStore, RegistryDelegate, Writer):
             restore_key(k, inverse): len(self.client.get_metric_history(dest_id, k)) for k in keys
         }
 
+    def read_metric_points(self, dest_id: str, keys: Collection[str]) -> Iterator[MetricChunk]:
+        """Stored points of these (source-named) keys: SQL stores straight from the
+        ``metrics`` table in one streamed query, servers ``get-history`` page by page."""
+        from bridge.adapters.mlflow.reader import (
+            chunks_of_pages,
+            rest_metric_pages,
+            sql_metric_chunks,
+        )
+
+        named = {sanitize_key(k): k for k in keys}
+        engine = self._bulk_engine()
+        if engine is not None:
+            for chunk in sql_metric_chunks(engine, dest_id, named):
+                chunk.key = named[chunk.key]
+                yield chunk
+            return
+        store = getattr(getattr(self.client, "_tracking_client", None), "store", None)
+        paged = self.kind == "http" and hasattr(store, "get_metric_history")
+        for stored, key in sorted(named.items()):
+            if paged:
+                pages = rest_metric_pages(store, dest_id, stored)
+            else:
+                pages = iter([self.client.get_metric_history(dest_id, stored)])
+            yield from chunks_of_pages(key, pages)
+
     def put_file(self, dest_id: str, path: str, stream: IO[bytes]) -> None:
         check_relpath(path, "artifact path")
         folder, name = posixpath.split(path)
@@ -700,31 +725,6 @@ class MlflowWriter(MlflowStore, RegistryDelegate, Writer):
         self.client.set_tag(dest_id, FINGERPRINT_TAG, fingerprint)
         kill_point("mlflow.finish.after_fingerprint")
         self.client.set_tag(dest_id, COMPLETE_TAG, "true")
-    def read_metric_points(self, dest_id: str, keys: Collection[str]) -> Iterator[MetricChunk]:
-        """Stored points of these (source-named) keys: SQL stores straight from the
-        ``metrics`` table in one streamed query, servers ``get-history`` page by page."""
-        from bridge.adapters.mlflow.reader import (
-            chunks_of_pages,
-            rest_metric_pages,
-            sql_metric_chunks,
-        )
-
-        named = {sanitize_key(k): k for k in keys}
-        engine = self._bulk_engine()
-        if engine is not None:
-            for chunk in sql_metric_chunks(engine, dest_id, named):
-                chunk.key = named[chunk.key]
-                yield chunk
-            return
-        store = getattr(getattr(self.client, "_tracking_client", None), "store", None)
-        paged = self.kind == "http" and hasattr(store, "get_metric_history")
-        for stored, key in sorted(named.items()):
-            if paged:
-                pages = rest_metric_pages(store, dest_id, stored)
-            else:
-                pages = iter([self.client.get_metric_history(dest_id, stored)])
-            yield from chunks_of_pages(key, pages)
-
 
     def file_location(self, dest_id: str, path: str) -> str | None:
         """``runs:/<run id>/<path>``: what a registry version made from run files points at."""
