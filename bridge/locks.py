@@ -11,6 +11,11 @@ The lock lives where the state lives, so everyone sharing a state store shares t
 
 ``wait=False`` gives up at once (the caller skips the cycle and says so); ``wait=True``
 polls until the lock is free, or until ``timeout`` seconds have passed.
+
+The pair lock schedules (one cycle per pair, what ``bridge status`` shows as running); it
+is not what keeps runs from being copied twice: the pair is named by URI strings, and two
+URIs can yield the same runs. That is the run claims' job (bridge/engine/claims.py), per
+(destination, source identity), so syncs of different runs proceed in parallel.
 """
 
 from __future__ import annotations

@@ -317,14 +317,17 @@ def _insert_absent(conn: sa.Connection, table: sa.Table, row: dict[str, Any]) ->
     return True
 
 
-def _create_tables(engine: sa.Engine, attempts: int = 10) -> None:
+def _create_tables(engine: sa.Engine, attempts: int = 10, indexes: bool = True) -> None:
     """Create missing tables and indexes. Two processes opening a new store at once race on
     CREATE TABLE (SQLite: "already exists" / "database is locked"); the loser looks again.
-    New tables and indexes only (``IF NOT EXISTS``): existing stores keep opening."""
+    New tables and indexes only (``IF NOT EXISTS``): existing stores keep opening.
+    ``indexes=False`` (a read-only store): the index that guards writes waits for a writer,
+    which may first have to close duplicate rows of an older store."""
     for attempt in range(attempts):
         try:
             metadata.create_all(engine)
-            _create_open_conflict_index(engine)
+            if indexes:
+                _create_open_conflict_index(engine)
             return
         except (sa.exc.OperationalError, sa.exc.IntegrityError, sa.exc.ProgrammingError):
             if attempt == attempts - 1:
@@ -422,7 +425,7 @@ class StateStore:
                 )
             else:
                 self.engine = sa.create_engine(self.url, pool_pre_ping=True)
-            _create_tables(self.engine)
+            _create_tables(self.engine, indexes=not read_only)
         except Exception as exc:
             safe = sa.engine.make_url(self.url).render_as_string(hide_password=True)
             raise BridgeError(
