@@ -25,6 +25,7 @@ from platformdirs import user_state_dir
 from pydantic import BaseModel, Field
 
 from bridge.errors import BridgeError
+from bridge.redact import redact, register_uri
 
 metadata = sa.MetaData()
 
@@ -406,6 +407,7 @@ class StateStore:
 
     def __init__(self, url: str | None = None, read_only: bool = False) -> None:
         self.url = normalize_state_url(url)
+        register_uri(self.url)
         self._lock = threading.RLock()
         sqlite_path = self.url[len("sqlite:///") :] if self.url.startswith("sqlite:///") else None
         if read_only and sqlite_path and not Path(sqlite_path).exists():
@@ -465,14 +467,21 @@ class StateStore:
     def forget_run(self, dest_uri: str, source_id: str) -> None:
         """Drop every row of one run (its destination run was deleted)."""
         with self._tx() as conn:
-            _drop_run_rows(conn, dest_uri, source_id, (runs_table, streams_table, files_table))
+            _drop_run_rows(
+                conn,
+                dest_uri,
+                source_id,
+                (runs_table, streams_table, stream_digests_table, files_table),
+            )
 
     def reset_run(self, dest_uri: str, source_id: str, state: RunState) -> None:
         """Record a destination run just created for this source run. Watermarks and file
         digests of any earlier copy are dropped in the same transaction: nothing is in the
         new run yet (the one way a watermark goes down, on purpose)."""
         with self._tx() as conn:
-            _drop_run_rows(conn, dest_uri, source_id, (streams_table, files_table))
+            _drop_run_rows(
+                conn, dest_uri, source_id, (streams_table, stream_digests_table, files_table)
+            )
             key = {"dest_uri": dest_uri, "source_id": source_id}
             _upsert(conn, runs_table, key, _run_values(state))
 
@@ -709,8 +718,9 @@ class StateStore:
                     ended_at=time.time(),
                     result=result,
                     counts=json.dumps(counts or {}, sort_keys=True),
-                    errors=json.dumps(errors or []),
-                    skipped=skipped,
+                    # the bridge's own messages (backend errors quote URLs): no credentials
+                    errors=json.dumps([redact(e) for e in errors or []]),
+                    skipped=redact(skipped) if skipped else skipped,
                 )
             )
 

@@ -642,13 +642,15 @@ class MlflowWriter(MlflowStore, RegistryDelegate, Writer):
         bulk sink knows; None for servers and file stores (or with bulk writes disabled)."""
         if self.kind not in ("sqlite", "sql") or not self.bulk_metrics:
             return None
+        # MLflow creates/upgrades the schema first; outside self._lock, which the client
+        # property takes itself (a non-reentrant lock: inside, a first use would deadlock).
+        self.client  # noqa: B018
         with self._lock:
             if self._bulk_engine_obj is None:
                 import sqlalchemy as sa
 
                 from bridge.adapters.mlflow.bulk import bulk_insert_supported
 
-                self.client  # noqa: B018 - MLflow creates/upgrades the schema first
                 args = {"timeout": 60} if self.kind == "sqlite" else {}
                 engine = sa.create_engine(self.target, connect_args=args)
                 self._bulk_engine_obj = engine if bulk_insert_supported(engine) else False
