@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from bridge.display import escape_logging, for_terminal
 from bridge.errors import EXIT_USAGE, BridgeError
 
 EXIT_HELP = """\b
@@ -41,8 +42,18 @@ def _progress_wanted(as_json: bool) -> bool:
     return not as_json and sys.stderr.isatty() and not os.environ.get("CI")
 
 
+def _say(line: str, err: bool = False) -> None:
+    """Print one line that may hold source or server data: its controls are shown, not obeyed."""
+    click.echo(for_terminal(line), err=err)
+
+
+def _print_report(text: str) -> None:
+    """Print a rendered report (fields escaped by the renderer; this is the last guard)."""
+    click.echo(for_terminal(text, multiline=True), nl=False)
+
+
 def _fail(message: str) -> None:
-    click.echo(f"bridge: error: {message}", err=True)
+    _say(f"bridge: error: {message}", err=True)
     sys.exit(EXIT_USAGE)
 
 
@@ -218,6 +229,7 @@ def main(verbose: bool) -> None:
     """
     _quiet_libraries()
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr)
+    escape_logging()
     if not verbose:
         _quiet_libraries()
 
@@ -279,7 +291,7 @@ def sync(
         if as_json:
             click.echo(json.dumps({**report.as_dict(plan), "skipped": plan.skipped}, indent=2))
         else:
-            click.echo(f"skipped: {plan.skipped}")
+            _say(f"skipped: {plan.skipped}")
         sys.exit(0)
     if report_path:
         fmt = _format_for(report_path)
@@ -290,9 +302,9 @@ def sync(
         data["resolved"] = [c.model_dump() for c in plan.resolved]
         click.echo(json.dumps(data, indent=2, default=str))
     else:
-        click.echo(report.as_text(plan), nl=False)
+        _print_report(report.as_text(plan))
         for c in plan.resolved:
-            click.echo(f"settled: {c.source_id} {c.field}: {c.resolution}")
+            _say(f"settled: {c.source_id} {c.field}: {c.resolution}")
     sys.exit(plan.exit_code())
 
 
@@ -337,7 +349,7 @@ def diff(
     if output:
         Path(output).write_text(text, encoding="utf-8")
     else:
-        click.echo(text, nl=False)
+        _print_report(text)
     sys.exit(plan.exit_code())
 
 
@@ -349,7 +361,7 @@ def _plots(source: str, dest: str, plan: Any) -> Any:
     try:
         return changed_streams(source, dest, plan)
     except Exception as exc:  # noqa: BLE001 - the report is still worth writing
-        click.echo(f"bridge: warning: no plots in the report: {exc}", err=True)
+        _say(f"bridge: warning: no plots in the report: {exc}", err=True)
         return None
 
 
@@ -393,7 +405,7 @@ def conflicts(
     for c in rows:
         res = c.get("resolution")
         settled = f" [settled: {res['choice']} by {res['resolved_by']}]" if res else ""
-        click.echo(
+        _say(
             f"#{c['id']} {c['dest_uri']} {c['source_id']} {c['field']}: "
             f"source={c['source_value']!r} dest={c['dest_value']!r} "
             f"last-synced={c['synced_value']!r} ({_when(c['detected_at'])}){settled}"
@@ -428,7 +440,7 @@ def conflicts_resolve(
     if as_json:
         click.echo(json.dumps(done, indent=2))
     else:
-        click.echo(f"conflict #{conflict_id} settled (take {take}): {done['effect']}")
+        _say(f"conflict #{conflict_id} settled (take {take}): {done['effect']}")
 
 
 @main.command()
@@ -452,15 +464,15 @@ def status(state_url: str | None, as_json: bool) -> None:
         c = p["last_cycle"]
         counts = c["counts"] or {}
         acts = ", ".join(f"{n} {a}" for a, n in sorted(counts.get("actions", {}).items()))
-        click.echo(f"{p['source']} -> {p['dest']}")
-        click.echo(
+        _say(f"{p['source']} -> {p['dest']}")
+        _say(
             f"  last cycle: {c['state']}, started {_when(c['started_at'])}, "
             f"ended {_when(c['ended_at'])}, exit {c['result']}"
             + (f"; {acts}; {counts.get('points_written', 0)} points written" if acts else "")
         )
         for err in c["errors"] or []:
-            click.echo(f"  error: {err}")
-        click.echo(
+            _say(f"  error: {err}")
+        _say(
             f"  last success: {_when(p['last_success_at'])}; open conflicts: "
             f"{p['open_conflicts']}; runs known: {p['runs_known']}, deleted at source: "
             f"{p['source_deleted']}"
@@ -604,7 +616,7 @@ def verify(
     if output:
         Path(output).write_text(text, encoding="utf-8")
     else:
-        click.echo(text, nl=False)
+        _print_report(text)
     sys.exit(result.exit_code())
 
 

@@ -8,6 +8,9 @@ The lock lives where the state lives, so everyone sharing a state store shares t
 * SQLite state (or any other URL): an ``flock`` on a file beside the state file
   (``<state>.locks/<hash>.lock``). The kernel drops it when the holding process dies, so
   a stale lock file is harmless: its content (holder pid, host, time) is only a hint.
+  Lock files are opened without following symbolic links and the lock folder is the
+  user's own (mode 0700, not a link), so a planted link cannot make the bridge truncate or
+  write another file.
 
 ``wait=False`` gives up at once (the caller skips the cycle and says so); ``wait=True``
 polls until the lock is free, or until ``timeout`` seconds have passed.
@@ -24,6 +27,7 @@ import hashlib
 import json
 import os
 import socket
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -90,8 +94,38 @@ def _lock_path(url: str, name: str) -> Path:
         base = Path(default_state_url()[len("sqlite:///") :])
         digest = hashlib.sha256(f"{url}\0{name}".encode()).hexdigest()[:24]
     folder = base.with_name(base.name + ".locks")
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    _own_folder(folder)
     return folder / f"{digest}.lock"
+
+
+def _own_folder(folder: Path) -> None:
+    """Create ``folder`` (0700) or accept it only as the user's own real folder."""
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(folder)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise BridgeError(f"lock folder {folder} is not a plain folder (a link?); remove it")
+    if info.st_uid != os.getuid():
+        raise BridgeError(f"lock folder {folder} belongs to another user (uid {info.st_uid})")
+
+
+def _open_lock_file(path: Path) -> IO[str]:
+    """Open (or create) a lock file without following a link and without truncating it."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise BridgeError(f"lock file {path} is a symbolic link; not following it") from None
+        raise BridgeError(f"cannot open lock file {path}: {exc.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise BridgeError(f"lock file {path} is not a regular file of its own (a link?); remove it")
+    return os.fdopen(fd, "r+", encoding="utf-8")
 
 
 def _deadline(wait: bool, timeout: float | None) -> float:
@@ -108,7 +142,7 @@ def _file_lock(
     import fcntl
 
     deadline = _deadline(wait, timeout)
-    fh: IO[str] = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the block
+    fh = _open_lock_file(path)  # held for the block
     try:
         while True:
             try:
@@ -118,7 +152,7 @@ def _file_lock(
                 if time.monotonic() >= deadline:
                     if busy is not None:
                         raise BridgeError(busy) from None
-                    raise LockHeld(name, _read_holder(path)) from None
+                    raise LockHeld(name, _read_holder(fh)) from None
                 time.sleep(POLL_SECONDS)
         fh.seek(0)
         fh.truncate()
@@ -135,10 +169,14 @@ def _file_lock(
         fh.close()
 
 
-def _read_holder(path: Path) -> str | None:
+def _read_holder(fh: IO[str]) -> str | None:
+    """The holder written into the lock file (read through the handle we opened safely)."""
     try:
-        info = json.loads(path.read_text(encoding="utf-8") or "{}")
+        fh.seek(0)
+        info = json.loads(fh.read(4096) or "{}")
     except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict):
         return None
     if not info.get("holder"):
         return None
@@ -182,10 +220,10 @@ def _sqlite_init_lock_path(uri: str) -> Path | None:
         return None
     path = Path(db).expanduser()
     lock = path.with_name(path.name + ".bridge-init.lock")
-    try:
-        lock.touch(exist_ok=True)
-    except OSError:
+    if not os.access(path.parent, os.W_OK | os.X_OK):
         return None
+    if os.path.isfile(lock) and not os.path.islink(lock) and not os.access(lock, os.W_OK):
+        return None  # another user's lock file in a shared folder: no lock, as before
     return lock
 
 

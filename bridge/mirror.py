@@ -19,6 +19,7 @@ from typing import Any
 
 from bridge.config_file import MirrorConfig, PairConfig
 from bridge.cycles import plan_counts, plan_errors
+from bridge.display import for_terminal
 from bridge.errors import EXIT_CONFLICT, EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, BridgeError
 
 Emit = Callable[[dict[str, Any]], None]
@@ -115,14 +116,17 @@ def stop_on_signals(stop: threading.Event) -> None:
 
 
 def format_line(line: dict[str, Any], fmt: str) -> str:
-    """One log line per pair and cycle: JSON for shippers, or a short human line."""
+    """One log line per pair and cycle: JSON for shippers, or a short human line.
+
+    Either way one line with no raw control character (JSON escapes them itself, and every
+    non-ASCII character with ``ensure_ascii``)."""
     if fmt == "json":
-        return json.dumps(line, default=str, sort_keys=True)
-    head = f"{line['started_at']} cycle {line['cycle']} {line['pair']}:"
+        return json.dumps(line, default=str, sort_keys=True, ensure_ascii=True)
+    head = for_terminal(f"{line['started_at']} cycle {line['cycle']} {line['pair']}:")
     if "error" in line:
-        return f"{head} error (exit {line['result']}): {line['error']}"
+        return f"{head} error (exit {line['result']}): {for_terminal(line['error'])}"
     if "skipped" in line:
-        return f"{head} skipped: {line['skipped']}"
+        return f"{head} skipped: {for_terminal(line['skipped'])}"
     acts = ", ".join(f"{n} {a}" for a, n in sorted(line["actions"].items())) or "no runs"
     return (
         f"{head} exit {line['result']}; {acts}; {line['points_written']} points, "

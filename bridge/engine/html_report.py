@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+from bridge.display import for_terminal
 from bridge.engine.model import Plan, RunPlan
 
 if TYPE_CHECKING:
@@ -57,8 +58,9 @@ CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 
 def e(value: object) -> str:
-    """Escape anything for HTML text or an attribute value."""
-    return html.escape("" if value is None else str(value), quote=True)
+    """Escape anything for HTML text or an attribute value (controls and bidi overrides
+    shown, not obeyed: the page may be printed to a terminal, and U+202E would reverse it)."""
+    return html.escape(for_terminal(value), quote=True)
 
 
 def _page(title: str, body: Iterable[str]) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from bridge.display import for_terminal, md_code, md_text
 from bridge.engine.html_report import Streams, render_html, render_verify_html
 from bridge.engine.model import ModelPlan, Plan, RunPlan
 from bridge.engine.verify import VerifyReport
@@ -150,16 +151,22 @@ def as_text(plan: Plan) -> str:
         f"summary: {counts}; {sum(r.points_written for r in plan.runs)} points written; "
         f"{failed} failed; {len(plan.conflicts)} conflicts; {len(plan.warnings)} warnings"
     )
-    return "\n".join(lines) + "\n"
+    return _text_lines(lines)
+
+
+def _text_lines(lines: list[str]) -> str:
+    """Each line as one terminal line: a CR, LF or ESC inside a value is shown, not obeyed."""
+    return "".join(for_terminal(line) + "\n" for line in lines)
 
 
 def _md(text: object) -> str:
-    return str(text if text is not None else "").replace("|", "\\|").replace("\n", " ")
+    """A Markdown table cell: a value cannot end its cell, add rows or inject markup."""
+    return md_text(text)
 
 
 def as_markdown(plan: Plan) -> str:
     title = "Dry run" if plan.dry_run else "Sync"
-    out = [f"## {title}: `{plan.source}` → `{plan.dest}`", ""]
+    out = [f"## {title}: {md_code(plan.source)} → {md_code(plan.dest)}", ""]
     counts = ", ".join(f"**{n}** {a}" for a, n in sorted(plan.counts().items())) or "no runs"
     out += [
         counts,
@@ -169,7 +176,7 @@ def as_markdown(plan: Plan) -> str:
     ]
     for r in sorted(plan.runs, key=lambda r: (r.project, r.source_id)):
         out.append(
-            f"| {_md(r.project)} | `{_md(r.source_id)}` | {_md(r.name)} | {r.action} "
+            f"| {_md(r.project)} | {md_code(r.source_id)} | {_md(r.name)} | {r.action} "
             f"| {r.outcome} | {_md(_what(r))} |"
         )
     if plan.models:
@@ -188,7 +195,7 @@ def as_markdown(plan: Plan) -> str:
                 f"{a.alias}: {a.action} {a.dest_from or '-'}→{a.dest_to or '-'}" for a in m.aliases
             )
             out.append(
-                f"| `{_md(m.source_id)}` | {_md(m.dest_name)} | {m.action} | {m.outcome} "
+                f"| {md_code(m.source_id)} | {_md(m.dest_name)} | {m.action} | {m.outcome} "
                 f"| {_md(versions)} ({m.bytes_new} bytes) | {_md(aliases)} |"
             )
     if plan.conflicts:
@@ -201,13 +208,13 @@ def as_markdown(plan: Plan) -> str:
         ]
         for c in plan.conflicts:
             out.append(
-                f"| `{_md(c.source_id)}` | {_md(c.field)} | {_md(c.source_value)} "
+                f"| {md_code(c.source_id)} | {_md(c.field)} | {_md(c.source_value)} "
                 f"| {_md(c.dest_value)} | {_md(c.synced_value)} | {_md(c.reason)} |"
             )
     if plan.warnings:
         out += ["", "### Warnings", "", "| run | code | message |", "|---|---|---|"]
         for w in plan.warnings:
-            out.append(f"| `{_md(w.source_id)}` | {w.code} | {_md(w.message)} |")
+            out.append(f"| {md_code(w.source_id)} | {_md(w.code)} | {_md(w.message)} |")
     return "\n".join(out) + "\n"
 
 
@@ -255,18 +262,19 @@ def verify_as_text(report: VerifyReport) -> str:
         f"{sum(r.files_checked for r in report.runs)} files checked; "
         f"{len(report.mismatches)} mismatches"
     )
-    return "\n".join(lines) + "\n"
+    return _text_lines(lines)
 
 
 def verify_as_markdown(report: VerifyReport) -> str:
-    out = [f"## Verify: `{report.source}` → `{report.dest}`", "", f"Scope: {_md(report.scope)}", ""]
+    out = [f"## Verify: {md_code(report.source)} → {md_code(report.dest)}", ""]
+    out += [f"Scope: {_md(report.scope)}", ""]
     out += [f"{report.counts_line()}; {len(report.mismatches)} mismatches", ""]
     without = [r for r in report.runs if r.status in ("unsynced", "not-copied")]
     if without:
         out += ["| run | status | why |", "|---|---|---|"]
         for r in without:
             why = r.reason or "; ".join(r.notes)
-            out.append(f"| `{_md(r.source_id)}` | {r.status} | {_md(why)} |")
+            out.append(f"| {md_code(r.source_id)} | {r.status} | {_md(why)} |")
         out.append("")
     if report.mismatches:
         out += [
@@ -275,7 +283,7 @@ def verify_as_markdown(report: VerifyReport) -> str:
         ]
         for m in report.mismatches:
             out.append(
-                f"| `{_md(m.source_id)}` | {_md(m.field)} | {_md(m.source_value)} "
+                f"| {md_code(m.source_id)} | {_md(m.field)} | {_md(m.source_value)} "
                 f"| {_md(m.dest_value)} | {_md(m.detail)} |"
             )
     else:

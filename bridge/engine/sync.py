@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from tqdm import tqdm
 
 from bridge.adapters.base import Reader, Writer
+from bridge.display import for_terminal
 from bridge.engine.apply import apply_run
 from bridge.engine.claims import release_run, release_runs
 from bridge.engine.model import ModelPlan, OnConflict, OnDelete, Plan, RunPlan
@@ -282,7 +283,7 @@ def run_sync(
         with bar_lock:
             slot = slots.pop(0) if slots else 0
         points_bar = tqdm(
-            desc=(p.plan.name or p.plan.source_id)[:30],
+            desc=for_terminal(p.plan.name or p.plan.source_id)[:30],
             unit="pt",
             leave=False,
             disable=not show_progress,
