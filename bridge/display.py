@@ -19,7 +19,9 @@ from __future__ import annotations
 import logging
 import re
 import traceback
+from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 #: Bidi embeddings, overrides and isolates (U+202A–U+202E, U+2066–U+2069), the implicit
 #: marks, and the Unicode line/paragraph separators some log viewers break lines at.
@@ -110,7 +112,41 @@ def escaped_traceback(
 
 
 def escape_logging(logger: logging.Logger | None = None) -> None:
-    """Put an :class:`EscapingFilter` on every handler of ``logger`` (default: the root)."""
-    for handler in (logger or logging.getLogger()).handlers:
+    """Escape what the process logs.
+
+    With ``logger``: an :class:`EscapingFilter` on its handlers. Without: on the handlers of
+    the root and of every logger that has its own (``mlflow`` does), and records made from
+    now on get their message escaped when made, for handlers libraries add later (``mlflow``
+    configures its handler when first imported, inside a command).
+    """
+    if logger is not None:
+        _filter_handlers(logger)
+        return
+    for known in [logging.getLogger(), *logging.root.manager.loggerDict.values()]:
+        if isinstance(known, logging.Logger):
+            _filter_handlers(known)
+    factory = logging.getLogRecordFactory()
+    if not getattr(factory, "bridge_escaping", False):
+        logging.setLogRecordFactory(_escaping_factory(factory))
+
+
+def _filter_handlers(logger: logging.Logger) -> None:
+    for handler in logger.handlers:
         if not any(isinstance(f, EscapingFilter) for f in handler.filters):
             handler.addFilter(EscapingFilter())
+
+
+def _escaping_factory(
+    factory: Callable[..., logging.LogRecord],
+) -> Callable[..., logging.LogRecord]:
+    def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        try:
+            record.msg = for_terminal(record.getMessage())
+        except Exception:  # noqa: BLE001 - a malformed call is logging's to report
+            return record
+        record.args = None
+        return record
+
+    make.bridge_escaping = True  # type: ignore[attr-defined]
+    return make

@@ -145,21 +145,40 @@ def test_log_records_are_escaped_one_line_each() -> None:
 
 
 def test_the_cli_escapes_its_log_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`bridge -v ...` logs through logging.basicConfig's handler: records are escaped."""
+    """`bridge -v ...` logs through logging.basicConfig's handler, and through handlers a
+    library adds later (as mlflow does when first imported): records are escaped."""
+    import sys
+    import threading
+
     import bridge.api
 
     monkeypatch.setattr(logging.root, "handlers", [])  # pytest's own capture handlers
     monkeypatch.setattr(logging.root, "level", logging.root.level)
+    old_factory = logging.getLogRecordFactory()  # main() installs process-wide hooks
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
     real = bridge.api.status
+    late = logging.getLogger("bridge.test_display.late_library")
+    monkeypatch.setattr(late, "propagate", False)
 
     def status_logging(state: Any) -> Any:
         logging.getLogger("bridge.status").warning("saw %s", HOSTILE)
+        handler = logging.StreamHandler(sys.stderr)  # made after main() set logging up
+        late.addHandler(handler)
+        try:
+            late.warning("late %s", HOSTILE)
+        finally:
+            late.removeHandler(handler)
         return real(state)
 
     monkeypatch.setattr(bridge.api, "status", status_logging)
-    result = CliRunner().invoke(main, ["-v", "status", "--state", str(tmp_path / "s.db")])
+    try:
+        result = CliRunner().invoke(main, ["-v", "status", "--state", str(tmp_path / "s.db")])
+    finally:
+        logging.setLogRecordFactory(old_factory)
     assert result.exit_code == 0, result.output
-    assert for_terminal(HOSTILE) in result.stderr
+    assert f"saw {for_terminal(HOSTILE)}" in result.stderr
+    assert f"late {for_terminal(HOSTILE)}" in result.stderr
     _assert_shown_not_obeyed(result)
 
 
