@@ -59,7 +59,7 @@ from tests.sdk_runs import sdk_env
 REPO = Path(__file__).resolve().parents[1]
 KILLED = -signal.SIGKILL
 BASE_SEED = os.environ.get("BRIDGE_KILL_CAMPAIGN_SEED", "20261207")
-RANDOM_KILLS = {"wandb": 4, "server": 2}
+RANDOM_KILLS = {"wandb": 3, "server": 2}
 T0 = 1_650_000_000_000
 
 # --------------------------------------------------------------------------- the cases
@@ -89,14 +89,12 @@ WANDB_CASES = [
     _named("wandb", "plan.listed"),
     _named("wandb", "plan.run#2"),
     _named("wandb", "plan.done"),
-    _named("wandb", "apply.create.after_create_run"),
     _named("wandb", "apply.create.after_create_run", "plan.adopt"),
     _named("wandb", "apply.create.after_state#3"),
     _named("wandb", "apply.metadata.after_write"),
     _named("wandb", "apply.metadata.after_state", "apply.update.after_state"),
     _named("wandb", "mlflow.bulk.before_send"),
     _named("wandb", "mlflow.bulk.mid_transaction"),
-    _named("wandb", "mlflow.bulk.mid_transaction#4"),
     _named("wandb", "mlflow.bulk.after_send#2"),
     _named("wandb", "apply.history.batch.before_flush"),
     _named("wandb", "apply.history.batch.after_flush"),
@@ -107,7 +105,6 @@ WANDB_CASES = [
     _named("wandb", "apply.history.after_extras"),
     _named("wandb", "apply.file.before_put#2"),
     _named("wandb", "apply.file.after_put"),
-    _named("wandb", "apply.file.after_put#6"),
     _named("wandb", "apply.object.after_state"),
     _named("wandb", "apply.model.before_put"),
     _named("wandb", "mlflow.model.after_create"),
@@ -121,14 +118,11 @@ WANDB_CASES = [
     _named("wandb", "plan.relink.between#2", prep="state-lost"),
 ]
 SERVER_CASES = [
-    _named("server", "apply.create.after_create_run#2"),
     _named("server", "apply.create.after_create_run", "plan.adopt"),
-    _named("server", "apply.metadata.after_write"),
     _named("server", "mlflow.log_batch.before#2"),
     _named("server", "mlflow.log_batch.after"),
     _named("server", "apply.history.final.after_flush"),
     _named("server", "apply.file.after_put#3"),
-    _named("server", "apply.finish.after_complete#2"),
     _named("server", "registry.model.after_ensure"),
     _named("server", "registry.version.after_create"),
     _named("server", "registry.version.after_create#2"),
@@ -160,7 +154,9 @@ for name in ("bridge.api", "bridge.engine.sync", "bridge.engine.verify",
              "bridge.adapters.mlflow.bulk", "bridge.adapters.wandb.offline_reader",
              "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.tracking.rest_store",
              "mlflow.store.model_registry.sqlalchemy_store",
-             "mlflow.store.model_registry.rest_store"):
+             "mlflow.store.model_registry.rest_store", "mlflow.store.db.utils",
+             "alembic.command", "alembic.config", "sqlalchemy.dialects.sqlite",
+             "multiprocessing.synchronize"):
     __import__(name)
 print("ready", flush=True)
 while True:
@@ -691,8 +687,10 @@ def _report(request: pytest.FixtureRequest) -> None:
         f"{t.losses} losses or duplicates found"
     )
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(line)
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(line)
     out = os.environ.get("BRIDGE_KILL_CAMPAIGN_SUMMARY")
     if out:
         figures = {k: v for k, v in vars(t).items() if k != "named_points"}
@@ -723,7 +721,8 @@ def _kill_stage(
 def _random_stage(
     case: Case, scenario: Scenario, runner: BridgeRunner, src: str, dest: str, state: Path
 ) -> None:
-    bound_ms = max(200.0, scenario.clean_seconds * 1000 * 0.7)
+    # the fault-free sync ran first (cold caches): most delays land within a later one
+    bound_ms = max(200.0, scenario.clean_seconds * 1000 * 0.5)
     res = _sync(
         runner,
         src,
