@@ -338,6 +338,8 @@ def _copy_one(
 
     Every name in ``ref.path`` came from the source (file names, artifact name, digest,
     entry path): one that is absolute or climbs out is refused here, never written."""
+    if entry is not None:
+        check_relpath(entry.path, "artifact entry path")
     check_relpath(ref.path, "destination path")
     plan = planned.plan
     prior = planned.files_done.get(ref.path)
