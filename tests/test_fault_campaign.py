@@ -157,7 +157,7 @@ def campaign(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Campaign]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")  # no job workers: lighter
         with ThreadPoolExecutor(2) as pool:  # both servers boot while the source is made
-            booting = [pool.submit(start_mlflow_server, tmp / n) for n in ("reference", "faulty")]
+            booting = [pool.submit(_boot, tmp / n) for n in ("reference", "faulty")]
             made = False
             try:
                 client = MlflowClient(tracking_uri=src)
@@ -176,8 +176,23 @@ def campaign(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Campaign]:
         with FaultProxy(dest_url, seed=SEED, slow_s=3.0, lifetime_s=900) as proxy:
             yield Campaign(src=src, reference=ref_url, dest=dest_url, proxy=proxy, tmp=tmp)
     _stop((ref_proc, dest_proc))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def print_figures() -> Iterator[None]:
+    """The campaign's figures (the README's Reliability row), printed once at the end."""
+    yield
     figures = ", ".join(f"{k} {v}" for k, v in sorted(FIGURES.items()))
     print(f"\nfault campaign figures (seed {SEED}): {figures}")
+
+
+def _boot(workdir: Path) -> tuple[str, subprocess.Popen]:
+    """An `mlflow server`; a second try when the first does not answer in time (a shared,
+    loaded machine can take longer than conftest's wait)."""
+    try:
+        return start_mlflow_server(workdir)
+    except RuntimeError:  # killed mid-start: a fresh folder, not its half-made database
+        return start_mlflow_server(workdir / "retry")
 
 
 def _stop(procs: Iterable[subprocess.Popen]) -> None:
@@ -204,31 +219,12 @@ def _files(client: MlflowClient, list_fn: Any, download: Any, tmp: Path) -> dict
     return out
 
 
-def snapshot(uri: str, case: str, tmp: Path) -> dict[str, Any]:
-    """Everything a copy promises, by source identity; duplicates are kept visible (every
-    run of the experiment, deleted ones too; every metric row as stored)."""
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(f"fc-{case}")
-    assert exp is not None, f"experiment fc-{case} missing in {uri}"
-    runs = client.search_runs([exp.experiment_id], run_view_type=ViewType.ALL, max_results=1000)
+def runs_by_source(client: MlflowClient, exp_id: str, tmp: Path) -> dict[str, list[dict]]:
+    """Every run of the experiment (deleted ones too) by its ``bridge.source_id``, with
+    every metric row as stored: a duplicate run or point stays visible."""
     by_source: dict[str, list[dict[str, Any]]] = {}
-    names: dict[str, str] = {}
-    for run in runs:
+    for run in client.search_runs([exp_id], run_view_type=ViewType.ALL, max_results=1000):
         rid = run.info.run_id
-        names[rid] = run.info.run_name
-        metrics = {
-            k: sorted(
-                (m.step, m.timestamp, "nan" if math.isnan(m.value) else m.value)
-                for m in client.get_metric_history(rid, k)
-            )
-            for k in run.data.metrics
-        }
-        files = _files(
-            client,
-            lambda p, rid=rid: client.list_artifacts(rid, p),
-            lambda p, d, rid=rid: client.download_artifacts(rid, p, d),
-            tmp,
-        )
         by_source.setdefault(run.data.tags.get("bridge.source_id", "?"), []).append(
             {
                 "name": run.info.run_name,
@@ -238,10 +234,35 @@ def snapshot(uri: str, case: str, tmp: Path) -> dict[str, Any]:
                 "end": run.info.end_time,
                 "params": dict(run.data.params),
                 "tags": dict(run.data.tags),
-                "metrics": metrics,
-                "files": files,
+                "metrics": {
+                    k: sorted(
+                        (m.step, m.timestamp, "nan" if math.isnan(m.value) else m.value)
+                        for m in client.get_metric_history(rid, k)
+                    )
+                    for k in run.data.metrics
+                },
+                "files": _files(
+                    client,
+                    lambda p, rid=rid: client.list_artifacts(rid, p),
+                    lambda p, d, rid=rid: client.download_artifacts(rid, p, d),
+                    tmp,
+                ),
             }
         )
+    return by_source
+
+
+def snapshot(uri: str, case: str, tmp: Path) -> dict[str, Any]:
+    """Everything a copy promises for one case: runs by source identity, logged models,
+    registry versions (with the name of their run), aliases, the registered model."""
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(f"fc-{case}")
+    assert exp is not None, f"experiment fc-{case} missing in {uri}"
+    by_source = runs_by_source(client, exp.experiment_id, tmp)
+    names = {
+        r.info.run_id: r.info.run_name
+        for r in client.search_runs([exp.experiment_id], run_view_type=ViewType.ALL)
+    }
     models = client.search_logged_models(experiment_ids=[exp.experiment_id], max_results=100)
     logged = sorted(
         (
@@ -362,6 +383,8 @@ def compare(c: Campaign, dest: str, case: str, state: str) -> None:
     got = snapshot(dest, case, c.tmp / f"got-{case}")
     want = snapshot(c.reference, case, c.tmp / f"want-{case}")
     duplicates = {sid: len(runs) for sid, runs in got["runs"].items() if len(runs) != 1}
+    FIGURES["duplicate runs found"] += sum(n - 1 for n in duplicates.values())
+    FIGURES["points lost or duplicated"] += _point_difference(got, source_metrics(c.src, case))
     assert not duplicates, f"source runs with more than one copy: {duplicates}"
     assert set(got["runs"]) == set(want["runs"])
     for sid, (run,) in got["runs"].items():
@@ -383,6 +406,18 @@ def compare(c: Campaign, dest: str, case: str, state: str) -> None:
     FIGURES["points checked"] += points
     FIGURES["registry versions checked"] += len(got["versions"])
     FIGURES["logged models checked"] += len(got["logged_models"])
+
+
+def _point_difference(got: dict[str, Any], expected: dict[str, dict[str, list]]) -> int:
+    """Rows missing from the copy plus rows it has too many of (multisets, per run/key)."""
+    diff = 0
+    for runs in got["runs"].values():
+        for run in runs:
+            want = expected.get(run["name"], {})
+            for key in set(want) | set(run["metrics"]):
+                a, b = Counter(run["metrics"].get(key, [])), Counter(want.get(key, []))
+                diff += sum(((a - b) + (b - a)).values())
+    return diff
 
 
 @contextmanager
@@ -429,6 +464,7 @@ def test_faults_that_never_stop_fail_the_run_until_a_clean_sync_completes_it(
         rule = FaultRule(
             kinds=("503",), rate=1.0, paths=("runs/log-batch",), match=f'"{DOOMED_KEY}"'.encode()
         )
+        before = campaign.proxy.log.total_faults
         campaign.proxy.set_rules(rule, seed=seed)
         try:
             for attempt, expect in enumerate((doomed, {"r0": "failed", "r1": "unchanged"})):
@@ -440,8 +476,19 @@ def test_faults_that_never_stop_fail_the_run_until_a_clean_sync_completes_it(
                 assert failed.error, "a failed run names its error"
         finally:
             campaign.proxy.set_rules()
-        injected = sum(n for (kind, _p), n in campaign.proxy.log.faults.items() if kind == "503")
+        injected = campaign.proxy.log.total_faults - before
         assert injected >= 2 * 3, "every attempt (the client's retries too) met the fault"
+        # Destination reads while planning fail too: the unfinished run is failed, not skipped.
+        rule = FaultRule(kinds=("503",), rate=1.0, paths=("runs/get", "runs/search"))
+        campaign.proxy.set_rules(rule, seed=seed)
+        try:
+            plan = campaign.sync(campaign.proxy.url, case, state)
+        finally:
+            campaign.proxy.set_rules()
+        outcomes = {r.name: r.outcome for r in plan.runs}
+        assert outcomes["r0"] == "failed" and outcomes["r1"] in ("unchanged", "failed"), outcomes
+        assert plan.exit_code() == 1
+        FIGURES["faults injected"] += campaign.proxy.log.total_faults - before
         result = CliRunner().invoke(cli_main, ["status", "--state", state, "--json"])
         assert result.exit_code == 0, result.output
         (pair,) = json.loads(result.output)
@@ -474,6 +521,8 @@ def test_a_create_whose_answer_is_lost_commits_once(campaign: Campaign, kind: st
     with seed_on_failure(f"lost-{kind}", seed):
         for path in ("runs/create", "logged-models", "model-versions/create"):
             rule = FaultRule(kinds=(kind,), rate=1.0, paths=(path,), max_faults=1)
+            hit = (kind, f"/api/2.0/mlflow/{path}")
+            before = campaign.proxy.log.faults[hit]
             campaign.proxy.set_rules(rule, seed=seed)
             try:
                 if path == "runs/create":
@@ -485,7 +534,7 @@ def test_a_create_whose_answer_is_lost_commits_once(campaign: Campaign, kind: st
                     label = writer.create_model_version(model.name, version, location, dest_id)
             finally:
                 campaign.proxy.set_rules()
-            assert campaign.proxy.log.faults[(kind, f"/api/2.0/mlflow/{path}")] >= 1
+            assert campaign.proxy.log.faults[hit] == before + 1, f"no {kind} on {path}"
         runs = client.search_runs([exp_id], run_view_type=ViewType.ALL)
         assert [r.info.run_id for r in runs] == [dest_id]
         models = client.search_logged_models(experiment_ids=[exp_id])
@@ -493,3 +542,104 @@ def test_a_create_whose_answer_is_lost_commits_once(campaign: Campaign, kind: st
         versions = client.search_model_versions(f"name='{model.name}'")
         assert [v.version for v in versions] == [label] == ["1"]
         FIGURES["lost create answers survived"] += 3
+    writer.close()
+
+
+# ----------------------------------------------------------------------------- W&B source
+
+
+@pytest.fixture(scope="module")
+def wandb_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two small runs made by the real SDK offline (project ``fc``)."""
+    from sdk_runs import make_big_run
+
+    root = tmp_path_factory.mktemp("fc-wandb")
+    return {
+        rid: make_big_run(root, 60, n_metrics=3, run_id=rid, project="fc")
+        for rid in ("steady", "flaky")
+    }
+
+
+@pytest.fixture
+def quick_wandb_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """wandb-core's GraphQL retries and the reader's backoff kept short (a 503 that never
+    stops would otherwise be retried for many minutes). The SDK reads its settings once per
+    process, so the process-wide settings object is set, and restored after the test."""
+    from wandb.sdk import wandb_setup
+
+    from bridge.adapters.wandb.api_reader import WandbApiReader
+
+    settings = wandb_setup.singleton().settings
+    monkeypatch.setattr(settings, "x_graphql_retry_max", 1)
+    monkeypatch.setattr(settings, "x_graphql_retry_wait_min_seconds", 0.1)
+    monkeypatch.setattr(settings, "x_graphql_retry_wait_max_seconds", 0.3)
+    init = WandbApiReader.__init__
+
+    def quick(self: WandbApiReader, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self.base_delay, self.max_delay = 0.05, 0.2  # same attempts, shorter sleeps
+
+    monkeypatch.setattr(WandbApiReader, "__init__", quick)
+
+
+def test_wandb_reads_that_keep_failing_fail_the_run(
+    wandb_runs: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    quick_wandb_retries: None,
+) -> None:
+    """The loopback W&B server answers every history page of one run 429/503: that run
+    is ``failed`` (exit 1) — twice, never ``skipped`` or ``unchanged`` —, the other run is
+    copied, ``bridge status`` shows the cycle failed; once the faults stop the next sync
+    completes it, identical to a fault-free copy."""
+    from fakes.wandb_server import FakeWandbServer
+
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
+    monkeypatch.delenv("WANDB_BASE_URL", raising=False)
+    state = str(tmp_path / "state.db")
+    dest = f"sqlite:///{tmp_path / 'faulty.db'}"
+    seed = SEED + 300
+    with FakeWandbServer() as srv, seed_on_failure("wandb", seed):
+        monkeypatch.setenv("WANDB_API_KEY", srv.api_key)
+        srv.load_offline_run(wandb_runs["steady"])  # history from its parquet export
+        srv.load_offline_run(wandb_runs["flaky"], exported_rows=0)  # history pages only
+        source = f"wandb:acme/fc?base_url={srv.url}"
+        srv.set_faults(1.0, seed=seed, ops=("HistoryPage",))
+        expected = ({"steady": "done", "flaky": "failed"}, {"steady": "unchanged"})
+        for attempt, expect in enumerate(expected):
+            # --full reads the history while planning (to count new points): the same
+            # failure then hits the planner, which must fail the run, not skip it.
+            plan = api.sync(source, f"mlflow:{dest}", state=state, workers=2, full=attempt > 0)
+            outcomes = {r.native_id: r.outcome for r in plan.runs}
+            assert outcomes == {"flaky": "failed", **expect}, (attempt, outcomes)
+            assert plan.exit_code() == 1
+            (failed,) = [r for r in plan.runs if r.outcome == "failed"]
+            assert failed.error and "flaky" in failed.error
+        assert sum(srv.faults.values()) >= 2, srv.faults
+        FIGURES["W&B faults injected"] += sum(srv.faults.values())
+        result = CliRunner().invoke(cli_main, ["status", "--state", state])
+        assert result.exit_code == 0, result.output
+        assert "exit 1" in result.output and "error: wandb:acme/fc/flaky" in result.output
+        srv.set_faults(0.0)
+        plan = api.sync(source, f"mlflow:{dest}", state=state, workers=2)
+        assert {r.native_id: r.outcome for r in plan.runs} == {
+            "steady": "unchanged",
+            "flaky": "done",
+        }
+        assert plan.exit_code() == 0
+        reference = f"sqlite:///{tmp_path / 'reference.db'}"
+        plan = api.sync(source, f"mlflow:{reference}", state=str(tmp_path / "ref-state.db"))
+        assert plan.exit_code() == 0
+        got, want = (
+            runs_by_source(
+                MlflowClient(tracking_uri=uri),
+                MlflowClient(tracking_uri=uri).get_experiment_by_name("fc").experiment_id,
+                tmp_path / name,
+            )
+            for uri, name in ((dest, "got"), (reference, "want"))
+        )
+        assert got == want
+        assert all(len(runs) == 1 for runs in got.values()) and len(got) == 2
+        report = api.verify(source, f"mlflow:{dest}", state=state)
+        assert report.exit_code() == 0, [(r.source_id, r.status) for r in report.runs]
+        FIGURES["W&B runs checked"] += len(got)
