@@ -16,6 +16,7 @@ import posixpath
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,8 +175,7 @@ class MlflowWriter(MlflowStore, RegistryDelegate, Writer):
         elif self.kind == "sql":
             self._check_sql_connect()
         try:
-            with quick_http(self.kind):
-                self.client.search_experiments(max_results=1)
+            self._probe()
         except BridgeError:
             raise
         except Exception as exc:
@@ -184,6 +184,19 @@ class MlflowWriter(MlflowStore, RegistryDelegate, Writer):
                 f"{self._scrub(str(exc))}); check the URI, credentials and that the store "
                 "is reachable and writable"
             ) from None
+
+    def _probe(self, attempts: int = 3) -> None:
+        """One cheap read, quickly; a passing 5xx, 429 or dropped connection is tried again
+        (twice, 1 s then 2 s later) so a single transient fault does not stop the pass."""
+        for attempt in range(attempts):
+            try:
+                with quick_http(self.kind):
+                    self.client.search_experiments(max_results=1)
+                return
+            except Exception as exc:
+                if attempt == attempts - 1 or not _transient(exc):
+                    raise
+                time.sleep(1.0 * (attempt + 1))
 
     def _check_sqlite_path(self) -> None:
         from sqlalchemy.engine import make_url
@@ -896,3 +909,26 @@ def _size_batches(items: Any, count: int, max_bytes: int) -> list[list[tuple[str
     if batch:
         batches.append(batch)
     return batches
+
+
+def _transient(exc: BaseException) -> bool:
+    """A server error worth one more try: 429, 5xx, or a connection dropped or timed out."""
+    status = getattr(exc, "get_http_status_code", None)
+    code = status() if callable(status) else None
+    if isinstance(code, int) and (code == 429 or code >= 500):
+        return True
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(
+        word in text
+        for word in (
+            "connectionerror",
+            "connection reset",
+            "remotedisconnected",
+            "timed out",
+            "max retries exceeded",
+            "503",
+            "502",
+            "504",
+            "too many 500",
+        )
+    )
