@@ -13,6 +13,7 @@ from bridge.engine.verify import VerifyReport, pair_scope, scope_for
 from bridge.errors import BridgeError
 from bridge.locks import LockHeld, pair_lock
 from bridge.state import StateStore
+from bridge.telemetry import disable_telemetry
 from bridge.uris import open_reader, open_writer
 
 
@@ -41,6 +42,7 @@ def sync(
     at once a plan with ``skipped`` set and no runs (exit code 0).
     Raises :class:`bridge.errors.BridgeError` for unusable URIs, stores or state.
     """
+    disable_telemetry()
     reader = open_reader(source, reader_options)
     writer = open_writer(dest)
     try:
@@ -146,6 +148,7 @@ def verify(
     """
     from bridge.engine.verify import verify as run_verify
 
+    disable_telemetry()
     reader = open_reader(source, reader_options)
     writer = open_writer(dest)
     store = StateStore(state, read_only=True)

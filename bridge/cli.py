@@ -19,6 +19,9 @@ import click
 
 from bridge.display import escape_logging, for_terminal
 from bridge.errors import EXIT_USAGE, BridgeError
+from bridge.redact import install as install_redaction
+from bridge.redact import redact
+from bridge.telemetry import disable_telemetry
 
 EXIT_HELP = """\b
 Exit codes:
@@ -44,12 +47,17 @@ def _progress_wanted(as_json: bool) -> bool:
 
 def _say(line: str, err: bool = False) -> None:
     """Print one line that may hold source or server data: its controls are shown, not obeyed."""
-    click.echo(for_terminal(line), err=err)
+    click.echo(for_terminal(redact(line)), err=err)
 
 
 def _print_report(text: str) -> None:
     """Print a rendered report (fields escaped by the renderer; this is the last guard)."""
-    click.echo(for_terminal(text, multiline=True), nl=False)
+    click.echo(for_terminal(redact(text), multiline=True), nl=False)
+
+
+def _print_json(data: Any) -> None:
+    """Print JSON output (escapes its own controls) with credentials removed."""
+    click.echo(redact(json.dumps(data, indent=2, default=str)))
 
 
 def _fail(message: str) -> None:
@@ -227,9 +235,11 @@ def main(verbose: bool) -> None:
       wandb:ENTITY/PROJECT    a W&B server through wandb.Api
       mlflow:TRACKING_URI     any MLflow store: sqlite:///f.db, http://host:5000, postgresql://...
     """
+    disable_telemetry()
     _quiet_libraries()
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr)
     escape_logging()
+    install_redaction()  # after escaping: it runs last on every handler
     if not verbose:
         _quiet_libraries()
 
@@ -289,7 +299,7 @@ def sync(
         return
     if plan.skipped:
         if as_json:
-            click.echo(json.dumps({**report.as_dict(plan), "skipped": plan.skipped}, indent=2))
+            _print_json({**report.as_dict(plan), "skipped": plan.skipped})
         else:
             _say(f"skipped: {plan.skipped}")
         sys.exit(0)
@@ -300,7 +310,7 @@ def sync(
     if as_json:
         data = report.as_dict(plan)
         data["resolved"] = [c.model_dump() for c in plan.resolved]
-        click.echo(json.dumps(data, indent=2, default=str))
+        _print_json(data)
     else:
         _print_report(report.as_text(plan))
         for c in plan.resolved:
@@ -398,7 +408,7 @@ def conflicts(
         _fail(str(exc))
         return
     if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
+        _print_json(rows)
         return
     if not rows:
         click.echo("no open conflicts")
@@ -438,7 +448,7 @@ def conflicts_resolve(
         _fail(str(exc))
         return
     if as_json:
-        click.echo(json.dumps(done, indent=2))
+        _print_json(done)
     else:
         _say(f"conflict #{conflict_id} settled (take {take}): {done['effect']}")
 
@@ -456,7 +466,7 @@ def status(state_url: str | None, as_json: bool) -> None:
         _fail(str(exc))
         return
     if as_json:
-        click.echo(json.dumps(pairs, indent=2, default=str))
+        _print_json(pairs)
         return
     if not pairs:
         click.echo("no cycles recorded yet")

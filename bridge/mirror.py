@@ -21,6 +21,7 @@ from bridge.config_file import MirrorConfig, PairConfig
 from bridge.cycles import plan_counts, plan_errors
 from bridge.display import for_terminal
 from bridge.errors import EXIT_CONFLICT, EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, BridgeError
+from bridge.redact import redact, redact_fields
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -36,7 +37,10 @@ def worst(codes: list[int]) -> int:
 
 
 def run_pair(config: MirrorConfig, pair: PairConfig) -> dict[str, Any]:
-    """One cycle of one pair; never raises (errors become the log line's ``error``)."""
+    """One cycle of one pair; never raises (errors become the log line's ``error``).
+
+    The line names the pair by its display URIs and carries no credential: the config's
+    ``${VAR}`` expansions and backends' error messages pass :func:`bridge.redact.redact`."""
     from bridge import api
 
     started = time.time()
@@ -69,7 +73,7 @@ def run_pair(config: MirrorConfig, pair: PairConfig) -> dict[str, Any]:
             line["open_conflicts"] = [c.model_dump(exclude={"resolution"}) for c in plan.conflicts]
     line["started_at"] = _iso(started)
     line["duration_s"] = round(time.time() - started, 3)
-    return line
+    return redact_fields(line)
 
 
 def mirror(
@@ -121,10 +125,10 @@ def format_line(line: dict[str, Any], fmt: str) -> str:
     Either way one line with no raw control character (JSON escapes them itself, and every
     non-ASCII character with ``ensure_ascii``)."""
     if fmt == "json":
-        return json.dumps(line, default=str, sort_keys=True, ensure_ascii=True)
-    head = for_terminal(f"{line['started_at']} cycle {line['cycle']} {line['pair']}:")
+        return redact(json.dumps(line, default=str, sort_keys=True, ensure_ascii=True))
+    head = for_terminal(f"{line['started_at']} cycle {line['cycle']} {redact(line['pair'])}:")
     if "error" in line:
-        return f"{head} error (exit {line['result']}): {for_terminal(line['error'])}"
+        return f"{head} error (exit {line['result']}): {for_terminal(redact(line['error']))}"
     if "skipped" in line:
         return f"{head} skipped: {for_terminal(line['skipped'])}"
     acts = ", ".join(f"{n} {a}" for a, n in sorted(line["actions"].items())) or "no runs"

@@ -12,6 +12,7 @@ from typing import Any
 
 from bridge.adapters.base import Reader, ReaderOptions, Writer
 from bridge.errors import BridgeError
+from bridge.redact import redact, register_uri
 
 # scheme -> (reader "module:Class" or None, writer "module:Class" or None, example)
 REGISTRY: dict[str, tuple[str | None, str | None, str]] = {
@@ -34,11 +35,15 @@ REGISTRY: dict[str, tuple[str | None, str | None, str]] = {
 
 
 def split_uri(uri: str) -> tuple[str, str]:
-    """Split "scheme:target"; raise a one-line usage error naming the known schemes."""
+    """Split "scheme:target"; raise a one-line usage error naming the known schemes.
+
+    Every URI the bridge is given passes here: its passwords are registered for redaction,
+    and an error quotes it redacted."""
+    register_uri(uri)
     scheme, sep, target = uri.partition(":")
     known = ", ".join(f"{s}: (e.g. {ex})" for s, (_, _, ex) in REGISTRY.items())
     if not sep or scheme not in REGISTRY:
-        raise BridgeError(f"unknown URI {uri!r}: expected one of {known}")
+        raise BridgeError(f"unknown URI {redact(uri)!r}: expected one of {known}")
     if not target:
         raise BridgeError(f"URI {uri!r} names no target: e.g. {REGISTRY[scheme][2]}")
     return scheme, target

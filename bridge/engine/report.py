@@ -10,6 +10,7 @@ from bridge.display import for_terminal, md_code, md_text
 from bridge.engine.html_report import Streams, render_html, render_verify_html
 from bridge.engine.model import ModelPlan, Plan, RunPlan
 from bridge.engine.verify import VerifyReport
+from bridge.redact import redact, redact_fields
 
 
 def _what(run: RunPlan) -> str:
@@ -301,9 +302,13 @@ VERIFY_RENDERERS = {
 
 
 def render(report: Plan | VerifyReport, fmt: str, streams: Streams | None = None) -> str:
-    """``report`` in ``fmt`` (text, json, markdown or html; html plots ``streams``)."""
+    """``report`` in ``fmt`` (text, json, markdown or html; html plots ``streams``).
+
+    Credentials are removed (:mod:`bridge.redact`) from every field before the format
+    escapes it, and from the result."""
+    report = redact_fields(report)
     if isinstance(report, VerifyReport):
-        return VERIFY_RENDERERS[fmt](report)
+        return redact(VERIFY_RENDERERS[fmt](report))
     if fmt == "html":
-        return render_html(report, streams)
-    return RENDERERS[fmt](report)  # type: ignore[operator]
+        return redact(render_html(report, streams))
+    return redact(RENDERERS[fmt](report))  # type: ignore[operator]

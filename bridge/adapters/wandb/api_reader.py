@@ -29,7 +29,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from base64 import b64encode
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,8 +41,10 @@ from bridge.adapters.wandb.history import flatten as _flatten
 from bridge.adapters.wandb.history import is_number as _is_number
 from bridge.adapters.wandb.history import summary_only_points
 from bridge.adapters.wandb.ids import artifact_source_id, collection_source_id, run_source_id
+from bridge.adapters.wandb.key_scope import open_scoped
 from bridge.errors import BridgeError, RunError
 from bridge.paths import check_relpath, path_problem
+from bridge.redact import register_secret
 from bridge.schema import (
     ArtifactVersion,
     Editable,
@@ -211,13 +212,16 @@ def api_key_for(base_url: str) -> str | None:
     """The API key the wandb CLI would use: WANDB_API_KEY, else ~/.netrc for the host."""
     key = os.environ.get("WANDB_API_KEY")
     if key:
+        register_secret(key.strip())
         return key.strip()
     host = urllib.parse.urlparse(base_url).hostname or ""
     try:
         auth = netrc.netrc(os.environ.get("NETRC") or None).authenticators(host)
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
         return None
-    return auth[2] if auth and auth[2] else None
+    key = auth[2] if auth and auth[2] else None
+    register_secret(key)
+    return key
 
 
 class WandbApiReader(Reader):
@@ -267,6 +271,7 @@ class WandbApiReader(Reader):
             if self._api is None:
                 import wandb
 
+                _bound_sdk_retries()
                 # The entity override makes registry look-ups resolve ENTITY's organization.
                 self._api = wandb.Api(
                     api_key=self._key(),
@@ -305,14 +310,15 @@ class WandbApiReader(Reader):
     def _graphql(self, query: str, variables: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """One raw POST /graphql with a short timeout, for check(): fast, clear failures."""
         body = json.dumps({"query": query, "variables": variables}).encode()
-        auth = b64encode(f"api:{self._key()}".encode()).decode()
-        req = urllib.request.Request(
-            self._t.base_url + "/graphql",
-            data=body,
-            headers={"Content-Type": "application/json", "Authorization": f"Basic {auth}"},
-        )
         try:
-            with urllib.request.urlopen(req, timeout=CHECK_TIMEOUT_S) as resp:
+            with open_scoped(
+                self._t.base_url + "/graphql",
+                self._t.base_url,
+                self._key(),
+                data=body,
+                headers={"Content-Type": "application/json"},
+                timeout=CHECK_TIMEOUT_S,
+            ) as resp:
                 return resp.status, _json_object(resp.read())
         except urllib.error.HTTPError as exc:
             return exc.code, _json_object(exc.read())
@@ -900,11 +906,13 @@ class WandbApiReader(Reader):
         return open(dest, "rb")
 
     def _download(self, url: str, dest: Path) -> None:
-        headers = {}
-        if url.startswith(self._t.base_url):  # the API's own /files URLs need the key
-            headers["Authorization"] = "Basic " + b64encode(f"api:{self._key()}".encode()).decode()
-        req = urllib.request.Request(url, headers=headers)
-        with urllib.request.urlopen(req, timeout=self.api_timeout) as resp, open(dest, "wb") as out:
+        """The API's own /files URLs need the key; a ``directUrl`` elsewhere (storage) is
+        fetched without it, and a redirect off the server drops it."""
+        base = self._t.base_url
+        with (
+            open_scoped(url, base, self._key(), timeout=self.api_timeout) as resp,
+            open(dest, "wb") as out,
+        ):
             shutil.copyfileobj(resp, out, 1 << 20)
 
     # ---- history ---------------------------------------------------------------------
@@ -1134,3 +1142,24 @@ def _next_row(scan: Any) -> dict[str, Any]:
         if scan.page_offset >= scan._stop_step:
             raise StopIteration
         scan._load_next()
+
+
+#: wandb-core's own GraphQL retries, per call, unless the user set them: the reader retries
+#: each call itself (``_retry``, with backoff), and the two multiplied kept a sync against
+#: a server answering 503 busy for over ten minutes before the run was reported failed.
+SDK_GRAPHQL_RETRIES = {
+    "x_graphql_retry_max": 2,
+    "x_graphql_retry_wait_min_seconds": 1.0,
+    "x_graphql_retry_wait_max_seconds": 8.0,
+}
+
+
+def _bound_sdk_retries() -> None:
+    """Bound wandb-core's GraphQL retries where the user left them unset (the SDK reads its
+    process-wide settings when ``wandb.Api`` starts)."""
+    from wandb.sdk import wandb_setup
+
+    settings = wandb_setup.singleton().settings
+    for name, value in SDK_GRAPHQL_RETRIES.items():
+        if getattr(settings, name, None) is None:
+            setattr(settings, name, value)
