@@ -19,6 +19,7 @@ from bridge.engine.registry import sync_models
 from bridge.engine.two_way import two_way_pass
 from bridge.errors import BridgeError, NothingToImport
 from bridge.faults import kill_point
+from bridge.redact import redact
 from bridge.schema import RunHeader, Warning_
 from bridge.state import StateStore, conflict_key
 
@@ -78,9 +79,11 @@ def _waves(planned: list[Planned]) -> list[list[Planned]]:
 
 
 def _one_line(exc: BaseException) -> str:
+    """An exception as the one line a plan, report and cycle row keep: a backend's message
+    quotes its request URL, so credentials are removed before it is cut."""
     text = str(exc).strip().splitlines()
     first = text[0] if text else ""
-    return f"{type(exc).__name__}: {first}"[:500]
+    return redact(f"{type(exc).__name__}: {first}")[:500]
 
 
 def _record_conflicts(state: StateStore, dest_uri: str, p: Planned, policy: str) -> None:
