@@ -251,3 +251,39 @@ def test_disable_keeps_user_values(monkeypatch: pytest.MonkeyPatch) -> None:
     disable_telemetry()
     assert os.environ["DO_NOT_TRACK"] == "1"
     assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"
+
+
+def test_bridge_tags_redacted_user_data_untouched(tmp_path: Path) -> None:
+    """The bridge's own status/incomplete tags pass redact; copied params and notes holding
+    the same secret stay byte-identical."""
+    from test_mlflow_writer import make_run
+
+    from bridge.adapters.mlflow.writer import INCOMPLETE_TAG, STATUS_REASON_TAG, MlflowWriter
+
+    R.register_secret(SECRET)
+    url = f"postgresql://u:{SECRET}@db/x"
+    run = make_run(
+        status_reason=f"exit 1 after {url} refused",
+        incomplete_reason=f"token={SECRET}",
+        config={"db": url},
+        notes=f"note with {SECRET}",
+    )
+    writer = MlflowWriter(f"sqlite:///{tmp_path / 'm.db'}")
+    try:
+        rendered = writer.render(run)
+    finally:
+        writer.close()
+    assert rendered.tags[STATUS_REASON_TAG] == "exit 1 after postgresql://***@db/x refused"
+    assert rendered.tags[INCOMPLETE_TAG] == "token=***"
+    assert rendered.params["db"] == url
+    assert rendered.tags["mlflow.note.content"] == f"note with {SECRET}"
+
+
+def test_wandb_display_uris_carry_no_userinfo() -> None:
+    """Display URIs key the state store and fill bridge.source_uri: no password in them."""
+    from bridge.adapters.wandb.api_reader import WandbApiReader
+    from bridge.adapters.wandb.writer import WandbWriter
+
+    target = f"acme/demo?base_url=https://proxy:{SECRET}@wandb.internal"
+    for display in (WandbApiReader(target).display_uri, WandbWriter(target).display_uri):
+        assert display == "wandb:acme/demo?base_url=https://***@wandb.internal"

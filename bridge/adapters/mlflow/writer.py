@@ -48,6 +48,7 @@ from bridge.mapping import (
     to_text,
 )
 from bridge.paths import check_relpath
+from bridge.redact import redact
 from bridge.schema import (
     Editable,
     MetricChunk,
@@ -436,8 +437,9 @@ class MlflowWriter(MlflowStore, RegistryDelegate, Writer):
             (f"{p}host", run.host),
             (f"{p}exit_code", run.exit_code),
             (f"{p}tags", json_dumps(list(run.tags)) if run.tags else None),
-            (STATUS_REASON_TAG, run.status_reason),
-            (INCOMPLETE_TAG, run.incomplete_reason),
+            # the bridge's own tags: their text passes bridge.redact (it may quote an error)
+            (STATUS_REASON_TAG, redact(run.status_reason or "")),
+            (INCOMPLETE_TAG, redact(run.incomplete_reason or "")),
         ]
         for key, value in fields:
             if value is not None and value != "":

@@ -44,7 +44,7 @@ from bridge.adapters.wandb.ids import artifact_source_id, collection_source_id, 
 from bridge.adapters.wandb.key_scope import open_scoped
 from bridge.errors import BridgeError, RunError
 from bridge.paths import check_relpath, path_problem
-from bridge.redact import register_secret
+from bridge.redact import redact, register_secret
 from bridge.schema import (
     ArtifactVersion,
     Editable,
@@ -254,7 +254,7 @@ class WandbApiReader(Reader):
     def display_uri(self) -> str:
         path = self._t.entity + (f"/{self._t.project}" if self._t.project else "")
         if self._t.explicit_url:
-            return f"wandb:{path}?base_url={self._t.explicit_url}"
+            return f"wandb:{path}?base_url={redact(self._t.explicit_url)}"
         return f"wandb:{path}"
 
     def _key(self) -> str:

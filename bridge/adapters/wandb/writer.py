@@ -66,6 +66,7 @@ from bridge.adapters.wandb.mapping import WandbMapping, load_wandb_mapping
 from bridge.errors import BridgeError, RunError
 from bridge.mapping import flatten, to_text
 from bridge.paths import check_relpath, within
+from bridge.redact import redact
 from bridge.schema import (
     MetricChunk,
     Project,
@@ -205,7 +206,7 @@ class WandbWriter(RegistryDelegate, Writer):
     @property
     def display_uri(self) -> str:
         if self._explicit_url:
-            return f"{self.scheme}:{self._path}?base_url={self._explicit_url}"
+            return f"{self.scheme}:{self._path}?base_url={redact(self._explicit_url)}"
         return f"{self.scheme}:{self._path}"
 
     @property
@@ -437,8 +438,8 @@ class WandbWriter(RegistryDelegate, Writer):
             ("_bridge.start_time_ms", run.start_time_ms),
             ("_bridge.end_time_ms", run.end_time_ms),
             ("_bridge.status", run.status),
-            ("_bridge.status_reason", run.status_reason),
-            ("_bridge.incomplete", run.incomplete_reason),
+            ("_bridge.status_reason", redact(run.status_reason or "")),  # the bridge's own text
+            ("_bridge.incomplete", redact(run.incomplete_reason or "")),
             ("_bridge.step_key", m.step_key),
         ):
             if value is not None and value != "":
