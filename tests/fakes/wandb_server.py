@@ -346,7 +346,9 @@ class _Run(Node):
             "systemMetrics": dumps(r.system_metrics),
             "historyKeys": finite_or_token(r.history_keys()),
             "user": {"id": "1", "name": r.username, "username": r.username},
-            # Resume status (RunResumeStatus): line counts are the file_stream offsets.
+            # Resume status (RunResumeStatus): line counts are the file_stream offsets;
+            # wandb-core starts the resumed history at the last ``_step`` of historyTail
+            # (else of summaryMetrics) + 1 when historyLineCount > 0 (``starting_step``).
             "logLineCount": len(r.output_lines),
             "eventsLineCount": len(r.events),
             "historyTail": json.dumps([dumps(row) for row in r.history[-10:]]),

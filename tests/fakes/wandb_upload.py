@@ -197,7 +197,9 @@ class Uploads:
                 offset = int(chunk.get("offset") or 0)
                 lines = [str(x) for x in chunk.get("content") or []]
                 if fname == HISTORY:
-                    _put(run.history, offset, [_history_row(x) for x in lines])
+                    rows = [_history_row(x) for x in lines]
+                    self.srv.errors.extend(_step_order_errors(run, offset, rows))
+                    _put(run.history, offset, rows)
                 elif fname == EVENTS:
                     _put(run.events, offset, [json.loads(x) for x in lines])
                     if run.events:
@@ -456,6 +458,21 @@ def _history_row(line: str) -> dict[str, Any]:
     if "_step" in row:
         row["_step"] = int(row["_step"])
     return row
+
+
+def _step_order_errors(run: FakeRun, offset: int, rows: list[dict[str, Any]]) -> list[str]:
+    """A run's history is one series in increasing ``_step`` (wandb-core refuses a lower
+    step; a resumed run continues at the server's last ``_step`` + 1; exports and
+    ``scan_history(min_step, max_step)`` page by it): a streamed row at or below the row
+    before it would be shadowed or lost, so the fake reports it (``srv.errors``)."""
+    prev = run.history[offset - 1].get("_step") if 0 < offset <= len(run.history) else None
+    errors = []
+    for row in rows:
+        step = row.get("_step")
+        if step is not None and prev is not None and step <= prev:
+            errors.append(f"run {run.name}: history row with _step {step} after _step {prev}")
+        prev = step if step is not None else prev
+    return errors
 
 
 def _put(lines: list[Any], offset: int, items: list[Any]) -> None:

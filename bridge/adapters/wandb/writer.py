@@ -20,7 +20,8 @@ Layout (all rules also in ``mappings/mlflow-to-wandb.toml``):
   timestamp) share a row. Nothing is dropped or merged: a key's points keep their order.
 * A re-sync resumes the same run id (``resume="allow"``); offline that adds a folder for
   the same id, which readers merge. Offline rows continue the ``_step`` count of earlier
-  folders so ``wandb sync`` sees one increasing history.
+  folders so ``wandb sync`` sees one increasing history; online rows continue after the
+  server's last ``_step``. A row the SDK drops anyway (below its step) fails the run.
 * Online only: registered models → W&B Registry collections (or legacy portfolios),
   model versions → ``model`` artifacts logged by their run's copy; see ``registry_writer``.
 * Online only, runs whose source run was deleted (``--on-delete``): ``tag`` adds the W&B run
@@ -129,11 +130,28 @@ class _Live:
     source_id: str
     next_step: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Rows logged in this session (``check_kept`` has something to check).
+    logged: int = 0
 
     def log_row(self, row: dict[str, Any]) -> None:
         with self.lock:
             self.run.log(row, step=self.next_step)
             self.next_step += 1
+            self.logged += 1
+
+    def check_kept(self) -> None:
+        """Raise if wandb-core dropped rows. It drops a row logged below its own step with
+        only a terminal warning; after ``log(row, step=s)`` its step is ``s`` (the row
+        stays open until a higher step comes), so a higher answer means rows went below it."""
+        with self.lock:
+            if not self.logged:
+                return
+            at, last = int(self.run.step), self.next_step - 1
+        if at > last:
+            raise RunError(
+                f"W&B run {self.dest_id}: the wandb SDK dropped history rows logged at steps "
+                f"up to {last} (its history is at step {at}); they were not written"
+            )
 
 
 @dataclass
@@ -381,10 +399,12 @@ class WandbWriter(RegistryDelegate, Writer):
         r.delete(delete_artifacts=False)
 
     def metric_counts(self, dest_id: str) -> dict[str, int]:
-        """Points per source metric key (every history row except the bridge's step key)."""
+        """Points per source metric key (every history row except the bridge's step key).
+        Never from the SDK's history cache: it keeps a run's parquet copy by run id alone,
+        so after an append it still holds the rows from before (the new ones re-sent)."""
         counts: dict[str, int] = {}
         r = self._api().run(dest_id)
-        for row in r.scan_history():
+        for row in r.scan_history(use_cache=False):
             for key, value in row.items():
                 if value is not None and isinstance(value, (int, float)):
                     self._count(counts, key)
@@ -569,13 +589,10 @@ class WandbWriter(RegistryDelegate, Writer):
         step_key = self.mapping.step_key
         sdk_run.define_metric(step_key, hidden=False)
         sdk_run.define_metric("*", step_metric=step_key)
-        try:
-            next_step = int(sdk_run.step)
-        except Exception:  # noqa: BLE001 - shared-mode runs have no step counter
-            next_step = 0
-        live = _Live(
-            run=sdk_run, dest_id=dest_id, source_id=source_id, next_step=max(next_step, prev_steps)
-        )
+        next_step = max(int(sdk_run.starting_step), prev_steps)
+        if resume and not self.offline:
+            next_step = max(next_step, self._server_next_step(dest_id))
+        live = _Live(run=sdk_run, dest_id=dest_id, source_id=source_id, next_step=next_step)
         with self._lock:
             self._live[dest_id] = live
         return live
@@ -583,6 +600,18 @@ class WandbWriter(RegistryDelegate, Writer):
     def _offline_next_step(self, dest_id: str) -> int:
         """Offline folders know nothing of each other: continue after the last ``_step``."""
         return 0
+
+    def _server_next_step(self, dest_id: str) -> int:
+        """The step after the last one the server holds. wandb-core starts a resumed run
+        at that step too (``starting_step``, from its ``RunResumeStatus`` answer), but
+        ``run.step`` answers 0 until a row is logged; counting from it had every appended
+        row dropped. Asked of the server as well, so rows never go below what it holds."""
+        try:
+            return int(self._fresh_run(dest_id).lastHistoryStep) + 1
+        except Exception as exc:
+            if _not_found(exc):
+                return 0
+            raise
 
     def _get_live(self, dest_id: str, run: Run | None = None) -> _Live:
         with self._lock:
@@ -935,6 +964,7 @@ class WandbMetricSink(MetricSink):
         for row in self._rows():
             self._live.log_row(row)
             self.rows_sent += 1
+        self._live.check_kept()
         self.points_sent += self._n
         self._buf.clear()
         self._n = 0
