@@ -144,11 +144,19 @@ def test_damage_in_a_middle_chunk_names_chunk_and_record(
     log = tmp_path / "run-y.wandb"
     log.write_bytes(bytes(data))
     reader = TxlogReader(log)
-    offsets = [o for o, _ in reader.payloads()]
-    assert offsets and max(offsets) < first_at
-    assert reader.damage is not None
+    good = list(TxlogReader(src).payloads())
+    got = list(reader.payloads())
+    # every record but the damaged one: before it, and after it from the first record
+    # that starts in a later block (the rest of the big record is skipped with it)
+    assert got == [(o, p) for o, p in good if o != first_at]
+    assert reader.damage is not None and len(reader.damages) == 1
     assert (reader.damage.offset, reader.damage.record_offset) == (middle_at, first_at)
     assert middle_at % BLOCK == 0  # a MIDDLE chunk starts a block
+    resumed = min(o for o, _ in good if o > first_at)
+    assert reader.damage.resumed_at == resumed
+    assert str(reader.damage) == (
+        f"{log}: checksum mismatch at byte {middle_at}, read on from byte {resumed}"
+    )
 
 
 def test_record_cut_at_a_block_boundary(corpus: dict[str, Path], tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from bridge.adapters.wandb.history import absolute_folder_target, summary_only_p
 from bridge.adapters.wandb.history import flatten as _flatten
 from bridge.adapters.wandb.history import is_number as _is_number
 from bridge.adapters.wandb.ids import artifact_source_id
-from bridge.adapters.wandb.txlog import TxlogReader, pb
+from bridge.adapters.wandb.txlog import TxlogReader, describe_damages, pb
 from bridge.errors import BridgeError, NothingToImport, RunError
 from bridge.paths import path_problem
 from bridge.schema import (
@@ -611,14 +611,12 @@ class _RunState:
             last_step, last_ts = _row_meta(last_hist)
             if last_ts is not None:
                 self._time(last_ts)
-        if reader.damage is not None:
-            self.incomplete.append(
-                f"{part['log']}: {reader.damage.reason} at byte {reader.damage.offset}"
-            )
+        if reader.damages:
+            self.incomplete.append(describe_damages(reader.damages))
         if reader.count == 0:
             part["problem"] = (
-                str(reader.damage)
-                if reader.damage is not None
+                describe_damages(reader.damages)
+                if reader.damages
                 else f"{part['log']}: header-only log (the process died before writing records)"
             )
             self.warnings.append(f"skipped {part['problem']}")
