@@ -152,6 +152,9 @@ class Run(BaseModel):
     incomplete_reason: str | None = None
     # Reader-side problems found while reading (missing staging files, skipped logs ...).
     warnings: list[str] = Field(default_factory=list)
+    # What the reader refused to read (a record over the size cap ...), one line each with
+    # the fix: a loss — the rest of the run is written and the run fails, naming it.
+    refused: list[str] = Field(default_factory=list)
 
 
 class MetricChunk(BaseModel):

@@ -325,3 +325,43 @@ def test_a_read_failure_while_planning_fails_the_run(two_runs: Path, tmp_path: P
     [flaky] = [r for r in plan.runs if r.native_id == "flaky"]
     assert "HTTP 503" in (flaky.error or "")
     assert plan.exit_code() == 1
+
+
+_BIG_RECORD = """
+import sys, wandb
+run = wandb.init(entity="acme", project="lost", id="bigrec")
+for step in range(4):
+    run.log({"loss": 1.0 / (step + 1)})
+run.log({"note": "x" * (3 * 1024 * 1024)})  # one history record of ~3 MiB
+run.log({"loss": 0.1})
+run.finish()
+"""
+
+
+def test_a_record_over_the_size_cap_is_a_named_loss(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "sdk"
+    (root / "work").mkdir(parents=True)
+    subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_BIG_RECORD)],
+        cwd=root / "work",
+        env=sdk_env(root),
+        check=True,
+        timeout=180,
+        capture_output=True,
+    )
+    monkeypatch.setenv("BRIDGE_MAX_RECORD_MB", "1")
+    plan, client = _sync(root / "wandb", tmp_path)
+    [run] = plan.runs
+    assert plan.exit_code() == 1 and run.outcome == "failed"
+    refused = [w.message for w in run.warnings if w.code == "refused"]
+    assert refused and "BRIDGE_MAX_RECORD_MB" in refused[0]
+    assert "BRIDGE_MAX_RECORD_MB" in (run.error or "")
+    # The rest of the run is written: every loss point around the refused record.
+    assert len(client.get_metric_history(run.dest_id, "loss")) == 5
+
+    monkeypatch.setenv("BRIDGE_MAX_RECORD_MB", "64")  # the operator raises the cap
+    again, _ = _sync(root / "wandb", tmp_path)
+    assert again.exit_code() == 0, [r.error for r in again.runs]
+    assert len(client.get_metric_history(run.dest_id, "loss")) == 5

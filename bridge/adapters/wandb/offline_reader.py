@@ -28,7 +28,7 @@ from bridge.adapters.wandb.history import absolute_folder_target, summary_only_p
 from bridge.adapters.wandb.history import flatten as _flatten
 from bridge.adapters.wandb.history import is_number as _is_number
 from bridge.adapters.wandb.ids import artifact_source_id
-from bridge.adapters.wandb.txlog import TxlogReader, describe_damages, pb
+from bridge.adapters.wandb.txlog import MAX_RECORD_ENV, TxlogReader, describe_damages, pb
 from bridge.errors import BridgeError, NothingToImport, RunError
 from bridge.paths import path_problem
 from bridge.schema import (
@@ -539,6 +539,7 @@ class _RunState:
         self.last_ms: int | None = None
         self.runtime_end: int | None = None
         self.incomplete: list[str] = []
+        self.refused: list[str] = []  # records over the size cap: a loss, named
         self.warnings: list[str] = []
         self.max_step: int | None = None
 
@@ -613,6 +614,11 @@ class _RunState:
                 self._time(last_ts)
         if reader.damages:
             self.incomplete.append(describe_damages(reader.damages))
+            self.refused.extend(
+                f"{d} — raise {MAX_RECORD_ENV} to read it"
+                for d in reader.damages
+                if MAX_RECORD_ENV in d.reason
+            )
         if reader.count == 0:
             part["problem"] = (
                 describe_damages(reader.damages)
@@ -859,5 +865,6 @@ class _RunState:
             artifacts=self.artifacts,
             extra_tags=extra_tags,
             incomplete_reason="; ".join(self.incomplete) or None,
+            refused=self.refused,
             warnings=self.warnings,
         )
