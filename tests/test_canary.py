@@ -388,12 +388,21 @@ def test_no_secret_leaves_the_process(
     assert codes == expected, transcript
     assert "mlflow:http://" in transcript, "the failing destinations were never named"
 
-    haystacks = list(cli.outputs)
-    haystacks += [(p.name, p.read_text()) for p in sorted(tmp_path.glob("report*"))]
-    haystacks.append(("sqlite state store", _sqlite_dump(tmp_path / "state.db")))
-    haystacks.append(("PostgreSQL state store", _pg_dump(pg_database)))
-    haystacks.append(("destination store", _sqlite_dump(tmp_path / "dest.db")))
-    haystacks.append(("destination artifacts", _files_text(tmp_path / "mlruns")))
-    assert len(haystacks) > 25
+    assert "src-edit" in transcript, "bridge conflicts listed no conflict"
+
+    reports = [(p.name, p.read_text()) for p in sorted(tmp_path.glob("report*"))]
+    stores = {
+        "sqlite state store": _sqlite_dump(tmp_path / "state.db"),
+        "PostgreSQL state store": _pg_dump(pg_database),
+        "destination store": _sqlite_dump(tmp_path / "dest.db"),
+        "destination artifacts": _files_text(tmp_path / "mlartifacts"),
+    }
+    # What is searched holds what it should: the failed cycles' errors (redacted), the
+    # copies with their identity tags and the W&B run's files, a report per format.
+    assert "API request to http://***@127.0.0.1" in stores["PostgreSQL state store"]
+    assert "bridge.source_id" in stores["destination store"]
+    assert "output.log" in stores["destination artifacts"]
+    assert {name.rsplit(".", 1)[-1] for name, _ in reports} == {"md", "json", "html"}
+    haystacks = list(cli.outputs) + reports + list(stores.items())
     leaks = _leaks(haystacks)
     assert not leaks, "secrets left the process:\n" + "\n".join(leaks)
