@@ -279,6 +279,46 @@ def _upsert(
     conn.execute(stmt.on_conflict_do_update(index_elements=list(key), set_=changes))
 
 
+def _upsert_many(
+    conn: sa.Connection,
+    table: sa.Table,
+    key: tuple[str, ...],
+    rows: list[dict[str, Any]],
+    keep_max: tuple[str, ...] = (),
+) -> None:
+    """:func:`_upsert` for many rows of one shape (primary ``key`` columns + values) in one
+    ``executemany`` of one statement: a flush of N changed keys costs one round trip per
+    batch of rows, not N statements."""
+    if not rows:
+        return
+    values = [name for name in rows[0] if name not in key]
+    insert = _native_insert(conn)
+    if insert is None:
+        for row in rows:
+            keys = {name: row[name] for name in key}
+            _upsert_portable(conn, table, keys, {n: row[n] for n in values}, keep_max)
+        return
+    stmt = insert(table)
+    changes = {name: stmt.excluded[name] for name in values}
+    for name in keep_max:
+        changes[name] = _greater(stmt.excluded[name], table.c[name])
+    conn.execute(stmt.on_conflict_do_update(index_elements=list(key), set_=changes), rows)
+
+
+_STREAM_KEY = ("dest_uri", "source_id", "key")
+
+
+def _put_digests(
+    conn: sa.Connection, ident: dict[str, str], digests: dict[str, tuple[int, str]]
+) -> None:
+    """Upsert (points, digest) per key of one run, in one statement."""
+    rows = [
+        {**ident, "key": key, "points": points, "digest": digest}
+        for key, (points, digest) in digests.items()
+    ]
+    _upsert_many(conn, stream_digests_table, _STREAM_KEY, rows)
+
+
 def _greater(new: Any, old: Any) -> Any:
     """``max(new, old)`` in SQL that SQLite and PostgreSQL both read (PostgreSQL's max is an
     aggregate only, SQLite has no GREATEST)."""
@@ -505,16 +545,27 @@ class StateStore:
             ).all()
         return {r.key: int(r.points) for r in rows}
 
-    def set_watermarks(self, dest_uri: str, source_id: str, points: dict[str, int]) -> None:
+    def set_watermarks(
+        self,
+        dest_uri: str,
+        source_id: str,
+        points: dict[str, int],
+        digests: dict[str, tuple[int, str]] | None = None,
+    ) -> None:
         """Raise the per-stream watermarks to ``points``. Never lowers one: a writer holding
         an older count cannot undo a newer one (compare-and-set in the upsert). Only a new
-        destination run starts them again from zero (:meth:`reset_run`)."""
-        if not points:
+        destination run starts them again from zero (:meth:`reset_run`).
+
+        Pass only the keys that changed: the cost is O(len(points)), one statement per
+        table. ``digests`` (see :meth:`set_stream_digests`) go in the same transaction, so
+        a watermark and the digest of the points it counts are stored together."""
+        if not points and not digests:
             return
+        ident = {"dest_uri": dest_uri, "source_id": source_id}
+        rows = [{**ident, "key": key, "points": count} for key, count in points.items()]
         with self._tx() as conn:
-            for key, count in points.items():
-                row = {"dest_uri": dest_uri, "source_id": source_id, "key": key}
-                _upsert(conn, streams_table, row, {"points": count}, keep_max=("points",))
+            _upsert_many(conn, streams_table, _STREAM_KEY, rows, keep_max=("points",))
+            _put_digests(conn, ident, digests or {})
 
     # -- files ------------------------------------------------------------------------
     def get_files(self, dest_uri: str, source_id: str) -> dict[str, str]:
@@ -920,12 +971,11 @@ class StateStore:
     def set_stream_digests(
         self, dest_uri: str, source_id: str, digests: dict[str, tuple[int, str]]
     ) -> None:
+        """Per metric key: (points, digest) of the points counted; changed keys only."""
         if not digests:
             return
         with self._tx() as conn:
-            for key, (points, digest) in digests.items():
-                row = {"dest_uri": dest_uri, "source_id": source_id, "key": key}
-                _upsert(conn, stream_digests_table, row, {"points": points, "digest": digest})
+            _put_digests(conn, {"dest_uri": dest_uri, "source_id": source_id}, digests)
 
     # -- run claims (bridge/engine/claims.py) --------------------------------------------
     def take_claim(

@@ -19,7 +19,7 @@ from bridge.engine.claims import RunClaims, claim_run, holder_name
 from bridge.engine.model import Conflict, OnConflict, RunPlan
 from bridge.engine.streams import merge_streams, open_gate
 from bridge.faults import kill_point
-from bridge.schema import FileRef, MetricChunk, Project, Run, RunHeader
+from bridge.schema import FileRef, MetricChunk, Project, Run, RunHeader, Warning_
 from bridge.state import Resolution, RunState, StateStore
 
 #: Where a source value lands when the destination's param is immutable and the source
@@ -92,6 +92,33 @@ class Planned:
     # Conflicts a policy settled in this pass, with the side taken: recorded after planning.
     new_resolutions: list[tuple[Conflict, str]] = field(default_factory=list)
     _settled: dict[str, Resolution] | None = None
+    # What is kept of a dropped body (a sync holds O(workers) bodies, engine/sync.py): that
+    # it was read (the run was compared in full) and the parent link it was planned with.
+    body_read: bool = False
+    parent_source_id: str | None = None
+    parent_dest_id: str | None = None
+
+    @property
+    def compared(self) -> bool:
+        """The run's body was read and compared in full while planning."""
+        return self.run is not None or self.body_read
+
+    def drop_body(self) -> None:
+        """Free the run's body (and its rendering); ``read_body`` reads it again."""
+        if self.run is not None:
+            self.body_read = True
+            self.parent_source_id = self.run.parent_source_id
+            self.parent_dest_id = self.run.parent_dest_id
+        self.run = self.rendered = None
+
+    def read_body(self, reader: Reader, writer: Writer) -> None:
+        """Read a dropped body again, for the apply, as it was planned: the parent link
+        stays what planning saw (the applier adds one made since, as for any run)."""
+        if self.run is not None:
+            return
+        run = reader.read_run(self.header)
+        run.parent_dest_id = self.parent_dest_id
+        self.run, self.rendered = run, writer.render(run)
 
     def settled(self, state: StateStore, dest_uri: str) -> dict[str, Resolution]:
         """Earlier settlements of this run's conflicts, per field (read once, when needed)."""
@@ -192,6 +219,7 @@ def plan_run(ctx: SyncContext, header: RunHeader) -> Planned:
     if ctx.dry_run or ctx.full:
         base.points_new = count_new_points(ctx, run, planned)
         base.files_new = sum(1 for f in run.files if _file_changed(ctx, f, planned.files_done))
+        _sized_only(ctx, planned)
         _new_artifacts(ctx, planned)
     if (
         ctx.full
@@ -287,7 +315,8 @@ def file_digest(
     is. Otherwise the content is hashed — once per version of the file: the MD5 is cached
     under the reader's cheap identity (``stat_key``: path, size, mtime), so a file
     rewritten with the same size is still found and an unchanged one is not read again.
-    Without a cheap identity (remote stores) the size stands in between ``--full`` passes."""
+    Without a cheap identity (remote stores) the size stands in between ``--full`` passes,
+    and in every dry run: a diff never downloads content (:func:`_sized_only` says so)."""
     if ref.sha256:
         return f"sha256:{ref.sha256}"
     if ref.md5:
@@ -298,13 +327,37 @@ def file_digest(
             return f"md5:{cached}:{ref.size}"
     if prior is None:
         return None
-    if ref.stat_key is None and not ctx.full:
+    if ref.stat_key is None and not (ctx.full and not ctx.dry_run):
         same_size = prior.endswith(f":{ref.size}") or prior == f"size:{ref.size}"
         return prior if same_size else None
     md5, size = hash_content(opener)
     if ref.stat_key and not ctx.dry_run:
         ctx.state.put_digest(ref.stat_key, md5)
     return f"md5:{md5}:{size}"
+
+
+def _sized_only(ctx: SyncContext, planned: Planned) -> None:
+    """A ``--full`` dry run compares files without a local copy (a remote artifact store)
+    by size, not content, since it downloads nothing: say so on the run's line."""
+    run, plan = planned.run, planned.plan
+    if not (ctx.full and ctx.dry_run) or run is None:
+        return
+    sized = [
+        f
+        for f in run.files
+        if f.stat_key is None and not (f.sha256 or f.md5) and f.path in planned.files_done
+    ]
+    if sized:
+        plan.warnings.append(
+            Warning_(
+                source_id=plan.source_id,
+                code="compared-by-size",
+                message=(
+                    f"{len(sized)} file(s) without a local copy compared by size only: a "
+                    "dry run downloads no content (a --full sync compares their content)"
+                ),
+            )
+        )
 
 
 def _file_changed(ctx: SyncContext, ref: FileRef, done: dict[str, str]) -> bool:

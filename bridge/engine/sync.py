@@ -1,11 +1,11 @@
-"""One sync pass: list, plan every run, then apply, in parallel across runs."""
+"""One sync pass: list, then plan and apply in parallel across runs (engine/pipeline.py)."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from tqdm import tqdm
 
@@ -14,6 +14,7 @@ from bridge.display import for_terminal
 from bridge.engine.apply import apply_run
 from bridge.engine.claims import release_run, release_runs
 from bridge.engine.model import ModelPlan, OnConflict, OnDelete, Plan, RunPlan
+from bridge.engine.pipeline import Pipeline
 from bridge.engine.plan import Planned, SyncContext, plan_run
 from bridge.engine.registry import sync_models
 from bridge.engine.two_way import two_way_pass
@@ -53,29 +54,7 @@ def _failed_plan(header: RunHeader, exc: BaseException) -> Planned:
 def _partly_applicable(p: Planned) -> bool:
     """A run with field conflicts whose destination copy exists: everything but the
     conflicting fields is written (new history, files, other fields)."""
-    return p.plan.action == "conflict" and p.run is not None and p.plan.dest_id is not None
-
-
-def _waves(planned: list[Planned]) -> list[list[Planned]]:
-    """Split runs into waves by depth in the parent chain (within this batch)."""
-    by_id = {p.plan.source_id: p for p in planned}
-    depth: dict[str, int] = {}
-
-    def depth_of(p: Planned, seen: frozenset[str] = frozenset()) -> int:
-        sid = p.plan.source_id
-        if sid not in depth:
-            parent_id = p.run.parent_source_id if p.run is not None else None
-            parent = by_id.get(parent_id) if parent_id else None
-            if parent is None or parent_id in seen:
-                depth[sid] = 0
-            else:
-                depth[sid] = depth_of(parent, seen | {sid}) + 1
-        return depth[sid]
-
-    waves: dict[int, list[Planned]] = {}
-    for p in planned:
-        waves.setdefault(depth_of(p), []).append(p)
-    return [waves[d] for d in sorted(waves)]
+    return p.plan.action == "conflict" and p.compared and p.plan.dest_id is not None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -103,7 +82,7 @@ def _record_conflicts(state: StateStore, dest_uri: str, p: Planned, policy: str)
             f"policy:{policy}",
             note=c.resolution,
         )
-    if p.run is not None:  # compared in full: open conflicts not found again are stale
+    if p.compared:  # compared in full: open conflicts not found again are stale
         current = {conflict_key(c.field, c.source_value, c.dest_value) for c in p.plan.conflicts}
         state.close_stale_conflicts(
             dest_uri, p.plan.source_id, current, fields=("param:", "tag:", "run")
@@ -219,16 +198,13 @@ def run_sync(
     ctx.listed = {h.source_id for h in headers}
     kill_point("plan.listed")
     edits = two_way_pass(ctx, headers) if two_way else {}
-    workers = max(1, workers)
-    bar_lock = threading.Lock()
-    runs_bar = tqdm(
-        total=len(headers),
-        desc="plan" if dry_run else "sync",
-        unit="run",
-        disable=not show_progress,
-        position=0,
-    )
-    slots = list(range(workers))
+    if not dry_run:  # listed by this pair: a later complete listing without one = deleted
+        state.add_pair_members(reader.display_uri, ctx.dest_uri, [h.source_id for h in headers])
+    for header in headers:  # the one-way part still runs; the pass exits non-zero
+        edit = edits.get(header.source_id)
+        if edit is not None and edit.error:
+            report.errors.append(f"{header.source_id}: {edit.error}")
+    bars = _Bars(len(headers), workers, dry_run, show_progress)
 
     def plan_one(header: RunHeader) -> Planned:
         try:
@@ -237,18 +213,9 @@ def run_sync(
             log.debug("planning %s failed", header.source_id, exc_info=True)
             return _failed_plan(header, exc)
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        planned = list(pool.map(plan_one, headers))
-    report.runs = [p.plan for p in planned]
-    kill_point("plan.done")
-    if not dry_run:
-        state.add_pair_members(reader.display_uri, ctx.dest_uri, [h.source_id for h in headers])
-    if listing_complete:
-        report.runs.extend(
-            _source_deletions(ctx, reader.display_uri, {h.source_id for h in headers}, on_delete)
-        )
-
-    for p in planned:
+    def settle(p: Planned) -> bool:
+        """A run just planned: its conflicts recorded, its two-way edits put on its line;
+        True when it is to be written, else its claim goes back now."""
         if not dry_run:
             _record_conflicts(state, ctx.dest_uri, p, on_conflict)
         if p.plan.conflicts and not _partly_applicable(p):
@@ -259,68 +226,111 @@ def run_sync(
             p.plan.edits_to_dest, p.plan.edits_to_source = edit.to_dest, edit.to_source
             p.plan.conflicts.extend(edit.conflicts)
             p.plan.resolved.extend(edit.resolved)
-            if edit.error:  # the one-way part still runs; the pass exits non-zero
-                report.errors.append(f"{p.plan.source_id}: {edit.error}")
+        if _to_apply(p):
+            return True
+        release_run(ctx, p.plan.source_id)
+        bars.run_done()
+        return False
 
-    to_apply = [
-        p
-        for p in planned
-        if (p.plan.action in ("create", "resume", "update") or _partly_applicable(p))
-        and p.plan.outcome == "pending"
-    ]
-    release_runs(ctx, keep={p.plan.source_id for p in to_apply})  # claims of runs not written
+    def apply_one(p: Planned) -> None:
+        with bars.points(p.plan.name or p.plan.source_id) as update:
+            try:
+                p.read_body(reader, writer)  # dropped while the run waited
+                apply_run(ctx, p, progress=update)
+            except Exception as exc:
+                log.debug("applying %s failed", p.plan.source_id, exc_info=True)
+                p.plan.outcome = "failed"
+                p.plan.error = _one_line(exc)
+            finally:
+                p.drop_body()  # free the body as soon as the run is written
+                release_run(ctx, p.plan.source_id)
+                bars.run_done()
+                if on_run_done is not None:
+                    on_run_done(p.plan)
+
+    # Runs are applied as soon as they are planned (parents first), holding O(workers)
+    # bodies; "fail" plans every run first (nothing is written if any has a conflict) and
+    # reads the bodies of the runs to write again (engine/pipeline.py).
+    pipeline = Pipeline(workers, plan_one, settle, apply_one, lambda: kill_point("plan.done"))
+    apply_now = not dry_run and on_conflict != "fail"
+    planned, aside = pipeline.run(headers, apply_now=apply_now)
+    report.runs = [p.plan for p in planned]
+    if listing_complete:
+        report.runs.extend(
+            _source_deletions(ctx, reader.display_uri, {h.source_id for h in headers}, on_delete)
+        )
     if dry_run or (on_conflict == "fail" and report.conflicts):
-        for p in to_apply:
+        for p in aside:
             p.plan.outcome = "skipped"
             if not dry_run:
                 p.plan.reason = "not applied: --on-conflict fail and conflicts were found"
-        runs_bar.update(len(headers))
-        runs_bar.close()
+            bars.run_done()
+        bars.close()
         release_runs(ctx)
         _add_models(ctx, report)
         return report
-
-    runs_bar.update(len(headers) - len(to_apply))
-
-    def apply_one(p: Planned) -> None:
-        with bar_lock:
-            slot = slots.pop(0) if slots else 0
-        points_bar = tqdm(
-            desc=for_terminal(p.plan.name or p.plan.source_id)[:30],
-            unit="pt",
-            leave=False,
-            disable=not show_progress,
-            position=slot + 1,
-        )
-        try:
-            apply_run(ctx, p, progress=points_bar.update)
-        except Exception as exc:
-            log.debug("applying %s failed", p.plan.source_id, exc_info=True)
-            p.plan.outcome = "failed"
-            p.plan.error = _one_line(exc)
-        finally:
-            points_bar.close()
-            release_run(ctx, p.plan.source_id)
-            with bar_lock:
-                slots.append(slot)
-                runs_bar.update(1)
-            if on_run_done is not None:
-                on_run_done(p.plan)
-            p.run = None  # free the body as soon as the run is written
-
-    # Parents before children, so a child can name its parent's destination id.
-    for wave in _waves(to_apply):
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(apply_one, wave))
-    runs_bar.close()
+    pipeline.run([], later=aside)
+    bars.close()
     if two_way and not ctx.dry_run:
-        written = [p.header for p in to_apply if p.plan.outcome == "done"]
+        written = [p.header for p in planned if p.plan.outcome == "done"]
         for sid, edit in two_way_pass(ctx, written, fresh=True).items():
             if edit.error:
                 report.errors.append(f"{sid}: {edit.error}")
     release_runs(ctx)  # the pass's runs are written: every claim goes back
     _add_models(ctx, report)
     return report
+
+
+def _to_apply(p: Planned) -> bool:
+    """The plan writes something and nothing (a conflict, a failure) stopped it."""
+    writes = p.plan.action in ("create", "resume", "update") or _partly_applicable(p)
+    return writes and p.plan.outcome == "pending"
+
+
+class _Bars:
+    """The pass's progress bars: runs finished, and one points bar per run being written
+    (each on a line of its own, reused when its run is done)."""
+
+    def __init__(self, total: int, workers: int, dry_run: bool, show: bool) -> None:
+        self._lock = threading.Lock()
+        self._show = show
+        self._slots = list(range(max(1, workers)))
+        self._runs = tqdm(
+            total=total,
+            desc="plan" if dry_run else "sync",
+            unit="run",
+            disable=not show,
+            position=0,
+        )
+
+    def run_done(self) -> None:
+        with self._lock:
+            self._runs.update(1)
+
+    @contextmanager
+    def points(self, name: str) -> Iterator[Callable[[int], None]]:
+        with self._lock:
+            slot = self._slots.pop(0) if self._slots else 0
+        bar = tqdm(
+            desc=for_terminal(name)[:30],
+            unit="pt",
+            leave=False,
+            disable=not self._show,
+            position=slot + 1,
+        )
+
+        def update(points: int) -> None:
+            bar.update(points)
+
+        try:
+            yield update
+        finally:
+            bar.close()
+            with self._lock:
+                self._slots.append(slot)
+
+    def close(self) -> None:
+        self._runs.close()
 
 
 def _add_models(ctx: SyncContext, report: Plan) -> None:

@@ -1,0 +1,147 @@
+"""Plan and apply runs in one pool of workers, holding O(workers) run bodies.
+
+A run's body (config, summary, file lists, artifact manifests) is read while the run is
+planned and needed again while it is applied. Planning every run before applying any
+holds every body of the pass at once; here a run is applied as soon as it is planned and
+may be, in the same pool, so a body lives only while one worker task plans or applies it:
+at most ``workers`` bodies at a time (the pool never has more tasks in flight).
+
+A run that may not be applied yet drops its body (keeping its plan line and what the
+applier needs besides the body) and reads it again when its apply starts:
+
+- a child whose parent run is still in this pass (parents are written first, so a child
+  can name its parent's copy) waits until the parent's planning — and apply, if any — ended;
+- every run of a pass that must plan everything before writing anything
+  (``--on-conflict fail``: nothing is written if any run has a conflict). The cost there
+  is one more read of each run's body (no history, no file content) from the source.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+from bridge.engine.plan import Planned
+from bridge.schema import RunHeader
+
+PlanFn = Callable[[RunHeader], Planned]
+"""Plan one run; never raises (a failure is a failed plan line)."""
+SettleFn = Callable[[Planned], bool]
+"""Called in the scheduling thread once a run is planned: bookkeeping; True = apply it."""
+ApplyFn = Callable[[Planned], None]
+"""Apply one run (reading a dropped body again first); never raises."""
+
+
+def _parent(p: Planned) -> str | None:
+    parent = p.run.parent_source_id if p.run is not None else p.parent_source_id
+    return parent if parent != p.plan.source_id else None
+
+
+class Pipeline:
+    """One pass's scheduler. :meth:`run` may be called again to apply runs set aside."""
+
+    def __init__(
+        self,
+        workers: int,
+        plan: PlanFn,
+        settle: SettleFn,
+        apply: ApplyFn,
+        all_planned: Callable[[], None] | None = None,
+    ) -> None:
+        self.workers = max(1, workers)
+        self._plan, self._settle, self._apply = plan, settle, apply
+        self._all_planned = all_planned
+        self._pending: set[str] = set()  # runs of this call whose planning/apply has not ended
+        self._waiting: dict[str, list[Planned]] = {}  # parent source id -> children to apply
+        self._ready: deque[Planned] = deque()  # to apply now (bodies dropped)
+
+    def run(
+        self, headers: Sequence[RunHeader], later: Iterable[Planned] = (), apply_now: bool = True
+    ) -> tuple[list[Planned], list[Planned]]:
+        """Plan ``headers`` (in order, ``workers`` at a time) and apply what ``settle``
+        picks — right away when ``apply_now``, else set aside with its body dropped — and
+        apply ``later`` (runs set aside by an earlier call). Returns every run planned, in
+        ``headers`` order, and the runs set aside."""
+        later = list(later)
+        self._pending = {h.source_id for h in headers} | {p.plan.source_id for p in later}
+        for p in later:
+            self._queue(p)
+        planned: list[Planned | None] = [None] * len(headers)
+        aside: list[Planned] = []
+        todo = deque(enumerate(headers))
+        left = len(headers)
+        if left == 0 and self._all_planned is not None:
+            self._all_planned()
+        # future -> its header's index (planning) or the run (applying)
+        running: dict[Future[Any], int | Planned] = {}
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            while todo or self._ready or running or self._waiting:
+                while len(running) < self.workers and (self._ready or todo):
+                    if self._ready:  # applies first: they free what children wait for
+                        p = self._ready.popleft()
+                        running[pool.submit(self._applied, p)] = p
+                    else:
+                        index, header = todo.popleft()
+                        running[pool.submit(self._plan, header)] = index
+                if not running:
+                    self._release_cycle()
+                    continue
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    task = running.pop(future)
+                    if isinstance(task, Planned):  # applied
+                        future.result()
+                        self._finish(task)
+                        continue
+                    p = future.result()
+                    assert p is not None
+                    planned[task] = p
+                    left -= 1
+                    if left == 0 and self._all_planned is not None:
+                        self._all_planned()
+                    if not self._settle(p):
+                        self._finish(p)
+                    elif not apply_now:
+                        p.drop_body()
+                        aside.append(p)
+                    elif self._must_wait(p):
+                        p.drop_body()
+                        self._waiting.setdefault(_parent(p) or "", []).append(p)
+                    else:  # the slot this plan used goes to its apply: the body moves on
+                        running[pool.submit(self._applied, p)] = p
+        return [p for p in planned if p is not None], aside
+
+    def _applied(self, p: Planned) -> None:
+        """Apply; the body is dropped when the apply ends, whatever happened."""
+        try:
+            self._apply(p)
+        finally:
+            p.drop_body()
+        return None
+
+    def _must_wait(self, p: Planned) -> bool:
+        parent = _parent(p)
+        return parent is not None and parent in self._pending
+
+    def _queue(self, p: Planned) -> None:
+        if self._must_wait(p):
+            self._waiting.setdefault(_parent(p) or "", []).append(p)
+        else:
+            self._ready.append(p)
+
+    def _finish(self, p: Planned) -> None:
+        """The run's planning (and apply, if any) ended: keep its plan line and header
+        only, and let the children waiting for it go."""
+        p.drop_body()
+        p.watermarks, p.files_done, p.baseline = {}, {}, None
+        self._pending.discard(p.plan.source_id)
+        self._ready.extend(self._waiting.pop(p.plan.source_id, []))
+
+    def _release_cycle(self) -> None:
+        """Nothing runs and nothing is ready, yet runs wait: their parents wait on them
+        (a cycle in the parent links). Apply them in any order (a link may be missing)."""
+        for children in self._waiting.values():
+            self._ready.extend(children)
+        self._waiting.clear()
