@@ -84,7 +84,8 @@ class _Failing(BaseHTTPRequestHandler):
         return
 
     def _answer(self) -> None:
-        self.server.requests.append(f"{self.command} {self.path}")
+        scheme = (self.headers.get("Authorization") or "none").split(" ")[0]
+        self.server.requests.append(f"{self.command} {self.path} auth={scheme}")
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
@@ -196,9 +197,6 @@ class Cli:
 
 def _environment(tmp: Path, wandb_url: str) -> dict[str, str]:
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "MLFLOW_"))}
-    netrc = tmp / "netrc"
-    netrc.write_text(f"machine 127.0.0.1 login user password {WANDB_KEY}\n")
-    netrc.chmod(0o600)
     return {
         **keep,
         "MLFLOW_TRACKING_USERNAME": ENV_USER,
@@ -213,7 +211,6 @@ def _environment(tmp: Path, wandb_url: str) -> dict[str, str]:
         "WANDB_CACHE_DIR": str(tmp / "wandb-cache"),
         "WANDB_CONFIG_DIR": str(tmp / "wandb-config"),
         "WANDB_DATA_DIR": str(tmp / "wandb-data"),
-        "NETRC": str(netrc),
         "XDG_STATE_HOME": str(tmp / "xdg-state"),
         # fail fast: MLflow would retry a 500 or a dropped connection for minutes
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
@@ -303,7 +300,7 @@ def test_no_secret_leaves_the_process(
     urls["refused"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     bad = {mode: f"mlflow:{_userinfo(url)}" for mode, url in urls.items() if mode != "wandb"}
     typo = f"mlfow:{_userinfo(urls['500'])}"
-    wandb_bad = f"wandb:acme/example?base_url={urls['wandb']}"
+    wandb_bad = f"wandb:acme/example?base_url={urls['wandb'].replace('127.0.0.1', 'localhost')}"
 
     with FakeWandbServer(api_key=WANDB_KEY) as srv:
         srv.load_offline_run(EXAMPLE_RUN)
@@ -325,8 +322,14 @@ def test_no_secret_leaves_the_process(
             "CANARY_DEST_500": bad["500"],
             "CANARY_DEST_DROP": bad["drop"],
         }
+        # no userinfo either: requests would send it as Basic auth instead of the token
         token_only = {"MLFLOW_TRACKING_USERNAME": "", "MLFLOW_TRACKING_PASSWORD": ""}
-        no_env_key = {"WANDB_API_KEY": ""}  # the key comes from netrc
+        # The W&B key from netrc, for "localhost" only: requests (under MLflow's client) reads
+        # netrc too, and would send that entry as Basic auth to an MLflow server on the host.
+        netrc = tmp_path / "netrc"
+        netrc.write_text(f"machine localhost login user password {WANDB_KEY}\n")
+        netrc.chmod(0o600)
+        no_env_key = {"WANDB_API_KEY": "", "NETRC": str(netrc)}
         report = str(tmp_path / "report")
         ok = f"mlflow:{ok_dest}"
         codes = cli.all(
@@ -349,7 +352,7 @@ def test_no_secret_leaves_the_process(
                 {},
             ),
             (("sync", src, bad["refused"], "--state", sqlite_state, "--json"), {}),
-            (("sync", src, bad["401"], "--state", sqlite_state), token_only),
+            (("sync", src, f"mlflow:{urls['401']}", "--state", sqlite_state), token_only),
             (("sync", src, typo, "--state", sqlite_state), {}),
             (("-v", "sync", wandb_bad, ok, "--state", sqlite_state), {}),
             (("sync", wandb_bad, bad["500"], "--state", pg_state), no_env_key),
@@ -384,6 +387,10 @@ def test_no_secret_leaves_the_process(
     # healthy pair ran, the second sync found the conflict, the rest failed.
     for mode, srv in failing.items():
         assert any("/health" not in r for r in srv.requests), (mode, srv.requests)
+    assert any("auth=Bearer" in r for r in failing["401"].requests)  # the token was sent
+    assert any("auth=Basic" in r for r in failing["500"].requests)
+    # both W&B invocations sent a key (the environment's, then netrc's) and were refused
+    assert transcript.count("rejected the request (HTTP 400)") >= 2, transcript
     expected = [3, 1, 1, 2, 1, 2, 2, 2, 1, 1] + [0, 0, 0, 0, 1, 1]
     assert codes == expected, transcript
     assert "mlflow:http://" in transcript, "the failing destinations were never named"
