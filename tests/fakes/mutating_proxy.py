@@ -37,6 +37,9 @@ KINDS = (
     "missing-field",
 )
 MALFORMED = frozenset(KINDS) - {"missing-field", "content-type"}
+#: Fields whose text is free (a param or tag value "3" is a string, not an integer): a huge
+#: number there is a valid answer with other data, not a damaged one.
+FREE_TEXT = frozenset({"value", "key", "name", "run_name", "description"})
 HTML = b"<!DOCTYPE html><html><head><title>Error</title></head><body><h1>Oops</h1></body></html>"
 
 
@@ -113,7 +116,8 @@ def mutate(
         ints = [
             (p, v)
             for p, v in nodes
-            if (isinstance(v, int) and not isinstance(v, bool)) or _is_int_text(v)
+            if (isinstance(v, int) and not isinstance(v, bool))
+            or (_is_int_text(v) and p[-1] not in FREE_TEXT)
         ]
         if ints:
             path, value = rng.choice(ints)
@@ -137,6 +141,9 @@ def mutate(
 
 class _MutatingHandler(_Handler):
     server: _Server
+    #: Headers and body go out as two writes: with Nagle on, the body waits for the client's
+    #: delayed ACK (40 ms an answer here, most of a case's time).
+    disable_nagle_algorithm = True
 
     def _handle(self) -> None:
         proxy: MutatingProxy = self.server.proxy  # type: ignore[assignment]

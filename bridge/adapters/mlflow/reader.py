@@ -59,6 +59,7 @@ from bridge.adapters.mlflow.from_wandb import (
 from bridge.adapters.mlflow.from_wandb import LOCATOR_KEY as WANDB_KEYS
 from bridge.adapters.mlflow.from_wandb import metric_key as wandb_metric_key
 from bridge.adapters.mlflow.registry import RegistryReader
+from bridge.adapters.mlflow.strict_rest import strict_reads
 from bridge.adapters.mlflow.uri import MlflowStore, check_server, quick_http
 from bridge.errors import BridgeError, RunError
 from bridge.mapping import load_mapping
@@ -235,6 +236,14 @@ class MlflowReader(MlflowStore, Reader):
         if self._engine_obj is not None:
             self._engine_obj.dispose()
             self._engine_obj = None
+
+    def _open_client(self) -> Any:
+        """The shared client; on a server its read calls refuse damaged answers
+        (strict_rest.py: MLflow reads an empty 200 body as an empty message)."""
+        client = super()._open_client()
+        if self.kind == "http":
+            strict_reads(getattr(getattr(client, "_tracking_client", None), "store", None))
+        return client
 
     # ------------------------------------------------------------------ check
 
@@ -647,6 +656,7 @@ class MlflowReader(MlflowStore, Reader):
         """Every artifact file under ``path``, depth first, sorted by path. ``local``: the
         run's artifact folder when it is on this file system, for a cheap ``stat_key``."""
         for info in sorted(self.client.list_artifacts(run_id, path), key=lambda f: f.path):
+            _check_file_info(info)
             inside = path is None or info.path.startswith(f"{path}/")
             if info.is_dir and inside and path_problem(info.path) is None:
                 yield from self._walk_artifacts(run_id, info.path, local)
@@ -770,6 +780,21 @@ class MlflowReader(MlflowStore, Reader):
     def registry_warnings(self) -> list[Warning_]:
         """Registry versions whose content could not be listed."""
         return self.registry.warnings
+
+
+def _check_file_info(info: Any) -> None:
+    """An artifact listing entry of the types MLflow's artifact API sends: its HTTP client
+    passes the server's JSON through unchecked (``"is_dir": [1, 2]`` would read as a folder)."""
+    size = info.file_size
+    if (
+        not isinstance(info.path, str)
+        or not isinstance(info.is_dir, bool)
+        or not (size is None or (isinstance(size, int) and not isinstance(size, bool)))
+    ):
+        raise ValueError(
+            f"malformed artifact listing entry: path={info.path!r:.80} "
+            f"is_dir={info.is_dir!r:.20} file_size={size!r:.30}"
+        )
 
 
 def point_stats(engine: Any, run_ids: list[str]) -> dict[str, list[list[Any]]]:
