@@ -280,17 +280,18 @@ def test_the_pipeline_can_plan_everything_first_then_apply_parents_first() -> No
     headers, parents = _families_listing(7)
     rec = Recorder(parents, 7, apply=set(parents))
     all_planned: list[int] = []
-    pipeline = Pipeline(
-        2, rec.plan, rec.settle, rec.apply, lambda: all_planned.append(len(rec.events))
+    pipeline = Pipeline(2, rec.plan, rec.settle, rec.apply)
+    planned, aside = pipeline.run(
+        headers, apply_now=False, all_planned=lambda: all_planned.append(len(rec.events))
     )
-    planned, aside = pipeline.run(headers, apply_now=False)
     assert not any(kind.startswith("apply") for kind, _ in rec.events)
     assert all_planned == [len(rec.events)]  # the plan.done hook: once, after the last plan
     assert {p.plan.source_id for p in aside} == set(parents)
     assert all(p.run is None and p.body_read for p in aside)
     assert len(rec.live) == 0
-    again, left = pipeline.run([], later=aside)
+    again, left = pipeline.run([], later=aside, all_planned=lambda: all_planned.append(-1))
     assert again == [] and left == []
+    assert all_planned == [len(headers) * 2, -1]  # no runs to plan: called at once
     assert sorted(rec.reread) == sorted(parents)
     assert rec.max_live <= 2
     for sid, parent in parents.items():

@@ -48,22 +48,25 @@ class Pipeline:
         plan: PlanFn,
         settle: SettleFn,
         apply: ApplyFn,
-        all_planned: Callable[[], None] | None = None,
     ) -> None:
         self.workers = max(1, workers)
         self._plan, self._settle, self._apply = plan, settle, apply
-        self._all_planned = all_planned
         self._pending: set[str] = set()  # runs of this call whose planning/apply has not ended
         self._waiting: dict[str, list[Planned]] = {}  # parent source id -> children to apply
         self._ready: deque[Planned] = deque()  # to apply now (bodies dropped)
 
     def run(
-        self, headers: Sequence[RunHeader], later: Iterable[Planned] = (), apply_now: bool = True
+        self,
+        headers: Sequence[RunHeader],
+        later: Iterable[Planned] = (),
+        apply_now: bool = True,
+        all_planned: Callable[[], None] | None = None,
     ) -> tuple[list[Planned], list[Planned]]:
         """Plan ``headers`` (in order, ``workers`` at a time) and apply what ``settle``
         picks — right away when ``apply_now``, else set aside with its body dropped — and
-        apply ``later`` (runs set aside by an earlier call). Returns every run planned, in
-        ``headers`` order, and the runs set aside."""
+        apply ``later`` (runs set aside by an earlier call). ``all_planned`` is called once
+        the last of ``headers`` is planned (at once when there are none). Returns every run
+        planned, in ``headers`` order, and the runs set aside."""
         later = list(later)
         self._pending = {h.source_id for h in headers} | {p.plan.source_id for p in later}
         for p in later:
@@ -72,8 +75,8 @@ class Pipeline:
         aside: list[Planned] = []
         todo = deque(enumerate(headers))
         left = len(headers)
-        if left == 0 and self._all_planned is not None:
-            self._all_planned()
+        if left == 0 and all_planned is not None:
+            all_planned()
         # future -> its header's index (planning) or the run (applying)
         running: dict[Future[Any], int | Planned] = {}
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
@@ -99,8 +102,8 @@ class Pipeline:
                     assert p is not None
                     planned[task] = p
                     left -= 1
-                    if left == 0 and self._all_planned is not None:
-                        self._all_planned()
+                    if left == 0 and all_planned is not None:
+                        all_planned()
                     if not self._settle(p):
                         self._finish(p)
                     elif not apply_now:

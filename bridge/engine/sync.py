@@ -251,9 +251,11 @@ def run_sync(
     # Runs are applied as soon as they are planned (parents first), holding O(workers)
     # bodies; "fail" plans every run first (nothing is written if any has a conflict) and
     # reads the bodies of the runs to write again (engine/pipeline.py).
-    pipeline = Pipeline(workers, plan_one, settle, apply_one, lambda: kill_point("plan.done"))
+    pipeline = Pipeline(workers, plan_one, settle, apply_one)
     apply_now = not dry_run and on_conflict != "fail"
-    planned, aside = pipeline.run(headers, apply_now=apply_now)
+    planned, aside = pipeline.run(
+        headers, apply_now=apply_now, all_planned=lambda: kill_point("plan.done")
+    )
     report.runs = [p.plan for p in planned]
     if listing_complete:
         report.runs.extend(
