@@ -164,7 +164,8 @@ def run_sync(
     show_progress: bool = False,
     on_run_done: Callable[[RunPlan], None] | None = None,
 ) -> Plan:
-    """Plan every source run against state and destination, then apply (unless dry run).
+    """Plan each source run against state and destination and apply it (unless dry run),
+    as soon as it is planned: the pass holds O(workers) run bodies (engine/pipeline.py).
 
     One bad run never stops the others: its error is recorded on its plan line.
     With ``on_conflict="fail"`` nothing is written if any run has a conflict. ``full``
