@@ -867,6 +867,18 @@ print("end", flush=True)
 """
 
 
+@pytest.mark.e2e
+def test_a_kill_point_that_is_not_reached_fails_its_case(
+    runner: BridgeRunner, tmp_path: Path
+) -> None:
+    """The campaign's own guard: a sync that does not die at the named point fails."""
+    (tmp_path / "empty").mkdir()
+    src, dest = f"wandb-offline:{tmp_path / 'empty'}", f"mlflow:sqlite:///{tmp_path / 'm.db'}"
+    case = _named("wandb", "apply.finish.before")
+    with pytest.raises(AssertionError, match="'apply.finish.before' was not reached"):
+        _kill_stage(case, runner, src, dest, tmp_path / "state.db", "apply.finish.before")
+
+
 def test_kill_point_kills_at_its_nth_hit_and_only_there() -> None:
     killed = _hook(_THREE_HITS, BRIDGE_KILL_AT="a#2")
     assert killed.returncode == KILLED
