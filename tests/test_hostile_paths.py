@@ -44,6 +44,7 @@ from bridge.cli import main
 from bridge.config_file import load_config
 from bridge.paths import PathRefused, check_reference_target, path_problem, within
 from tests.sdk_runs import sdk_env
+from tests.test_txlog import encode
 
 SECRET = b"top secret: must never be copied\n"
 
@@ -158,32 +159,6 @@ def _holding(root: Path, needle: bytes) -> list[str]:
     ]
 
 
-def _encode(payloads: list[bytes]) -> bytes:
-    """A LevelDB-log writer as wandb-core writes ``.wandb`` files (see tests/test_txlog.py)."""
-    import struct
-    import zlib
-
-    from bridge.adapters.wandb.txlog import BLOCK, FIRST, FULL, LAST, MIDDLE
-
-    out = bytearray(struct.pack("<4sHB", b":W&B", 0xBEE1, 0))
-    for payload in payloads:
-        first, rest = True, payload
-        while True:
-            room = BLOCK - len(out) % BLOCK
-            if room < 7:
-                out += b"\0" * room
-                room = BLOCK
-            frag, rest = rest[: room - 7], rest[room - 7 :]
-            last = not rest
-            kind = (FULL if last else FIRST) if first else (LAST if last else MIDDLE)
-            crc = zlib.crc32(frag, zlib.crc32(bytes([kind])))
-            out += struct.pack("<IHB", crc, len(frag), kind) + frag
-            first = False
-            if last:
-                break
-    return bytes(out)
-
-
 def _rewrite_log(folder: Path, edit: Callable[[Any], None]) -> None:
     """Decode every record of the folder's ``.wandb`` log, let ``edit`` change it, re-encode."""
     (log,) = folder.glob("*.wandb")
@@ -191,7 +166,7 @@ def _rewrite_log(folder: Path, edit: Callable[[Any], None]) -> None:
     for _, rec in TxlogReader(log).records():
         edit(rec)
         records.append(rec.SerializeToString())
-    log.write_bytes(_encode(records))
+    log.write_bytes(encode(records))
 
 
 def _mlflow_files(client: MlflowClient, run_id: str, path: str | None = None) -> list[str]:
