@@ -557,8 +557,8 @@ class StateStore:
         destination run starts them again from zero (:meth:`reset_run`).
 
         Pass only the keys that changed: the cost is O(len(points)), one statement per
-        table. ``digests`` (see :meth:`set_stream_digests`) go in the same transaction, so
-        a watermark and the digest of the points it counts are stored together."""
+        table. ``digests`` (points, digest per key; see engine/streams.py) go in the same
+        transaction, so a watermark and the digest of the points it counts are stored together."""
         if not points and not digests:
             return
         ident = {"dest_uri": dest_uri, "source_id": source_id}
@@ -967,15 +967,6 @@ class StateStore:
                 )
             ).all()
         return {r.key: (int(r.points), r.digest) for r in rows}
-
-    def set_stream_digests(
-        self, dest_uri: str, source_id: str, digests: dict[str, tuple[int, str]]
-    ) -> None:
-        """Per metric key: (points, digest) of the points counted; changed keys only."""
-        if not digests:
-            return
-        with self._tx() as conn:
-            _put_digests(conn, {"dest_uri": dest_uri, "source_id": source_id}, digests)
 
     # -- run claims (bridge/engine/claims.py) --------------------------------------------
     def take_claim(

@@ -294,15 +294,6 @@ def open_gate(
     )
 
 
-def record_digests(
-    state: StateStore, dest_uri: str, source_id: str, digests: dict[str, tuple[int, int]]
-) -> None:
-    """Store (points, digest) per key; call right after the matching watermarks."""
-    state.set_stream_digests(
-        dest_uri, source_id, {k: (n, to_hex(d)) for k, (n, d) in digests.items()}
-    )
-
-
 def can_merge(writer: Writer) -> bool:
     """A merge writes exactly the missing points where the destination reads its points
     back; where it only ignores duplicates, it re-sends the keys' source points."""
