@@ -694,3 +694,118 @@ def test_record_cap_setting_is_checked(monkeypatch: pytest.MonkeyPatch, value: s
     monkeypatch.setenv(MAX_RECORD_ENV, value)
     with pytest.raises(BridgeError, match=MAX_RECORD_ENV):
         TxlogReader("unused.wandb")
+
+
+# ---- GraphQL answers of the W&B server --------------------------------------------------
+
+GRAPHQL_CASES = int(os.environ.get("FUZZ_GRAPHQL_CASES", "1000"))
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True, default=repr))
+
+
+def wandb_reads(reader: Any) -> list[tuple[str, Any]]:
+    """The small reads one case makes (one damaged answer each): the listing, and per run
+    its body and its history (given the undamaged body)."""
+    reads: list[tuple[str, Any]] = [("list", None)]
+    for header in reader.list_runs():
+        run = reader.read_run(header)
+        reads += [("read", header), ("history", run)]
+    return reads
+
+
+def wandb_read(reader: Any, op: str, arg: Any) -> Any:
+    """One read, in a comparable form."""
+    if op == "list":
+        return _plain([h.model_dump(mode="json") for h in reader.list_runs()])
+    if op == "read":
+        return _plain(reader.read_run(arg).model_dump(mode="json"))
+    return _plain([item.model_dump(mode="json") for item in reader.iter_history(arg)])
+
+
+@pytest.fixture(scope="module")
+def wandb_source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The loopback W&B server holding two SDK-made runs (history, files)."""
+    from fakes.wandb_server import FakeWandbServer
+
+    corpus = cached_corpus(tmp_path_factory.getbasetemp())
+    with FakeWandbServer() as srv:
+        runs = [srv.load_offline_run(corpus[role]) for role in ("basic", "crashed")]
+        assert len({(r.entity, r.project) for r in runs}) == 1
+        yield srv, f"{runs[0].entity}/{runs[0].project}"
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+@pytest.mark.xfail(
+    strict=True,
+    reason="open findings: the W&B reader reads GraphQL values of the wrong type or out of "
+    "range as data (file sizeBytes beyond int64, run state/notes as a list, a huge "
+    "historyLineCount, a runs edge node that is a string); 1,000 cases take ~110 s here "
+    "(budget 90 s)",
+)
+def test_fuzz_wandb_graphql_answers(
+    wandb_source: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """≥ 1,000 cases, one damaged answer each (a sticky one for a looping cursor), from the
+    loopback W&B server through a proxy to the bridge's W&B reader over the real
+    ``wandb.Api`` (one Api for every case): a clear RunError/BridgeError or the undamaged
+    data, never another exception, a hang, or other data read as the source's."""
+    from fakes.mutating_proxy import GRAPHQL_KINDS, GRAPHQL_MALFORMED, MutatingProxy
+
+    from bridge.adapters.wandb.api_reader import WandbApiReader
+
+    srv, path = wandb_source
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("WANDB_API_KEY", srv.api_key)
+    monkeypatch.delenv("WANDB_BASE_URL", raising=False)
+    started = time.monotonic()
+    with MutatingProxy(srv.url, rewrite_urls=True) as proxy:
+        reader = WandbApiReader(f"{path}?base_url={proxy.url}", ReaderOptions())
+        reader.attempts, reader.base_delay = 2, 0.0  # one retry, no backoff: CI time
+        try:
+            reads = wandb_reads(reader)
+            assert [op for op, _ in reads].count("history") == 2
+            truths, counts = [], []
+            for op, arg in reads:
+                proxy.begin(-1, "truncate", 0)
+                truths.append(wandb_read(reader, op, arg))
+                counts.append(proxy.count)
+                assert wandb_read(reader, op, arg) == truths[-1]  # replayed: read the same
+            assert all(truths) and min(counts) >= 1
+            campaign = Campaign(GRAPHQL_MALFORMED)
+            rng = random.Random(2026)
+            for i in range(GRAPHQL_CASES):
+                kind = GRAPHQL_KINDS[i % len(GRAPHQL_KINDS)]
+                which = rng.randrange(len(reads))
+                op, arg = reads[which]
+                truth = truths[which]
+                proxy.begin(rng.randrange(counts[which]), kind, seed=i)
+                got, error = None, None
+                with time_bound(CASE_SECONDS):
+                    try:
+                        got = wandb_read(reader, op, arg)
+                    except TimeoutError:
+                        raise
+                    except Exception as exc:  # judged: clear (RunError/BridgeError) or not
+                        error = exc
+                if error is not None and not isinstance(error, (RunError, BridgeError)):
+                    campaign.findings.append(f"case {i} {kind} {proxy.applied}: {error!r:.300}")
+                else:
+                    # A file's content (wandb-metadata.json) with a value of another type is
+                    # still a valid file: other data, not a damaged answer.
+                    on_file = proxy.applied is not None and proxy.applied[0] != "/graphql"
+                    label = (
+                        f"file-{kind}" if on_file and kind in ("wrong-type", "huge-int") else kind
+                    )
+                    campaign.judge(f"case {i}", label, proxy.applied, truth, got, error)
+                if len(campaign.findings) >= 20:
+                    break
+        finally:
+            reader.close()
+    print(f"wandb GraphQL fuzz: {dict(campaign.outcomes)} in {time.monotonic() - started:.1f}s")
+    assert not campaign.findings, "\n".join(campaign.findings[:20])
+    assert sum(campaign.outcomes.values()) >= GRAPHQL_CASES
+    assert campaign.outcomes["clear-failure"] > GRAPHQL_CASES // 20  # most are retried
+    assert campaign.outcomes["not-applied"] < GRAPHQL_CASES // 5

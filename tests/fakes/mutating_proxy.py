@@ -37,6 +37,13 @@ KINDS = (
     "missing-field",
 )
 MALFORMED = frozenset(KINDS) - {"missing-field", "content-type"}
+#: GraphQL answers (``POST /graphql``) besides ``KINDS``: a null where an object was, an
+#: ``errors`` array (with the data left, or with ``data: null``), and a page that says there
+#: is a next page at the cursor just asked for (sticky: every later answer to that request
+#: says so too, as a server stuck in a loop would).
+GRAPHQL_KINDS = (*KINDS, "null-object", "errors", "errors-no-data", "loop-cursor")
+#: A null may be valid (a nullable field): checked for no traceback only, like a missing field.
+GRAPHQL_MALFORMED = MALFORMED | {"errors", "errors-no-data", "loop-cursor"}
 #: Fields whose text is free (a param or tag value "3" is a string, not an integer): a huge
 #: number there is a valid answer with other data, not a damaged one.
 FREE_TEXT = frozenset({"value", "key", "name", "run_name", "description"})
@@ -81,8 +88,50 @@ def _is_int_text(v: Any) -> bool:
     return isinstance(v, str) and v.lstrip("-").isdigit() and len(v) < 20
 
 
+def _graphql_mutation(
+    kind: str,
+    rng: random.Random,
+    status: int,
+    headers: list[tuple[str, str]],
+    doc: Any,
+    request_cursor: Any,
+) -> tuple[int, list[tuple[str, str]], bytes, str]:
+    """The GraphQL-only kinds (see ``GRAPHQL_KINDS``) on a parsed answer."""
+    if not isinstance(doc, dict):
+        return status, headers, json.dumps(doc).encode(), ""
+    what = ""
+    if kind == "null-object":
+        objects = [(p, v) for p, v in _nodes(doc) if isinstance(v, dict)]
+        if objects:
+            path, _ = rng.choice(objects)
+            _set(doc, path, None)
+            what = f"{path} = null"
+    elif kind in ("errors", "errors-no-data"):
+        doc["errors"] = [{"message": "injected: internal error", "path": ["x"]}]
+        if kind == "errors-no-data":
+            doc["data"] = None
+        what = kind
+    elif kind == "loop-cursor":
+        infos = [v for _, v in _nodes(doc) if isinstance(v, dict) and "pageInfo" in v]
+        for conn in infos:
+            info = conn["pageInfo"]
+            if isinstance(info, dict):
+                info["hasNextPage"] = True
+                info["endCursor"] = request_cursor
+                for edge in conn.get("edges") or []:
+                    if isinstance(edge, dict) and "cursor" in edge:
+                        edge["cursor"] = request_cursor
+                what = f"next page at the cursor asked for ({request_cursor!r}), forever"
+    return status, headers, json.dumps(doc).encode(), what
+
+
 def mutate(
-    kind: str, rng: random.Random, status: int, headers: list[tuple[str, str]], body: bytes
+    kind: str,
+    rng: random.Random,
+    status: int,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    request_cursor: Any = None,
 ) -> tuple[int, list[tuple[str, str]], bytes, str]:
     """One damaged answer and a line saying what was done ("" when nothing could be)."""
     plain = [(k, v) for k, v in headers if k.lower() != "content-type"]
@@ -106,6 +155,8 @@ def mutate(
         doc = json.loads(body)
     except ValueError:
         return status, headers, body, ""
+    if kind in ("null-object", "errors", "errors-no-data", "loop-cursor"):
+        return _graphql_mutation(kind, rng, status, headers, doc, request_cursor)
     nodes = _nodes(doc)
     if kind == "wrong-type" and nodes:
         path, value = rng.choice(nodes)
@@ -139,6 +190,16 @@ def mutate(
     return status, headers, body, ""
 
 
+def _request_cursor(body: bytes) -> Any:
+    """The ``cursor`` variable of a GraphQL request (None when absent or not GraphQL)."""
+    try:
+        doc = json.loads(body or b"null")
+    except ValueError:
+        return None
+    variables = doc.get("variables") if isinstance(doc, dict) else None
+    return variables.get("cursor") if isinstance(variables, dict) else None
+
+
 class _MutatingHandler(_Handler):
     server: _Server
     #: Headers and body go out as two writes: with Nagle on, the body waits for the client's
@@ -150,7 +211,8 @@ class _MutatingHandler(_Handler):
         body = self._body()
         status, headers, answer = proxy.answer(self.command, self.path, self.headers, body)
         path = urllib.parse.urlsplit(self.path).path
-        status, headers, answer = proxy.damage(path, status, headers, answer)
+        request = (self.command, self.path, body)
+        status, headers, answer = proxy.damage(path, status, headers, answer, request)
         try:
             self._answer(status, headers, answer)
         except OSError:
@@ -160,9 +222,19 @@ class _MutatingHandler(_Handler):
 class MutatingProxy(FaultProxy):
     """Forwards to ``upstream`` (replaying answers already seen); damages one answer a case."""
 
-    def __init__(self, upstream: str, lifetime_s: float = 900.0, replay: bool = True) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        lifetime_s: float = 900.0,
+        replay: bool = True,
+        rewrite_urls: bool = False,
+    ) -> None:
         super().__init__(upstream, lifetime_s=lifetime_s)
         self.replay = replay
+        #: Replace the upstream's own URL in JSON answers by the proxy's, so the files and
+        #: exports a server names (the loopback W&B server names itself) come through here.
+        self.rewrite_urls = rewrite_urls
+        self._upstream_url = upstream.rstrip("/")
         self._seen: dict[tuple[str, str, bytes], tuple[int, list[tuple[str, str]], bytes]] = {}
         self._case_lock = threading.Lock()
         self.begin(-1, "truncate", 0)
@@ -173,6 +245,7 @@ class MutatingProxy(FaultProxy):
             self.target, self.kind, self.rng = target, kind, random.Random(seed)
             self.count = 0
             self.applied: tuple[str, str] | None = None  # (path, what was done)
+            self._sticky: tuple[tuple[str, str, bytes], tuple[Any, ...]] | None = None
 
     def answer(
         self, method: str, target: str, headers: Any, body: bytes
@@ -181,21 +254,36 @@ class MutatingProxy(FaultProxy):
         if self.replay and key in self._seen:
             return self._seen[key]
         got = self.forward(method, target, headers, body)
+        if self.rewrite_urls and any(
+            k.lower() == "content-type" and "json" in v.lower() for k, v in got[1]
+        ):
+            old, new = self._upstream_url.encode(), self.url.rstrip("/").encode()
+            got = (got[0], got[1], got[2].replace(old, new))
         if self.replay and got[0] == 200:
             self._seen[key] = got
         return got
 
     def damage(
-        self, path: str, status: int, headers: list[tuple[str, str]], body: bytes
+        self,
+        path: str,
+        status: int,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        request: tuple[str, str, bytes] = ("", "", b""),
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         with self._case_lock:
             index = self.count
             self.count += 1
+            if self._sticky is not None and self._sticky[0] == request:
+                return self._sticky[1]  # type: ignore[return-value]
             if index != self.target:
                 return status, headers, body
-            status, headers, body, what = mutate(self.kind, self.rng, status, headers, body)
+            cursor = _request_cursor(request[2])
+            status, headers, body, what = mutate(self.kind, self.rng, status, headers, body, cursor)
             if what:
                 self.applied = (path, what)
+                if self.kind == "loop-cursor":
+                    self._sticky = (request, (status, headers, body))
             return status, headers, body
 
     def start(self) -> MutatingProxy:

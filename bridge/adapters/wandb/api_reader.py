@@ -307,6 +307,17 @@ class WandbApiReader(Reader):
                 delay *= 2
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _next_page(self, what: str, pager: Any, seen: set[Any]) -> bool:
+        """Load a paginator's next page (with retries). A server that names a next page at
+        a cursor it already gave would have us loop forever (found by the GraphQL answer
+        fuzz): a cursor seen before, or the first page's, is a ValueError."""
+        if getattr(pager, "last_response", None) is not None and pager.more:
+            cursor = pager.cursor
+            if cursor is None or cursor in seen:
+                raise ValueError(f"{what}: the server repeats page cursor {cursor!r}")
+            seen.add(cursor)
+        return bool(self._retry(what, pager._load_page))
+
     def _graphql(self, query: str, variables: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """One raw POST /graphql with a short timeout, for check(): fast, clear failures."""
         body = json.dumps({"query": query, "variables": variables}).encode()
@@ -375,7 +386,8 @@ class WandbApiReader(Reader):
         api._projects.pop(self._t.entity, None)  # wandb.Api caches listings forever
         projects = api.projects(self._t.entity, per_page=PAGE_SIZE)
         names: list[str] = []
-        while self._retry("projects", projects._load_page):
+        seen: set[Any] = set()
+        while self._next_page("projects", projects, seen):
             names.extend(p.name for p in projects.objects)
             projects.objects = []
         return names
@@ -421,7 +433,8 @@ class WandbApiReader(Reader):
                     per_page=PAGE_SIZE,
                     lazy=False,
                 )
-                while self._retry("runs", runs._load_page):
+                seen: set[Any] = set()
+                while self._next_page("runs", runs, seen):
                     for r in runs.objects:
                         yield self._header(project, r)
                     runs.objects = []
@@ -549,7 +562,8 @@ class WandbApiReader(Reader):
         files = r.files(per_page=PAGE_SIZE)
         refs: list[FileRef] = []
         urls: dict[str, str] = {}
-        while self._retry("files", files._load_page):
+        seen: set[Any] = set()
+        while self._next_page("files", files, seen):
             for f in files.objects:
                 url = f._attrs.get("directUrl") or f.url
                 urls[f.name] = url
@@ -569,20 +583,24 @@ class WandbApiReader(Reader):
         ref = next((f for f in files if f.path == "files/wandb-metadata.json"), None)
         if ref is None:
             return {}
+        # Unreadable is a failed run, not a warning: host, OS, program and git would be
+        # missing from a copy reported done (found by the GraphQL/HTTP answer fuzz).
         try:
             with self.open_file(ref) as fh:
                 meta = json.loads(fh.read())
         except Exception as exc:
-            warnings.append(f"wandb-metadata.json unreadable: {exc}")
-            return {}
-        return meta if isinstance(meta, dict) else {}
+            raise RunError(f"wandb-metadata.json unreadable: {exc}") from None
+        if not isinstance(meta, dict):
+            raise RunError(f"wandb-metadata.json is a JSON {type(meta).__name__}, not an object")
+        return meta
 
     def _artifacts(self, r: Any, warnings: list[str]) -> list[ArtifactVersion]:
         out: list[ArtifactVersion] = []
         for direction in ("logged", "used"):
             pager = r.logged_artifacts() if direction == "logged" else r.used_artifacts()
             items: list[Any] = []
-            while self._retry("artifacts", pager._load_page):
+            seen: set[Any] = set()
+            while self._next_page("artifacts", pager, seen):
                 items.extend(pager.objects)
                 pager.objects = []
             for art in items:
