@@ -271,7 +271,6 @@ class WandbApiReader(Reader):
             if self._api is None:
                 import wandb
 
-                _bound_sdk_retries()
                 # The entity override makes registry look-ups resolve ENTITY's organization.
                 self._api = wandb.Api(
                     api_key=self._key(),
@@ -1160,24 +1159,3 @@ def _next_row(scan: Any) -> dict[str, Any]:
         if scan.page_offset >= scan._stop_step:
             raise StopIteration
         scan._load_next()
-
-
-#: wandb-core's own GraphQL retries, per call, unless the user set them: the reader retries
-#: each call itself (``_retry``, with backoff), and the two multiplied kept a sync against
-#: a server answering 503 busy for over ten minutes before the run was reported failed.
-SDK_GRAPHQL_RETRIES = {
-    "x_graphql_retry_max": 2,
-    "x_graphql_retry_wait_min_seconds": 1.0,
-    "x_graphql_retry_wait_max_seconds": 8.0,
-}
-
-
-def _bound_sdk_retries() -> None:
-    """Bound wandb-core's GraphQL retries where the user left them unset (the SDK reads its
-    process-wide settings when ``wandb.Api`` starts)."""
-    from wandb.sdk import wandb_setup
-
-    settings = wandb_setup.singleton().settings
-    for name, value in SDK_GRAPHQL_RETRIES.items():
-        if getattr(settings, name, None) is None:
-            setattr(settings, name, value)
