@@ -19,9 +19,9 @@ from __future__ import annotations
 import logging
 import re
 import traceback
-from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+
+from bridge.logrecords import install_message_rewrite
 
 #: Bidi embeddings, overrides and isolates (U+202A–U+202E, U+2066–U+2069), the implicit
 #: marks, and the Unicode line/paragraph separators some log viewers break lines at.
@@ -125,28 +125,10 @@ def escape_logging(logger: logging.Logger | None = None) -> None:
     for known in [logging.getLogger(), *logging.root.manager.loggerDict.values()]:
         if isinstance(known, logging.Logger):
             _filter_handlers(known)
-    factory = logging.getLogRecordFactory()
-    if not getattr(factory, "bridge_escaping", False):
-        logging.setLogRecordFactory(_escaping_factory(factory))
+    install_message_rewrite(for_terminal, "bridge_escaping")
 
 
 def _filter_handlers(logger: logging.Logger) -> None:
     for handler in logger.handlers:
         if not any(isinstance(f, EscapingFilter) for f in handler.filters):
             handler.addFilter(EscapingFilter())
-
-
-def _escaping_factory(
-    factory: Callable[..., logging.LogRecord],
-) -> Callable[..., logging.LogRecord]:
-    def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = factory(*args, **kwargs)
-        try:
-            record.msg = for_terminal(record.getMessage())
-        except Exception:  # noqa: BLE001 - a malformed call is logging's to report
-            return record
-        record.args = None
-        return record
-
-    make.bridge_escaping = True  # type: ignore[attr-defined]
-    return make

@@ -31,7 +31,9 @@ import threading
 import traceback
 import urllib.parse
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TypeVar
+
+from bridge.logrecords import install_message_rewrite
 
 MASK = "***"
 #: Shorter secrets are not redacted by value (they would hit ordinary words and numbers).
@@ -208,20 +210,6 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def _redacting_factory(factory: Any) -> Any:
-    def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record: logging.LogRecord = factory(*args, **kwargs)
-        try:
-            record.msg = redact(record.getMessage())
-        except Exception:  # noqa: BLE001 - a malformed call is logging's to report
-            return record
-        record.args = None
-        return record
-
-    make.bridge_redacting = True  # type: ignore[attr-defined]
-    return make
-
-
 def _add_filter(handler: logging.Handler) -> None:
     if not any(isinstance(f, RedactingFilter) for f in handler.filters):
         handler.addFilter(RedactingFilter())
@@ -253,8 +241,6 @@ def install() -> None:
     for logger in loggers:
         for handler in logger.handlers:
             _add_filter(handler)
-    factory = logging.getLogRecordFactory()
-    if not getattr(factory, "bridge_redacting", False):
-        logging.setLogRecordFactory(_redacting_factory(factory))
+    install_message_rewrite(redact, "bridge_redacting")
     sys.excepthook = _excepthook
     threading.excepthook = _thread_excepthook
