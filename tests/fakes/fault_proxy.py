@@ -194,6 +194,8 @@ class _Handler(BaseHTTPRequestHandler):
 class FaultProxy:
     """Seeded fault-injecting proxy to ``upstream`` (``http://127.0.0.1:PORT``)."""
 
+    handler: type[BaseHTTPRequestHandler] = _Handler  # subclasses answer with their own
+
     def __init__(
         self,
         upstream: str,
@@ -264,7 +266,7 @@ class FaultProxy:
 
     # -- lifecycle
     def start(self) -> FaultProxy:
-        self._http = _Server(("127.0.0.1", 0), _Handler)
+        self._http = _Server(("127.0.0.1", 0), self.handler)
         self._http.proxy = self
         threading.Thread(target=self._http.serve_forever, daemon=True).start()
         self._stopper = threading.Timer(self.lifetime_s, self.stop)

@@ -222,6 +222,8 @@ class _MutatingHandler(_Handler):
 class MutatingProxy(FaultProxy):
     """Forwards to ``upstream`` (replaying answers already seen); damages one answer a case."""
 
+    handler = _MutatingHandler
+
     def __init__(
         self,
         upstream: str,
@@ -285,12 +287,3 @@ class MutatingProxy(FaultProxy):
                 if self.kind == "loop-cursor":
                     self._sticky = (request, (status, headers, body))
             return status, headers, body
-
-    def start(self) -> MutatingProxy:
-        self._http = _Server(("127.0.0.1", 0), _MutatingHandler)
-        self._http.proxy = self
-        threading.Thread(target=self._http.serve_forever, daemon=True).start()
-        self._stopper = threading.Timer(self.lifetime_s, self.stop)
-        self._stopper.daemon = True
-        self._stopper.start()
-        return self
