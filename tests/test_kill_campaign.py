@@ -303,10 +303,17 @@ def _point(key: str, step: int, ts: int, value: float, is_nan: Any) -> tuple:
 
 def _tree(folder: Path) -> dict[str, str]:
     """Relative path → sha256 of every file under ``folder`` (empty if it is absent).
-    Manifests name the destination's own model ids: compared by presence only."""
+    Manifests name the destination's own model ids: compared by presence only. MLflow's
+    local artifact store stages each upload as a reserved ``.artifact.uploading.*`` file
+    and renames it into place; a SIGKILL in between leaves the stage file behind, which
+    MLflow's own listing hides and no client can write or read, so it is skipped here."""
+    from mlflow.store.artifact.local_artifact_repo import _TEMP_ARTIFACT_PREFIX
+
     out: dict[str, str] = {}
     if folder.is_dir():
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            if path.name.startswith(_TEMP_ARTIFACT_PREFIX):
+                continue
             rel = path.relative_to(folder).as_posix()
             out[rel] = "" if rel.endswith("manifest.json") else _sha(path)
     return out
