@@ -51,12 +51,17 @@ CASE_SECONDS = 10  # hard bound per case (SIGALRM): a hang fails the test instea
 WANDB_CASES = 5_000
 
 
+class CaseHang(BaseException):
+    """A case ran past its time bound. Not an Exception: the code under test must not
+    take it for a network timeout and retry it, or judge it as its own failure."""
+
+
 @contextmanager
 def time_bound(seconds: int) -> Iterator[None]:
     """Fail (instead of hanging) when the body runs longer than ``seconds``."""
 
     def _expired(signum: int, frame: Any) -> None:
-        raise TimeoutError(f"case ran longer than {seconds}s: a hang")
+        raise CaseHang(f"case ran longer than {seconds}s: a hang")
 
     old = signal.signal(signal.SIGALRM, _expired)
     signal.alarm(seconds)
@@ -595,8 +600,6 @@ def run_campaign(
         with time_bound(CASE_SECONDS):
             try:
                 got = snapshot(proxy.url)
-            except TimeoutError:
-                raise
             except Exception as exc:  # judged below: clear or a finding
                 error = exc
         campaign.judge(f"case {i}", kind, proxy.applied, truth, got, error)
@@ -738,13 +741,6 @@ def wandb_source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.mark.e2e
 @pytest.mark.timeout(300)
-@pytest.mark.xfail(
-    strict=True,
-    reason="open findings: the W&B reader reads GraphQL values of the wrong type or out of "
-    "range as data (file sizeBytes beyond int64, run state/notes as a list, a huge "
-    "historyLineCount, a runs edge node that is a string); 1,000 cases take ~110 s here "
-    "(budget 90 s)",
-)
 def test_fuzz_wandb_graphql_answers(
     wandb_source: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -786,8 +782,6 @@ def test_fuzz_wandb_graphql_answers(
                 with time_bound(CASE_SECONDS):
                     try:
                         got = wandb_read(reader, op, arg)
-                    except TimeoutError:
-                        raise
                     except Exception as exc:  # judged: clear (RunError/BridgeError) or not
                         error = exc
                 if error is not None and not isinstance(error, (RunError, BridgeError)):

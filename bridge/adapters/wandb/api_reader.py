@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from bridge.adapters.base import Reader, ReaderOptions
+from bridge.adapters.wandb import answers
 from bridge.adapters.wandb.bridged import LOCATOR_KEY as BRIDGE_LAYOUT
 from bridge.adapters.wandb.bridged import layout_of, restore_run, source_metric_key, split_row
 from bridge.adapters.wandb.history import flatten as _flatten
@@ -315,7 +316,15 @@ class WandbApiReader(Reader):
             if cursor is None or cursor in seen:
                 raise ValueError(f"{what}: the server repeats page cursor {cursor!r}")
             seen.add(cursor)
-        return bool(self._retry(what, pager._load_page))
+        # A page whose objects fail to convert has already moved the pager's cursor past
+        # itself: each attempt starts from the answer before it, or a retry skips a page.
+        before = pager.last_response
+
+        def load() -> bool:
+            pager.last_response = before
+            return bool(pager._load_page())
+
+        return self._retry(what, load)
 
     def _graphql(self, query: str, variables: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """One raw POST /graphql with a short timeout, for check(): fast, clear failures."""
@@ -437,11 +446,11 @@ class WandbApiReader(Reader):
                     for r in runs.objects:
                         yield self._header(project, r)
                     runs.objects = []
-            except ValueError as exc:
+            except (ValueError, TypeError) as exc:
                 raise BridgeError(f"wandb: {path} on {self._t.base_url}: {exc}") from None
 
     def _header(self, project: Project, r: Any) -> RunHeader:
-        a = r._attrs
+        a = answers.run_attrs(r._attrs, f"run {r.id!r} in the listing")
         fp = hashlib.sha256(
             json.dumps(
                 [
@@ -504,7 +513,10 @@ class WandbApiReader(Reader):
 
     def _read_run(self, header: RunHeader, path: str) -> Run:
         r = self._api_run(path)
-        a = r._attrs
+        try:
+            a = answers.run_attrs(r._attrs, "the run")
+        except ValueError as exc:
+            raise RunError(f"{header.source_id}: {self._t.base_url} answered: {exc}") from None
         summary = {k: v for k, v in self._retry("summary", lambda: r.summary_metrics).items()}
         summary.pop("_wandb", None)
         config = dict(self._retry("config", lambda: r.config))
@@ -564,14 +576,18 @@ class WandbApiReader(Reader):
         seen: set[Any] = set()
         while self._next_page("files", files, seen):
             for f in files.objects:
-                url = f._attrs.get("directUrl") or f.url
+                try:
+                    fa = answers.file_attrs(f._attrs, "a file of the run")
+                except ValueError as exc:
+                    raise RunError(f"{path}: {self._t.base_url} answered: {exc}") from None
+                url = fa.get("directUrl") or f.url
                 urls[f.name] = url
                 refs.append(
                     FileRef(
                         path=f"files/{f.name}",
-                        size=f.size,
-                        md5=f._attrs.get("md5") or None,
-                        locator={"url": url, "name": f.name, "md5": f._attrs.get("md5")},
+                        size=fa.get("sizeBytes") or 0,
+                        md5=fa.get("md5") or None,
+                        locator={"url": url, "name": f.name, "md5": fa.get("md5")},
                     )
                 )
             files.objects = []
