@@ -7,6 +7,7 @@ backend means adding one adapter module and registering its URI scheme in
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import IO, Any
@@ -26,6 +27,28 @@ from bridge.schema import (
     RunHeader,
     Warning_,
 )
+
+
+class Notices:
+    """The one channel through which an adapter reports what it had to bend, skip or
+    guess (renamed keys, unreadable extras, registry names shortened...). Every reader and
+    writer has one (``self.notices``); the engine drains it after each run and registry
+    pass into the report, so a notice reaches every report format."""
+
+    def __init__(self) -> None:
+        self._items: list[Warning_] = []
+        self._lock = threading.Lock()
+
+    def add(self, source_id: str, code: str, message: str) -> None:
+        with self._lock:
+            self._items.append(Warning_(source_id=source_id, code=code, message=message))
+
+    def drain(self, source_id: str | None = None) -> list[Warning_]:
+        """Take the notices (of one source object, or all) out of the channel."""
+        with self._lock:
+            taken = [w for w in self._items if source_id is None or w.source_id == source_id]
+            self._items = [w for w in self._items if w not in taken]
+        return taken
 
 
 class Capabilities(BaseModel):
@@ -82,6 +105,7 @@ class Reader(ABC):
     def __init__(self, target: str, options: ReaderOptions | None = None) -> None:
         self.target = target
         self.options = options or ReaderOptions()
+        self.notices = Notices()
 
     @classmethod
     def normalize_target(cls, target: str) -> str:
@@ -214,6 +238,7 @@ class Writer(ABC):
         self.target = target
         #: Credential-free URI of the source being synced; set by the engine, written as a tag.
         self.source_uri: str | None = None
+        self.notices = Notices()
 
     @classmethod
     def normalize_target(cls, target: str) -> str:
