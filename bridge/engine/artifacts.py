@@ -1,9 +1,11 @@
 """Artifact content on its way to a destination: which entries to copy, reference entries
 fetched on request, checksums checked while streaming, and one copy per destination.
 
-A W&B manifest entry's digest is the base64 MD5 of its content. Every byte the bridge
+A manifest entry's digest names its algorithm: ``md5:<base64>`` (a bare 24-character base64
+value, as manifests that name no algorithm give it, is MD5 too). Every byte the bridge
 copies is hashed as it streams through (no second read); a copy whose MD5 differs from its
-manifest is reported by name. An artifact version's content is placed once per destination
+manifest is reported by name. Digests of other algorithms (an S3 ETag...) are kept as they
+are and not checked. An artifact version's content is placed once per destination
 (``StateStore.put_object``, keyed by the version's content-addressed source identity), and
 every later run, registry version or re-sync reuses that location.
 """
@@ -27,6 +29,7 @@ from bridge.schema import ArtifactVersion, ManifestEntry
 OpenEntry = Callable[[], IO[bytes]]
 ARTIFACTS_DIR = "artifacts"  # logged artifacts' content: <name>/<digest>/files/...
 _MD5_B64 = re.compile(r"^[A-Za-z0-9+/]{22}==$")
+_MD5_PREFIX = "md5:"
 FETCHABLE = ("file://", "http://", "https://", "s3://")
 
 
@@ -85,19 +88,32 @@ class VerifyingStream:
         self.close()
 
 
+def md5_of(digest: str | None) -> str | None:
+    """The base64 MD5 a manifest digest names (``md5:<base64>`` or bare base64 MD5), or
+    None for a digest of another form."""
+    if digest is None:
+        return None
+    value = digest.removeprefix(_MD5_PREFIX)
+    return value if _MD5_B64.match(value) else None
+
+
 def checksum_problem(entry: ManifestEntry, stream: VerifyingStream) -> str | None:
-    """Why a copied entry does not match its manifest, or None. Only W&B MD5 digests
-    (base64) and sizes are comparable; other digest forms (S3 ETags ...) are not checked."""
+    """Why a copied entry does not match its manifest, or None. Only MD5 digests and sizes
+    are comparable; other digest forms (S3 ETags ...) are not checked."""
     if entry.size is not None and stream.size != entry.size:
         return f"size {stream.size} bytes, manifest says {entry.size}"
-    if entry.digest and _MD5_B64.match(entry.digest) and stream.md5_b64() != entry.digest:
+    md5 = md5_of(entry.digest)
+    if md5 is not None and stream.md5_b64() != md5:
         return f"MD5 {stream.md5_b64()}, manifest says {entry.digest}"
     return None
 
 
 def entry_digest(entry: ManifestEntry) -> str:
-    """What the state records for a copied manifest entry (and compares next time)."""
-    return f"md5:{entry.digest}:{entry.size}"
+    """What the state records for a copied manifest entry (and compares next time):
+    ``md5:<digest>:<size>`` — the digest without its ``md5:`` prefix, so an entry records
+    the same value whichever way its manifest spells the algorithm (and as it always has)."""
+    digest = entry.digest.removeprefix(_MD5_PREFIX) if entry.digest is not None else None
+    return f"md5:{digest}:{entry.size}"
 
 
 def hash_content(opener: Callable[[], IO[bytes]]) -> tuple[str, int]:

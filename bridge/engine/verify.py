@@ -19,8 +19,9 @@ a backend returns points in does not matter. Only streams that differ are read a
 time, to name example points and to keep a downsampled copy of both sides for a plot.
 
 The destination's history is read through the destination's own reader (the Writer
-interface has none): the same URI opened as a source. Values a destination cannot store
-(MLflow keeps ±inf as ±1.797e308) are normalized on both sides, so faithful copies verify
+interface has none): the same URI opened as a source. A destination that cannot store
+±inf (``Capabilities.stores_infinity`` False) keeps ±max float in its place: for such a
+destination ±max float compares equal to ±inf on both sides, so faithful copies verify
 clean.
 """
 
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field
 
 from bridge.adapters.base import ReaderOptions
+from bridge.adapters.features import LoggedModels, ModelRegistry, RegistrySource
 from bridge.engine.artifacts import artifact_folder
 from bridge.engine.html_report import downsample
 from bridge.engine.plan import MANIFEST_ONLY
@@ -166,20 +168,22 @@ class VerifyReport(BaseModel):
 # ---------------------------------------------------------------------------- streams
 
 
-def normalize_value(value: float) -> float:
-    """The value as compared: ±max float is ±inf (MLflow's stand-in), -0.0 is 0.0."""
-    if value >= _MAX:
-        return math.inf
-    if value <= -_MAX:
-        return -math.inf
+def normalize_value(value: float, stores_infinity: bool = False) -> float:
+    """The value as compared: -0.0 is 0.0; unless the destination stores infinity
+    (``Capabilities.stores_infinity``), ±max float is ±inf (the destination's stand-in)."""
+    if not stores_infinity:
+        if value >= _MAX:
+            return math.inf
+        if value <= -_MAX:
+            return -math.inf
     if value == 0.0:
         return 0.0
     return value
 
 
-def _point_hash(step: int, timestamp: int, value: float) -> int:
-    v: float | int = _NAN_TOKEN if value != value else normalize_value(value)
-    return hash((step, timestamp, v)) & _MASK
+def _token(value: float, stores_infinity: bool) -> float | int:
+    """A value as hashed and compared (NaN as a token: ``hash(nan)`` is per object)."""
+    return _NAN_TOKEN if value != value else normalize_value(value, stores_infinity)
 
 
 @dataclass
@@ -188,11 +192,13 @@ class StreamStats:
 
     count: int = 0
     checksum: int = 0
+    #: The destination's ``Capabilities.stores_infinity`` (see :func:`normalize_value`).
+    stores_infinity: bool = False
 
     def add(self, chunk: MetricChunk) -> None:
-        total = self.checksum
+        total, inf = self.checksum, self.stores_infinity
         for step, ts, value in zip(chunk.steps, chunk.timestamps, chunk.values, strict=True):
-            total += _point_hash(step, ts, value)
+            total += hash((step, ts, _token(value, inf))) & _MASK
         self.checksum = total & _MASK
         self.count += len(chunk)
 
@@ -206,14 +212,14 @@ class HistoryStats:
     media: dict[str, FileRef] = field(default_factory=dict)  # files named by history values
 
 
-def history_stats(items: Iterable[object]) -> HistoryStats:
+def history_stats(items: Iterable[object], stores_infinity: bool = False) -> HistoryStats:
     """One streaming pass over a history: stats per metric key, media files on the way."""
     out = HistoryStats()
     for item in items:
         if isinstance(item, MetricChunk):
             stats = out.streams.get(item.key)
             if stats is None:
-                stats = out.streams[item.key] = StreamStats()
+                stats = out.streams[item.key] = StreamStats(stores_infinity=stores_infinity)
             stats.add(item)
         elif isinstance(item, ExtraValue) and item.file is not None:
             out.media.setdefault(item.file.path, item.file)
@@ -223,7 +229,9 @@ def history_stats(items: Iterable[object]) -> HistoryStats:
 Point = tuple[int, int, float | int]
 
 
-def _collect(items: Iterable[object], keys: set[str]) -> dict[str, list[Point] | None]:
+def _collect(
+    items: Iterable[object], keys: set[str], stores_infinity: bool
+) -> dict[str, list[Point] | None]:
     """All points of ``keys`` (None for a key past :data:`DETAIL_CAP`), NaN as a token."""
     out: dict[str, list[Point] | None] = {k: [] for k in keys}
     for item in items:
@@ -233,7 +241,7 @@ def _collect(items: Iterable[object], keys: set[str]) -> dict[str, list[Point] |
         if points is None:
             continue
         for step, ts, value in zip(item.steps, item.timestamps, item.values, strict=True):
-            points.append((step, ts, _NAN_TOKEN if value != value else normalize_value(value)))
+            points.append((step, ts, _token(value, stores_infinity)))
         if len(points) > DETAIL_CAP:
             out[item.key] = None
     return out
@@ -350,6 +358,8 @@ class VerifyContext:
     state: StateStore
     dest_reader: Reader
     digests: bool = False
+    #: The destination's logged-model objects, when it has them (checked once).
+    logged_models: LoggedModels | None = None
     #: Source ids this pair's syncs saw disappear from a complete listing (--on-delete).
     deleted_at_source: dict[str, float | None] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -374,7 +384,7 @@ class VerifyContext:
                 self._dest_headers = {h.native_id: h for h in self.dest_reader.list_runs()}
             headers = self._dest_headers
         found = headers.get(dest_id)
-        if found is None and "/" in dest_id:  # W&B dest ids are "ENTITY/PROJECT/RUN_ID"
+        if found is None and "/" in dest_id:  # a path-like dest id ends in the native id
             found = headers.get(dest_id.rsplit("/", 1)[1])
         return found
 
@@ -453,7 +463,7 @@ def _expected_files(
     return out
 
 
-def _compare_models(ctx: VerifyContext, rv: RunVerify, run: Run) -> None:
+def _compare_models(ctx: VerifyContext, models: LoggedModels, rv: RunVerify, run: Run) -> None:
     """Each model artifact the run logged has its model object in the destination."""
     for art in run.artifacts:
         if art.direction != "logged" or art.type != "model" or not art.source_id:
@@ -462,7 +472,7 @@ def _compare_models(ctx: VerifyContext, rv: RunVerify, run: Run) -> None:
             continue
         if ctx.state.get_object(ctx.dest_uri, art.source_id) is not None:
             continue
-        if ctx.writer.find_model(art.source_id) is not None:
+        if models.find_model(art.source_id) is not None:
             continue
         rv.mismatches.append(
             Mismatch(
@@ -538,7 +548,8 @@ def _compare_files(
 def _compare_history(
     ctx: VerifyContext, rv: RunVerify, run: Run, dest_run: Run, src: HistoryStats
 ) -> None:
-    dst = history_stats(ctx.dest_reader.iter_history(dest_run))
+    inf = ctx.writer.capabilities.stores_infinity
+    dst = history_stats(ctx.dest_reader.iter_history(dest_run), inf)
     differing: set[str] = set()
     for key in sorted(src.streams.keys() | dst.streams.keys()):
         a, b = src.streams.get(key), dst.streams.get(key)
@@ -551,8 +562,8 @@ def _compare_history(
     if not differing:
         return
     # Second pass, only over the differing streams: example points and plot samples.
-    src_pts = _collect(ctx.reader.iter_history(run), differing)
-    dst_pts = _collect(ctx.dest_reader.iter_history(dest_run), differing)
+    src_pts = _collect(ctx.reader.iter_history(run), differing, inf)
+    dst_pts = _collect(ctx.dest_reader.iter_history(dest_run), differing, inf)
     dedupes = ctx.writer.capabilities.dedupes_metric_points
     for key in sorted(differing):
         a, b = src.streams.get(key), dst.streams.get(key)
@@ -683,7 +694,7 @@ def verify_run(ctx: VerifyContext, header: RunHeader) -> RunVerify:
     rv.params_checked = _compare_values(rv, "param", rendered.params, dest.params)
     rv.tags_checked = _compare_values(rv, "tag", rendered.tags, dest.tags)
 
-    src = history_stats(ctx.reader.iter_history(run))
+    src = history_stats(ctx.reader.iter_history(run), ctx.writer.capabilities.stores_infinity)
     dest_header = ctx.dest_header(dest_id)
     if dest_header is None:
         rv.status = "error"
@@ -691,13 +702,13 @@ def verify_run(ctx: VerifyContext, header: RunHeader) -> RunVerify:
         return rv
     dest_run = ctx.dest_reader.read_run(dest_header)
     _compare_history(ctx, rv, run, dest_run, src)
-    model_objects = ctx.writer.capabilities.logged_models
+    models = ctx.logged_models
     accepted = _accepted_manifest_only(ctx, rv)
     _compare_files(
-        ctx, rv, _expected_files(run, src.media, model_objects, accepted), dest_run.files
+        ctx, rv, _expected_files(run, src.media, models is not None, accepted), dest_run.files
     )
-    if model_objects:
-        _compare_models(ctx, rv, run)
+    if models is not None:
+        _compare_models(ctx, models, rv, run)
     if rv.mismatches:
         rv.status = "mismatch"
         if rv.stale:
@@ -761,6 +772,7 @@ def verify(
         state=state,
         dest_reader=dest_reader,
         digests=digests,
+        logged_models=writer if isinstance(writer, LoggedModels) else None,
         deleted_at_source=state.pair_members(reader.display_uri, writer.display_uri),
         _indexes=probe._indexes,
     )
@@ -784,10 +796,10 @@ def verify(
         if own_reader and dest_reader is not reader:
             dest_reader.close()
     report.samples = sorted(ctx.samples, key=lambda s: (s.source_id, s.key))
-    if reader.options.registry:
+    if reader.options.registry and isinstance(reader, RegistrySource):
         try:
-            if writer.capabilities.registry:
-                report.runs.extend(verify_models(reader, writer, state))
+            if isinstance(writer, ModelRegistry):
+                report.runs.extend(verify_models(reader, writer, state, writer.display_uri))
             else:
                 report.runs.extend(models_not_copied(reader, writer))
         except Exception as exc:
@@ -795,7 +807,7 @@ def verify(
     return report
 
 
-def models_not_copied(reader: Reader, writer: Writer) -> list[RunVerify]:
+def models_not_copied(reader: RegistrySource, writer: Writer) -> list[RunVerify]:
     """A destination without a model registry: every source registered model is listed
     as not copied (the sync reports each one so; it is not a finding)."""
     return [
@@ -813,18 +825,18 @@ def models_not_copied(reader: Reader, writer: Writer) -> list[RunVerify]:
     ]
 
 
-def verify_models(reader: Reader, writer: Writer, state: StateStore) -> list[RunVerify]:
+def verify_models(
+    reader: RegistrySource, registry: ModelRegistry, state: StateStore, dest_uri: str
+) -> list[RunVerify]:
     """Every source registered model: its versions exist in the destination (by the version
     map or identity tag) and each alias is on the version it maps to. A model or version
     without a copy is a finding; an alias the destination cannot hold (the sync's
     alias-not-copied) is listed in the model's notes and is not."""
     out: list[RunVerify] = []
-    dest_uri = writer.display_uri
-    problem = getattr(writer, "alias_problem", None)
     for model in reader.list_registered_models():
-        name = writer.registered_model_name(model)
+        name = registry.registered_model_name(model)
         rv = RunVerify(source_id=model.source_id, name=model.name, project="(registry)")
-        dest = writer.get_registered_model(name)
+        dest = registry.get_registered_model(name)
         if dest is None:  # a finding, like a run without a copy
             rv.status = "unsynced"
             rv.notes.append(f"no registered model {name!r} in the destination; run `bridge sync`")
@@ -852,7 +864,7 @@ def verify_models(reader: Reader, writer: Writer, state: StateStore) -> list[Run
             mapped[version.source_id] = label
         for version in model.versions:
             for alias in version.aliases:
-                why = problem(alias) if problem is not None else None
+                why = registry.alias_problem(alias)
                 if why:  # reported by the sync as alias-not-copied: listed, not a finding
                     rv.notes.append(f"alias {alias!r} not copied: {why}")
                     continue
