@@ -1,0 +1,144 @@
+"""`bridge sync` and `bridge diff`: one pass over a pair, and its dry run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bridge.cli.options import EXIT_HELP, _policy_options, _reader_options, common_options
+from bridge.cli.output import _fail, _format_for, _print_json, _print_report, _progress_wanted, _say
+from bridge.errors import BridgeError
+
+
+@click.command(epilog=EXIT_HELP)
+@common_options
+@click.option("--dry-run", is_flag=True, help="Plan and report; write nothing anywhere.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False),
+    help="Also write the report to FILE (.json, .md or text by extension).",
+)
+@_policy_options
+def sync(
+    source: str,
+    dest: str,
+    state_url: str | None,
+    workers: int,
+    dry_run: bool,
+    as_json: bool,
+    report_path: str | None,
+    on_conflict: str,
+    on_delete: str,
+    wait: bool,
+    two_way: bool,
+    accept_missing_content: bool,
+    **filters: Any,
+) -> None:
+    """Copy every run of SOURCE into DEST; a re-run writes only what changed.
+
+    One sync per SOURCE/DEST pair runs at a time (a lock in the state store): a second
+    one skips and says so (exit 0), or waits with --wait.
+    """
+    from bridge import api
+    from bridge.engine import report
+
+    try:
+        plan = api.sync(
+            source,
+            dest,
+            dry_run=dry_run,
+            full=filters.pop("full"),
+            state=state_url,
+            workers=workers,
+            on_conflict=on_conflict,  # type: ignore[arg-type]
+            on_delete=on_delete,  # type: ignore[arg-type]
+            reader_options=_reader_options(workers, **filters),
+            show_progress=_progress_wanted(as_json),
+            wait=wait,
+            two_way=two_way,
+            accept_missing_content=accept_missing_content,
+        )
+    except BridgeError as exc:
+        _fail(str(exc))
+        return
+    if plan.skipped:
+        if as_json:
+            _print_json({**report.as_dict(plan), "skipped": plan.skipped})
+        else:
+            _say(f"skipped: {plan.skipped}")
+        sys.exit(0)
+    if report_path:
+        fmt = _format_for(report_path)
+        text = report.render(plan, fmt, _plots(source, dest, plan) if fmt == "html" else None)
+        Path(report_path).write_text(text, encoding="utf-8")
+    if as_json:
+        data = report.as_dict(plan)
+        data["resolved"] = [c.model_dump() for c in plan.resolved]
+        _print_json(data)
+    else:
+        _print_report(report.as_text(plan))
+        for c in plan.resolved:
+            _say(f"settled: {c.source_id} {c.field}: {c.resolution}")
+    sys.exit(plan.exit_code())
+
+
+@click.command(epilog=EXIT_HELP)
+@common_options
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "markdown", "html"]),
+    default="text",
+    show_default=True,
+    help="html: one self-contained page (no external assets).",
+)
+@click.option("--output", type=click.Path(dir_okay=False), help="Write the report to FILE.")
+def diff(
+    source: str,
+    dest: str,
+    state_url: str | None,
+    workers: int,
+    fmt: str,
+    output: str | None,
+    **filters: Any,
+) -> None:
+    """Show what `sync` would do (a dry run): nothing is written, not even state."""
+    from bridge import api
+    from bridge.engine import report
+
+    try:
+        plan = api.diff(
+            source,
+            dest,
+            full=filters.pop("full"),
+            state=state_url,
+            workers=workers,
+            reader_options=_reader_options(workers, **filters),
+            show_progress=_progress_wanted(fmt != "text"),
+        )
+    except BridgeError as exc:
+        _fail(str(exc))
+        return
+    text = report.render(plan, fmt, _plots(source, dest, plan) if fmt == "html" else None)
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        _print_report(text)
+    sys.exit(plan.exit_code())
+
+
+def _plots(source: str, dest: str, plan: Any) -> Any:
+    """Source-vs-destination samples of changed streams for an HTML page; a page without
+    plots (and a warning on stderr) if the histories cannot be read back."""
+    from bridge.engine.plots import changed_streams
+
+    try:
+        return changed_streams(source, dest, plan)
+    except Exception as exc:  # noqa: BLE001 - the report is still worth writing
+        _say(f"bridge: warning: no plots in the report: {exc}", err=True)
+        return None
