@@ -1,0 +1,1 @@
+"""``tensorboard:LOGDIR`` — TensorBoard event files as a source (see ``reader``)."""
