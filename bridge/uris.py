@@ -31,6 +31,7 @@ REGISTRY: dict[str, tuple[str | None, str | None, str]] = {
         "bridge.adapters.mlflow.writer:MlflowWriter",
         "mlflow:sqlite:///mlflow.db",
     ),
+    "tensorboard": ("bridge.adapters.tensorboard.reader:TensorboardReader", None, "tensorboard:./runs"),
 }
 
 
