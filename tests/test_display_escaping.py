@@ -28,10 +28,10 @@ from mlflow.tracking import MlflowClient
 from bridge.cli import main
 from bridge.display import EscapingFilter, escape_logging, for_terminal, md_code, md_text
 from bridge.engine.model import Conflict, Plan, RunPlan
-from bridge.engine.report import render
 from bridge.engine.verify import Mismatch, RunVerify, VerifyReport
 from bridge.errors import BridgeError
 from bridge.locks import _lock_path, pair_key, pair_lock, store_init_lock
+from bridge.reporting import render
 from bridge.schema import Warning_
 from bridge.state import normalize_state_url
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from bridge.engine.model import Conflict, Plan, RunPlan
-from bridge.engine.report import as_dict, as_markdown, as_text, render
 from bridge.engine.streams import slice_new
+from bridge.reporting import as_dict, as_markdown, as_text, render
 from bridge.schema import MetricChunk, Warning_
 
 

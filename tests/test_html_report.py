@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.engine.html_report import MAX_PLOT_POINTS, render_html, render_verify_html
 from bridge.engine.model import Conflict, Plan, RunPlan
-from bridge.engine.report import render
 from bridge.engine.verify import Mismatch, RunVerify, StreamSample, VerifyReport
+from bridge.reporting import MAX_PLOT_POINTS, render, render_html, render_verify_html
 from bridge.schema import Warning_
 
 EVIL = "<script>alert(1)</script>"

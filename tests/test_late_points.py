@@ -27,8 +27,8 @@ from mlflow.tracking import MlflowClient
 from bridge import api
 from bridge.adapters.base import ReaderOptions
 from bridge.adapters.wandb.offline_reader import WandbOfflineReader
-from bridge.engine.report import as_dict
 from bridge.engine.streams import PointDifference, StreamGate, digest_of
+from bridge.reporting import as_dict
 from bridge.schema import MetricChunk
 from bridge.state import StateStore
 

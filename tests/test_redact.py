@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bridge import redact as R
-from bridge.engine import report
+from bridge import reporting as report
 from bridge.engine.model import Plan, RunPlan
 from bridge.telemetry import OFF, OPT_IN, disable_telemetry
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from bridge.engine import report
+from bridge import reporting as report
 from bridge.engine.model import AliasLine, Conflict, ModelPlan, Plan, RunPlan, VersionLine
 
 

@@ -20,7 +20,6 @@ from sdk_runs import make_offline_corpus
 from bridge import api
 from bridge.adapters.base import ReaderOptions
 from bridge.cli import main
-from bridge.engine.report import render, verify_as_dict
 from bridge.engine.verify import (
     StreamStats,
     VerifyReport,
@@ -28,6 +27,7 @@ from bridge.engine.verify import (
     normalize_value,
 )
 from bridge.engine.verify import verify as run_verify
+from bridge.reporting import render, verify_as_dict
 from bridge.schema import MetricChunk
 from bridge.state import StateStore
 from bridge.uris import open_reader, open_writer

@@ -45,7 +45,7 @@ def sync(
     one skips and says so (exit 0), or waits with --wait.
     """
     from bridge import api
-    from bridge.engine import report
+    from bridge import reporting as report
 
     try:
         plan = api.sync(
@@ -109,7 +109,7 @@ def diff(
 ) -> None:
     """Show what `sync` would do (a dry run): nothing is written, not even state."""
     from bridge import api
-    from bridge.engine import report
+    from bridge import reporting as report
 
     try:
         plan = api.diff(
@@ -135,7 +135,7 @@ def diff(
 def _plots(source: str, dest: str, plan: Any) -> Any:
     """Source-vs-destination samples of changed streams for an HTML page; a page without
     plots (and a warning on stderr) if the histories cannot be read back."""
-    from bridge.engine.plots import changed_streams
+    from bridge.reporting.plots import changed_streams
 
     try:
         return changed_streams(source, dest, plan)

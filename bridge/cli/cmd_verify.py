@@ -49,7 +49,7 @@ def verify(
     nothing; exit 1 if anything differs or a run has no copy (runs left out on purpose —
     a deletion settled dest-wins, nothing importable — are listed as not copied)."""
     from bridge import api
-    from bridge.engine import report
+    from bridge import reporting as report
 
     given = _reader_options(workers, **filters) if any(filters.values()) else None
     try:

@@ -1,16 +1,13 @@
-"""Render a Plan (dry run) or a Plan with outcomes (real run) as text, JSON, Markdown or
-HTML, and a :class:`~bridge.engine.verify.VerifyReport` in the same formats."""
+"""A Plan (dry run) or a Plan with outcomes (real run) as text, JSON or Markdown."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from bridge.display import for_terminal, md_code, md_text
-from bridge.engine.html_report import Streams, render_html, render_verify_html
+from bridge.display import md_code
 from bridge.engine.model import ModelPlan, Plan, RunPlan
-from bridge.engine.verify import VerifyReport
-from bridge.redact import redact, redact_fields
+from bridge.reporting.lines import md, text_lines
 
 
 def _what(run: RunPlan) -> str:
@@ -152,17 +149,7 @@ def as_text(plan: Plan) -> str:
         f"summary: {counts}; {sum(r.points_written for r in plan.runs)} points written; "
         f"{failed} failed; {len(plan.conflicts)} conflicts; {len(plan.warnings)} warnings"
     )
-    return _text_lines(lines)
-
-
-def _text_lines(lines: list[str]) -> str:
-    """Each line as one terminal line: a CR, LF or ESC inside a value is shown, not obeyed."""
-    return "".join(for_terminal(line) + "\n" for line in lines)
-
-
-def _md(text: object) -> str:
-    """A Markdown table cell: a value cannot end its cell, add rows or inject markup."""
-    return md_text(text)
+    return text_lines(lines)
 
 
 def as_markdown(plan: Plan) -> str:
@@ -177,8 +164,8 @@ def as_markdown(plan: Plan) -> str:
     ]
     for r in sorted(plan.runs, key=lambda r: (r.project, r.source_id)):
         out.append(
-            f"| {_md(r.project)} | {md_code(r.source_id)} | {_md(r.name)} | {r.action} "
-            f"| {r.outcome} | {_md(_what(r))} |"
+            f"| {md(r.project)} | {md_code(r.source_id)} | {md(r.name)} | {r.action} "
+            f"| {r.outcome} | {md(_what(r))} |"
         )
     if plan.models:
         out += [
@@ -196,8 +183,8 @@ def as_markdown(plan: Plan) -> str:
                 f"{a.alias}: {a.action} {a.dest_from or '-'}→{a.dest_to or '-'}" for a in m.aliases
             )
             out.append(
-                f"| {md_code(m.source_id)} | {_md(m.dest_name)} | {m.action} | {m.outcome} "
-                f"| {_md(versions)} ({m.bytes_new} bytes) | {_md(aliases)} |"
+                f"| {md_code(m.source_id)} | {md(m.dest_name)} | {m.action} | {m.outcome} "
+                f"| {md(versions)} ({m.bytes_new} bytes) | {md(aliases)} |"
             )
     if plan.conflicts:
         out += [
@@ -209,106 +196,11 @@ def as_markdown(plan: Plan) -> str:
         ]
         for c in plan.conflicts:
             out.append(
-                f"| {md_code(c.source_id)} | {_md(c.field)} | {_md(c.source_value)} "
-                f"| {_md(c.dest_value)} | {_md(c.synced_value)} | {_md(c.reason)} |"
+                f"| {md_code(c.source_id)} | {md(c.field)} | {md(c.source_value)} "
+                f"| {md(c.dest_value)} | {md(c.synced_value)} | {md(c.reason)} |"
             )
     if plan.warnings:
         out += ["", "### Warnings", "", "| run | code | message |", "|---|---|---|"]
         for w in plan.warnings:
-            out.append(f"| {md_code(w.source_id)} | {_md(w.code)} | {_md(w.message)} |")
+            out.append(f"| {md_code(w.source_id)} | {md(w.code)} | {md(w.message)} |")
     return "\n".join(out) + "\n"
-
-
-def verify_as_dict(report: VerifyReport) -> dict[str, Any]:
-    """The machine-readable verify result (`bridge verify --json`)."""
-    return {
-        "source": report.source,
-        "dest": report.dest,
-        "exit_code": report.exit_code(),
-        "scope": report.scope,
-        "filters": report.filters,
-        "counts": report.counts(),
-        "points_checked": sum(r.points_checked for r in report.runs),
-        "files_checked": sum(r.files_checked for r in report.runs),
-        "runs": [r.model_dump(exclude={"mismatches"}) for r in report.runs],
-        "mismatches": [m.model_dump() for m in report.mismatches],
-        "errors": report.errors,
-    }
-
-
-def verify_as_json(report: VerifyReport) -> str:
-    return json.dumps(verify_as_dict(report), indent=2, default=str)
-
-
-def verify_as_text(report: VerifyReport) -> str:
-    """One line per mismatch: run, field, source value, destination value (and why)."""
-    lines = [f"verify: {report.source} -> {report.dest}", f"scope: {report.scope}"]
-    for run in sorted(report.runs, key=lambda r: (r.project, r.source_id)):
-        name = f" ({run.name})" if run.name else ""
-        extra = f": {run.error or run.reason}" if run.error or run.reason else ""
-        stale = " [source changed since the last sync]" if run.stale else ""
-        lines.append(f"  {run.status:<10} {run.source_id}{name}{stale}{extra}")
-    if report.mismatches:
-        lines.append("mismatches:")
-        for m in report.mismatches:
-            detail = f" — {m.detail}" if m.detail else ""
-            lines.append(
-                f"  {m.source_id} {m.field}: source={m.source_value!r} "
-                f"dest={m.dest_value!r}{detail}"
-            )
-    for err in report.errors:
-        lines.append(f"error: {err}")
-    lines.append(
-        f"summary: {report.counts_line()}; {sum(r.points_checked for r in report.runs)} points and "
-        f"{sum(r.files_checked for r in report.runs)} files checked; "
-        f"{len(report.mismatches)} mismatches"
-    )
-    return _text_lines(lines)
-
-
-def verify_as_markdown(report: VerifyReport) -> str:
-    out = [f"## Verify: {md_code(report.source)} → {md_code(report.dest)}", ""]
-    out += [f"Scope: {_md(report.scope)}", ""]
-    out += [f"{report.counts_line()}; {len(report.mismatches)} mismatches", ""]
-    without = [r for r in report.runs if r.status in ("unsynced", "not-copied")]
-    if without:
-        out += ["| run | status | why |", "|---|---|---|"]
-        for r in without:
-            why = r.reason or "; ".join(r.notes)
-            out.append(f"| {md_code(r.source_id)} | {r.status} | {_md(why)} |")
-        out.append("")
-    if report.mismatches:
-        out += [
-            "| run | field | source | destination | detail |",
-            "|---|---|---|---|---|",
-        ]
-        for m in report.mismatches:
-            out.append(
-                f"| {md_code(m.source_id)} | {_md(m.field)} | {_md(m.source_value)} "
-                f"| {_md(m.dest_value)} | {_md(m.detail)} |"
-            )
-    else:
-        out.append("No mismatches.")
-    return "\n".join(out) + "\n"
-
-
-RENDERERS = {"text": as_text, "json": as_json, "markdown": as_markdown, "html": render_html}
-VERIFY_RENDERERS = {
-    "text": verify_as_text,
-    "json": verify_as_json,
-    "markdown": verify_as_markdown,
-    "html": render_verify_html,
-}
-
-
-def render(report: Plan | VerifyReport, fmt: str, streams: Streams | None = None) -> str:
-    """``report`` in ``fmt`` (text, json, markdown or html; html plots ``streams``).
-
-    Credentials are removed (:mod:`bridge.redact`) from every field before the format
-    escapes it, and from the result."""
-    report = redact_fields(report)
-    if isinstance(report, VerifyReport):
-        return redact(VERIFY_RENDERERS[fmt](report))
-    if fmt == "html":
-        return redact(render_html(report, streams))
-    return redact(RENDERERS[fmt](report))  # type: ignore[operator]

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from bridge.adapters.base import ReaderOptions
-from bridge.engine.html_report import Streams
 from bridge.engine.model import Plan
+from bridge.reporting.html_page import Streams
 from bridge.schema import MetricChunk
 from bridge.uris import open_reader
 
