@@ -59,6 +59,18 @@ def test_checksum_ignores_order_and_mlflow_infinity_nan() -> None:
     assert normalize_value(-0.0) == 0.0 and normalize_value(sys.float_info.max) == math.inf
 
 
+def test_max_float_is_infinity_only_for_a_destination_without_infinity() -> None:
+    """The ±max float rule follows the destination's Capabilities.stores_infinity."""
+    for sign in (1, -1):
+        inf, big = [(0, 10, sign * math.inf)], [(0, 10, sign * sys.float_info.max)]
+        for stores_infinity, equal in ((False, True), (True, False)):
+            a = history_stats([_chunk("x", inf)], stores_infinity=stores_infinity)
+            b = history_stats([_chunk("x", big)], stores_infinity=stores_infinity)
+            assert (a.streams["x"].checksum == b.streams["x"].checksum) is equal
+    assert normalize_value(sys.float_info.max, stores_infinity=True) == sys.float_info.max
+    assert normalize_value(-0.0, stores_infinity=True) == 0.0
+
+
 @pytest.mark.parametrize(
     "changed",
     [(1, 11, 2.5), (1, 12, 2.0), (2, 11, 2.0), (1, 11, math.nan)],
