@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from bridge.adapters.base import ReaderOptions, Writer
+from bridge.adapters.base import Reader, ReaderOptions, Writer
+from bridge.adapters.features import MappingRules
 from bridge.cycles import record_cycle
 from bridge.engine.model import OnConflict, OnDelete, Plan
 from bridge.engine.sync import check_on_delete, run_sync
@@ -45,11 +47,13 @@ def sync(
     disable_telemetry()
     reader = open_reader(source, reader_options)
     writer = open_writer(dest)
+    source_writer: Writer | None = None
     try:
         if mapping:
             _use_mapping(writer, mapping)
         if two_way:
-            check_two_way(reader, writer)
+            source_writer = _source_writer(source)
+            check_two_way(reader, writer, source_writer)
         listing_complete = not _filtered(reader.options)
         if on_delete != "keep":
             check_on_delete(writer, on_delete)
@@ -60,8 +64,7 @@ def sync(
                 )
         store = StateStore(state, read_only=dry_run)
     except BaseException:
-        reader.close()
-        writer.close()
+        _close(reader, writer, source_writer)
         raise
 
     def run() -> Plan:
@@ -81,6 +84,7 @@ def sync(
             two_way=two_way,
             accept_missing_content=accept_missing_content,
             show_progress=show_progress,
+            source_writer=source_writer,
         )
         if not dry_run:  # the scope `verify` checks by default
             store.put_pair_filters(
@@ -101,9 +105,23 @@ def sync(
                 source=reader.display_uri, dest=writer.display_uri, dry_run=False, skipped=str(held)
             )
     finally:
-        reader.close()
-        writer.close()
+        _close(reader, writer, source_writer)
         store.close()
+
+
+def _source_writer(source: str) -> Writer | None:
+    """``--two-way``: a writer on the source URI, for the edits carried back (readers never
+    write); None when the source's backend has no writer (check_two_way says so)."""
+    try:
+        return open_writer(source)
+    except BridgeError:
+        return None
+
+
+def _close(*adapters: Reader | Writer | None) -> None:
+    for adapter in adapters:
+        if adapter is not None:
+            adapter.close()
 
 
 def _filtered(options: ReaderOptions) -> bool:
@@ -115,13 +133,10 @@ def _filtered(options: ReaderOptions) -> bool:
 
 def _use_mapping(writer: Writer, path: str) -> None:
     """Per-pair mapping overrides: the writer's mapping rules from a TOML file, read with the
-    writer's own mapping model (W&B → MLflow and MLflow → W&B rules differ)."""
-    from pathlib import Path
-
-    read = getattr(writer, "read_mapping", None)
-    if read is None:
+    writer's own mapping model (the rules differ per pair of backends)."""
+    if not isinstance(writer, MappingRules):
         raise BridgeError(f"the {writer.scheme}: destination takes no mapping file")
-    writer.mapping = read(Path(path))  # type: ignore[attr-defined]
+    writer.load_mapping(Path(path))
 
 
 def diff(source: str, dest: str, **kwargs: object) -> Plan:

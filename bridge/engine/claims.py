@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from bridge.state import StateStore
 
 if TYPE_CHECKING:
-    from bridge.engine.plan import SyncContext
+    from bridge.engine.context import SyncContext
 
 #: A claim whose heartbeat is older than this is free to take (its holder stopped).
 LEASE_SECONDS = 300.0

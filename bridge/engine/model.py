@@ -57,7 +57,7 @@ class VersionLine(BaseModel):
     """One source registry version and where it lands."""
 
     source_id: str
-    source_version: str  # "v3" (W&B) / "3" (MLflow), as the source numbers it
+    source_version: str  # "v3", "3": as the source numbers it
     dest_version: str | None = None  # known once created (or mapped earlier)
     action: Literal["create", "unchanged"] = "create"
     bytes_new: int = 0  # content to transfer (0 when a copy already exists)
@@ -102,6 +102,8 @@ class Plan(BaseModel):
     runs: list[RunPlan] = Field(default_factory=list)
     models: list[ModelPlan] = Field(default_factory=list)
     errors: list[str] = Field(default_factory=list)  # problems not tied to one run
+    # What the adapters reported (their ``notices``) that names no run or model of the plan.
+    notices: list[Warning_] = Field(default_factory=list)
     # Set when the cycle did not run at all (another process holds the pair's lock).
     skipped: str | None = None
 
@@ -131,9 +133,11 @@ class Plan(BaseModel):
 
     @property
     def warnings(self) -> list[Warning_]:
-        return [w for r in self.runs for w in r.warnings] + [
-            w for m in self.models for w in m.warnings
-        ]
+        return (
+            [w for r in self.runs for w in r.warnings]
+            + [w for m in self.models for w in m.warnings]
+            + list(self.notices)
+        )
 
     def exit_code(self) -> int:
         """1 if any run or model failed (others still synced), else 3 on conflicts, else 0."""

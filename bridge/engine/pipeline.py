@@ -6,14 +6,15 @@ holds every body of the pass at once; here a run is applied as soon as it is pla
 may be, in the same pool, so a body lives only while one worker task plans or applies it:
 at most ``workers`` bodies at a time (the pool never has more tasks in flight).
 
-A run that may not be applied yet drops its body (keeping its plan line and what the
-applier needs besides the body) and reads it again when its apply starts:
+A run that may not be applied yet drops its body (keeping its plan line, its rendering
+and what the applier needs besides the body) and reads it again when its apply starts:
 
 - a child whose parent run is still in this pass (parents are written first, so a child
   can name its parent's copy) waits until the parent's planning — and apply, if any — ended;
 - every run of a pass that must plan everything before writing anything
   (``--on-conflict fail``: nothing is written if any run has a conflict). The cost there
-  is one more read of each run's body (no history, no file content) from the source.
+  is one more read of each run's body (no history, no file content) from the source, and
+  one more rendering (these runs keep nothing while the others are planned).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
-from bridge.engine.plan import Planned
+from bridge.engine.context import Planned
 from bridge.schema import RunHeader
 
 PlanFn = Callable[[RunHeader], Planned]
@@ -107,7 +108,7 @@ class Pipeline:
                     if not self._settle(p):
                         self._finish(p)
                     elif not apply_now:
-                        p.drop_body()
+                        p.forget_rendering()
                         aside.append(p)
                     elif self._must_wait(p):
                         p.drop_body()
@@ -137,7 +138,7 @@ class Pipeline:
     def _finish(self, p: Planned) -> None:
         """The run's planning (and apply, if any) ended: keep its plan line and header
         only, and let the children waiting for it go."""
-        p.drop_body()
+        p.forget_rendering()
         p.watermarks, p.files_done, p.baseline = {}, {}, None
         self._pending.discard(p.plan.source_id)
         self._ready.extend(self._waiting.pop(p.plan.source_id, []))

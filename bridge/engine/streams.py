@@ -1,8 +1,8 @@
 """Per-stream digests and merges: points that arrive out of order are never lost.
 
 A watermark says "the first N points of this key, in source order, are in the
-destination". That holds only while sources append at the end of their order; an MLflow
-source orders a key by timestamp, so a point logged late with an older timestamp lands
+destination". That holds only while sources append at the end of their order; a
+source that orders a key by timestamp lets a point logged late with an older timestamp land
 *inside* the first N, and the point that used to be N-th slides past the watermark.
 Counting alone would re-send an old point and skip the new one.
 
@@ -31,6 +31,7 @@ from enum import Enum
 import numpy as np
 
 from bridge.adapters.base import Reader, Writer
+from bridge.adapters.features import MetricReadBack
 from bridge.schema import MetricChunk, Run
 from bridge.state import StateStore
 
@@ -280,42 +281,45 @@ def _chunk(key: str, steps: list[int], stamps: list[int], raws: list[int]) -> Me
 
 
 def open_gate(
-    state: StateStore, dest_uri: str, source_id: str, watermarks: dict[str, int], writer: Writer
+    state: StateStore,
+    dest_uri: str,
+    source_id: str,
+    watermarks: dict[str, int],
+    read_back: MetricReadBack | None,
 ) -> StreamGate:
-    """A gate over the recorded watermarks and digests of one run."""
+    """A gate over the recorded watermarks and digests of one run (``read_back``: the
+    destination, where it can read its points back)."""
     recorded = {
         key: (points, from_hex(digest))
         for key, (points, digest) in state.get_stream_digests(dest_uri, source_id).items()
     }
     return StreamGate(
-        watermarks=dict(watermarks),
-        recorded=recorded,
-        merge_unknown=writer.capabilities.reads_metric_points,
+        watermarks=dict(watermarks), recorded=recorded, merge_unknown=read_back is not None
     )
 
 
-def can_merge(writer: Writer) -> bool:
+def can_merge(writer: Writer, read_back: MetricReadBack | None) -> bool:
     """A merge writes exactly the missing points where the destination reads its points
     back; where it only ignores duplicates, it re-sends the keys' source points."""
-    caps = writer.capabilities
-    return caps.reads_metric_points or caps.dedupes_metric_points
+    return read_back is not None or writer.capabilities.dedupes_metric_points
 
 
 def merge_streams(
     reader: Reader,
     run: Run,
-    writer: Writer,
+    read_back: MetricReadBack | None,
     dest_id: str,
     keys: Collection[str],
     write: Callable[[MetricChunk], None],
 ) -> dict[str, tuple[int, int]]:
     """Write (through ``write``) the source points of ``keys`` the destination lacks, from
-    a second pass over the source history and the destination's points read back. Returns
-    per key (points, digest) of the source's points, all held by the destination after."""
+    a second pass over the source history and the destination's points read back (without
+    ``read_back``: every source point of the keys). Returns per key (points, digest) of
+    the source's points, all held by the destination after."""
     wanted = set(keys)
     with PointDifference() as diff:
-        if writer.capabilities.reads_metric_points:
-            for chunk in writer.read_metric_points(dest_id, sorted(wanted)):
+        if read_back is not None:
+            for chunk in read_back.read_metric_points(dest_id, sorted(wanted)):
                 diff.add_dest(chunk)
         for item in reader.iter_history(run):
             if isinstance(item, MetricChunk) and item.key in wanted:

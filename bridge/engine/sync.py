@@ -10,12 +10,16 @@ from contextlib import contextmanager
 from tqdm import tqdm
 
 from bridge.adapters.base import Reader, Writer
+from bridge.adapters.features import RunDeletion
 from bridge.display import for_terminal
 from bridge.engine.apply import apply_run
 from bridge.engine.claims import release_run, release_runs
+from bridge.engine.context import Planned, SyncContext
+from bridge.engine.intents import record_intents
+from bridge.engine.marks import SOURCE_DELETED_TAG
 from bridge.engine.model import ModelPlan, OnConflict, OnDelete, Plan, RunPlan
 from bridge.engine.pipeline import Pipeline
-from bridge.engine.plan import Planned, SyncContext, plan_run
+from bridge.engine.plan import plan_run
 from bridge.engine.registry import sync_models
 from bridge.engine.two_way import two_way_pass
 from bridge.errors import BridgeError, NothingToImport
@@ -25,8 +29,6 @@ from bridge.schema import RunHeader, Warning_
 from bridge.state import StateStore, conflict_key
 
 log = logging.getLogger(__name__)
-
-SOURCE_DELETED_TAG = "bridge.source_deleted"
 
 __all__ = ["OnConflict", "OnDelete", "run_sync", "SOURCE_DELETED_TAG"]
 
@@ -92,7 +94,7 @@ def _record_conflicts(state: StateStore, dest_uri: str, p: Planned, policy: str)
 def check_on_delete(writer: Writer, on_delete: OnDelete) -> None:
     """Fail before any work if the destination cannot do what ``on_delete`` asks."""
     need = {"tag": "set_tags", "delete": "delete_run"}.get(on_delete)
-    if need and not callable(getattr(writer, need, None)):
+    if need and not isinstance(writer, RunDeletion):
         raise BridgeError(
             f"--on-delete {on_delete} needs a destination that can {on_delete} a run "
             f"({need}); {writer.scheme}: cannot — use --on-delete keep"
@@ -103,7 +105,7 @@ def _source_deletions(
     ctx: SyncContext, source_uri: str, listed: set[str], on_delete: OnDelete
 ) -> list[RunPlan]:
     """Runs this pair listed before and a complete listing no longer shows."""
-    state, writer = ctx.state, ctx.writer
+    state, writer, deletion = ctx.state, ctx.writer, ctx.features.deletion
     lines: list[RunPlan] = []
     for sid, deleted_at in sorted(state.pair_members(source_uri, ctx.dest_uri).items()):
         if sid in listed or deleted_at is not None:
@@ -128,12 +130,14 @@ def _source_deletions(
                 line.reason = f"the source run no longer exists; would {on_delete} the copy"
             elif writer.get_run(st.dest_id) is None:
                 line.reason = "the source run no longer exists; its copy is gone too"
+            elif deletion is None:  # check_on_delete refuses this before any work
+                raise BridgeError(f"{writer.scheme}: cannot {on_delete} a run")
             elif on_delete == "tag":
-                writer.set_tags(st.dest_id, {SOURCE_DELETED_TAG: "true"})  # type: ignore[attr-defined]
+                deletion.set_tags(st.dest_id, {SOURCE_DELETED_TAG: "true"})
                 line.outcome = "done"
                 line.reason = f"the source run no longer exists; tagged {SOURCE_DELETED_TAG}=true"
             else:
-                writer.delete_run(st.dest_id)  # type: ignore[attr-defined]
+                deletion.delete_run(st.dest_id)
                 state.forget_run(ctx.dest_uri, sid)
                 line.outcome = "done"
                 line.reason = "the source run no longer exists; destination run deleted"
@@ -163,6 +167,7 @@ def run_sync(
     accept_missing_content: bool = False,
     show_progress: bool = False,
     on_run_done: Callable[[RunPlan], None] | None = None,
+    source_writer: Writer | None = None,
 ) -> Plan:
     """Plan each source run against state and destination and apply it (unless dry run),
     as soon as it is planned: the pass holds O(workers) run bodies (engine/pipeline.py).
@@ -174,8 +179,11 @@ def run_sync(
     ``source-wins``/``dest-wins`` settle conflicts (see ``plan._settle``) and record how.
     Runs this pair wrote whose source is gone are handled by ``on_delete`` — only when
     ``listing_complete`` (no filters), since a filtered listing cannot tell "deleted"
-    from "filtered out". ``two_way`` also carries editable fields back (engine.two_way);
-    like ``on_delete``, the caller checks first that both sides can (``check_two_way``).
+    from "filtered out". ``two_way`` also carries editable fields back (engine.two_way)
+    through ``source_writer``, a writer the caller opened on the source URI (readers never
+    write); like ``on_delete``, the caller checks first that both sides can
+    (``check_two_way``). What the adapters report on their ``notices`` channel lands on
+    the line of the run or model it names, the rest in ``Plan.notices``.
     """
     ctx = SyncContext(
         reader=reader,
@@ -187,6 +195,7 @@ def run_sync(
         download_references=reader.options.download_references,
         accept_missing_content=accept_missing_content,
         two_way=two_way,
+        source_writer=source_writer,
     )
     report = Plan(source=reader.display_uri, dest=writer.display_uri, dry_run=dry_run)
     try:
@@ -218,6 +227,7 @@ def run_sync(
         """A run just planned: its conflicts recorded, its two-way edits put on its line;
         True when it is to be written, else its claim goes back now."""
         if not dry_run:
+            record_intents(ctx, p)  # what planning decided to record (engine/intents.py)
             _record_conflicts(state, ctx.dest_uri, p, on_conflict)
         if p.plan.conflicts and not _partly_applicable(p):
             p.plan.outcome = "skipped"
@@ -229,6 +239,7 @@ def run_sync(
             p.plan.resolved.extend(edit.resolved)
         if _to_apply(p):
             return True
+        _drain_notices(ctx, p.plan)
         release_run(ctx, p.plan.source_id)
         bars.run_done()
         return False
@@ -244,6 +255,7 @@ def run_sync(
                 p.plan.error = _one_line(exc)
             finally:
                 p.drop_body()  # free the body as soon as the run is written
+                _drain_notices(ctx, p.plan)
                 release_run(ctx, p.plan.source_id)
                 bars.run_done()
                 if on_run_done is not None:
@@ -338,19 +350,35 @@ class _Bars:
 
 def _add_models(ctx: SyncContext, report: Plan) -> None:
     """Registered models into the report; a registry that cannot be listed is an error of
-    this pass (exit 1), not a reason to lose the report of the runs already synced."""
+    this pass (exit 1), not a reason to lose the report of the runs already synced. Then
+    the adapters' notices: on the model they name, the rest on the plan."""
     try:
         report.models = _models(ctx)
     except BridgeError as exc:
         report.errors.append(str(exc))
+    for m in report.models:
+        m.warnings.extend(_notices(ctx, m.source_id))
+    report.notices.extend(_notices(ctx, None))
+
+
+def _notices(ctx: SyncContext, source_id: str | None) -> list[Warning_]:
+    """Take what the pass's adapters reported about one source object (or everything)."""
+    sides = (ctx.reader, ctx.writer, ctx.source_writer)
+    return [w for side in sides if side is not None for w in side.notices.drain(source_id)]
+
+
+def _drain_notices(ctx: SyncContext, line: RunPlan) -> None:
+    """The adapters' notices about a run onto its line: one channel into every report."""
+    line.warnings.extend(_notices(ctx, line.source_id))
 
 
 def _models(ctx: SyncContext) -> list[ModelPlan]:
     """Registered models, after the runs (so versions can link to their runs' copies)."""
-    if not ctx.reader.options.registry:
+    source = ctx.features.registry_source
+    if not ctx.reader.options.registry or source is None:
         return []
     try:
-        models = list(ctx.reader.list_registered_models())
+        models = list(source.list_registered_models())
     except BridgeError:
         raise
     except Exception as exc:
@@ -359,7 +387,7 @@ def _models(ctx: SyncContext) -> list[ModelPlan]:
         ) from exc
     if not models:
         return []
-    if not ctx.writer.capabilities.registry:
+    if ctx.features.registry is None:
         return [
             ModelPlan(
                 source_id=m.source_id,

@@ -11,9 +11,13 @@ sides last agreed on (``StateStore.get_editable``):
 * never compared before and the sides differ → a conflict too: nobody can tell which
   side was edited.
 
-Only kinds of field both sides hold are compared (a W&B run has notes and tags, an MLflow
-run notes and free labels; a W&B-sourced MLflow run holds the W&B tags in its mapping).
-The one-way planner leaves tags that hold editable fields to this pass.
+Only kinds of field both sides hold are compared (``Editable.holds``: a backend may have
+notes and a tag list, or notes and free labels; a copy may hold the source's tag list in
+its mapping). The one-way planner leaves tags that hold editable fields to this pass.
+
+The source reader only reads (:class:`~bridge.adapters.features.EditableSource`); edits
+carried back go through a writer opened on the source URI
+(:class:`~bridge.adapters.features.RunEdits`, naming the run with ``run_id_of``).
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ import logging
 from pydantic import BaseModel, Field
 
 from bridge.adapters.base import Reader, Writer
+from bridge.adapters.features import EditableSource, RunEdits
+from bridge.engine.context import SyncContext
 from bridge.engine.model import Conflict
-from bridge.engine.plan import SyncContext, settle_choice
+from bridge.engine.settle import settle_choice
 from bridge.errors import BridgeError
 from bridge.schema import RunHeader
 from bridge.state import Resolution, conflict_key
@@ -42,32 +48,39 @@ class EditResult(BaseModel):
     error: str | None = None
 
 
-def check_two_way(reader: Reader, writer: Writer) -> None:
-    """Fail before any work when either side cannot take edits."""
-    sides: tuple[tuple[str, Reader | Writer, tuple[str, ...]], ...] = (
-        ("source", reader, ("editable", "set_editable")),
-        ("destination", writer, ("editable_from_tags", "set_editable", "is_editable_tag")),
+def check_two_way(reader: Reader, writer: Writer, source_writer: Writer | None) -> None:
+    """Fail before any work when either side cannot take edits: the source must list its
+    editable fields and a writer on the source URI must write them; the destination must
+    read and write its own."""
+    sides: tuple[tuple[str, Reader | Writer | None, type, str], ...] = (
+        ("source", reader, EditableSource, "editable"),
+        ("source", source_writer, RunEdits, "set_editable"),
+        ("destination", writer, RunEdits, "editable_from_tags, set_editable, is_editable_tag"),
     )
-    for side, obj, needs in sides:
-        missing = [n for n in needs if not callable(getattr(obj, n, None))]
-        if missing:
-            raise BridgeError(
-                f"--two-way needs the {side} {obj.display_uri} to take edits "
-                f"({', '.join(missing)}); {obj.scheme}: cannot — drop --two-way"
-            )
+    for side, obj, feature, needs in sides:
+        if obj is not None and isinstance(obj, feature):
+            continue
+        shown = obj or reader
+        raise BridgeError(
+            f"--two-way needs the {side} {shown.display_uri} to take edits "
+            f"({needs}); {shown.scheme}: cannot — drop --two-way"
+        )
 
 
 def _one(
     ctx: SyncContext, header: RunHeader, dest_id: str, project_dest_id: str, fresh: bool = False
 ) -> EditResult | None:
     sid = header.source_id
+    f = ctx.features
+    if f.editable_source is None or f.edits is None or f.source_edits is None:
+        raise BridgeError("--two-way: a side cannot take edits (check_two_way)")
     dest = ctx.dest_index(project_dest_id).get(sid) if not fresh else None
     if dest is None:
         dest = ctx.writer.get_run(dest_id)
     if dest is None:
         return None  # deleted in the destination: the one-way planner reports it
-    there = ctx.writer.editable_from_tags(dest.tags)  # type: ignore[attr-defined]
-    here = ctx.reader.editable(header)  # type: ignore[attr-defined]
+    there = f.edits.editable_from_tags(dest.tags)
+    here = f.editable_source.editable(header)
     kinds = here.holds & there.holds
     src, dst = here.fields(kinds), there.fields(kinds)
     agreed = ctx.state.get_editable(ctx.dest_uri, sid)
@@ -122,9 +135,9 @@ def _one(
     if ctx.dry_run:
         return result
     if result.to_dest:
-        ctx.writer.set_editable(dest_id, result.to_dest)  # type: ignore[attr-defined]
+        f.edits.set_editable(dest_id, result.to_dest)
     if result.to_source:
-        ctx.reader.set_editable(header, result.to_source)  # type: ignore[attr-defined]
+        f.source_edits.set_editable(f.source_edits.run_id_of(header), result.to_source)
     if not result.conflicts or agreed is not None:
         ctx.state.put_editable(ctx.dest_uri, sid, new_agreed)
     for c in result.conflicts:
