@@ -13,7 +13,7 @@ from fakes.wandb_server import FakeWandbServer
 from mlflow.tracking import MlflowClient
 
 from bridge import api
-from bridge.adapters.wandb import writer as writer_module
+from bridge.adapters.wandb import sdk as sdk_module
 from bridge.adapters.wandb.mapping import WandbMapping
 from bridge.adapters.wandb.writer import WandbWriter, wandb_label
 from bridge.cli import main
@@ -156,9 +156,9 @@ def test_restored_source_run_cannot_reuse_a_deleted_wandb_id(
     init timeout, 90 s by default): a source run restored after its copy was deleted fails
     to copy under its deterministic id, and says why."""
     # Settings, not WANDB_INIT_TIMEOUT: the env is read once per process (wandb.setup).
-    sdk_settings = writer_module._sdk_settings
+    sdk_settings = sdk_module.sdk_settings
     monkeypatch.setattr(
-        writer_module, "_sdk_settings", lambda **kw: sdk_settings(init_timeout=8, **kw)
+        sdk_module, "sdk_settings", lambda **kw: sdk_settings(init_timeout=8, **kw)
     )
     pair.client.delete_run(pair.ids["gone"])
     assert pair.sync(on_delete="delete").exit_code() == 0

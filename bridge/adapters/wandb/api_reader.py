@@ -18,14 +18,10 @@ import hashlib
 import json
 import logging
 import math
-import netrc
-import os
-import random
 import re
 import shutil
 import tempfile
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -35,17 +31,21 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from bridge.adapters.base import Reader, ReaderOptions
-from bridge.adapters.wandb import answers
+from bridge.adapters.features import EditableSource, RegistrySource
+from bridge.adapters.wandb import answers, edits
 from bridge.adapters.wandb.bridged import LOCATOR_KEY as BRIDGE_LAYOUT
 from bridge.adapters.wandb.bridged import layout_of, restore_run, source_metric_key, split_row
+from bridge.adapters.wandb.edits import EDITABLE
 from bridge.adapters.wandb.history import flatten as _flatten
 from bridge.adapters.wandb.history import is_number as _is_number
 from bridge.adapters.wandb.history import summary_only_points
 from bridge.adapters.wandb.ids import artifact_source_id, collection_source_id, run_source_id
 from bridge.adapters.wandb.key_scope import open_scoped
+from bridge.adapters.wandb.retry import retry
+from bridge.adapters.wandb.server import Target, api_key_for
 from bridge.errors import BridgeError, RunError
 from bridge.paths import check_relpath, path_problem
-from bridge.redact import redact, register_secret
+from bridge.redact import redact
 from bridge.schema import (
     ArtifactVersion,
     Editable,
@@ -63,7 +63,6 @@ from bridge.schema import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BASE_URL = "https://api.wandb.ai"
 CHUNK_POINTS = 1000
 PAGE_SIZE = 50
 CHECK_TIMEOUT_S = 5.0
@@ -89,11 +88,9 @@ STATES_OF = {
     "KILLED": ["killed"],
     "RUNNING": ["running", "pending", "preempting"],
 }
-_PERMANENT = ("not implemented", "could not find", "not found", "permission", "unauthorized")
 REGISTRY_PREFIX = "wandb-registry-"  # W&B Registry: project wandb-registry-<name> of the org
 LEGACY_REGISTRY = "model-registry"  # legacy Model Registry: portfolios in ENTITY/model-registry
 _VERSION_LABEL = re.compile(r"^v(\d+)$")
-EDITABLE = "editable"  # header locator key: notes and tags as listed
 
 
 def _version_index(label: str | None) -> int | None:
@@ -175,57 +172,15 @@ def _check_failure(base: str, code: int, body: dict[str, Any], key: str) -> str 
     return None
 
 
-def _transient(exc: BaseException) -> bool:
-    if isinstance(exc, urllib.error.HTTPError):
-        return exc.code == 429 or exc.code >= 500
-    name = type(exc).__name__
-    if name in ("AuthenticationError", "RunNotFoundError", "UsageError", "_Unreachable"):
-        return False
-    text = str(exc).lower()
-    return not any(p in text for p in _PERMANENT)
+def _swap(named: tuple[str, str], alias: str) -> tuple[str, str, str]:
+    return named[0], alias, named[1]
 
 
 class _Unreachable(OSError):
     """Connection refused / DNS failure: retrying will not help within check()."""
 
 
-class _Target:
-    """``ENTITY[/PROJECT][?base_url=URL]`` split into its parts."""
-
-    def __init__(self, target: str) -> None:
-        path, _, query = target.partition("?")
-        params = urllib.parse.parse_qs(query)
-        parts = [p for p in path.strip("/").split("/") if p]
-        if not parts or len(parts) > 2:
-            raise BridgeError(
-                f"wandb:{path}: expected wandb:ENTITY/PROJECT or wandb:ENTITY (all projects)"
-            )
-        self.entity = parts[0]
-        self.project = parts[1] if len(parts) == 2 else None
-        urls = params.get("base_url") or []
-        self.explicit_url: str | None = urls[0] if urls else None
-        self.base_url = (
-            self.explicit_url or os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL
-        ).rstrip("/")
-
-
-def api_key_for(base_url: str) -> str | None:
-    """The API key the wandb CLI would use: WANDB_API_KEY, else ~/.netrc for the host."""
-    key = os.environ.get("WANDB_API_KEY")
-    if key:
-        register_secret(key.strip())
-        return key.strip()
-    host = urllib.parse.urlparse(base_url).hostname or ""
-    try:
-        auth = netrc.netrc(os.environ.get("NETRC") or None).authenticators(host)
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return None
-    key = auth[2] if auth and auth[2] else None
-    register_secret(key)
-    return key
-
-
-class WandbApiReader(Reader):
+class WandbApiReader(RegistrySource, EditableSource, Reader):
     """Reads a W&B entity or project through the public API (``wandb.Api``)."""
 
     scheme = "wandb"
@@ -234,7 +189,7 @@ class WandbApiReader(Reader):
         self, target: str, options: ReaderOptions | None = None, *, restore_bridge: bool = True
     ) -> None:
         super().__init__(target, options)
-        self._t = _Target(target)
+        self._t = Target(target)
         #: Read runs the bridge wrote as the runs it was given (see ``bridged``).
         self.restore_bridge = restore_bridge
         self._api: Any = None
@@ -244,6 +199,7 @@ class WandbApiReader(Reader):
         self._file_urls: dict[str, dict[str, str]] = {}
         self._producers: dict[str, str | None] = {}  # artifact id -> producing run source id
         self._download_locks: dict[str, threading.Lock] = {}
+        self._writer: Any = None  # transitional, see _source_writer
         self.attempts = 6
         self.base_delay = 0.5
         self.max_delay = 8.0
@@ -288,24 +244,13 @@ class WandbApiReader(Reader):
 
     def _retry(self, what: str, fn: Callable[[], _T]) -> _T:
         """Call ``fn`` with exponential backoff + jitter on transient failures."""
-        delay = self.base_delay
-        for attempt in range(self.attempts):
-            try:
-                with self._slots:
-                    return fn()
-            except StopIteration:
-                raise
-            except Exception as exc:
-                if attempt == self.attempts - 1 or not _transient(exc):
-                    raise
-                wait = delay
-                if isinstance(exc, urllib.error.HTTPError):
-                    ra = exc.headers.get("Retry-After") if exc.headers else None
-                    if ra and ra.isdigit():
-                        wait = max(wait, float(ra))
-                time.sleep(min(self.max_delay, wait) * (1 + random.random() * 0.5))
-                delay *= 2
-        raise AssertionError("unreachable")  # pragma: no cover
+        return retry(
+            fn,
+            attempts=self.attempts,
+            base_delay=self.base_delay,
+            max_delay=self.max_delay,
+            slot=self._slots,
+        )
 
     def _next_page(self, what: str, pager: Any, seen: set[Any]) -> bool:
         """Load a paginator's next page (with retries). A server that names a next page at
@@ -479,7 +424,7 @@ class WandbApiReader(Reader):
             locator={
                 "path": f"{project.entity}/{project.name}/{r.id}",
                 # What --two-way compares, as listed (no extra call per run and cycle).
-                EDITABLE: {"notes": a.get("notes") or None, "tags": list(a.get("tags") or [])},
+                EDITABLE: edits.listed(a.get("notes"), a.get("tags")),
             },
         )
 
@@ -861,65 +806,41 @@ class WandbApiReader(Reader):
             created_at_ms=linked_at if linked_at is not None else art.created_at_ms,
         )
 
-    # ---- two-way (--two-way): notes, tags and registry aliases written back -----------
+    # ---- two-way (--two-way): what people edit, as listed ----------------------------
 
     def _run_path(self, header: RunHeader) -> str:
         return str(header.locator.get("path") or header.source_id.removeprefix("wandb:"))
 
     def editable(self, header: RunHeader) -> Editable:
-        """The run's notes and tags as this sync listed them (kept current by
-        :meth:`set_editable`); read from the server for a header from elsewhere."""
+        """The run's notes and tags as this sync listed them (kept current by the W&B
+        writer's ``set_editable``); read from the server for a header from elsewhere."""
         seen = header.locator.get(EDITABLE)
         if not isinstance(seen, dict):
             a = self._api_run(self._run_path(header))._attrs
-            seen = {"notes": a.get("notes") or None, "tags": list(a.get("tags") or [])}
-        return Editable(
-            holds={"notes", "tags"},
-            notes=seen.get("notes") or None,
-            tags=[str(t) for t in seen.get("tags") or []],
-        )
+            seen = edits.listed(a.get("notes"), a.get("tags"))
+        return edits.editable_of(seen)
+
+    # Transitional: an engine that still writes edits through the reader. Readers do not
+    # write: these go through a W&B writer opened on this reader's target.
+
+    def _source_writer(self) -> Any:
+        with self._lock:
+            if self._writer is None:
+                from bridge.adapters.wandb.writer import WandbWriter
+
+                self._writer = WandbWriter(self.target)
+            return self._writer
 
     def set_editable(self, header: RunHeader, changes: dict[str, str | None]) -> None:
-        """Write "notes" and "tags" (a JSON list) through the public API (``Run.update``).
-        Tags kept from before keep their order; new ones follow, sorted."""
-        if not changes.keys() & {"notes", "tags"}:
-            return
-        r = self._api_run(self._run_path(header))
-        if "notes" in changes:
-            r.notes = changes["notes"] or ""
-        if "tags" in changes:
-            wanted = {str(t) for t in json.loads(changes["tags"] or "[]")}
-            have = [str(t) for t in r._attrs.get("tags") or []]
-            r.tags = [t for t in have if t in wanted] + sorted(wanted - set(have))
-        self._retry("run update", r.update)
-        header.locator[EDITABLE] = {"notes": r.notes or None, "tags": list(r.tags)}
-
-    def _linked(self, path: str) -> Any | None:
-        """The registry link at ``COLLECTION_PATH:vN|alias``, or None if there is none."""
-        try:
-            return self._retry("registry version", functools.partial(self._client().artifact, path))
-        except Exception as exc:
-            if any(p in str(exc).lower() for p in ("not found", "could not find", "no such")):
-                return None
-            raise
+        w = self._source_writer()
+        w.set_editable(w.run_id_of(header), changes)
 
     def set_model_alias(self, model: RegisteredModel, alias: str, version_source_id: str) -> None:
-        """Give the collection's version (``...:vN``) the alias, as moved in the copy (W&B
-        takes it off the version that had it)."""
-        path = version_source_id.removeprefix("wandb:")
-        linked = self._linked(path)
-        if linked is None:
-            raise BridgeError(f"wandb: {path} not found: alias {alias!r} not moved")
-        if alias not in linked.aliases:
-            linked.aliases.append(alias)
-            self._retry("alias", linked.save)
+        w = self._source_writer()
+        w.set_alias(*_swap(w.version_of(model, version_source_id), alias))
 
     def delete_model_alias(self, model: RegisteredModel, alias: str) -> None:
-        """Remove the alias from the collection (nothing to do if no version has it)."""
-        linked = self._linked(f"{model.source_id.removeprefix('wandb:')}:{alias}")
-        if linked is not None and alias in linked.aliases:
-            linked.aliases.remove(alias)
-            self._retry("alias", linked.save)
+        self._source_writer().delete_alias(model.source_id.removeprefix("wandb:"), alias)
 
     # ---- files -----------------------------------------------------------------------
 

@@ -44,15 +44,15 @@ import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from bridge.adapters.base import DestModelVersion, DestRegisteredModel, OpenEntry
+from bridge.adapters.wandb import sdk
+from bridge.adapters.wandb.mapping import WandbMapping
+from bridge.adapters.wandb.sdk import LiveRun
 from bridge.errors import BridgeError, RunError
 from bridge.paths import check_relpath
 from bridge.schema import ArtifactVersion, ManifestEntry, ModelVersion, RegisteredModel
-
-if TYPE_CHECKING:
-    from bridge.adapters.wandb.writer import WandbWriter
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,14 @@ _TAG = re.compile(r"^[-\w]+( +[-\w]+)*$")  # wandb.sdk.artifacts._validators.TAG
 
 
 # --------------------------------------------------------------------------- rules
+
+
+def registry_project(registry: str | None) -> str:
+    """The W&B project a registry's collections sit in (``wandb-registry-<name>``, the
+    legacy ``model-registry``); "registry" for a model from no named registry."""
+    if not registry:
+        return "registry"
+    return registry if registry == LEGACY_PROJECT else f"{REGISTRY_PREFIX}{registry}"
 
 
 def artifact_name(name: str) -> str:
@@ -154,10 +162,31 @@ def _link_identities(metadata: Any, path: str) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- writer
 
 
-class WandbRegistryWriter:
-    """Model artifacts and registry collections for one online :class:`WandbWriter`."""
+class RunStore(Protocol):
+    """What the registry half needs of the online W&B writer it belongs to."""
 
-    def __init__(self, store: WandbWriter) -> None:
+    mapping: WandbMapping
+    source_uri: str | None
+    _entity: str | None
+    _fixed_project: str | None
+    _lock: threading.Lock
+    _init_lock: threading.Lock
+    _live: dict[str, LiveRun]
+
+    @property
+    def base_url(self) -> str: ...
+
+    def _api_key(self) -> str: ...
+
+    def _scratch_dir(self) -> dict[str, str]: ...
+
+    def _split(self, dest_id: str) -> tuple[str, str]: ...
+
+
+class WandbRegistryWriter:
+    """Model artifacts and registry collections for one online W&B writer."""
+
+    def __init__(self, store: RunStore) -> None:
         self.store = store
         self._lock = threading.RLock()
         self._api_obj: Any = None
@@ -330,8 +359,6 @@ class WandbRegistryWriter:
         """``wandb.init`` of the run that logs a model, and the exit code to finish it with."""
         import wandb
 
-        from bridge.adapters.wandb.writer import _sdk_settings
-
         entity, _, project = project_dest_id.rpartition("/")
         kwargs: dict[str, Any] = {
             "mode": "online",
@@ -355,7 +382,7 @@ class WandbRegistryWriter:
                 config={"_bridge.role": "model-upload"},
             )
             exit_code = 0
-        settings = _sdk_settings(api_key=self.store._api_key(), base_url=self.store.base_url)
+        settings = sdk.sdk_settings(api_key=self.store._api_key(), base_url=self.store.base_url)
         with self.store._init_lock:
             sdk_run = wandb.init(
                 **kwargs, reinit="create_new", allow_val_change=True, settings=settings
@@ -427,6 +454,11 @@ class WandbRegistryWriter:
     def collection_path(self, name: str) -> str:
         entity, project = self.target()
         return f"{entity}/{project}/{name}"
+
+    def _path_of(self, name: str) -> str:
+        """A collection named by this writer (no "/": names are W&B artifact names), or a
+        full ``ENTITY/PROJECT/COLLECTION`` path (a source's own, see ``version_of``)."""
+        return name if "/" in name else self.collection_path(name)
 
     def _collection(self, name: str) -> Any | None:
         try:
@@ -550,7 +582,7 @@ class WandbRegistryWriter:
         problem = alias_problem(alias)
         if problem is not None:
             raise RunError(f"alias {alias!r} of {name}: {problem}")
-        linked = self.api().artifact(f"{self.collection_path(name)}:{version}")
+        linked = self.api().artifact(f"{self._path_of(name)}:{version}")
         if alias not in linked.aliases:
             linked.aliases.append(alias)
             linked.save()
@@ -558,7 +590,7 @@ class WandbRegistryWriter:
     def delete_alias(self, name: str, alias: str) -> None:
         """Remove an alias from the collection; one that is already gone is fine."""
         try:
-            linked = self.api().artifact(f"{self.collection_path(name)}:{alias}")
+            linked = self.api().artifact(f"{self._path_of(name)}:{alias}")
         except Exception as exc:
             if _not_found(exc):
                 return

@@ -1,0 +1,86 @@
+"""Metric points into W&B history rows (the writers' :class:`MetricSink`).
+
+W&B drops a row whose step is lower than the last one, and source steps repeat, go back
+and differ per key. So ``_step`` is a plain row counter, every row carries the source step
+under the mapping's step key and its ``_timestamp``; points of different keys sharing
+(step, timestamp) share a row. Nothing is dropped or merged: a key's points keep their order.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from bridge.adapters.base import MetricSink
+from bridge.adapters.wandb.sdk import LiveRun
+from bridge.schema import MetricChunk, Warning_
+
+#: Points buffered per sink before rows are sent even without a flush (memory bound).
+SINK_MAX_POINTS = 50_000
+
+
+class WandbMetricSink(MetricSink):
+    """Buffers points of any keys; on flush merges them into rows and logs each row.
+
+    Keys are merged by (timestamp, step) so rows come out roughly in time order and
+    points of different keys that share (step, timestamp) share a row; each key's points
+    keep their source order (a key never appears twice in a row).
+    """
+
+    def __init__(self, live: LiveRun, step_key: str, key_of: Callable[[str], str]) -> None:
+        self._live = live
+        self._step_key = step_key
+        self._key_of = key_of
+        self._buf: dict[str, list[tuple[int, int, float]]] = {}
+        self._n = 0
+        self.rows_sent = 0
+        self.points_sent = 0
+        self.warnings: list[Warning_] = []
+        self._renamed: set[str] = set()
+
+    def add(self, chunk: MetricChunk) -> None:
+        stored = self._key_of(chunk.key)
+        if stored != chunk.key and chunk.key not in self._renamed:
+            self._renamed.add(chunk.key)
+            self.warnings.append(
+                Warning_(
+                    source_id=self._live.source_id,
+                    code="sanitized-key",
+                    message=f"metric key {chunk.key!r} is reserved in W&B history; "
+                    f"stored as {stored!r}",
+                )
+            )
+        buf = self._buf.setdefault(stored, [])
+        buf.extend(zip(chunk.steps, chunk.timestamps, chunk.values, strict=True))
+        self._n += len(chunk)
+        if self._n >= SINK_MAX_POINTS:
+            self.flush()
+
+    def _rows(self) -> Iterator[dict[str, Any]]:
+        streams = [
+            [(ts, step, i, key, value) for i, (step, ts, value) in enumerate(points)]
+            for key, points in self._buf.items()
+        ]
+        row: dict[str, Any] | None = None
+        row_at: tuple[int, int] | None = None
+        for ts, step, _, key, value in heapq.merge(*streams, key=lambda p: (p[0], p[1])):
+            if row is None or row_at != (step, ts) or key in row:
+                if row is not None:
+                    yield row
+                row = {self._step_key: step, "_timestamp": ts / 1000.0}
+                row_at = (step, ts)
+            row[key] = value
+        if row is not None:
+            yield row
+
+    def flush(self) -> None:
+        if not self._n:
+            return
+        for row in self._rows():
+            self._live.log_row(row)
+            self.rows_sent += 1
+        self._live.check_kept()
+        self.points_sent += self._n
+        self._buf.clear()
+        self._n = 0
