@@ -128,11 +128,15 @@ def honoured(ctx: SyncContext, earlier: Resolution) -> bool:
 
 
 def settle_choice(
-    ctx: SyncContext, settled: dict[str, Resolution], conflict: Conflict
+    ctx: SyncContext,
+    settled: dict[str, Resolution],
+    conflict: Conflict,
+    decided: list[tuple[Conflict, str]] | None = None,
 ) -> tuple[str, str] | None:
     """(side, by whom) for a conflict outside run params/tags (aliases, two-way edits): an
-    earlier resolution of exactly these values, else the pair's policy (recorded), else
-    None (the conflict stays open)."""
+    earlier resolution of exactly these values, else the pair's policy, else None (the
+    conflict stays open). A policy's settlement is put in ``decided`` for the caller to
+    record when it applies it; without ``decided`` it is recorded now (not in dry runs)."""
     earlier = settled.get(conflict.field)
     if (
         earlier is not None
@@ -144,7 +148,9 @@ def settle_choice(
     if ctx.on_conflict not in ("source-wins", "dest-wins"):
         return None
     choice = ctx.on_conflict.split("-")[0]
-    if not ctx.dry_run:
+    if decided is not None:
+        decided.append((conflict, choice))
+    elif not ctx.dry_run:
         ctx.state.resolve_conflict(
             ctx.dest_uri,
             conflict.source_id,

@@ -3,34 +3,30 @@
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-
-from tqdm import tqdm
+from collections.abc import Callable
 
 from bridge.adapters.base import Reader, Writer
-from bridge.adapters.features import RunDeletion
-from bridge.display import for_terminal
 from bridge.engine.apply import apply_run
 from bridge.engine.claims import release_run, release_runs
 from bridge.engine.context import Planned, SyncContext
+from bridge.engine.deletions import check_on_delete, source_deletions
 from bridge.engine.intents import record_intents
 from bridge.engine.marks import SOURCE_DELETED_TAG
 from bridge.engine.model import ModelPlan, OnConflict, OnDelete, Plan, RunPlan
 from bridge.engine.pipeline import Pipeline
 from bridge.engine.plan import plan_run
+from bridge.engine.progress import Bars
 from bridge.engine.registry import sync_models
-from bridge.engine.two_way import two_way_pass
+from bridge.engine.text import one_line
+from bridge.engine.two_way import EditResult, TwoWayPass, two_way_pass
 from bridge.errors import BridgeError, NothingToImport
 from bridge.faults import kill_point
-from bridge.redact import redact
 from bridge.schema import RunHeader, Warning_
 from bridge.state import StateStore, conflict_key
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OnConflict", "OnDelete", "run_sync", "SOURCE_DELETED_TAG"]
+__all__ = ["OnConflict", "OnDelete", "SOURCE_DELETED_TAG", "check_on_delete", "run_sync"]
 
 
 def _failed_plan(header: RunHeader, exc: BaseException) -> Planned:
@@ -46,7 +42,7 @@ def _failed_plan(header: RunHeader, exc: BaseException) -> Planned:
         action="skip",
         reason=str(exc) if nothing else "could not be read or planned",
         outcome="skipped" if nothing else "failed",
-        error=None if nothing else _one_line(exc),
+        error=None if nothing else one_line(exc),
     )
     if nothing:
         plan.warnings.append(Warning_(source_id=header.source_id, code="skipped", message=str(exc)))
@@ -57,14 +53,6 @@ def _partly_applicable(p: Planned) -> bool:
     """A run with field conflicts whose destination copy exists: everything but the
     conflicting fields is written (new history, files, other fields)."""
     return p.plan.action == "conflict" and p.compared and p.plan.dest_id is not None
-
-
-def _one_line(exc: BaseException) -> str:
-    """An exception as the one line a plan, report and cycle row keep: a backend's message
-    quotes its request URL, so credentials are removed before it is cut."""
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    return redact(f"{type(exc).__name__}: {first}")[:500]
 
 
 def _record_conflicts(state: StateStore, dest_uri: str, p: Planned, policy: str) -> None:
@@ -89,67 +77,6 @@ def _record_conflicts(state: StateStore, dest_uri: str, p: Planned, policy: str)
         state.close_stale_conflicts(
             dest_uri, p.plan.source_id, current, fields=("param:", "tag:", "run")
         )
-
-
-def check_on_delete(writer: Writer, on_delete: OnDelete) -> None:
-    """Fail before any work if the destination cannot do what ``on_delete`` asks."""
-    need = {"tag": "set_tags", "delete": "delete_run"}.get(on_delete)
-    if need and not isinstance(writer, RunDeletion):
-        raise BridgeError(
-            f"--on-delete {on_delete} needs a destination that can {on_delete} a run "
-            f"({need}); {writer.scheme}: cannot — use --on-delete keep"
-        )
-
-
-def _source_deletions(
-    ctx: SyncContext, source_uri: str, listed: set[str], on_delete: OnDelete
-) -> list[RunPlan]:
-    """Runs this pair listed before and a complete listing no longer shows."""
-    state, writer, deletion = ctx.state, ctx.writer, ctx.features.deletion
-    lines: list[RunPlan] = []
-    for sid, deleted_at in sorted(state.pair_members(source_uri, ctx.dest_uri).items()):
-        if sid in listed or deleted_at is not None:
-            continue
-        st = state.get_run(ctx.dest_uri, sid)
-        line = RunPlan(
-            source_id=sid,
-            project="(deleted at source)",
-            action="source-deleted",
-            dest_id=st.dest_id if st else None,
-            outcome="skipped",
-        )
-        if st is None:
-            if not ctx.dry_run:
-                state.mark_deleted(source_uri, ctx.dest_uri, sid)
-            continue
-        try:
-            if on_delete == "keep":
-                line.reason = "the source run no longer exists; destination run kept (keep)"
-            elif ctx.dry_run:
-                line.outcome = "pending"
-                line.reason = f"the source run no longer exists; would {on_delete} the copy"
-            elif writer.get_run(st.dest_id) is None:
-                line.reason = "the source run no longer exists; its copy is gone too"
-            elif deletion is None:  # check_on_delete refuses this before any work
-                raise BridgeError(f"{writer.scheme}: cannot {on_delete} a run")
-            elif on_delete == "tag":
-                deletion.set_tags(st.dest_id, {SOURCE_DELETED_TAG: "true"})
-                line.outcome = "done"
-                line.reason = f"the source run no longer exists; tagged {SOURCE_DELETED_TAG}=true"
-            else:
-                deletion.delete_run(st.dest_id)
-                state.forget_run(ctx.dest_uri, sid)
-                line.outcome = "done"
-                line.reason = "the source run no longer exists; destination run deleted"
-        except Exception as exc:
-            line.outcome, line.error = "failed", _one_line(exc)
-        line.warnings.append(
-            Warning_(source_id=sid, code="source-deleted", message=line.reason or "")
-        )
-        if not ctx.dry_run and line.outcome != "failed":
-            state.mark_deleted(source_uri, ctx.dest_uri, sid)
-        lines.append(line)
-    return lines
 
 
 def run_sync(
@@ -203,18 +130,18 @@ def run_sync(
     except BridgeError:
         raise
     except Exception as exc:
-        raise BridgeError(f"cannot list runs of {reader.display_uri}: {_one_line(exc)}") from exc
+        raise BridgeError(f"cannot list runs of {reader.display_uri}: {one_line(exc)}") from exc
 
     ctx.listed = {h.source_id for h in headers}
     kill_point("plan.listed")
-    edits = two_way_pass(ctx, headers) if two_way else {}
+    two_way_edits = TwoWayPass(ctx)
+    edits = two_way_edits.plan(headers) if two_way else {}
+    apply_now = not dry_run and on_conflict != "fail"
+    if apply_now:  # else after the conflict check
+        edits.update(two_way_edits.apply())
     if not dry_run:  # listed by this pair: a later complete listing without one = deleted
         state.add_pair_members(reader.display_uri, ctx.dest_uri, [h.source_id for h in headers])
-    for header in headers:  # the one-way part still runs; the pass exits non-zero
-        edit = edits.get(header.source_id)
-        if edit is not None and edit.error:
-            report.errors.append(f"{header.source_id}: {edit.error}")
-    bars = _Bars(len(headers), workers, dry_run, show_progress)
+    bars = Bars(len(headers), workers, dry_run, show_progress)
 
     def plan_one(header: RunHeader) -> Planned:
         try:
@@ -252,7 +179,7 @@ def run_sync(
             except Exception as exc:
                 log.debug("applying %s failed", p.plan.source_id, exc_info=True)
                 p.plan.outcome = "failed"
-                p.plan.error = _one_line(exc)
+                p.plan.error = one_line(exc)
             finally:
                 p.drop_body()  # free the body as soon as the run is written
                 _drain_notices(ctx, p.plan)
@@ -265,14 +192,13 @@ def run_sync(
     # bodies; "fail" plans every run first (nothing is written if any has a conflict) and
     # reads the bodies of the runs to write again (engine/pipeline.py).
     pipeline = Pipeline(workers, plan_one, settle, apply_one)
-    apply_now = not dry_run and on_conflict != "fail"
     planned, aside = pipeline.run(
         headers, apply_now=apply_now, all_planned=lambda: kill_point("plan.done")
     )
     report.runs = [p.plan for p in planned]
     if listing_complete:
         report.runs.extend(
-            _source_deletions(ctx, reader.display_uri, {h.source_id for h in headers}, on_delete)
+            source_deletions(ctx, reader.display_uri, {h.source_id for h in headers}, on_delete)
         )
     if dry_run or (on_conflict == "fail" and report.conflicts):
         for p in aside:
@@ -282,10 +208,14 @@ def run_sync(
             bars.run_done()
         bars.close()
         release_runs(ctx)
+        _edit_errors(report, headers, edits)
         _add_models(ctx, report)
         return report
+    if not apply_now:
+        edits.update(two_way_edits.apply())
     pipeline.run([], later=aside)
     bars.close()
+    _edit_errors(report, headers, edits)
     if two_way and not ctx.dry_run:
         written = [p.header for p in planned if p.plan.outcome == "done"]
         for sid, edit in two_way_pass(ctx, written, fresh=True).items():
@@ -296,56 +226,18 @@ def run_sync(
     return report
 
 
+def _edit_errors(report: Plan, headers: list[RunHeader], edits: dict[str, EditResult]) -> None:
+    """Runs whose edits failed: the one-way part still ran; the pass exits non-zero."""
+    for header in headers:
+        edit = edits.get(header.source_id)
+        if edit is not None and edit.error:
+            report.errors.append(f"{header.source_id}: {edit.error}")
+
+
 def _to_apply(p: Planned) -> bool:
     """The plan writes something and nothing (a conflict, a failure) stopped it."""
     writes = p.plan.action in ("create", "resume", "update") or _partly_applicable(p)
     return writes and p.plan.outcome == "pending"
-
-
-class _Bars:
-    """The pass's progress bars: runs finished, and one points bar per run being written
-    (each on a line of its own, reused when its run is done)."""
-
-    def __init__(self, total: int, workers: int, dry_run: bool, show: bool) -> None:
-        self._lock = threading.Lock()
-        self._show = show
-        self._slots = list(range(max(1, workers)))
-        self._runs = tqdm(
-            total=total,
-            desc="plan" if dry_run else "sync",
-            unit="run",
-            disable=not show,
-            position=0,
-        )
-
-    def run_done(self) -> None:
-        with self._lock:
-            self._runs.update(1)
-
-    @contextmanager
-    def points(self, name: str) -> Iterator[Callable[[int], None]]:
-        with self._lock:
-            slot = self._slots.pop(0) if self._slots else 0
-        bar = tqdm(
-            desc=for_terminal(name)[:30],
-            unit="pt",
-            leave=False,
-            disable=not self._show,
-            position=slot + 1,
-        )
-
-        def update(points: int) -> None:
-            bar.update(points)
-
-        try:
-            yield update
-        finally:
-            bar.close()
-            with self._lock:
-                self._slots.append(slot)
-
-    def close(self) -> None:
-        self._runs.close()
 
 
 def _add_models(ctx: SyncContext, report: Plan) -> None:
@@ -383,7 +275,7 @@ def _models(ctx: SyncContext) -> list[ModelPlan]:
         raise
     except Exception as exc:
         raise BridgeError(
-            f"cannot list registered models of {ctx.reader.display_uri}: {_one_line(exc)}"
+            f"cannot list registered models of {ctx.reader.display_uri}: {one_line(exc)}"
         ) from exc
     if not models:
         return []
