@@ -1,15 +1,17 @@
 """The two interfaces every backend implements, and what a destination can store.
 
-The engine talks to backends only through :class:`Reader` and :class:`Writer`. Adding a
-backend means adding one adapter module and registering its URI scheme in
-``bridge.uris``; the engine never changes.
+The engine talks to backends only through :class:`Reader` and :class:`Writer` (the core:
+list, read, stream history, open files; create, write, finish) and the optional features
+an adapter declares by inheriting them (bridge/adapters/features.py). Adding a backend
+means adding one adapter package and registering its URI scheme in ``bridge.uris``; the
+engine never changes.
 """
 
 from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO, Any
 
 from pydantic import BaseModel, Field
@@ -62,18 +64,18 @@ class Capabilities(BaseModel):
     # True: points are stored once MetricSink.flush() returns. False (the W&B SDK writes in
     # the background): after a crash only the destination's own counts can be trusted.
     durable_flush: bool = True
-    # Writer.read_metric_points works: a stream whose source history changed before its
-    # watermark (a point logged late, with an older timestamp) can be merged exactly.
-    reads_metric_points: bool = False
     max_param_len: int | None = None
     max_tag_len: int | None = None
     max_key_len: int | None = None
     metrics_per_batch: int = 1000
     params_per_batch: int = 100
     tags_per_batch: int = 100
-    # Model registry and model objects (see the registry methods of Writer).
+    # Informational only: the engine checks the features instead (MetricReadBack,
+    # ModelRegistry, LoggedModels in bridge/adapters/features.py). Kept while adapters
+    # still set them and callers read them; nothing in the engine does.
+    reads_metric_points: bool = False
     registry: bool = False
-    logged_models: bool = False  # model-typed artifacts become model objects of their own
+    logged_models: bool = False
     max_alias_len: int | None = None
 
 
@@ -145,12 +147,6 @@ class Reader(ABC):
     @abstractmethod
     def open_file(self, ref: FileRef) -> IO[bytes]:
         """Open one of the run's files (or a media file named by an ExtraValue)."""
-
-    def list_registered_models(self) -> Iterator[RegisteredModel]:
-        """Registered models / registry collections in scope, versions in source order.
-
-        Readers of backends without a registry yield nothing."""
-        return iter(())
 
     def file_reference_roots(self) -> list[str] | None:
         """Folders under which this source's ``file://`` references may be read with
@@ -304,12 +300,6 @@ class Writer(ABC):
     def metric_counts(self, dest_id: str) -> dict[str, int]:
         """Points per metric key stored now; used only to recover a lost state store."""
 
-    def read_metric_points(self, dest_id: str, keys: Collection[str]) -> Iterator[MetricChunk]:
-        """The stored points of these metric keys (named as the engine gave them to the
-        sink), streamed in chunks; only where ``capabilities.reads_metric_points``. The
-        engine merges a key against them when points arrived inside its watermark."""
-        raise NotImplementedError
-
     @abstractmethod
     def put_file(self, dest_id: str, path: str, stream: IO[bytes]) -> None:
         """Store one file under the run at ``path`` ("/"-separated); overwrite if present."""
@@ -317,57 +307,6 @@ class Writer(ABC):
     @abstractmethod
     def finish_run(self, dest_id: str, run: Run, fingerprint: str) -> None:
         """Set final status and end time, then write the completion marker (last)."""
-
-    def file_location(self, dest_id: str, path: str) -> str | None:
-        """A URI naming a run file or folder written by :meth:`put_file`, for registry
-        versions to point at (MLflow: ``runs:/<id>/<path>``); None if there is no such URI."""
-        return None
-
-    # ---- model objects and registry (only when capabilities.logged_models / .registry) --
-
-    def find_model(self, artifact_source_id: str) -> str | None:
-        """Location of a model object written earlier for this source artifact (found by
-        its identity tag), or None."""
-        raise NotImplementedError
-
-    def put_model(
-        self,
-        project_dest_id: str,
-        run_dest_id: str | None,
-        art: ArtifactVersion,
-        files: Sequence[tuple[ManifestEntry, OpenEntry]],
-    ) -> str:
-        """Store a model-typed artifact as a model object (MLflow: a logged model linked to
-        the run; W&B: a model artifact); return its location (``models:/<id>``, ...).
-
-        Tagged with ``art.source_id`` before content is written, finalized last, so a crash
-        leaves an unfinished object that the next call completes."""
-        raise NotImplementedError
-
-    def registered_model_name(self, model: RegisteredModel) -> str:
-        """The destination name the mapping rules give a source registered model."""
-        raise NotImplementedError
-
-    def get_registered_model(self, name: str) -> DestRegisteredModel | None:
-        """A registered model as the destination holds it now, or None."""
-        raise NotImplementedError
-
-    def ensure_registered_model(self, name: str, model: RegisteredModel) -> None:
-        """Create it if missing; set description and tags (idempotent)."""
-        raise NotImplementedError
-
-    def create_model_version(
-        self, name: str, version: ModelVersion, location: str, run_dest_id: str | None
-    ) -> str:
-        """Create the next version from ``location`` (see :meth:`put_model`), tagged with
-        the source version's identity; return the destination's version label."""
-        raise NotImplementedError
-
-    def set_alias(self, name: str, alias: str, version: str) -> None:
-        raise NotImplementedError
-
-    def delete_alias(self, name: str, alias: str) -> None:
-        raise NotImplementedError
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients."""
