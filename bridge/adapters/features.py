@@ -18,8 +18,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
+from bridge.adapters.base import DestRegisteredModel, OpenEntry
 from bridge.schema import (
     ArtifactVersion,
     Editable,
@@ -117,7 +117,7 @@ class LoggedModels(ABC):
         project_dest_id: str,
         run_dest_id: str | None,
         art: ArtifactVersion,
-        files: Sequence[tuple[ManifestEntry, Any]],
+        files: Sequence[tuple[ManifestEntry, OpenEntry]],
     ) -> str:
         """Store the artifact as a model object, tagged with its source identity before any
         content is written and finalized last; return its location."""
@@ -139,9 +139,8 @@ class ModelRegistry(ABC):
         """How reports name the registry a source model sits in (for people, not ids)."""
 
     @abstractmethod
-    def get_registered_model(self, name: str) -> Any:
-        """The registered model as the destination holds it now
-        (:class:`~bridge.adapters.base.DestRegisteredModel`), or None."""
+    def get_registered_model(self, name: str) -> DestRegisteredModel | None:
+        """The registered model as the destination holds it now, or None."""
 
     @abstractmethod
     def ensure_registered_model(self, name: str, model: RegisteredModel) -> None:
