@@ -13,12 +13,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bridge.mapping import check_name_template, load_toml_model
+from bridge.mapping import check_name_template, default_mapping, load_toml_model
 
-#: The shipped, documented copy of the defaults (repo checkout layout).
-DEFAULT_WANDB_MAPPING_PATH = (
-    Path(__file__).resolve().parents[3] / "mappings" / "mlflow-to-wandb.toml"
-)
+#: The shipped, documented copy of the defaults (package data).
+DEFAULT_WANDB_MAPPING_PATH = default_mapping("mlflow", "wandb")
 #: Characters W&B refuses in project names.
 _BAD_PROJECT_CHARS = re.compile(r"[/\\#?%:]")
 MAX_PROJECT_LEN = 128

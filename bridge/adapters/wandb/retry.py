@@ -13,7 +13,7 @@ from typing import TypeVar
 
 _T = TypeVar("_T")
 _PERMANENT = ("not implemented", "could not find", "not found", "permission", "unauthorized")
-_NEVER = ("AuthenticationError", "RunNotFoundError", "UsageError", "_Unreachable")
+_NEVER = ("AuthenticationError", "RunNotFoundError", "UsageError", "Unreachable")
 
 
 def transient(exc: BaseException) -> bool:
