@@ -5,6 +5,7 @@ Three things live here, all pure (no I/O except reading a mapping file):
 * :class:`Mapping` — the user-overridable defaults (experiment name template, tag prefixes,
   flatten separator, truncation marker). ``mappings/wandb-to-mlflow.toml`` is the documented
   copy of these defaults; a user edits a copy and passes it to :func:`load_mapping`.
+  :func:`default_mapping` finds the shipped file of a (source kind, destination kind) pair.
 * :func:`sanitize_key` / :func:`restore_key` — a reversible encoding for keys MLflow rejects.
 * :func:`flatten` / :func:`to_text` — nested config/summary → flat ``key -> str``.
 
@@ -30,6 +31,7 @@ import re
 import sys
 from collections.abc import Iterator
 from collections.abc import Mapping as AbcMapping
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,8 +47,25 @@ else:  # pragma: no cover - Python 3.10
 MAX_KEY_LEN = 250
 HASHED_PREFIX_LEN = 230
 HASH_MARK = ":_"  # "~" would be illegal in MLflow keys
-#: The shipped, documented copy of the defaults (repo checkout layout).
-DEFAULT_MAPPING_PATH = Path(__file__).resolve().parent.parent / "mappings" / "wandb-to-mlflow.toml"
+#: Backend kinds name the shipped mapping files: ``<source>-to-<destination>.toml``.
+_KIND = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def default_mapping(source_kind: str, dest_kind: str) -> Path | None:
+    """The shipped, documented mapping file for copying ``source_kind`` runs into
+    ``dest_kind`` (backend kinds: "wandb", "mlflow", "tensorboard"), or None when the
+    package ships none for that pair. The files are package data (``bridge/mappings/``;
+    ``mappings/`` in a checkout points there), so an installed wheel finds them too."""
+    for kind in (source_kind, dest_kind):
+        if not _KIND.fullmatch(kind):
+            raise ValueError(f"not a backend kind: {kind!r}")
+    found = resources.files("bridge") / "mappings" / f"{source_kind}-to-{dest_kind}.toml"
+    # A package installed as files (not zipped): the resource is a real path.
+    return Path(str(found)) if found.is_file() and Path(str(found)).is_file() else None
+
+
+#: The shipped, documented copy of the W&B → MLflow defaults.
+DEFAULT_MAPPING_PATH = default_mapping("wandb", "mlflow")
 
 _LEGAL_CHAR = re.compile(r"[/\w.\- ]")  # ":" is legal for MLflow but is our escape character
 _LEGAL_KEY = re.compile(r"[/\w.\- :]*")  # used with fullmatch: no "$"-before-newline gap
