@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bridge.adapters.base import ReaderOptions
-from bridge.adapters.mlflow import reader as reader_mod
+from bridge.adapters.mlflow import history as history_mod
 from bridge.adapters.mlflow.reader import MlflowReader
 from bridge.adapters.mlflow.uri import redact_uri
 from bridge.errors import BridgeError
@@ -152,7 +152,7 @@ def history(reader: MlflowReader, run: Run) -> dict[str, list[Point]]:
     out: dict[str, list[Point]] = {}
     for item in reader.iter_history(run):
         assert isinstance(item, MetricChunk)
-        assert 0 < len(item) <= reader_mod.CHUNK_POINTS
+        assert 0 < len(item) <= history_mod.CHUNK_POINTS
         out.setdefault(item.key, []).extend(
             zip(item.steps, item.timestamps, item.values, strict=True)
         )
@@ -460,7 +460,7 @@ def test_rest_server_every_field_and_point(
     mlflow_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     src = build_source(mlflow_server, None, tmp_path)
-    monkeypatch.setattr(reader_mod, "REST_PAGE_POINTS", 700)  # several pages for "acc"
+    monkeypatch.setattr(history_mod, "REST_PAGE_POINTS", 700)  # several pages for "acc"
     reader = verify_store(mlflow_server, src)
     assert reader.display_uri == f"mlflow:{mlflow_server}"
     # remote artifacts come through a temp download that is gone once the file is closed

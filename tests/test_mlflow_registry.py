@@ -34,6 +34,7 @@ from bridge.schema import (
     ModelVersion,
     Project,
     RegisteredModel,
+    Warning_,
 )
 
 FILES = {"model.bin": b"\x00weights" * 1000, "cfg/params.yaml": b"lr: 0.1\n"}
@@ -41,6 +42,11 @@ FILES = {"model.bin": b"\x00weights" * 1000, "cfg/params.yaml": b"lr: 0.1\n"}
 
 def md5_b64(data: bytes) -> str:
     return base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
+def checksum_mismatches(writer: MlflowWriter) -> list[Warning_]:
+    """The writer's checksum-mismatch notices (its one warning channel)."""
+    return [w for w in writer.notices.drain() if w.code == "checksum-mismatch"]
 
 
 def make_art(n: int = 0, files: dict[str, bytes] | None = None, **kw: Any) -> ArtifactVersion:
@@ -183,7 +189,7 @@ def test_put_model_once_ready_linked_with_files_and_manifest(
         "md5": md5_b64(FILES["model.bin"]),
         "sha256": hashlib.sha256(FILES["model.bin"]).hexdigest(),
     }
-    assert writer.checksum_mismatches == []
+    assert checksum_mismatches(writer) == []
 
 
 def test_put_model_reports_checksum_and_size_mismatches(writer: MlflowWriter) -> None:
@@ -192,7 +198,7 @@ def test_put_model_reports_checksum_and_size_mismatches(writer: MlflowWriter) ->
     art.manifest[0].digest = md5_b64(b"something else")
     art.manifest[1].size = 999
     writer.put_model(pid, rid, art, openers(art))
-    lines = [(w.code, w.source_id, w.message) for w in writer.checksum_mismatches]
+    lines = [(w.code, w.source_id, w.message) for w in checksum_mismatches(writer)]
     assert len(lines) == 2
     assert all(code == "checksum-mismatch" and sid == art.source_id for code, sid, _ in lines)
     assert "'model.bin'" in lines[0][2] and "MD5" in lines[0][2]
@@ -238,19 +244,17 @@ def test_entry_path_escaping_the_model_is_refused(writer: MlflowWriter) -> None:
 def test_registered_model_name_rule_and_sanitizing(tmp_path: Path, sqlite_uri: str) -> None:
     w = MlflowWriter(sqlite_uri)
     assert w.registered_model_name(registered()) == "clf"
-    assert w.name_warnings == {}
+    assert w.name_warnings(registered()) == []
     f = tmp_path / "m.toml"
     f.write_text('[registry]\nmodel_name = "{entity}/{registry}:{collection}"\n')
     w2 = MlflowWriter(sqlite_uri, mapping=load_mapping(f))
     model = registered()
     assert w2.registered_model_name(model) == "team-model-clf"
     assert w2.registered_model_name(model) == "team-model-clf"  # reported once
-    assert w2.name_warnings == {
-        model.source_id: [
-            "registered model name 'team/model:clf' is not allowed by MLflow; "
-            "stored as 'team-model-clf'"
-        ]
-    }
+    assert w2.name_warnings(model) == [
+        "registered model name 'team/model:clf' is not allowed by MLflow; "
+        "stored as 'team-model-clf'"
+    ]
     assert sanitize_model_name("..x") == "model-..x"
     assert sanitize_model_name("  ") == "model"
     assert len(sanitize_model_name("n" * 300)) == 256
@@ -519,7 +523,7 @@ def test_reader_lists_registered_models_exactly(
     assert [m.name for m in only.list_registered_models()] == ["clf"]
     none = MlflowReader(sqlite_uri, ReaderOptions(registry=False))
     assert list(none.list_registered_models()) == []
-    assert reader.registry_warnings == []
+    assert reader.notices.drain() == []  # no version whose content could not be listed
 
 
 def test_writer_to_reader_round_trip_hides_bridge_manifest(

@@ -1,5 +1,6 @@
-"""MLflow backend: ``mlflow:TRACKING_URI`` as a destination."""
+"""MLflow backend: ``mlflow:TRACKING_URI`` as a source and as a destination."""
 
-from bridge.adapters.mlflow.writer import MlflowMetricSink, MlflowWriter
+from bridge.adapters.mlflow.sink import MlflowMetricSink
+from bridge.adapters.mlflow.writer import MlflowWriter
 
 __all__ = ["MlflowMetricSink", "MlflowWriter"]

@@ -21,7 +21,7 @@ import functools
 import threading
 from typing import Any
 
-from bridge.adapters.mlflow.writer import MlflowMetricSink
+from bridge.adapters.mlflow.sink import MlflowMetricSink
 from bridge.faults import kill_point
 from bridge.schema import MetricChunk
 

@@ -17,7 +17,6 @@ from bridge.mapping import Mapping
 from bridge.schema import Editable
 
 NOTE_TAG = "mlflow.note.content"
-SOURCE_ID_TAG = "bridge.source_id"
 TAGS_PER_BATCH = 100
 
 
@@ -33,10 +32,6 @@ def _owned(mapping: Mapping) -> tuple[str, ...]:
 
 def is_label(key: str, mapping: Mapping) -> bool:
     return not key.startswith(_owned(mapping))
-
-
-def from_wandb(tags: dict[str, str]) -> bool:
-    return tags.get(SOURCE_ID_TAG, "").startswith("wandb:")
 
 
 def editable_of_tags(tags: dict[str, str], mapping: Mapping, wandb_sourced: bool) -> Editable:

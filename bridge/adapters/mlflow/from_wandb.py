@@ -24,11 +24,11 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from bridge.adapters.mlflow.kinds import from_wandb
+from bridge.adapters.mlflow.names import SOURCE_ID_TAG
 from bridge.mapping import Mapping, restore_key
 from bridge.schema import MetricChunk, Run
 
-#: A source id of this form marks a run the MLflow writer imported from W&B.
-WANDB_SOURCE_PREFIX = "wandb:"
 CONFIG_JSON = "bridge/config.json"
 SUMMARY_JSON = "bridge/summary.json"
 KEY_MAP_JSON = "bridge/key-map.json"
@@ -45,8 +45,8 @@ JsonLoader = Callable[[str], Any]
 
 
 def is_wandb_import(tags: dict[str, str]) -> bool:
-    """Whether the MLflow writer made this run from a W&B run."""
-    return tags.get("bridge.source_id", "").startswith(WANDB_SOURCE_PREFIX)
+    """Whether the MLflow writer made this run from a W&B run (its recorded source kind)."""
+    return from_wandb(tags.get(SOURCE_ID_TAG))
 
 
 def _inverse(doc: Any, kind: str) -> dict[str, str]:

@@ -1,0 +1,72 @@
+"""What the MLflow adapter does by the kind of source a run or model came from.
+
+Every identity the bridge records starts with its source kind: ``wandb:ENTITY/PROJECT/ID``,
+``mlflow:URI#ID``, ``tensorboard:LOGDIR#RUN``. :func:`source_kind` reads it, and it is the
+one place the adapter looks: no string prefixes elsewhere.
+
+* W&B runs are written with the W&B → MLflow mapping (``wandb.*`` tags for W&B's own
+  fields, ``wandb.run_id``, W&B tag lists as ``wandb.tag.<tag>``), edited by ``--two-way``
+  as a tag list, and read back as the W&B run they were made from.
+* MLflow runs keep the same rules: a run the bridge imported from W&B reads back with its
+  W&B fields (``from_wandb.py``), and copied to another MLflow store they land under the
+  same names, so the copy reads back the same way.
+* Any other kind (TensorBoard...) gets neutral names: the same rules with the kind as the
+  tag prefix (``tensorboard.group``...), no source run id tag (its source id says it all),
+  labels for ``--two-way``, and no W&B restoration on read.
+"""
+
+from __future__ import annotations
+
+from bridge.mapping import Mapping
+from bridge.schema import RegisteredModel
+
+WANDB = "wandb"
+MLFLOW = "mlflow"
+#: Kinds written with the configured mapping as it is (see the module doc).
+_AS_CONFIGURED = frozenset({WANDB, MLFLOW})
+#: W&B's legacy Model Registry: its project has this name, not ``wandb-registry-<name>``.
+_WANDB_LEGACY_REGISTRY = "model-registry"
+
+
+def source_kind(source_id: str | None) -> str:
+    """The kind part of a recorded source id ("wandb", "mlflow", "tensorboard"...);
+    "" when there is none."""
+    if not source_id or ":" not in source_id:
+        return ""
+    return source_id.split(":", 1)[0]
+
+
+def from_wandb(source_id: str | None) -> bool:
+    """Whether the identity names a W&B object (a run the writer made from a W&B run)."""
+    return source_kind(source_id) == WANDB
+
+
+def mapping_for(mapping: Mapping, kind: str) -> Mapping:
+    """The tag rules for runs of this kind: ``mapping`` itself for W&B and MLflow runs;
+    for another kind the same rules with that kind's neutral tag prefixes."""
+    if kind in _AS_CONFIGURED:
+        return mapping
+    prefix = f"{kind or 'source'}."
+    return mapping.model_copy(
+        update={
+            "source_tag_prefix": prefix,
+            "summary_tag_prefix": f"{prefix}summary.",
+            "tag_prefix": f"{prefix}tag.",
+        }
+    )
+
+
+def writes_native_run_id(kind: str) -> bool:
+    """Whether the source's own run id gets a tag of its own (``wandb.run_id``): W&B ids
+    are not in MLflow's terms; an MLflow or TensorBoard source id already is the run id."""
+    return kind == WANDB
+
+
+def registry_label(model: RegisteredModel) -> str:
+    """The name of the project a W&B registry's content sits in (``wandb-registry-<name>``,
+    or ``model-registry`` for the legacy one); other sources: their registry's name."""
+    if source_kind(model.source_id) == WANDB and model.registry:
+        if model.registry == _WANDB_LEGACY_REGISTRY:
+            return model.registry
+        return f"wandb-registry-{model.registry}"
+    return model.registry or "registry"
