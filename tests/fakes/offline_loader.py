@@ -14,14 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from bridge.adapters.base import ReaderOptions
-from bridge.adapters.wandb.offline_reader import (
-    WandbOfflineReader,
-    _flatten,
-    _history_value,
-    _json,
-    _path,
-    _set_path,
-)
+from bridge.adapters.wandb.history import flatten as _flatten
+from bridge.adapters.wandb.offline_reader import WandbOfflineReader
+from bridge.adapters.wandb.offline_records import history_value as _history_value
+from bridge.adapters.wandb.offline_records import json_value as _json
+from bridge.adapters.wandb.offline_records import path_of as _path
+from bridge.adapters.wandb.offline_records import set_path as _set_path
 from bridge.adapters.wandb.txlog import TxlogReader
 
 from .wandb_store import FakeArtifact, FakeRun
