@@ -24,8 +24,6 @@ from bridge.adapters.base import Capabilities, DestRun, Rendered, Writer
 from bridge.adapters.features import MappingRules
 from bridge.adapters.wandb import sdk
 from bridge.adapters.wandb.bridged import (
-    INTERNAL_HISTORY_KEYS,
-    RENAMED_METRIC_PREFIX,
     SDK_FILES,
     SOURCE_FILES_DIR,
 )
@@ -46,13 +44,12 @@ from bridge.adapters.wandb.layout import (
 from bridge.adapters.wandb.mapping import WandbMapping, load_wandb_mapping
 from bridge.adapters.wandb.sdk import LiveRun
 from bridge.adapters.wandb.server import api_key_for, base_url_of, first_param
-from bridge.adapters.wandb.sink import WandbMetricSink
+from bridge.adapters.wandb.sink import WandbMetricSink, source_metric_key, stored_metric_key
 from bridge.errors import BridgeError, RunError
 from bridge.mapping import flatten, to_text
 from bridge.paths import check_relpath, within
 from bridge.schema import Project, Run
 
-RESERVED_FILES = SDK_FILES
 METRICS_PER_BATCH = 10_000
 
 
@@ -155,7 +152,7 @@ class WandbRunWriter(MappingRules, Writer):
     def _count(self, counts: dict[str, int], key: str) -> None:
         if key.startswith("_") or key == self.mapping.step_key:
             return
-        original = self._source_metric_key(key)
+        original = source_metric_key(key, self.mapping.step_key)
         counts[original] = counts.get(original, 0) + 1
 
     # ------------------------------------------------------------------ rendering
@@ -322,21 +319,12 @@ class WandbRunWriter(MappingRules, Writer):
         return WandbMetricSink(live, self.mapping.step_key, self._stored_metric_key)
 
     def _stored_metric_key(self, key: str) -> str:
-        if key in INTERNAL_HISTORY_KEYS or key == self.mapping.step_key:
-            return RENAMED_METRIC_PREFIX + key
-        return key
-
-    def _source_metric_key(self, stored: str) -> str:
-        if stored.startswith(RENAMED_METRIC_PREFIX):
-            rest = stored[len(RENAMED_METRIC_PREFIX) :]
-            if rest in INTERNAL_HISTORY_KEYS or rest == self.mapping.step_key:
-                return rest
-        return stored
+        return stored_metric_key(key, self.mapping.step_key)
 
     def put_file(self, dest_id: str, path: str, stream: IO[bytes]) -> None:
         """Copy into the run's files dir and ``run.save(policy="now")`` it."""
         check_relpath(path, "file path")
-        if path.split("/", 1)[0] in RESERVED_FILES:
+        if path.split("/", 1)[0] in SDK_FILES:
             path = f"{SOURCE_FILES_DIR}{path}"
         live = self._get_live(dest_id)
         files_dir = Path(live.run.dir)

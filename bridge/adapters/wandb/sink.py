@@ -13,11 +13,29 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from bridge.adapters.base import MetricSink
+from bridge.adapters.wandb.bridged import INTERNAL_HISTORY_KEYS, RENAMED_METRIC_PREFIX
 from bridge.adapters.wandb.sdk import LiveRun
 from bridge.schema import MetricChunk, Warning_
 
 #: Points buffered per sink before rows are sent even without a flush (memory bound).
 SINK_MAX_POINTS = 50_000
+
+
+def stored_metric_key(key: str, step_key: str) -> str:
+    """The history key a source metric is stored under: one W&B (or the layout's step
+    column) owns gets the ``metric:`` prefix."""
+    if key in INTERNAL_HISTORY_KEYS or key == step_key:
+        return RENAMED_METRIC_PREFIX + key
+    return key
+
+
+def source_metric_key(stored: str, step_key: str) -> str:
+    """The source metric a stored history key stands for (undoes :func:`stored_metric_key`)."""
+    if stored.startswith(RENAMED_METRIC_PREFIX):
+        rest = stored[len(RENAMED_METRIC_PREFIX) :]
+        if rest in INTERNAL_HISTORY_KEYS or rest == step_key:
+            return rest
+    return stored
 
 
 class WandbMetricSink(MetricSink):
