@@ -30,7 +30,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from bridge.adapters.features import LoggedModels, ModelRegistry, RegistrySource
+from bridge.engine.context import Features
 from bridge.engine.verify.context import VerifyContext, mapped_dest
 from bridge.engine.verify.models import models_not_copied, verify_models
 from bridge.engine.verify.report import (
@@ -127,6 +127,7 @@ def verify(
         scope=scope.describe(),
         filters=scope.filters,
     )
+    features = Features.of(reader, writer, None)  # the optional features, checked once
     headers: list[RunHeader] = list(reader.list_runs())
     own_reader = dest_reader is None
     probe = VerifyContext(
@@ -145,7 +146,7 @@ def verify(
         state=state,
         dest_reader=dest_reader,
         digests=digests,
-        logged_models=writer if isinstance(writer, LoggedModels) else None,
+        logged_models=features.logged_models,
         deleted_at_source=state.pair_members(reader.display_uri, writer.display_uri),
         _indexes=probe._indexes,
     )
@@ -169,12 +170,15 @@ def verify(
         if own_reader and dest_reader is not reader:
             dest_reader.close()
     report.samples = sorted(ctx.samples, key=lambda s: (s.source_id, s.key))
-    if reader.options.registry and isinstance(reader, RegistrySource):
+    source = features.registry_source
+    if reader.options.registry and source is not None:
         try:
-            if isinstance(writer, ModelRegistry):
-                report.runs.extend(verify_models(reader, writer, state, writer.display_uri))
+            if features.registry is not None:
+                report.runs.extend(
+                    verify_models(source, features.registry, state, writer.display_uri)
+                )
             else:
-                report.runs.extend(models_not_copied(reader, writer))
+                report.runs.extend(models_not_copied(source, writer))
         except Exception as exc:
             report.errors.append(f"registered models: {_one_line(exc)}")
     return report
