@@ -66,7 +66,6 @@ class ApiAccess(Reader):
         self._file_urls: dict[str, dict[str, str]] = {}
         self._producers: dict[str, str | None] = {}  # artifact id -> producing run source id
         self._download_locks: dict[str, threading.Lock] = {}
-        self._writer: Any = None  # transitional, see _source_writer
         self.attempts = 6
         self.base_delay = 0.5
         self.max_delay = 8.0

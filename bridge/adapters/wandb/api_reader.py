@@ -13,7 +13,6 @@ some failures itself, but not all, and a listing must not lose a page.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from bridge.adapters.features import EditableSource, RegistrySource
 from bridge.adapters.wandb import edits
@@ -27,16 +26,11 @@ from bridge.errors import BridgeError, RunError
 from bridge.schema import (
     Editable,
     HistoryItem,
-    RegisteredModel,
     Run,
     RunHeader,
 )
 
 __all__ = ["DEFAULT_BASE_URL", "STATES_OF", "STATUS", "WandbApiReader", "api_key_for"]
-
-
-def _swap(named: tuple[str, str], alias: str) -> tuple[str, str, str]:
-    return named[0], alias, named[1]
 
 
 class WandbApiReader(ApiListing, ApiRunBody, ApiRegistry, RegistrySource, EditableSource):
@@ -57,28 +51,6 @@ class WandbApiReader(ApiListing, ApiRunBody, ApiRegistry, RegistrySource, Editab
             a = self._api_run(self._run_path(header))._attrs
             seen = edits.listed(a.get("notes"), a.get("tags"))
         return edits.editable_of(seen)
-
-    # Transitional: an engine that still writes edits through the reader. Readers do not
-    # write: these go through a W&B writer opened on this reader's target.
-
-    def _source_writer(self) -> Any:
-        with self._lock:
-            if self._writer is None:
-                from bridge.adapters.wandb.writer import WandbWriter
-
-                self._writer = WandbWriter(self.target)
-            return self._writer
-
-    def set_editable(self, header: RunHeader, changes: dict[str, str | None]) -> None:
-        w = self._source_writer()
-        w.set_editable(w.run_id_of(header), changes)
-
-    def set_model_alias(self, model: RegisteredModel, alias: str, version_source_id: str) -> None:
-        w = self._source_writer()
-        w.set_alias(*_swap(w.version_of(model, version_source_id), alias))
-
-    def delete_model_alias(self, model: RegisteredModel, alias: str) -> None:
-        self._source_writer().delete_alias(model.source_id.removeprefix("wandb:"), alias)
 
     # ---- history ---------------------------------------------------------------------
 

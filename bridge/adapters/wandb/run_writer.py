@@ -58,9 +58,6 @@ class WandbRunWriter(MappingRules, Writer):
 
     offline = False
 
-    #: Reads a mapping-overrides file (``--mapping``) into this writer's mapping model.
-    read_mapping = staticmethod(load_wandb_mapping)
-
     def __init__(self, target: str, mapping: WandbMapping | None = None) -> None:
         super().__init__(target)
         self.mapping = mapping or load_wandb_mapping(None)

@@ -66,14 +66,6 @@ __all__ = [
 ]
 
 
-class _NameNotes(dict[str, list[str]]):
-    """Registry naming notes by source model id. Transitional: an engine that predates
-    ``ModelRegistry.name_warnings(model)`` reads them as this dict."""
-
-    def __call__(self, model: RegisteredModel) -> list[str]:
-        return list(self.get(model.source_id, []))
-
-
 class WandbWriter(WandbRunWriter, RunDeletion, RunEdits, LoggedModels, ModelRegistry):
     """Writes runs, models and registry collections to a W&B server (``wandb:``)."""
 
@@ -280,11 +272,9 @@ class WandbWriter(WandbRunWriter, RunDeletion, RunEdits, LoggedModels, ModelRegi
     def registered_model_name(self, model: RegisteredModel) -> str:
         return self.registry.registered_model_name(model)
 
-    @property  # type: ignore[override]
-    def name_warnings(self) -> _NameNotes:
-        """What naming a model had to bend: ``name_warnings(model)`` (the lines for one
-        model) — also readable as a dict by source model id (transitional)."""
-        return _NameNotes(self.registry.name_warnings)
+    def name_warnings(self, model: RegisteredModel) -> list[str]:
+        """What naming ``model`` had to bend (collection name, tags W&B cannot hold)."""
+        return list(self.registry.name_warnings.get(model.source_id, []))
 
     def registry_label(self, model: RegisteredModel) -> str:
         return registry_project(model.registry)
