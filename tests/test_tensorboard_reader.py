@@ -241,3 +241,39 @@ def test_a_growing_file_and_a_new_file_append_after_what_was_read(tmp_path: Path
     fp3, more = snapshot()
     assert fp3 != fp2 and more[:1800] == grown
     assert [s for s, _, _ in more] == list(range(1900))
+
+
+def _record_offsets(path: Path) -> list[int]:
+    import struct
+
+    data, pos, out = path.read_bytes(), 0, []
+    while pos + 12 <= len(data):
+        out.append(pos)
+        pos += 12 + struct.unpack("<Q", data[pos : pos + 8])[0] + 4
+    return out
+
+
+def test_a_cut_off_last_record_is_a_file_being_written_a_damaged_one_is_named(
+    tmp_path: Path,
+) -> None:
+    from tensorboardX import SummaryWriter
+
+    with SummaryWriter(str(tmp_path / "r")) as w:
+        for step in range(100):
+            w.add_scalar("x", step, step)
+    (path,) = (tmp_path / "r").glob("events.out.tfevents.*")
+    reader = TensorboardReader(str(tmp_path))
+    whole = path.read_bytes()
+
+    path.write_bytes(whole[:-5])  # the writer is in the middle of its last record
+    run, chunks, _ = _read(reader, "r")
+    assert run.incomplete_reason is None
+    assert [s for s, _, _ in _points(chunks, "x")] == list(range(99))
+
+    damaged = bytearray(whole)
+    damaged[_record_offsets(path)[51] + 14] ^= 0xFF  # a data byte of record 52 (step 50)
+    path.write_bytes(bytes(damaged))
+    run, chunks, _ = _read(reader, "r")
+    assert [s for s, _, _ in _points(chunks, "x")] == list(range(50))
+    assert run.incomplete_reason is not None
+    assert "record 52 of 101 is damaged" in run.incomplete_reason

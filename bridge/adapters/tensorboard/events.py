@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -94,17 +95,66 @@ class Timing:
     first_ms: int | None = None
     last_ms: int | None = None
     events: int = 0
+    damaged: list[str] = field(default_factory=list)  # files the loader stopped short in
 
     def see(self, ms: int) -> None:
         self.first_ms = ms if self.first_ms is None else min(self.first_ms, ms)
         self.last_ms = ms if self.last_ms is None else max(self.last_ms, ms)
 
 
-def load(path: str) -> Iterator[Any]:
-    """The events of one file, as the tensorboard package's loader migrates them."""
+class _Counting:
+    """Counts the raw records the loader takes from its record iterator."""
+
+    def __init__(self, records: Any) -> None:
+        self.records = records
+        self.count = 0
+
+    def __iter__(self) -> _Counting:
+        return self
+
+    def __next__(self) -> Any:
+        record = next(self.records)
+        self.count += 1
+        return record
+
+
+def complete_records(path: str, size: int) -> int:
+    """Records whose frame (length, data, CRCs) lies whole within the first ``size`` bytes,
+    found by walking the length headers only."""
+    count = pos = 0
+    with open(path, "rb") as fh:
+        while True:
+            head = fh.read(12)
+            if len(head) < 12:
+                return count
+            end = pos + 12 + struct.unpack("<Q", head[:8])[0] + 4
+            if end > size:
+                return count
+            fh.seek(end)
+            pos, count = end, count + 1
+
+
+def load(path: str, timing: Timing | None = None) -> Iterator[Any]:
+    """The events of one file, as the tensorboard package's loader migrates them.
+
+    The loader stops quietly at a damaged record (it reads a cut-off last record as one
+    still being written); with ``timing``, a file it stopped short in before its last
+    complete record is named in ``timing.damaged``."""
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-    yield from EventFileLoader(path).Load()
+    size = os.path.getsize(path)
+    loader = EventFileLoader(path)
+    counter: _Counting | None = None
+    if timing is not None and hasattr(loader, "_iterator"):
+        counter = loader._iterator = _Counting(loader._iterator)
+    yield from loader.Load()
+    if counter is not None and timing is not None:
+        whole = complete_records(path, size)
+        if counter.count < whole:
+            timing.damaged.append(
+                f"{Path(path).name}: record {counter.count + 1} of {whole} is damaged; "
+                f"the {whole - counter.count} record(s) from it on were not read"
+            )
 
 
 def iter_values(files: list[str], timing: Timing | None = None) -> Iterator[Value]:
@@ -113,7 +163,7 @@ def iter_values(files: list[str], timing: Timing | None = None) -> Iterator[Valu
     for path in files:
         if not os.path.isfile(path):
             continue  # removed since it was listed: the fingerprint changes, next sync sees it
-        for ordinal, event in enumerate(load(path)):
+        for ordinal, event in enumerate(load(path, timing)):
             wall_ms = int(event.wall_time * 1000)
             if timing is not None:
                 timing.events += 1

@@ -146,6 +146,7 @@ class TensorboardReader(Reader):
             status=status,  # type: ignore[arg-type]
             status_reason=None if session.status else "event files carry no end status",
             config=dict(session.hparams),
+            incomplete_reason="; ".join(timing.damaged) or None,
             extra_tags={"tensorboard.run": header.native_id, "tensorboard.logdir": str(self.root)},
             warnings=_count_lines(counts, points),
         )
