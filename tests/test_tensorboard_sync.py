@@ -155,3 +155,30 @@ def test_tensorboard_into_wandb_offline(tmp_path: Path) -> None:
     assert len(list((out / "wandb").glob("offline-run-*"))) == 3
     _verify(source, dest, state)
     _grow_and_resync(root, dest, state)
+
+
+def test_the_experiment_name_comes_from_the_destination_mapping(tmp_path: Path) -> None:
+    """The log dir's folder name is the project; a mapping file (``--mapping`` of
+    ``bridge mirror``, ``mapping`` of a config pair) renames it, as for every source."""
+    from mlflow import MlflowClient
+
+    from bridge import api
+
+    root = tmp_path / "logs"
+    write_tf2_scalars(root / "tf2", "acc", [0.5], start=1_700_000_000.0)
+    mapping = tmp_path / "names.toml"
+    mapping.write_text('experiment_name = "tensorboard-{project}"\n')
+    db = tmp_path / "mlflow.db"
+    plan = api.sync(
+        f"tensorboard:{root}",
+        f"mlflow:sqlite:///{db}",
+        state=str(tmp_path / "state.db"),
+        workers=1,
+        mapping=str(mapping),
+    )
+    assert plan.exit_code() == 0
+    client = MlflowClient(f"sqlite:///{db}")
+    exp = client.get_experiment_by_name("tensorboard-logs")
+    assert exp is not None
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.run_name == "tf2"
