@@ -198,14 +198,27 @@ def as_array(v: Value) -> Any:
     return tensor_util.make_ndarray(v.value.tensor)
 
 
-def scalar_of(v: Value, arr: Any) -> float | None:
+#: Scalar tensors decoded without numpy: dtype enum -> the proto field holding the value.
+_SCALAR_FIELDS = {1: "float_val", 2: "double_val", 3: "int_val", 9: "int64_val"}
+
+
+def number_of(v: Value) -> float | None:
     """The number of a scalar value: the ``scalars`` plugin (simple_value, migrated, and
     TF2's scalar tensors), or a one-element numeric tensor of a tag without a plugin."""
+    if v.value.WhichOneof("value") != "tensor" or is_blob(v):
+        return None
+    if not (v.plugin == "scalars" or v.data_class == DATA_CLASS_SCALAR or not v.plugin):
+        return None
+    t = v.value.tensor
+    field = _SCALAR_FIELDS.get(t.dtype)
+    if field is not None and not t.tensor_content and not t.tensor_shape.dim:
+        vals = getattr(t, field)
+        if len(vals) == 1:
+            return float(vals[0])
+    arr = as_array(v)
     if arr is None or arr.size != 1 or arr.dtype.kind not in "fiub":
         return None
-    if v.plugin == "scalars" or v.data_class == DATA_CLASS_SCALAR or not v.plugin:
-        return float(arr.reshape(()).item())
-    return None
+    return float(arr.reshape(()).item())
 
 
 def is_blob(v: Value) -> bool:

@@ -38,7 +38,7 @@ from bridge.adapters.tensorboard.events import (
     fingerprint,
     is_blob,
     iter_values,
-    scalar_of,
+    number_of,
 )
 from bridge.adapters.tensorboard.media import MediaCursors
 from bridge.adapters.tensorboard.values import Session, dumps, extra_of
@@ -157,8 +157,7 @@ class TensorboardReader(Reader):
         for v in iter_values(files):
             if v.plugin == "hparams":
                 continue
-            arr = as_array(v)
-            number = None if is_blob(v) else scalar_of(v, arr)
+            number = number_of(v)
             if number is not None:
                 buf = buffers.get(v.tag)
                 if buf is None:
@@ -170,9 +169,9 @@ class TensorboardReader(Reader):
                     yield MetricChunk(key=v.tag, steps=buf[0], timestamps=buf[1], values=buf[2])
                     buffers[v.tag] = ([], [], [])
             elif is_blob(v):
-                yield from _media(v, arr)
+                yield from _media(v, as_array(v))
             else:
-                kind, value = extra_of(v, arr)
+                kind, value = extra_of(v, as_array(v))
                 yield ExtraValue(
                     key=v.tag, step=v.step, timestamp=v.wall_ms, value_json=dumps(value), kind=kind
                 )
@@ -198,10 +197,11 @@ def _kind(v: Value) -> str:
     """How a value is counted: scalar, or the kind of extra/media it becomes."""
     if is_blob(v):
         return v.plugin or "blob"
-    arr = as_array(v)
-    if scalar_of(v, arr) is not None:
+    if number_of(v) is not None:
         return "scalar"
-    return extra_of(v, arr)[0] if v.plugin not in ("histograms", "text") else v.plugin
+    if v.plugin in ("histograms", "text"):
+        return v.plugin
+    return extra_of(v, as_array(v))[0]
 
 
 def _count_lines(counts: dict[str, int], points: int) -> list[str]:
