@@ -39,8 +39,9 @@ def write_tensorboardx_run(folder: Path, points: int = LOSS_POINTS) -> None:
 
 
 def write_tf2_scalars(folder: Path, tag: str, values: list[float], start: float) -> None:
-    """Scalars in the tensor form TF2's tf.summary.scalar writes: a float scalar tensor,
-    the "scalars" plugin metadata on the tag's first value only."""
+    """Scalars in the tensor form TF2's tf.summary.scalar writes: a float32 scalar tensor
+    as raw ``tensor_content`` bytes (TF's C++ writer), the "scalars" plugin metadata on
+    the tag's first value only; and one double in ``double_val``."""
     from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, types_pb2
     from tensorboard.plugins.scalar import metadata as scalar_metadata
     from tensorboard.summary.writer.event_file_writer import EventFileWriter
@@ -48,7 +49,10 @@ def write_tf2_scalars(folder: Path, tag: str, values: list[float], start: float)
     writer = EventFileWriter(str(folder))
     for step, x in enumerate(values):
         value = summary_pb2.Summary.Value(
-            tag=tag, tensor=tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[x])
+            tag=tag,
+            tensor=tensor_pb2.TensorProto(
+                dtype=types_pb2.DT_FLOAT, tensor_content=np.float32(x).tobytes()
+            ),
         )
         if step == 0:
             value.metadata.CopyFrom(scalar_metadata.create_summary_metadata("", ""))
