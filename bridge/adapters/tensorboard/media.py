@@ -15,6 +15,9 @@ from typing import IO, Any
 
 from bridge.adapters.tensorboard.events import Value, as_array, blobs_of, load
 
+#: Event files kept open at once (runs copied in parallel each read one at a time).
+MAX_OPEN = 16
+
 
 class _Cursor:
     def __init__(self, path: str) -> None:
@@ -45,9 +48,12 @@ class MediaCursors:
         path = str(locator["event_file"])
         ordinal, index, blob = int(locator["ordinal"]), int(locator["index"]), int(locator["blob"])
         with self._lock:
-            cur = self._cursors.get(path)
+            cur = self._cursors.pop(path, None)
             if cur is None or cur.pos > ordinal:
-                cur = self._cursors[path] = _Cursor(path)
+                cur = _Cursor(path)
+            self._cursors[path] = cur  # most recently used last
+            while len(self._cursors) > MAX_OPEN:  # each cursor holds its file open
+                del self._cursors[next(iter(self._cursors))]
             event = cur.seek(ordinal)
             values = event.summary.value if event.HasField("summary") else []
             if index >= len(values):
