@@ -281,3 +281,41 @@ def test_a_cut_off_last_record_is_a_file_being_written_a_damaged_one_is_named(
     assert [s for s, _, _ in _points(chunks, "x")] == list(range(50))
     assert run.incomplete_reason is not None
     assert "record 52 of 101 is damaged" in run.incomplete_reason
+
+
+def test_audio_and_graphs_become_media_files(tmp_path: Path) -> None:
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    wav = b"RIFF\x24\x00\x00\x00WAVEfmt "  # the start of a WAV file is enough here
+    audio_value = summary_pb2.Summary.Value(
+        tag="sound",
+        audio=summary_pb2.Summary.Audio(
+            sample_rate=8000, num_channels=1, encoded_audio_string=wav, content_type="audio/wav"
+        ),
+    )
+    writer = EventFileWriter(str(tmp_path / "r"))
+    summary = summary_pb2.Summary(value=[audio_value])
+    writer.add_event(event_pb2.Event(wall_time=1_700_000_000.0, step=4, summary=summary))
+    writer.close()
+    graph = b"\x0a\x03abc"  # some serialized GraphDef bytes
+    writer = EventFileWriter(str(tmp_path / "g"))
+    writer.add_event(event_pb2.Event(wall_time=1_700_000_000.0, step=0, graph_def=graph))
+    writer.close()
+    reader = TensorboardReader(str(tmp_path))
+
+    run, _, extras = _read(reader, "r")
+    (audio,) = extras
+    assert audio.kind == "audio-file" and audio.step == 4 and audio.file is not None
+    assert audio.file.path.endswith(".wav")
+    with reader.open_file(audio.file) as fh:
+        assert fh.read() == wav
+    assert "1 audio value(s)" in " ".join(run.warnings)
+
+    run, _, extras = _read(reader, "g")
+    (blob,) = extras
+    assert blob.kind == "blob-file" and blob.file is not None
+    assert blob.file.path.startswith("files/media/graphs/") and blob.file.path.endswith(".pb")
+    with reader.open_file(blob.file) as fh:
+        assert fh.read() == graph
+    assert "1 graphs value(s)" in " ".join(run.warnings)
