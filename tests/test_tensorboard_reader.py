@@ -151,6 +151,7 @@ def test_hparams_become_config_with_their_metrics(logdir: Path) -> None:
     run, chunks, _ = _read(reader, "runA/hp")
     assert run.config == {"lr": 0.01, "batch": 32.0, "optimizer": "adam", "augment": True}
     assert run.status == "FINISHED"
+    assert json.loads(run.extra_tags["tensorboard.hparams.metrics"]) == ["hparam/accuracy"]
     assert _points(chunks, "hparam/accuracy")[0][::2] == (5, 0.75)
 
 

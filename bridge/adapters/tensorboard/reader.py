@@ -147,9 +147,16 @@ class TensorboardReader(Reader):
             status_reason=None if session.status else "event files carry no end status",
             config=dict(session.hparams),
             incomplete_reason="; ".join(timing.damaged) or None,
-            extra_tags={"tensorboard.run": header.native_id, "tensorboard.logdir": str(self.root)},
+            extra_tags=self._extra_tags(header, session),
             warnings=_count_lines(counts, points),
         )
+
+    def _extra_tags(self, header: RunHeader, session: Session) -> dict[str, str]:
+        """Where the run came from, and the metrics an HParams experiment names."""
+        tags = {"tensorboard.run": header.native_id, "tensorboard.logdir": str(self.root)}
+        if session.metrics:
+            tags["tensorboard.hparams.metrics"] = dumps(session.metrics)
+        return tags
 
     def iter_history(self, run: Run) -> Iterator[HistoryItem]:
         files: list[str] = list(run.header.locator.get("files", []))
