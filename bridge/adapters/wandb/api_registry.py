@@ -138,8 +138,8 @@ class ApiRegistry(ApiArtifacts):
         warnings: list[str] = []
         source = self._retry("source artifact", functools.partial(self._source_of, linked))
         art = self._artifact(source, "logged", warnings, download=False)
-        for w in warnings:
-            log.warning("wandb: %s: %s", linked.qualified_name, w)
+        for w in warnings:  # on the model's line of every report
+            self.notices.add(model_sid, "registry-version", f"{linked.qualified_name}: {w}")
         linked_at = parse_time(getattr(linked, "linked_at", None))
         return ModelVersion(
             source_id=f"{model_sid}:v{index}",

@@ -1,8 +1,8 @@
 """Reverse the bridge's own W&B layout when a W&B reader meets a run the bridge wrote.
 
-The W&B writer (``bridge/adapters/wandb/writer.py``, rules in
-``mappings/mlflow-to-wandb.toml``) stores what W&B has no field for in the run config
-(flat ``_bridge.*`` keys, the source's backend tags under ``mlflow_tags``) and makes
+The W&B writers (``layout`` and ``sink`` in this package, rules in
+``mappings/mlflow-to-wandb.toml``) store what W&B has no field for in the run config
+(flat ``_bridge.*`` keys, the source's backend tags under ``mlflow_tags``) and make
 ``_step`` a row counter, keeping each point's source step in a history column
 (``_bridge.step_key``, e.g. ``mlflow_step``). Both W&B readers (offline folders and the
 server) call these functions so such a run reads as the run that was written: source steps,
