@@ -108,8 +108,13 @@ def test_every_folder_with_event_files_is_a_run(logdir: Path) -> None:
     single = TensorboardReader(str((logdir / "tf2").resolve()))
     (only,) = single.list_runs()
     assert only.name == "." and only.source_id.endswith("/tf2#.")
-    picked = TensorboardReader(str(logdir.resolve()), ReaderOptions(run_ids=["tf2"]))
+    picked = TensorboardReader(
+        str(logdir.resolve()), ReaderOptions(run_ids=["tf2"], tags=["x"], since="2026-01-01")
+    )
     assert [h.name for h in picked.list_runs()] == ["tf2"]
+    assert [h.name for h in picked.list_runs()] == ["tf2"]
+    (notice,) = picked.notices.drain()
+    assert notice.code == "ignored-filter" and "--since, --tag" in notice.message
 
 
 def test_check_names_the_problem(tmp_path: Path) -> None:

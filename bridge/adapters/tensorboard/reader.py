@@ -80,6 +80,7 @@ class TensorboardReader(Reader):
         super().__init__(target, options)
         self.root = Path(target)
         self._media = MediaCursors()
+        self._said_ignored = False
 
     def check(self) -> None:
         if not self.root.is_dir():
@@ -96,6 +97,25 @@ class TensorboardReader(Reader):
     def list_runs(self) -> Iterator[RunHeader]:
         wanted = set(self.options.run_ids)
         project = self._project()
+        opts = self.options
+        ignored = [
+            name
+            for name, given in (
+                ("--since", opts.since),
+                ("--tag", opts.tags),
+                ("--run-state", opts.states),
+                ("--experiment", opts.experiments),
+            )
+            if given
+        ]
+        if ignored and not self._said_ignored:
+            self._said_ignored = True  # once per reader, however often runs are listed
+            self.notices.add(
+                project.source_id,
+                "ignored-filter",
+                f"{', '.join(ignored)} do(es) not apply to event files: every run under "
+                f"{self.root} is in scope (--runs picks runs by their path)",
+            )
         for rel, folder in find_runs(self.root):
             if wanted and rel not in wanted:
                 continue
