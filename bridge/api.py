@@ -139,10 +139,10 @@ def _use_mapping(writer: Writer, path: str) -> None:
     writer.load_mapping(Path(path))
 
 
-def diff(source: str, dest: str, **kwargs: object) -> Plan:
+def diff(source: str, dest: str, **kwargs: Any) -> Plan:
     """The plan a sync would carry out, with nothing written (no destination object, no state)."""
     kwargs["dry_run"] = True
-    return sync(source, dest, **kwargs)  # type: ignore[arg-type]
+    return sync(source, dest, **kwargs)
 
 
 def verify(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from typing import TypeVar, cast
 
 T = TypeVar("T")
 
@@ -55,7 +55,7 @@ def prefetch(items: Iterable[T], depth: int = 32) -> Iterator[T]:
             item = buffer.get()
             if item is _DONE:
                 break
-            yield item  # type: ignore[misc]
+            yield cast(T, item)
         if failure:
             raise failure[0]
     finally:
