@@ -19,7 +19,7 @@ import getpass
 import socket
 from typing import Any
 
-from bridge.engine.plan import PARAM_OVERRIDE_PREFIX
+from bridge.engine.marks import PARAM_OVERRIDE_PREFIX
 from bridge.errors import BridgeError
 from bridge.state import StateStore, resolutions_table
 
