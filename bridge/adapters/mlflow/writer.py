@@ -134,9 +134,6 @@ class MlflowWriter(
         self._source_ids: dict[str, str] = {}
         self._metric_renames: dict[str, dict[str, str]] = {}
 
-    #: Until the engine calls load_mapping: reads a ``--mapping`` file into a mapping model.
-    read_mapping = staticmethod(load_mapping)
-
     def load_mapping(self, path: Path) -> None:
         """``--mapping FILE``: the file's rules for this pair replace the defaults."""
         self.mapping = load_mapping(path)
@@ -375,8 +372,10 @@ class MlflowWriter(
     # ---- --two-way: editable fields (editable.py), here or at an MLflow source -------
 
     def editable_from_tags(self, tags: dict[str, str]) -> Editable:
-        wandb_sourced = kinds.from_wandb(tags.get(SOURCE_ID_TAG))
-        return editable.editable_of_tags(tags, self.mapping, wandb_sourced)
+        """W&B runs hold a tag list; others labels (tags outside the kind's own names)."""
+        kind = kinds.source_kind(tags.get(SOURCE_ID_TAG))
+        rules = kinds.mapping_for(self.mapping, kind)
+        return editable.editable_of_tags(tags, rules, kind == kinds.WANDB)
 
     def is_editable_tag(self, key: str) -> bool:
         return editable.is_editable_tag(key, self.mapping)

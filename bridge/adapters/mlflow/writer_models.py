@@ -44,11 +44,9 @@ class ModelFeatures(LoggedModels, ModelRegistry):
     def registered_model_name(self, model: RegisteredModel) -> str:
         return self.registry.registered_model_name(model)
 
-    @property
-    def name_warnings(self) -> _NameWarnings:  # type: ignore[override]
-        """Callable as the contract's ``name_warnings(model)``; until the engine calls it,
-        also the mapping it read (source model id → lines)."""
-        return _NameWarnings(self.registry.name_warnings)
+    def name_warnings(self, model: RegisteredModel) -> list[str]:
+        """What the name rule's result had to be changed for (one line each)."""
+        return list(self.registry.name_warnings.get(model.source_id, []))
 
     def registry_label(self, model: RegisteredModel) -> str:
         return kinds.registry_label(model)
@@ -77,10 +75,3 @@ class ModelFeatures(LoggedModels, ModelRegistry):
     def version_of(self, model: RegisteredModel, version_source_id: str) -> tuple[str, str]:
         """An MLflow source's version ``<model source id>/<number>``: (its name, number)."""
         return model.name, version_source_id.rsplit("/", 1)[1]
-
-
-class _NameWarnings(dict[str, list[str]]):
-    """``name_warnings(model)`` (the contract) that still reads as the old mapping."""
-
-    def __call__(self, model: RegisteredModel) -> list[str]:
-        return list(self.get(model.source_id, []))
