@@ -23,7 +23,7 @@ from bridge.state.records import (
     default_state_url,
     normalize_state_url,
 )
-from bridge.state.sql import _upsert
+from bridge.state.sql import upsert as _upsert
 from bridge.state.store import StateStore
 from bridge.state.tables import (
     aliases_table,

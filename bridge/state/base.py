@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from bridge.errors import BridgeError
 from bridge.redact import register_uri
-from bridge.state.migrate import _create_tables
+from bridge.state.migrate import create_tables
 from bridge.state.records import normalize_state_url
 
 
@@ -41,7 +41,7 @@ class StoreBase:
                 )
             else:
                 self.engine = sa.create_engine(self.url, pool_pre_ping=True)
-            _create_tables(self.engine, indexes=not read_only)
+            create_tables(self.engine, indexes=not read_only)
         except Exception as exc:
             safe = sa.engine.make_url(self.url).render_as_string(hide_password=True)
             raise BridgeError(

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import sqlalchemy as sa
 
 from bridge.state.base import StoreBase
-from bridge.state.sql import _insert_absent
+from bridge.state.sql import insert_absent
 from bridge.state.tables import claims_table
 
 
@@ -32,7 +32,7 @@ class ClaimsMixin(StoreBase):
             now = time.time()
             with self._tx() as conn:
                 row = {"dest_uri": dest_uri, "source_id": source_id, "holder": holder}
-                if _insert_absent(conn, claims_table, {**row, "taken_at": now, "heartbeat": now}):
+                if insert_absent(conn, claims_table, {**row, "taken_at": now, "heartbeat": now}):
                     return None
                 current = conn.execute(sa.select(k.holder, k.heartbeat).where(key)).first()
                 if current is None:

@@ -7,11 +7,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bridge.state.sql import _eq, _pk
+from bridge.state.sql import inserted_id, matches
 from bridge.state.tables import conflicts_table, resolutions_table
 
 
-def _conflict_match(
+def conflict_match(
     dest_uri: str, source_id: str, field: str, source_value: str | None, dest_value: str | None
 ) -> Any:
     """The conflict rows (open or not) for exactly this field and these two values."""
@@ -20,12 +20,12 @@ def _conflict_match(
         (c.dest_uri == dest_uri)
         & (c.source_id == source_id)
         & (c.field == field)
-        & _eq(c.source_value, source_value)
-        & _eq(c.dest_value, dest_value)
+        & matches(c.source_value, source_value)
+        & matches(c.dest_value, dest_value)
     )
 
 
-def _insert_resolution(
+def insert_resolution(
     conn: sa.Connection,
     conflict_id: int,
     choice: str,
@@ -53,10 +53,10 @@ def _insert_resolution(
             note=note,
         )
     )
-    return _pk(result)
+    return inserted_id(result)
 
 
-def _insert_conflict(
+def insert_conflict(
     conn: sa.Connection,
     dest_uri: str,
     source_id: str,
@@ -67,13 +67,13 @@ def _insert_conflict(
     detected_at: float | None = None,
 ) -> int:
     """Insert an open conflict row; returns its id."""
-    values = _conflict_values(
+    values = conflict_values(
         dest_uri, source_id, field, source_value, dest_value, synced_value, detected_at
     )
-    return _pk(conn.execute(sa.insert(conflicts_table).values(**values)))
+    return inserted_id(conn.execute(sa.insert(conflicts_table).values(**values)))
 
 
-def _conflict_values(
+def conflict_values(
     dest_uri: str,
     source_id: str,
     field: str,
@@ -95,5 +95,6 @@ def _conflict_values(
     }
 
 
-def _conflict_key(row: Any) -> str:
+def row_conflict_key(row: Any) -> str:
+    """A stored conflict row's identity, as :func:`bridge.state.conflict_key` makes it."""
     return f"{row.field}\x00{row.source_value}\x00{row.dest_value}"

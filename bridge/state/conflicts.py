@@ -9,14 +9,14 @@ import sqlalchemy as sa
 
 from bridge.state.base import StoreBase
 from bridge.state.conflict_rows import (
-    _conflict_key,
-    _conflict_match,
-    _conflict_values,
-    _insert_conflict,
-    _insert_resolution,
+    conflict_match,
+    conflict_values,
+    insert_conflict,
+    insert_resolution,
+    row_conflict_key,
 )
 from bridge.state.records import Resolution
-from bridge.state.sql import _insert_absent, _native_insert
+from bridge.state.sql import insert_absent, native_insert
 from bridge.state.tables import conflicts_table, resolutions_table
 
 
@@ -36,18 +36,18 @@ class ConflictsMixin(StoreBase):
         """Record a conflict once; an identical open one is not recorded again (on SQLite
         and PostgreSQL the database guarantees it, for concurrent writers too)."""
         with self._tx() as conn:
-            if _native_insert(conn) is not None:  # the one-open-conflict index decides
-                row = _conflict_values(
+            if native_insert(conn) is not None:  # the one-open-conflict index decides
+                row = conflict_values(
                     dest_uri, source_id, field, source_value, dest_value, synced_value
                 )
-                _insert_absent(conn, conflicts_table, row)
+                insert_absent(conn, conflicts_table, row)
                 return
-            match = _conflict_match(dest_uri, source_id, field, source_value, dest_value)
+            match = conflict_match(dest_uri, source_id, field, source_value, dest_value)
             existing = conn.execute(
                 sa.select(conflicts_table.c.id).where(match, conflicts_table.c.resolved.is_(False))
             ).first()
             if existing is None:
-                _insert_conflict(
+                insert_conflict(
                     conn, dest_uri, source_id, field, source_value, dest_value, synced_value
                 )
 
@@ -96,17 +96,17 @@ class ConflictsMixin(StoreBase):
         now = time.time()
         c = conflicts_table.c
         with self._tx() as conn:
-            match = _conflict_match(dest_uri, source_id, field, source_value, dest_value)
+            match = conflict_match(dest_uri, source_id, field, source_value, dest_value)
             open_ids = sa.select(c.id).where(match, c.resolved.is_(False)).order_by(c.id)
             ids = [r.id for r in conn.execute(open_ids)]
             if not ids:  # inserted unless a concurrent sync just recorded it (then closed)
-                row = _conflict_values(
+                row = conflict_values(
                     dest_uri, source_id, field, source_value, dest_value, None, now
                 )
-                _insert_absent(conn, conflicts_table, row)
+                insert_absent(conn, conflicts_table, row)
                 ids = [r.id for r in conn.execute(open_ids)]
             conn.execute(sa.update(conflicts_table).where(c.id.in_(ids)).values(resolved=True))
-            res_id = _insert_resolution(
+            res_id = insert_resolution(
                 conn,
                 ids[-1],
                 choice,
@@ -157,12 +157,12 @@ class ConflictsMixin(StoreBase):
             stale = [
                 row
                 for row in rows
-                if _conflict_key(row) not in current
+                if row_conflict_key(row) not in current
                 and (fields is None or row.field.startswith(fields))
             ]
             for row in stale:
                 conn.execute(sa.update(conflicts_table).where(c.id == row.id).values(resolved=True))
-                _insert_resolution(
+                insert_resolution(
                     conn,
                     row.id,
                     "superseded",

@@ -7,11 +7,11 @@ import time
 
 import sqlalchemy as sa
 
-from bridge.state.conflict_rows import _insert_resolution
+from bridge.state.conflict_rows import insert_resolution
 from bridge.state.tables import conflicts_table, metadata
 
 
-def _create_tables(engine: sa.Engine, attempts: int = 10, indexes: bool = True) -> None:
+def create_tables(engine: sa.Engine, attempts: int = 10, indexes: bool = True) -> None:
     """Create missing tables and indexes. Two processes opening a new store at once race on
     CREATE TABLE (SQLite: "already exists" / "database is locked"); the loser looks again.
     New tables and indexes only (``IF NOT EXISTS``): existing stores keep opening.
@@ -80,7 +80,7 @@ def _close_duplicate_conflicts(conn: sa.Connection) -> None:
             first[key] = row.id
             continue
         conn.execute(sa.update(conflicts_table).where(c.id == row.id).values(resolved=True))
-        _insert_resolution(
+        insert_resolution(
             conn,
             row.id,
             "superseded",

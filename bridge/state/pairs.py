@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from bridge.redact import redact
 from bridge.state.base import StoreBase
-from bridge.state.sql import _insert_absent, _pk, _upsert
+from bridge.state.sql import insert_absent, inserted_id, upsert
 from bridge.state.tables import cycles_table, members_table, pair_filters_table
 
 
@@ -21,7 +21,7 @@ class PairsMixin(StoreBase):
     def start_cycle(self, source_uri: str, dest_uri: str, host: str, pid: int) -> int:
         """A row written before the cycle runs: a cycle killed mid-way stays visible."""
         with self._tx() as conn:
-            key = _pk(
+            key = inserted_id(
                 conn.execute(
                     sa.insert(cycles_table).values(
                         source_uri=source_uri,
@@ -102,7 +102,7 @@ class PairsMixin(StoreBase):
             for sid in source_ids:
                 if sid not in known:  # if absent: a concurrent sync may just have added it
                     row = {"source_uri": source_uri, "dest_uri": dest_uri, "source_id": sid}
-                    _insert_absent(conn, members_table, {**row, "first_seen": now})
+                    insert_absent(conn, members_table, {**row, "first_seen": now})
                 elif known[sid] is not None:
                     conn.execute(
                         sa.update(members_table)
@@ -127,7 +127,7 @@ class PairsMixin(StoreBase):
         key = {"source_uri": source_uri, "dest_uri": dest_uri}
         values = {"filters": json.dumps(filters, sort_keys=True), "synced_at": time.time()}
         with self._tx() as conn:
-            _upsert(conn, pair_filters_table, key, values)
+            upsert(conn, pair_filters_table, key, values)
 
     def pair_filters(self, source_uri: str, dest_uri: str) -> dict[str, Any] | None:
         """The filters of this pair's last real sync (None: never synced)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from bridge.state.base import StoreBase
-from bridge.state.sql import _upsert
+from bridge.state.sql import upsert
 from bridge.state.tables import aliases_table, editable_table, objects_table, versions_table
 
 
@@ -23,7 +23,7 @@ class RegistryMixin(StoreBase):
     def put_object(self, dest_uri: str, source_id: str, location: str) -> None:
         with self._tx() as conn:
             key = {"dest_uri": dest_uri, "source_id": source_id}
-            _upsert(conn, objects_table, key, {"location": location})
+            upsert(conn, objects_table, key, {"location": location})
 
     def get_version(self, dest_uri: str, source_id: str) -> tuple[str, str] | None:
         """(destination model name, destination version) of a source registry version."""
@@ -39,7 +39,7 @@ class RegistryMixin(StoreBase):
     def put_version(self, dest_uri: str, source_id: str, model_name: str, version: str) -> None:
         with self._tx() as conn:
             key = {"dest_uri": dest_uri, "source_id": source_id}
-            _upsert(conn, versions_table, key, {"model_name": model_name, "dest_version": version})
+            upsert(conn, versions_table, key, {"model_name": model_name, "dest_version": version})
 
     def get_aliases(self, dest_uri: str, model_source_id: str) -> dict[str, tuple[str, str]]:
         """alias -> (source version id, destination version) as last synced."""
@@ -74,7 +74,7 @@ class RegistryMixin(StoreBase):
                 )
                 return
             values = {"source_version": source_version, "dest_version": dest_version}
-            _upsert(conn, aliases_table, key, values)
+            upsert(conn, aliases_table, key, values)
 
     def get_editable(self, dest_uri: str, source_id: str) -> dict[str, str | None] | None:
         """Editable fields as last agreed (None: never compared in two-way mode)."""
@@ -96,4 +96,4 @@ class RegistryMixin(StoreBase):
             )
             for field, value in rows.items():
                 key = {"dest_uri": dest_uri, "source_id": source_id, "field": field}
-                _upsert(conn, editable_table, key, {"value": value})
+                upsert(conn, editable_table, key, {"value": value})

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from bridge.state.base import StoreBase
 from bridge.state.records import RunState
-from bridge.state.sql import _drop_run_rows, _key_hash, _upsert, _upsert_many
+from bridge.state.sql import drop_run_rows, key_hash, upsert, upsert_many
 from bridge.state.tables import (
     digests_table,
     files_table,
@@ -46,12 +46,12 @@ class RunsMixin(StoreBase):
     def put_run(self, dest_uri: str, source_id: str, state: RunState) -> None:
         with self._tx() as conn:
             key = {"dest_uri": dest_uri, "source_id": source_id}
-            _upsert(conn, runs_table, key, _run_values(state))
+            upsert(conn, runs_table, key, _run_values(state))
 
     def forget_run(self, dest_uri: str, source_id: str) -> None:
         """Drop every row of one run (its destination run was deleted)."""
         with self._tx() as conn:
-            _drop_run_rows(
+            drop_run_rows(
                 conn,
                 dest_uri,
                 source_id,
@@ -63,11 +63,11 @@ class RunsMixin(StoreBase):
         digests of any earlier copy are dropped in the same transaction: nothing is in the
         new run yet (the one way a watermark goes down, on purpose)."""
         with self._tx() as conn:
-            _drop_run_rows(
+            drop_run_rows(
                 conn, dest_uri, source_id, (streams_table, stream_digests_table, files_table)
             )
             key = {"dest_uri": dest_uri, "source_id": source_id}
-            _upsert(conn, runs_table, key, _run_values(state))
+            upsert(conn, runs_table, key, _run_values(state))
 
     def count_runs(self, dest_uri: str) -> int:
         with self._tx() as conn:
@@ -108,7 +108,7 @@ class RunsMixin(StoreBase):
         ident = {"dest_uri": dest_uri, "source_id": source_id}
         rows = [{**ident, "key": key, "points": count} for key, count in points.items()]
         with self._tx() as conn:
-            _upsert_many(conn, streams_table, _STREAM_KEY, rows, keep_max=("points",))
+            upsert_many(conn, streams_table, _STREAM_KEY, rows, keep_max=("points",))
             _put_digests(conn, ident, digests or {})
 
     # -- files ------------------------------------------------------------------------
@@ -124,7 +124,7 @@ class RunsMixin(StoreBase):
     def put_file(self, dest_uri: str, source_id: str, path: str, digest: str) -> None:
         row = {"dest_uri": dest_uri, "source_id": source_id, "path": path}
         with self._tx() as conn:
-            _upsert(conn, files_table, row, {"digest": digest})
+            upsert(conn, files_table, row, {"digest": digest})
 
     # -- content digests of files without one ------------------------------------------
     def get_digest(self, stat_key: str) -> str | None:
@@ -132,12 +132,12 @@ class RunsMixin(StoreBase):
         d = digests_table.c
         with self._tx() as conn:
             return conn.execute(
-                sa.select(d.md5).where(d.stat_key == _key_hash(stat_key))
+                sa.select(d.md5).where(d.stat_key == key_hash(stat_key))
             ).scalar_one_or_none()
 
     def put_digest(self, stat_key: str, md5: str) -> None:
         with self._tx() as conn:
-            _upsert(conn, digests_table, {"stat_key": _key_hash(stat_key)}, {"md5": md5})
+            upsert(conn, digests_table, {"stat_key": key_hash(stat_key)}, {"md5": md5})
 
     # -- per-stream digests (beside the watermarks) -------------------------------------
     def get_stream_digests(self, dest_uri: str, source_id: str) -> dict[str, tuple[int, str]]:
@@ -163,7 +163,7 @@ def _put_digests(
         {**ident, "key": key, "points": points, "digest": digest}
         for key, (points, digest) in digests.items()
     ]
-    _upsert_many(conn, stream_digests_table, _STREAM_KEY, rows)
+    upsert_many(conn, stream_digests_table, _STREAM_KEY, rows)
 
 
 def _run_values(state: RunState) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 
-def _native_insert(conn: sa.Connection) -> Any:
+def native_insert(conn: sa.Connection) -> Any:
     """The dialect's ``INSERT ... ON CONFLICT`` construct, or None where there is none."""
     name = conn.dialect.name
     if name == "sqlite":
@@ -23,7 +23,7 @@ def _native_insert(conn: sa.Connection) -> Any:
     return None
 
 
-def _upsert(
+def upsert(
     conn: sa.Connection,
     table: sa.Table,
     key: dict[str, Any],
@@ -34,7 +34,7 @@ def _upsert(
     (``ON CONFLICT DO UPDATE``) on SQLite and PostgreSQL, so concurrent writers of one key
     never raise IntegrityError. Columns in ``keep_max`` never go down (compare-and-set:
     the stored value stays when it is higher)."""
-    insert = _native_insert(conn)
+    insert = native_insert(conn)
     if insert is None:
         _upsert_portable(conn, table, key, values, keep_max)
         return
@@ -45,20 +45,20 @@ def _upsert(
     conn.execute(stmt.on_conflict_do_update(index_elements=list(key), set_=changes))
 
 
-def _upsert_many(
+def upsert_many(
     conn: sa.Connection,
     table: sa.Table,
     key: tuple[str, ...],
     rows: list[dict[str, Any]],
     keep_max: tuple[str, ...] = (),
 ) -> None:
-    """:func:`_upsert` for many rows of one shape (primary ``key`` columns + values) in one
+    """:func:`upsert` for many rows of one shape (primary ``key`` columns + values) in one
     ``executemany`` of one statement: a flush of N changed keys costs one round trip per
     batch of rows, not N statements."""
     if not rows:
         return
     values = [name for name in rows[0] if name not in key]
-    insert = _native_insert(conn)
+    insert = native_insert(conn)
     if insert is None:
         for row in rows:
             keys = {name: row[name] for name in key}
@@ -90,14 +90,14 @@ def _upsert_portable(
     for name in keep_max:
         changes[name] = _greater(sa.literal(values[name]), table.c[name])
     update = sa.update(table).where(where).values(**changes)
-    if conn.execute(update).rowcount == 0 and not _insert_absent(conn, table, {**key, **values}):
+    if conn.execute(update).rowcount == 0 and not insert_absent(conn, table, {**key, **values}):
         conn.execute(update)
 
 
-def _insert_absent(conn: sa.Connection, table: sa.Table, row: dict[str, Any]) -> bool:
+def insert_absent(conn: sa.Connection, table: sa.Table, row: dict[str, Any]) -> bool:
     """Insert ``row`` unless a row with the same unique key exists; True when inserted.
     Atomic (``ON CONFLICT DO NOTHING``) on SQLite and PostgreSQL."""
-    insert = _native_insert(conn)
+    insert = native_insert(conn)
     if insert is not None:
         stmt = insert(table).values(**row).on_conflict_do_nothing()
         # rowcount of an INSERT is only kept on request (SQLAlchemy 2; psycopg gives -1)
@@ -110,19 +110,19 @@ def _insert_absent(conn: sa.Connection, table: sa.Table, row: dict[str, Any]) ->
     return True
 
 
-def _pk(result: Any) -> int:
+def inserted_id(result: Any) -> int:
     """The new row's integer key (typed, for mypy)."""
     key = result.inserted_primary_key
     assert key is not None
     return int(key[0])
 
 
-def _eq(column: Any, value: str | None) -> Any:
+def matches(column: Any, value: str | None) -> Any:
     """``column = value`` that also matches NULL to None."""
     return column.is_(None) if value is None else column == value
 
 
-def _drop_run_rows(
+def drop_run_rows(
     conn: sa.Connection, dest_uri: str, source_id: str, tables: tuple[sa.Table, ...]
 ) -> None:
     """Delete one run's rows from ``tables``."""
@@ -132,6 +132,6 @@ def _drop_run_rows(
         )
 
 
-def _key_hash(text: str) -> str:
+def key_hash(text: str) -> str:
     """A fixed-width key for arbitrary-length identities (paths can be long)."""
     return hashlib.sha256(text.encode()).hexdigest()
