@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from bridge.cli.options import EXIT_HELP, _common, _policy_options, _reader_options
-from bridge.cli.output import _fail
+from bridge.cli.options import COMMON, EXIT_HELP, policy_options, reader_options
+from bridge.cli.output import fail
 from bridge.errors import BridgeError
 
 
@@ -22,7 +22,7 @@ from bridge.errors import BridgeError
     "--log-format", type=click.Choice(["text", "json"]), help="One line per pair and cycle."
 )
 @click.option("--mapping", type=click.Path(dir_okay=False), help="Mapping overrides (TOML).")
-@_policy_options
+@policy_options
 def mirror(
     source: str | None,
     dest: str | None,
@@ -60,7 +60,7 @@ def mirror(
         else:
             if not (source and dest):
                 raise BridgeError("mirror needs SOURCE and DEST, or --config FILE")
-            opts = _reader_options(workers, **{k: v for k, v in filters.items() if k != "full"})
+            opts = reader_options(workers, **{k: v for k, v in filters.items() if k != "full"})
             pair = PairConfig(
                 source=source,
                 dest=dest,
@@ -81,7 +81,7 @@ def mirror(
         if wait:
             cfg.wait = True
     except BridgeError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     import threading
 
@@ -95,5 +95,5 @@ def mirror(
     sys.exit(run_mirror(cfg, cycles=cycles, emit=emit, stop=stop))
 
 
-for _option in _common[2:]:  # the sync filters and --state, on mirror too
+for _option in COMMON[2:]:  # the sync filters and --state, on mirror too
     mirror = _option(mirror)

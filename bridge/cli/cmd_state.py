@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import click
 
-from bridge.cli.options import _state_option
-from bridge.cli.output import _fail, _print_json, _say, _when
+from bridge.cli.options import state_option
+from bridge.cli.output import fail, print_json, say, when
 from bridge.errors import BridgeError
 
 
 @click.group(invoke_without_command=True)
-@_state_option
+@state_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--all", "include_resolved", is_flag=True, help="Also settled conflicts.")
 @click.pass_context
@@ -27,27 +27,27 @@ def conflicts(
     try:
         rows = api.conflicts(state_url, include_resolved=include_resolved)
     except BridgeError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     if not rows:
         click.echo("no open conflicts")
     for c in rows:
         res = c.get("resolution")
         settled = f" [settled: {res['choice']} by {res['resolved_by']}]" if res else ""
-        _say(
+        say(
             f"#{c['id']} {c['dest_uri']} {c['source_id']} {c['field']}: "
             f"source={c['source_value']!r} dest={c['dest_value']!r} "
-            f"last-synced={c['synced_value']!r} ({_when(c['detected_at'])}){settled}"
+            f"last-synced={c['synced_value']!r} ({when(c['detected_at'])}){settled}"
         )
 
 
 @conflicts.command("resolve")
 @click.argument("conflict_id", type=int)
 @click.option("--take", type=click.Choice(["source", "dest"]), required=True)
-@_state_option
+@state_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def conflicts_resolve(
@@ -67,16 +67,16 @@ def conflicts_resolve(
     try:
         done = api.resolve_conflict(conflict_id, take, state_url)
     except BridgeError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     if as_json:
-        _print_json(done)
+        print_json(done)
     else:
-        _say(f"conflict #{conflict_id} settled (take {take}): {done['effect']}")
+        say(f"conflict #{conflict_id} settled (take {take}): {done['effect']}")
 
 
 @click.command()
-@_state_option
+@state_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status(state_url: str | None, as_json: bool) -> None:
     """Per pair: last cycle start/end, result, counts, errors, open conflicts."""
@@ -85,10 +85,10 @@ def status(state_url: str | None, as_json: bool) -> None:
     try:
         pairs = api.status(state_url)
     except BridgeError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     if as_json:
-        _print_json(pairs)
+        print_json(pairs)
         return
     if not pairs:
         click.echo("no cycles recorded yet")
@@ -96,16 +96,16 @@ def status(state_url: str | None, as_json: bool) -> None:
         c = p["last_cycle"]
         counts = c["counts"] or {}
         acts = ", ".join(f"{n} {a}" for a, n in sorted(counts.get("actions", {}).items()))
-        _say(f"{p['source']} -> {p['dest']}")
-        _say(
-            f"  last cycle: {c['state']}, started {_when(c['started_at'])}, "
-            f"ended {_when(c['ended_at'])}, exit {c['result']}"
+        say(f"{p['source']} -> {p['dest']}")
+        say(
+            f"  last cycle: {c['state']}, started {when(c['started_at'])}, "
+            f"ended {when(c['ended_at'])}, exit {c['result']}"
             + (f"; {acts}; {counts.get('points_written', 0)} points written" if acts else "")
         )
         for err in c["errors"] or []:
-            _say(f"  error: {err}")
-        _say(
-            f"  last success: {_when(p['last_success_at'])}; open conflicts: "
+            say(f"  error: {err}")
+        say(
+            f"  last success: {when(p['last_success_at'])}; open conflicts: "
             f"{p['open_conflicts']}; runs known: {p['runs_known']}, deleted at source: "
             f"{p['source_deleted']}"
         )

@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from bridge.cli.options import EXIT_HELP, _policy_options, _reader_options, common_options
-from bridge.cli.output import _fail, _format_for, _print_json, _print_report, _progress_wanted, _say
+from bridge.cli.options import EXIT_HELP, common_options, policy_options, reader_options
+from bridge.cli.output import fail, format_for, print_json, print_report, progress_wanted, say
 from bridge.errors import BridgeError
 
 
@@ -23,7 +23,7 @@ from bridge.errors import BridgeError
     type=click.Path(dir_okay=False),
     help="Also write the report to FILE (.json, .md or text by extension).",
 )
-@_policy_options
+@policy_options
 def sync(
     source: str,
     dest: str,
@@ -57,33 +57,33 @@ def sync(
             workers=workers,
             on_conflict=on_conflict,  # type: ignore[arg-type]
             on_delete=on_delete,  # type: ignore[arg-type]
-            reader_options=_reader_options(workers, **filters),
-            show_progress=_progress_wanted(as_json),
+            reader_options=reader_options(workers, **filters),
+            show_progress=progress_wanted(as_json),
             wait=wait,
             two_way=two_way,
             accept_missing_content=accept_missing_content,
         )
     except BridgeError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     if plan.skipped:
         if as_json:
-            _print_json({**report.as_dict(plan), "skipped": plan.skipped})
+            print_json({**report.as_dict(plan), "skipped": plan.skipped})
         else:
-            _say(f"skipped: {plan.skipped}")
+            say(f"skipped: {plan.skipped}")
         sys.exit(0)
     if report_path:
-        fmt = _format_for(report_path)
+        fmt = format_for(report_path)
         text = report.render(plan, fmt, _plots(source, dest, plan) if fmt == "html" else None)
         Path(report_path).write_text(text, encoding="utf-8")
     if as_json:
         data = report.as_dict(plan)
         data["resolved"] = [c.model_dump() for c in plan.resolved]
-        _print_json(data)
+        print_json(data)
     else:
-        _print_report(report.as_text(plan))
+        print_report(report.as_text(plan))
         for c in plan.resolved:
-            _say(f"settled: {c.source_id} {c.field}: {c.resolution}")
+            say(f"settled: {c.source_id} {c.field}: {c.resolution}")
     sys.exit(plan.exit_code())
 
 
@@ -118,17 +118,17 @@ def diff(
             full=filters.pop("full"),
             state=state_url,
             workers=workers,
-            reader_options=_reader_options(workers, **filters),
-            show_progress=_progress_wanted(fmt != "text"),
+            reader_options=reader_options(workers, **filters),
+            show_progress=progress_wanted(fmt != "text"),
         )
     except BridgeError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     text = report.render(plan, fmt, _plots(source, dest, plan) if fmt == "html" else None)
     if output:
         Path(output).write_text(text, encoding="utf-8")
     else:
-        _print_report(text)
+        print_report(text)
     sys.exit(plan.exit_code())
 
 
@@ -140,5 +140,5 @@ def _plots(source: str, dest: str, plan: Any) -> Any:
     try:
         return changed_streams(source, dest, plan)
     except Exception as exc:  # noqa: BLE001 - the report is still worth writing
-        _say(f"bridge: warning: no plots in the report: {exc}", err=True)
+        say(f"bridge: warning: no plots in the report: {exc}", err=True)
         return None

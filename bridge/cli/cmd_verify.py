@@ -8,15 +8,15 @@ from typing import Any
 
 import click
 
-from bridge.cli.options import _VERIFY_FILTERS, _common, _reader_options, _state_option
-from bridge.cli.output import _fail, _print_report
+from bridge.cli.options import COMMON, VERIFY_FILTERS, reader_options, state_option
+from bridge.cli.output import fail, print_report
 from bridge.errors import BridgeError
 
 
 @click.command()
 @click.argument("source")
 @click.argument("dest")
-@_state_option
+@state_option
 @click.option("--workers", default=4, show_default=True, help="Runs checked in parallel.")
 @click.option(
     "--digests",
@@ -51,22 +51,22 @@ def verify(
     from bridge import api
     from bridge import reporting as report
 
-    given = _reader_options(workers, **filters) if any(filters.values()) else None
+    given = reader_options(workers, **filters) if any(filters.values()) else None
     try:
         result = api.verify(
             source, dest, state=state_url, workers=workers, digests=digests, reader_options=given
         )
     except BridgeError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     text = report.render(result, "json" if as_json else fmt)
     if output:
         Path(output).write_text(text, encoding="utf-8")
     else:
-        _print_report(text)
+        print_report(text)
     sys.exit(result.exit_code())
 
 
-for _option in _common:
-    if _option(click.Command("probe")).params[0].name in _VERIFY_FILTERS:
+for _option in COMMON:
+    if _option(click.Command("probe")).params[0].name in VERIFY_FILTERS:
         verify = _option(verify)

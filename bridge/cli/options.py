@@ -19,7 +19,7 @@ def _split(values: tuple[str, ...]) -> list[str]:
     return [v for value in values for v in value.split(",") if v]
 
 
-def _reader_options(  # noqa: ANN202
+def reader_options(  # noqa: ANN202
     workers: int,
     staging_dir: str | None,
     runs: tuple[str, ...],
@@ -53,7 +53,7 @@ def _reader_options(  # noqa: ANN202
     )
 
 
-_common = [
+COMMON = [
     click.argument("source"),
     click.argument("dest"),
     click.option(
@@ -155,19 +155,19 @@ _POLICY = [
 ]
 
 
-def _policy_options(func):  # noqa: ANN001, ANN202
+def policy_options(func):  # noqa: ANN001, ANN202
     for decorator in reversed(_POLICY):
         func = decorator(func)
     return func
 
 
 def common_options(func):  # noqa: ANN001, ANN201
-    for decorator in reversed(_common):
+    for decorator in reversed(COMMON):
         func = decorator(func)
     return func
 
 
-_state_option = click.option(
+state_option = click.option(
     "--state",
     "state_url",
     metavar="URL",
@@ -176,7 +176,7 @@ _state_option = click.option(
 
 
 #: The sync's source filters, on verify too (its scope when given).
-_VERIFY_FILTERS = {
+VERIFY_FILTERS = {
     "staging_dir",
     "runs",
     "entity",

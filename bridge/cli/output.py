@@ -17,35 +17,35 @@ from bridge.errors import EXIT_USAGE
 from bridge.redact import redact
 
 
-def _progress_wanted(as_json: bool) -> bool:
+def progress_wanted(as_json: bool) -> bool:
     return not as_json and sys.stderr.isatty() and not os.environ.get("CI")
 
 
-def _say(line: str, err: bool = False) -> None:
+def say(line: str, err: bool = False) -> None:
     """Print one line that may hold source or server data: its controls are shown, not obeyed."""
     click.echo(for_terminal(redact(line)), err=err)
 
 
-def _print_report(text: str) -> None:
+def print_report(text: str) -> None:
     """Print a rendered report (fields escaped by the renderer; this is the last guard)."""
     click.echo(for_terminal(redact(text), multiline=True), nl=False)
 
 
-def _print_json(data: Any) -> None:
+def print_json(data: Any) -> None:
     """Print JSON output (escapes its own controls) with credentials removed."""
     click.echo(redact(json.dumps(data, indent=2, default=str)))
 
 
-def _fail(message: str) -> None:
-    _say(f"bridge: error: {message}", err=True)
+def fail(message: str) -> None:
+    say(f"bridge: error: {message}", err=True)
     sys.exit(EXIT_USAGE)
 
 
-def _format_for(path: str) -> str:
+def format_for(path: str) -> str:
     suffix = Path(path).suffix.lower()
     formats = {".json": "json", ".md": "markdown", ".markdown": "markdown", ".html": "html"}
     return formats.get(suffix, "text")
 
 
-def _when(ts: float | None) -> str:
+def when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
