@@ -173,3 +173,16 @@ def test_load_mapping_reaches_the_registry_names(writer: MlflowWriter, tmp_path:
     assert writer.experiment_name(Project(source_id="wandb:t/p", name="p")) == "x-p"
     model = RegisteredModel(source_id="wandb:t/r/clf", name="clf", registry="model")
     assert writer.registered_model_name(model) == "model-clf"
+
+
+def test_mapping_file_keys_apply_to_every_kind(writer: MlflowWriter, tmp_path: Path) -> None:
+    f = tmp_path / "m.toml"
+    f.write_text('experiment_name = "tb-{project}"\nsummary_tag_prefix = "s."\n')
+    writer.load_mapping(f)
+    tb = make_run("tensorboard:/logs", "tensorboard:/logs#abc")
+    assert writer.experiment_name(tb.header.project) == "tb-proj"
+    tags = writer.render(tb).tags
+    assert tags["s.note"] == "epoch 3"  # set by the file
+    assert tags["tensorboard.group"] == "g1"  # not set: the kind's neutral default
+    wandb_tags = writer.render(make_run("wandb:team/proj", "wandb:team/proj/abc")).tags
+    assert wandb_tags["s.note"] == "epoch 3" and wandb_tags["wandb.group"] == "g1"

@@ -10,14 +10,18 @@ one place the adapter looks: no string prefixes elsewhere.
 * MLflow runs keep the same rules: a run the bridge imported from W&B reads back with its
   W&B fields (``from_wandb.py``), and copied to another MLflow store they land under the
   same names, so the copy reads back the same way.
-* Any other kind (TensorBoard...) gets neutral names: the same rules with the kind as the
-  tag prefix (``tensorboard.group``...), no source run id tag (its source id says it all),
-  labels for ``--two-way``, and no W&B restoration on read.
+* Any other kind (TensorBoard...) gets the package's ``<kind>-to-mlflow.toml`` when one
+  ships, else neutral names: the same rules with the kind as the tag prefix
+  (``tensorboard.group``...); the keys a ``--mapping`` file sets apply over either. No
+  source run id tag (its source id says it all), labels for ``--two-way``, and no W&B
+  restoration on read.
 """
 
 from __future__ import annotations
 
-from bridge.mapping import Mapping
+import functools
+
+from bridge.mapping import Mapping, default_mapping, load_mapping
 from bridge.schema import RegisteredModel
 
 WANDB = "wandb"
@@ -42,17 +46,29 @@ def from_wandb(source_id: str | None) -> bool:
 
 
 def mapping_for(mapping: Mapping, kind: str) -> Mapping:
-    """The tag rules for runs of this kind: ``mapping`` itself for W&B and MLflow runs;
-    for another kind the same rules with that kind's neutral tag prefixes."""
+    """The tag rules for runs of this kind: ``mapping`` itself for W&B and MLflow runs.
+    For another kind: the package's ``<kind>-to-mlflow.toml`` if it ships one, else the
+    defaults with that kind's neutral tag prefixes — and over either, whatever keys the
+    user's ``--mapping`` file set."""
     if kind in _AS_CONFIGURED:
         return mapping
+    explicit = {name: getattr(mapping, name) for name in mapping.model_fields_set}
+    return _kind_defaults(kind).model_copy(update=explicit)
+
+
+@functools.lru_cache(maxsize=16)
+def _kind_defaults(kind: str) -> Mapping:
+    try:
+        shipped = default_mapping(kind, MLFLOW)
+    except ValueError:  # not a kind name a mapping file could have
+        shipped = None
+    if shipped is not None:
+        return load_mapping(shipped)
     prefix = f"{kind or 'source'}."
-    return mapping.model_copy(
-        update={
-            "source_tag_prefix": prefix,
-            "summary_tag_prefix": f"{prefix}summary.",
-            "tag_prefix": f"{prefix}tag.",
-        }
+    return Mapping(
+        source_tag_prefix=prefix,
+        summary_tag_prefix=f"{prefix}summary.",
+        tag_prefix=f"{prefix}tag.",
     )
 
 

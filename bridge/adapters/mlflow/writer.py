@@ -183,7 +183,8 @@ class MlflowWriter(
     # ------------------------------------------------------------------ projects
 
     def experiment_name(self, project: Project) -> str:
-        return self.mapping.experiment_for(project.name, project.entity)
+        rules = kinds.mapping_for(self.mapping, kinds.source_kind(project.source_id))
+        return rules.experiment_for(project.name, project.entity)
 
     def find_project(self, project: Project) -> str | None:
         if self._store_missing():
