@@ -22,12 +22,8 @@ import threading
 import time
 import uuid
 import weakref
-from typing import TYPE_CHECKING
 
 from bridge.state import StateStore
-
-if TYPE_CHECKING:
-    from bridge.engine.context import SyncContext
 
 #: A claim whose heartbeat is older than this is free to take (its holder stopped).
 LEASE_SECONDS = 300.0
@@ -154,39 +150,3 @@ def _start_heartbeat(claims: RunClaims) -> threading.Thread:
     thread = threading.Thread(target=beat, name="bridge-claims-heartbeat", daemon=True)
     thread.start()
     return thread
-
-
-# -- what the engine calls ------------------------------------------------------------
-
-
-def _claims(ctx: SyncContext) -> RunClaims:
-    with ctx._lock:
-        if ctx.claims is None:
-            ctx.claims = RunClaims(ctx.state, ctx.dest_uri)
-        return ctx.claims
-
-
-def claim_run(ctx: SyncContext, source_id: str) -> str | None:
-    """Claim a run for this pass before planning work on it: None when claimed (or a dry
-    run, which writes nothing, not even a claim), else who is copying it."""
-    if ctx.dry_run:
-        return None
-    return _claims(ctx).take(source_id)
-
-
-def release_run(ctx: SyncContext, source_id: str) -> None:
-    """The run's apply ended (done or failed): let other processes have it."""
-    if ctx.claims is not None:
-        ctx.claims.release(source_id)
-
-
-def release_runs(ctx: SyncContext, keep: set[str] | None = None) -> None:
-    """Give back the pass's claims, except the runs in ``keep`` (about to be applied);
-    without ``keep`` the pass is over and the heartbeat stops too."""
-    if ctx.claims is None:
-        return
-    if keep is None:
-        ctx.claims.close()
-        ctx.claims = None
-    else:
-        ctx.claims.release_all(keep)

@@ -90,6 +90,35 @@ class SyncContext:
     def dest_uri(self) -> str:
         return self.writer.display_uri
 
+    # -- run claims: one process per run and destination (engine/claims.py) -------------
+
+    def claim_run(self, source_id: str) -> str | None:
+        """Claim a run for this pass before planning work on it: None when claimed (or a
+        dry run, which writes nothing, not even a claim), else who is copying it."""
+        if self.dry_run:
+            return None
+        with self._lock:
+            if self.claims is None:
+                self.claims = RunClaims(self.state, self.dest_uri)
+            claims = self.claims
+        return claims.take(source_id)
+
+    def release_run(self, source_id: str) -> None:
+        """The run's apply ended (done or failed): let other processes have it."""
+        if self.claims is not None:
+            self.claims.release(source_id)
+
+    def release_runs(self, keep: set[str] | None = None) -> None:
+        """Give back the pass's claims, except the runs in ``keep`` (about to be applied);
+        without ``keep`` the pass is over and the heartbeat stops too."""
+        if self.claims is None:
+            return
+        if keep is None:
+            self.claims.close()
+            self.claims = None
+        else:
+            self.claims.release_all(keep)
+
     def project_id(self, project: Project, create: bool) -> str | None:
         """Destination id of a project, found once per pass (created when ``create``)."""
         with self._lock:

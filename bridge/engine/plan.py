@@ -11,7 +11,7 @@ rendering.
 from __future__ import annotations
 
 from bridge.adapters.base import DestRun
-from bridge.engine.claims import claim_run, holder_name
+from bridge.engine.claims import holder_name
 from bridge.engine.compare import count_changes, file_digest
 from bridge.engine.context import Planned, Relink, SyncContext
 from bridge.engine.marks import MANIFEST_ONLY, OPEN_CONFLICTS, PARAM_OVERRIDE_PREFIX
@@ -47,7 +47,7 @@ def plan_run(ctx: SyncContext, header: RunHeader) -> Planned:
     planned = Planned(plan=base, header=header)
     st = ctx.state.get_run(ctx.dest_uri, sid)
     if not _up_to_date(ctx, st, header):
-        busy = claim_run(ctx, sid)  # one process per run and destination (engine/claims.py)
+        busy = ctx.claim_run(sid)  # one process per run and destination (engine/claims.py)
         if busy is not None:
             return _claimed_elsewhere(planned, busy)
         st = ctx.state.get_run(ctx.dest_uri, sid)  # another process may just have copied it

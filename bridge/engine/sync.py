@@ -7,7 +7,6 @@ from collections.abc import Callable
 
 from bridge.adapters.base import Reader, Writer
 from bridge.engine.apply import apply_run
-from bridge.engine.claims import release_run, release_runs
 from bridge.engine.context import Planned, SyncContext
 from bridge.engine.deletions import check_on_delete, source_deletions
 from bridge.engine.intents import record_intents
@@ -167,7 +166,7 @@ def run_sync(
         if _to_apply(p):
             return True
         _drain_notices(ctx, p.plan)
-        release_run(ctx, p.plan.source_id)
+        ctx.release_run(p.plan.source_id)
         bars.run_done()
         return False
 
@@ -183,7 +182,7 @@ def run_sync(
             finally:
                 p.drop_body()  # free the body as soon as the run is written
                 _drain_notices(ctx, p.plan)
-                release_run(ctx, p.plan.source_id)
+                ctx.release_run(p.plan.source_id)
                 bars.run_done()
                 if on_run_done is not None:
                     on_run_done(p.plan)
@@ -207,7 +206,7 @@ def run_sync(
                 p.plan.reason = "not applied: --on-conflict fail and conflicts were found"
             bars.run_done()
         bars.close()
-        release_runs(ctx)
+        ctx.release_runs()
         _edit_errors(report, headers, edits)
         _add_models(ctx, report)
         return report
@@ -221,7 +220,7 @@ def run_sync(
         for sid, edit in two_way_pass(ctx, written, fresh=True).items():
             if edit.error:
                 report.errors.append(f"{sid}: {edit.error}")
-    release_runs(ctx)  # the pass's runs are written: every claim goes back
+    ctx.release_runs()  # the pass's runs are written: every claim goes back
     _add_models(ctx, report)
     return report
 
