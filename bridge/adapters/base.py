@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import IO, Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO
 
 from pydantic import BaseModel, Field
 
@@ -22,9 +22,7 @@ from bridge.schema import (
     HistoryItem,
     ManifestEntry,
     MetricChunk,
-    ModelVersion,
     Project,
-    RegisteredModel,
     Run,
     RunHeader,
     Warning_,
@@ -310,45 +308,6 @@ class Writer(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients."""
-
-
-class RegistryDelegate:
-    """Writer mixin (listed before :class:`Writer`): the model-object and registry methods
-    forwarded to ``self.registry``, a backend's registry helper with the same methods."""
-
-    registry: Any
-
-    def find_model(self, artifact_source_id: str) -> str | None:
-        return self.registry.find_model(artifact_source_id)  # type: ignore[no-any-return]
-
-    def put_model(
-        self,
-        project_dest_id: str,
-        run_dest_id: str | None,
-        art: ArtifactVersion,
-        files: Sequence[tuple[ManifestEntry, OpenEntry]],
-    ) -> str:
-        return self.registry.put_model(project_dest_id, run_dest_id, art, files)  # type: ignore[no-any-return]
-
-    def registered_model_name(self, model: RegisteredModel) -> str:
-        return self.registry.registered_model_name(model)  # type: ignore[no-any-return]
-
-    def get_registered_model(self, name: str) -> DestRegisteredModel | None:
-        return self.registry.get_registered_model(name)  # type: ignore[no-any-return]
-
-    def ensure_registered_model(self, name: str, model: RegisteredModel) -> None:
-        self.registry.ensure_registered_model(name, model)
-
-    def create_model_version(
-        self, name: str, version: ModelVersion, location: str, run_dest_id: str | None
-    ) -> str:
-        return self.registry.create_model_version(name, version, location, run_dest_id)  # type: ignore[no-any-return]
-
-    def set_alias(self, name: str, alias: str, version: str) -> None:
-        self.registry.set_alias(name, alias, version)
-
-    def delete_alias(self, name: str, alias: str) -> None:
-        self.registry.delete_alias(name, alias)
 
 
 def batched(items: Iterable[tuple[str, str]], size: int) -> Iterator[list[tuple[str, str]]]:
