@@ -59,6 +59,23 @@ def test_checksum_ignores_order_and_mlflow_infinity_nan() -> None:
     assert normalize_value(-0.0) == 0.0 and normalize_value(sys.float_info.max) == math.inf
 
 
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ([(0, 10, -1.0)], [(0, 10, -2.0)]),  # hash(-1.0) == hash(-2.0)
+        ([(0, 10, 1.0)], [(0, 10, 2.0**61)]),  # hash(1.0) == hash(2.0**61)
+        ([(-1, 10, 5.0)], [(-2, 10, 5.0)]),  # hash(-1) == hash(-2)
+        ([(0, 10, 3.5), (1, 11, -3.5)], [(0, 10, 1.25), (1, 11, -1.25)]),  # opposite changes
+    ],
+    ids=["value-minus-one", "value-2**61", "step-minus-one", "opposite-pair"],
+)
+def test_checksum_tells_apart_points_pythons_hash_confuses(
+    one: list[tuple[int, int, float]], other: list[tuple[int, int, float]]
+) -> None:
+    a, b = history_stats([_chunk("x", one)]), history_stats([_chunk("x", other)])
+    assert a.streams["x"].checksum != b.streams["x"].checksum
+
+
 def test_max_float_is_infinity_only_for_a_destination_without_infinity() -> None:
     """The ±max float rule follows the destination's Capabilities.stores_infinity."""
     for sign in (1, -1):

@@ -2,13 +2,17 @@
 checksum per stream, then — only for streams that differ — example points and plot samples.
 
 A checksum is a sum of per-point hashes, so the order a backend returns points in does not
-matter. A destination that cannot store ±inf (``Capabilities.stores_infinity`` False)
+matter. A point is hashed as non-negative integers (step and timestamp zigzagged, the
+value's IEEE bits in two halves), then mixed: Python's ``hash`` of floats and negative ints
+is not one-to-one (``hash(-1.0) == hash(-2.0)``, ``hash(1.0) == hash(2.0**61)``), and a sum
+of unmixed tuple hashes lets changes of opposite sign in two points cancel. A destination that cannot store ±inf (``Capabilities.stores_infinity`` False)
 keeps ±max float in its place: for it, ±max float compares equal to ±inf on both sides.
 """
 
 from __future__ import annotations
 
 import math
+import struct
 import sys
 from collections import Counter
 from collections.abc import Iterable
@@ -27,6 +31,8 @@ EXAMPLES = 3
 _MAX = sys.float_info.max
 _NAN_TOKEN = 0x7FF8_0000_0000_0001  # stands for NaN in a point hash (hash(nan) is per object)
 _MASK = (1 << 64) - 1
+_F64 = struct.Struct("<d")
+_U64 = struct.Struct("<Q")
 
 
 def normalize_value(value: float, stores_infinity: bool = False) -> float:
@@ -47,6 +53,23 @@ def _token(value: float, stores_infinity: bool) -> float | int:
     return _NAN_TOKEN if value != value else normalize_value(value, stores_infinity)
 
 
+def _zigzag(n: int) -> int:
+    """A signed int as a non-negative one, one to one (0, -1, 1, -2 ... -> 0, 1, 2, 3 ...)."""
+    return n << 1 if n >= 0 else ((-n) << 1) - 1
+
+
+def point_hash(step: int, timestamp: int, value: float, stores_infinity: bool = False) -> int:
+    """A 64-bit hash of one point as compared (see the module doc)."""
+    if value != value:
+        bits = _NAN_TOKEN  # every NaN alike
+    else:
+        bits = _U64.unpack(_F64.pack(normalize_value(value, stores_infinity)))[0]
+    h = hash((_zigzag(step), _zigzag(timestamp), bits >> 32, bits & 0xFFFF_FFFF)) & _MASK
+    h = ((h ^ (h >> 30)) * 0xBF58_476D_1CE4_E5B9) & _MASK  # splitmix64's finalizer
+    h = ((h ^ (h >> 27)) * 0x94D0_49BB_1331_11EB) & _MASK
+    return h ^ (h >> 31)
+
+
 @dataclass
 class StreamStats:
     """Count and order-independent checksum of one metric stream."""
@@ -59,7 +82,7 @@ class StreamStats:
     def add(self, chunk: MetricChunk) -> None:
         total, inf = self.checksum, self.stores_infinity
         for step, ts, value in zip(chunk.steps, chunk.timestamps, chunk.values, strict=True):
-            total += hash((step, ts, _token(value, inf))) & _MASK
+            total += point_hash(step, ts, value, inf)
         self.checksum = total & _MASK
         self.count += len(chunk)
 
