@@ -30,7 +30,9 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from bridge.adapters.base import ReaderOptions
 from bridge.engine.context import Features
+from bridge.engine.text import one_line
 from bridge.engine.verify.context import VerifyContext, mapped_dest
 from bridge.engine.verify.models import models_not_copied, verify_models
 from bridge.engine.verify.report import (
@@ -57,6 +59,7 @@ from bridge.engine.verify.streams import (
     normalize_value,
 )
 from bridge.schema import RunHeader
+from bridge.uris import open_reader
 
 if TYPE_CHECKING:
     from bridge.adapters.base import Reader, Writer
@@ -89,16 +92,9 @@ __all__ = [
 ]
 
 
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:500]
-
-
 def dest_reader_for(writer: Writer, run_ids: list[str]) -> Reader:
-    """A reader on the writer's store, restricted to the given native run ids."""
-    from bridge.adapters.base import ReaderOptions
-    from bridge.uris import open_reader
-
+    """A reader on the writer's store, restricted to the given native run ids (a
+    path-like destination id ends in the native id)."""
     native = sorted({i.rsplit("/", 1)[-1] for i in run_ids})
     return open_reader(f"{writer.scheme}:{writer.target}", ReaderOptions(run_ids=native))
 
@@ -160,7 +156,7 @@ def verify(
                 name=header.name,
                 project=header.project.name,
                 status="error",
-                error=_one_line(exc),
+                error=one_line(exc),
             )
 
     try:
@@ -180,5 +176,5 @@ def verify(
             else:
                 report.runs.extend(models_not_copied(source, writer))
         except Exception as exc:
-            report.errors.append(f"registered models: {_one_line(exc)}")
+            report.errors.append(f"registered models: {one_line(exc)}")
     return report
