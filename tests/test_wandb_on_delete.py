@@ -157,9 +157,7 @@ def test_restored_source_run_cannot_reuse_a_deleted_wandb_id(
     to copy under its deterministic id, and says why."""
     # Settings, not WANDB_INIT_TIMEOUT: the env is read once per process (wandb.setup).
     sdk_settings = sdk_module.sdk_settings
-    monkeypatch.setattr(
-        sdk_module, "sdk_settings", lambda **kw: sdk_settings(init_timeout=8, **kw)
-    )
+    monkeypatch.setattr(sdk_module, "sdk_settings", lambda **kw: sdk_settings(init_timeout=8, **kw))
     pair.client.delete_run(pair.ids["gone"])
     assert pair.sync(on_delete="delete").exit_code() == 0
     pair.client.restore_run(pair.ids["gone"])
