@@ -16,6 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from bridge import api
+from bridge.state import StateStore
 
 pytestmark = pytest.mark.e2e
 
@@ -137,6 +138,34 @@ def test_alias_moved_on_both_sides_is_a_conflict_resolve_settles(reg: Registry) 
     assert settled.exit_code() == 0
     assert reg.dest_aliases()["staging"] == "2"
     assert api.conflicts(state=reg.state) == []
+
+
+@pytest.mark.parametrize("policy", ["dest-wins", "source-wins"])
+def test_alias_conflict_settled_by_policy_is_recorded(reg: Registry, policy: str) -> None:
+    """A policy settles an alias moved on both sides; the settlement is recorded by a real
+    sync only (planning decides, the sync records: a dry run leaves the state as it was)."""
+    reg.sync()
+    reg.client.set_registered_model_alias(MODEL, "staging", "2")
+    reg.dst_client.create_model_version(MODEL, f"runs:/{reg.runs[0]}/model")  # dest v3
+    reg.dst_client.set_registered_model_alias(MODEL, "staging", "3")
+
+    def recorded(plan: Any) -> dict[str, Any]:
+        store = StateStore(reg.state)
+        try:
+            return dict(store.resolutions(plan.dest, _model_plan(plan).source_id))
+        finally:
+            store.close()
+
+    dry = reg.sync(dry_run=True, on_conflict=policy)
+    assert not dry.conflicts and [c.field for c in _model_plan(dry).resolved] == ["alias:staging"]
+    assert recorded(dry) == {} and api.conflicts(state=reg.state) == []
+    assert reg.dest_aliases()["staging"] == "3"
+
+    settled = reg.sync(on_conflict=policy)
+    assert settled.exit_code() == 0 and not settled.conflicts
+    assert reg.dest_aliases()["staging"] == ("3" if policy == "dest-wins" else "2")
+    resolution = recorded(settled)["alias:staging"]
+    assert (resolution.choice, resolution.resolved_by) == (policy.split("-")[0], f"policy:{policy}")
 
 
 def test_dest_only_move_is_kept_and_reported(reg: Registry) -> None:
