@@ -29,7 +29,6 @@ from typing import Any
 from bridge.adapters.base import OpenEntry
 from bridge.adapters.mlflow.once import create_once
 from bridge.adapters.mlflow.registry import (
-    _MD5_B64,
     ARTIFACT_TAG_PREFIX,
     COPY_CHUNK,
     DESCRIPTION_TAG,
@@ -37,13 +36,14 @@ from bridge.adapters.mlflow.registry import (
     MANIFEST_PATH,
     MAX_MODEL_PARAM_LEN,
     MAX_PARAMS_BYTES,
+    MD5_B64,
     PAGE,
     SOURCE_ID_TAG,
     SOURCE_URI_TAG,
-    _cut,
-    _safe_path,
+    cut_value,
     logged_model_name,
     md5_b64,
+    safe_entry_path,
 )
 from bridge.errors import RunError
 from bridge.faults import kill_point
@@ -196,7 +196,7 @@ class LoggedModelWriter:
         for key, value in flatten(art.metadata, self.store.mapping.flatten_separator):
             text = to_text(value)
             marker = self.store.mapping.marker(len(text), MANIFEST_PATH)
-            params.setdefault(sanitize_key(key), _cut(text, MAX_MODEL_PARAM_LEN, marker)[0])
+            params.setdefault(sanitize_key(key), cut_value(text, MAX_MODEL_PARAM_LEN, marker)[0])
         if len(json.dumps(params)) > MAX_PARAMS_BYTES:
             self._warn(
                 art.source_id or art.name,
@@ -218,7 +218,7 @@ class LoggedModelWriter:
         stored: dict[str, dict[str, Any]] = {}
         with tempfile.TemporaryDirectory(prefix="bridge-model-") as tmp:
             for entry, opener in files:
-                path = _safe_path(entry.path)
+                path = safe_entry_path(entry.path)
                 folder, name = posixpath.split(path)
                 local = Path(tmp) / name
                 md5, sha256, size = hashlib.md5(), hashlib.sha256(), 0
@@ -246,7 +246,7 @@ class LoggedModelWriter:
         problem = None
         if entry.size is not None and got["size"] != entry.size:
             problem = f"size {got['size']} bytes, manifest says {entry.size}"
-        elif entry.digest and _MD5_B64.match(entry.digest) and got["md5"] != entry.digest:
+        elif entry.digest and MD5_B64.match(entry.digest) and got["md5"] != entry.digest:
             problem = f"MD5 {got['md5']}, manifest says {entry.digest}"
         if problem is None:
             return
@@ -268,7 +268,7 @@ class LoggedModelWriter:
         for entry in doc["manifest"]:
             entry.pop("local_path", None)
             try:
-                path = _safe_path(entry["path"])
+                path = safe_entry_path(entry["path"])
             except RunError:
                 continue
             if path in stored:

@@ -42,7 +42,7 @@ COPY_CHUNK = 1024 * 1024
 
 _ALIAS_CHARS = re.compile(r"[\w\-]+")
 _VERSION_ALIAS = re.compile(r"[vV]\d+")
-_MD5_B64 = re.compile(r"^[A-Za-z0-9+/]{22}==$")
+MD5_B64 = re.compile(r"^[A-Za-z0-9+/]{22}==$")
 _LOGGED_MODEL_BAD = re.compile(r"[/:.%\"']")
 _GLOBAL_URI_LOCK = threading.Lock()
 
@@ -118,14 +118,14 @@ def _quote(value: str) -> str | None:
     return None
 
 
-def _cut(value: str, limit: int, marker: str) -> tuple[str, bool]:
+def cut_value(value: str, limit: int, marker: str) -> tuple[str, bool]:
     if len(value) <= limit:
         return value, False
     return value[: limit - len(marker)] + marker, True
 
 
 @contextmanager
-def _global_tracking_uri(uri: str, kind: str) -> Iterator[None]:
+def global_tracking_uri(uri: str, kind: str) -> Iterator[None]:
     """MLflow's SQL registry store resolves ``models:/<id>`` with ``MlflowClient()``, i.e.
     the process-global tracking URI: point it at our store for the duration (one at a
     time; restored exactly, environment variable included). Servers need nothing."""
@@ -149,11 +149,11 @@ def _global_tracking_uri(uri: str, kind: str) -> Iterator[None]:
                 os.environ["MLFLOW_TRACKING_URI"] = saved_env
 
 
-def _error_code(exc: BaseException) -> str | None:
+def error_code(exc: BaseException) -> str | None:
     return getattr(exc, "error_code", None)
 
 
-def _safe_path(path: str) -> str:
+def safe_entry_path(path: str) -> str:
     """A manifest entry path, checked by the shared guard (PathRefused if it escapes)."""
     return check_relpath(path, "artifact entry path")
 

@@ -21,9 +21,9 @@ from bridge.adapters.mlflow.registry import (
     MANIFEST_PATH,
     PAGE,
     SOURCE_ID_TAG,
-    _safe_path,
     model_id_of,
     runs_uri_run_id,
+    safe_entry_path,
     search_versions,
 )
 from bridge.schema import ArtifactVersion, ManifestEntry, ModelVersion, RegisteredModel
@@ -202,7 +202,7 @@ class RegistryReader:
             if entry.local_path:
                 return open(entry.local_path, "rb")
             raise FileNotFoundError(f"artifact {art.name}: no content for {entry.path!r}")
-        path = _safe_path(entry.path)
+        path = safe_entry_path(entry.path)
         local = local_dir(str(root))
         if local is not None:
             if not (local / path).is_file():

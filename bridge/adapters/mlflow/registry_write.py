@@ -6,7 +6,7 @@ is how a version created just before a crash is recognised instead of created tw
 
 Verified with MLflow 3.17 (see tests/test_mlflow_registry.py): ``create_model_version(
 source="models:/<id>")`` on a *direct* SQL store resolves the id with the process-global
-tracking URI (:func:`~bridge.adapters.mlflow.registry._global_tracking_uri` points it at
+tracking URI (:func:`~bridge.adapters.mlflow.registry.global_tracking_uri` points it at
 this store for that call); through a server the call needs ``model_id`` too, and the server
 tags the logged model ``mlflow.modelVersions`` itself (direct SQL stores do not: we add it).
 """
@@ -25,10 +25,10 @@ from bridge.adapters.mlflow.registry import (
     SOURCE_ID_TAG,
     SOURCE_URI_TAG,
     SOURCE_VERSION_TAG,
-    _cut,
-    _error_code,
-    _global_tracking_uri,
     alias_problem,
+    cut_value,
+    error_code,
+    global_tracking_uri,
     model_id_of,
     runs_uri_run_id,
     sanitize_model_name,
@@ -80,7 +80,7 @@ class RegisteredModelWriter:
         try:
             rm = self.client.get_registered_model(name)
         except MlflowException as exc:
-            if _error_code(exc) in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+            if error_code(exc) in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
                 return None
             raise
         versions = []
@@ -119,7 +119,7 @@ class RegisteredModelWriter:
     def _fit(self, value: str, source_id: str, what: str) -> str:
         """``value`` cut to MLflow's 5000 characters with the marker (reported)."""
         marker = self.store.mapping.marker(len(value), "the source")
-        out, cut = _cut(value, MAX_REGISTRY_TAG_LEN, marker)
+        out, cut = cut_value(value, MAX_REGISTRY_TAG_LEN, marker)
         if cut:
             self._warn(
                 source_id,
@@ -150,7 +150,7 @@ class RegisteredModelWriter:
             )
             return
         except MlflowException as exc:
-            if _error_code(exc) != "RESOURCE_ALREADY_EXISTS":
+            if error_code(exc) != "RESOURCE_ALREADY_EXISTS":
                 raise
         rm = self.client.get_registered_model(name)
         if (rm.description or None) != description:
@@ -179,7 +179,7 @@ class RegisteredModelWriter:
             description = self._fit(version.description, version.source_id, "description")
         model_id = model_id_of(location)
         run_id = runs_uri_run_id(location) or run_dest_id
-        with _global_tracking_uri(self.store.target, self.store.kind):
+        with global_tracking_uri(self.store.target, self.store.kind):
             mv = create_once(
                 self.store.kind,
                 lambda: self.client.create_model_version(
@@ -231,5 +231,5 @@ class RegisteredModelWriter:
         try:
             self.client.delete_registered_model_alias(name, alias)
         except MlflowException as exc:
-            if _error_code(exc) not in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+            if error_code(exc) not in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
                 raise
