@@ -24,6 +24,7 @@ from bridge.adapters.mlflow.from_wandb import is_wandb_import
 from bridge.adapters.mlflow.reader import MlflowReader
 from bridge.adapters.mlflow.render import experiment_tags
 from bridge.adapters.mlflow.writer import MlflowWriter
+from bridge.errors import RunError
 from bridge.schema import Project, RegisteredModel, Run, RunHeader
 
 #: What the writer rendered for this run before the refactor (commit e9d51ed).
@@ -155,6 +156,8 @@ def test_features_declared(writer: MlflowWriter, tmp_path: Path) -> None:
         assert not hasattr(reader, write)  # readers never write
     model = RegisteredModel(source_id="mlflow:x#registered-model/clf", name="clf")
     assert writer.version_of(model, "mlflow:x#registered-model/clf/3") == ("clf", "3")
+    with pytest.raises(RunError, match="not a version of"):
+        writer.version_of(model, "mlflow:x#registered-model/other/3")
     header = RunHeader(
         source_id="mlflow:x#r1",
         native_id="r1",

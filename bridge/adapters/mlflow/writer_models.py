@@ -12,6 +12,7 @@ from bridge.adapters.base import DestRegisteredModel, OpenEntry
 from bridge.adapters.features import LoggedModels, ModelRegistry
 from bridge.adapters.mlflow import kinds
 from bridge.adapters.mlflow.registry import alias_problem
+from bridge.errors import RunError
 from bridge.schema import ArtifactVersion, ManifestEntry, ModelVersion, RegisteredModel
 
 
@@ -74,4 +75,8 @@ class ModelFeatures(LoggedModels, ModelRegistry):
 
     def version_of(self, model: RegisteredModel, version_source_id: str) -> tuple[str, str]:
         """An MLflow source's version ``<model source id>/<number>``: (its name, number)."""
-        return model.name, version_source_id.rsplit("/", 1)[1]
+        prefix = f"{model.source_id}/"
+        number = version_source_id[len(prefix) :]
+        if not version_source_id.startswith(prefix) or not number.isdigit():
+            raise RunError(f"{version_source_id!r} is not a version of {model.source_id}")
+        return model.name, number
