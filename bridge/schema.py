@@ -8,9 +8,42 @@ never grows with the length of a history.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+
+@dataclass(frozen=True)
+class SourceId:
+    """A recorded source identity: the kind of backend an object came from and its path
+    there, e.g. ``wandb:ENTITY/PROJECT/RUN``, ``mlflow:URI#RUN``, ``tensorboard:/LOGDIR#RUN``.
+
+    Records carry the serialized form (``str(SourceId(...))``, ``KIND:PATH``): it is what
+    destinations and the state store record (the ``bridge.source_id`` tag, W&B config
+    ``_bridge.*``, state keys), so its spelling never changes. Adapters build and parse
+    identities here only, and decide by :attr:`kind`, never by string prefixes.
+    """
+
+    kind: str  # the adapter kind that read the object: "wandb", "mlflow", "tensorboard"...
+    path: str  # the object's place in that backend, in the adapter's own spelling
+
+    @classmethod
+    def parse(cls, text: str | None) -> SourceId:
+        """The identity a serialized source id spells; kind "" when it names none."""
+        if not text or ":" not in text:
+            return cls("", text or "")
+        kind, _, path = text.partition(":")
+        return cls(kind, path)
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.path}" if self.kind else self.path
+
+
+def source_kind(source_id: str | None) -> str:
+    """The kind a serialized source id records ("" when none): ``SourceId.parse(..).kind``."""
+    return SourceId.parse(source_id).kind
+
 
 RunStatus = Literal["FINISHED", "FAILED", "KILLED", "RUNNING"]
 

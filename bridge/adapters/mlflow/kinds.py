@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 
 from bridge.mapping import Mapping, default_mapping, load_mapping
-from bridge.schema import RegisteredModel
+from bridge.schema import RegisteredModel, SourceId
 
 WANDB = "wandb"
 MLFLOW = "mlflow"
@@ -33,11 +33,9 @@ _WANDB_LEGACY_REGISTRY = "model-registry"
 
 
 def source_kind(source_id: str | None) -> str:
-    """The kind part of a recorded source id ("wandb", "mlflow", "tensorboard"...);
-    "" when there is none."""
-    if not source_id or ":" not in source_id:
-        return ""
-    return source_id.split(":", 1)[0]
+    """The kind a recorded source id names ("wandb", "mlflow", "tensorboard"...; "" when
+    none): :class:`~bridge.schema.SourceId`'s ``kind``, the one parser of identities."""
+    return SourceId.parse(source_id).kind
 
 
 def from_wandb(source_id: str | None) -> bool:

@@ -51,6 +51,7 @@ from bridge.schema import (
     Project,
     Run,
     RunHeader,
+    SourceId,
 )
 
 SCHEME = "tensorboard"
@@ -92,7 +93,9 @@ class TensorboardReader(Reader):
             )
 
     def _project(self) -> Project:
-        return Project(source_id=f"{SCHEME}:{self.root}", name=self.root.name or str(self.root))
+        return Project(
+            source_id=str(SourceId(SCHEME, str(self.root))), name=self.root.name or str(self.root)
+        )
 
     def list_runs(self) -> Iterator[RunHeader]:
         wanted = set(self.options.run_ids)
@@ -123,7 +126,7 @@ class TensorboardReader(Reader):
             if not files:
                 continue
             yield RunHeader(
-                source_id=f"{SCHEME}:{self.root}#{rel}",
+                source_id=str(SourceId(SCHEME, f"{self.root}#{rel}")),
                 native_id=rel,
                 project=project,
                 name=rel,

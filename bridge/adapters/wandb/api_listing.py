@@ -11,6 +11,7 @@ from typing import Any
 from bridge.adapters.wandb import answers, edits
 from bridge.adapters.wandb.api_base import PAGE_SIZE, ApiAccess
 from bridge.adapters.wandb.edits import EDITABLE
+from bridge.adapters.wandb.ids import project_source_id
 from bridge.errors import BridgeError
 from bridge.schema import (
     Project,
@@ -68,7 +69,7 @@ class ApiListing(ApiAccess):
         api = self._client()
         for name in self._projects():
             project = Project(
-                source_id=f"wandb:{self._t.entity}/{name}", name=name, entity=self._t.entity
+                source_id=project_source_id(self._t.entity, name), name=name, entity=self._t.entity
             )
             path = f"{self._t.entity}/{name}"
             try:

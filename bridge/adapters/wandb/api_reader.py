@@ -21,6 +21,7 @@ from bridge.adapters.wandb.api_listing import STATES_OF, ApiListing
 from bridge.adapters.wandb.api_registry import ApiRegistry
 from bridge.adapters.wandb.api_run import STATUS, ApiRunBody
 from bridge.adapters.wandb.edits import EDITABLE
+from bridge.adapters.wandb.ids import wandb_path
 from bridge.adapters.wandb.server import DEFAULT_BASE_URL, api_key_for
 from bridge.errors import BridgeError, RunError
 from bridge.schema import (
@@ -41,7 +42,7 @@ class WandbApiReader(ApiListing, ApiRunBody, ApiRegistry, RegistrySource, Editab
     # ---- two-way (--two-way): what people edit, as listed ----------------------------
 
     def _run_path(self, header: RunHeader) -> str:
-        return str(header.locator.get("path") or header.source_id.removeprefix("wandb:"))
+        return str(header.locator.get("path") or wandb_path(header.source_id))
 
     def editable(self, header: RunHeader) -> Editable:
         """The run's notes and tags as this sync listed them (kept current by the W&B
@@ -55,7 +56,7 @@ class WandbApiReader(ApiListing, ApiRunBody, ApiRegistry, RegistrySource, Editab
     # ---- history ---------------------------------------------------------------------
 
     def iter_history(self, run: Run) -> Iterator[HistoryItem]:
-        path = run.header.locator.get("path") or run.header.source_id.removeprefix("wandb:")
+        path = run.header.locator.get("path") or wandb_path(run.header.source_id)
         try:
             yield from RunHistory(self, run, path).items()
         except (BridgeError, RunError):

@@ -14,6 +14,7 @@ from bridge.adapters.wandb.api_artifacts import ApiArtifacts
 from bridge.adapters.wandb.api_base import PAGE_SIZE, parse_time
 from bridge.adapters.wandb.bridged import layout_of, restore_run
 from bridge.adapters.wandb.history import is_number as _is_number
+from bridge.adapters.wandb.ids import wandb_path
 from bridge.adapters.wandb.key_scope import open_scoped
 from bridge.errors import BridgeError, RunError
 from bridge.schema import (
@@ -39,7 +40,7 @@ class ApiRunBody(ApiArtifacts):
     """The run body and its files."""
 
     def read_run(self, header: RunHeader) -> Run:
-        path = header.locator.get("path") or header.source_id.removeprefix("wandb:")
+        path = header.locator.get("path") or wandb_path(header.source_id)
         try:
             run = self._read_run(header, path)
         except BridgeError:

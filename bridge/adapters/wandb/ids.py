@@ -8,20 +8,35 @@ not known yet).
 
 from __future__ import annotations
 
+from bridge.schema import SourceId
+
+KIND = "wandb"  # the kind W&B identities record (SourceId.kind)
+
 
 def run_source_id(entity: str, project: str, run_id: str) -> str:
     """``wandb:ENTITY/PROJECT/RUN_ID`` (as in :class:`~bridge.schema.RunHeader`)."""
-    return f"wandb:{entity}/{project}/{run_id}"
+    return str(SourceId(KIND, f"{entity}/{project}/{run_id}"))
 
 
 def artifact_source_id(entity: str, project: str, name: str, digest: str) -> str:
     """``wandb:ENTITY/PROJECT/artifact/NAME@DIGEST`` for a version of collection ``NAME``
     logged into ``ENTITY/PROJECT`` (its source collection, never a registry link)."""
-    return f"wandb:{entity}/{project}/artifact/{name}@{digest}"
+    return str(SourceId(KIND, f"{entity}/{project}/artifact/{name}@{digest}"))
 
 
 def collection_source_id(entity: str, project: str, name: str) -> str:
     """``wandb:ENTITY/PROJECT/COLLECTION``: a registry collection (``PROJECT`` =
     ``wandb-registry-<registry>``, ``ENTITY`` = the organization's entity) or a legacy
     Model Registry portfolio (``PROJECT`` = ``model-registry``)."""
-    return f"wandb:{entity}/{project}/{name}"
+    return str(SourceId(KIND, f"{entity}/{project}/{name}"))
+
+
+def project_source_id(entity: str, project: str) -> str:
+    """``wandb:ENTITY/PROJECT`` (as in :class:`~bridge.schema.Project`)."""
+    return str(SourceId(KIND, f"{entity}/{project}"))
+
+
+def wandb_path(source_id: str) -> str:
+    """The W&B path (``ENTITY/PROJECT/...``) a W&B source id names; any other id as it is."""
+    sid = SourceId.parse(source_id)
+    return sid.path if sid.kind == KIND else source_id

@@ -19,6 +19,7 @@ from typing import IO, Any
 from bridge.adapters.base import Reader, ReaderOptions
 from bridge.adapters.wandb.bridged import layout_of, restore_run
 from bridge.adapters.wandb.history import absolute_folder_target
+from bridge.adapters.wandb.ids import project_source_id, run_source_id
 from bridge.adapters.wandb.offline_body import RunState
 from bridge.adapters.wandb.offline_folders import (
     FOLDER_RE,
@@ -154,13 +155,13 @@ class WandbOfflineReader(Reader):
                 or DEFAULT_PROJECT
             )
             project = Project(
-                source_id=f"wandb:{entity}/{project_name}",
+                source_id=project_source_id(entity, project_name),
                 name=project_name,
                 entity=entity or None,
             )
             name = next((r.display_name for r in reversed(runs) if r.display_name), None)
             yield RunHeader(
-                source_id=f"wandb:{entity}/{project_name}/{rid}",
+                source_id=run_source_id(entity, project_name, rid),
                 native_id=rid,
                 project=project,
                 name=name,

@@ -31,6 +31,7 @@ from typing import Any
 from bridge.adapters.base import DestRegisteredModel, DestRun, OpenEntry
 from bridge.adapters.features import LoggedModels, ModelRegistry, RunDeletion, RunEdits
 from bridge.adapters.wandb import edits
+from bridge.adapters.wandb.ids import wandb_path
 from bridge.adapters.wandb.layout import wandb_label
 from bridge.adapters.wandb.mapping import WandbMapping
 from bridge.adapters.wandb.offline_writer import WandbOfflineWriter
@@ -229,7 +230,7 @@ class WandbWriter(WandbRunWriter, RunDeletion, RunEdits, LoggedModels, ModelRegi
 
     def run_id_of(self, header: RunHeader) -> str:
         """``ENTITY/PROJECT/RUN_ID`` of a run the W&B API reader listed."""
-        rid = str(header.locator.get("path") or header.source_id.removeprefix("wandb:"))
+        rid = str(header.locator.get("path") or wandb_path(header.source_id))
         with self._edit_lock:
             self._headers[rid] = header
         return rid
@@ -302,5 +303,5 @@ class WandbWriter(WandbRunWriter, RunDeletion, RunEdits, LoggedModels, ModelRegi
     def version_of(self, model: RegisteredModel, version_source_id: str) -> tuple[str, str]:
         """(collection path, ``vN``) of a version the W&B API reader listed: aliases
         moved back go to the source's own collection, whatever this writer's mapping."""
-        path, _, label = version_source_id.removeprefix("wandb:").rpartition(":")
+        path, _, label = wandb_path(version_source_id).rpartition(":")
         return path, label
