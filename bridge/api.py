@@ -11,7 +11,7 @@ from bridge.cycles import record_cycle
 from bridge.engine.model import OnConflict, OnDelete, Plan
 from bridge.engine.sync import check_on_delete, run_sync
 from bridge.engine.two_way import check_two_way
-from bridge.engine.verify import VerifyReport, pair_scope, scope_for
+from bridge.engine.verify import VerifyReport, pair_scope, recorded_mapping, scope_for
 from bridge.errors import BridgeError
 from bridge.locks import LockHeld, pair_lock
 from bridge.state import StateStore
@@ -87,8 +87,9 @@ def sync(
             source_writer=source_writer,
         )
         if not dry_run:  # the scope `verify` checks by default
+            used = str(Path(mapping).resolve()) if mapping else None  # verify renders with it
             store.put_pair_filters(
-                reader.display_uri, writer.display_uri, pair_scope(reader.options)
+                reader.display_uri, writer.display_uri, pair_scope(reader.options, used)
             )
         return plan
 
@@ -139,6 +140,23 @@ def _use_mapping(writer: Writer, path: str) -> None:
     writer.load_mapping(Path(path))
 
 
+def _verify_mapping(
+    writer: Writer, given: str | None, store: StateStore, source_uri: str
+) -> str | None:
+    """Load into the writer the mapping its copy was made with, as sync does: the file
+    given, else the one the pair's last sync recorded; returns its path (None: defaults)."""
+    path = given or recorded_mapping(store, source_uri, writer.display_uri)
+    if path is None:
+        return None
+    if not given and not Path(path).is_file():
+        raise BridgeError(
+            f"the last sync of this pair used the mapping file {path}, which is gone; "
+            "give the same rules with --mapping FILE"
+        )
+    _use_mapping(writer, path)
+    return path
+
+
 def diff(source: str, dest: str, **kwargs: Any) -> Plan:
     """The plan a sync would carry out, with nothing written (no destination object, no state)."""
     kwargs["dry_run"] = True
@@ -153,10 +171,13 @@ def verify(
     workers: int = 4,
     digests: bool = False,
     reader_options: ReaderOptions | None = None,
+    mapping: str | None = None,
 ) -> VerifyReport:
     """Compare the destination copy of every source run in scope with its source; nothing
     is written. The scope: ``reader_options`` if given, else the filters of the pair's last
-    real sync (``report.scope`` says which).
+    real sync (``report.scope`` says which). The copy is rendered with ``mapping`` (the
+    file ``sync`` takes), else with the mapping file the pair's last sync recorded, else
+    with the writer's defaults (``report.mapping`` says which file).
 
     ``report.exit_code()`` is 1 when any run differs, has no copy (and was not left out on
     purpose) or could not be checked, else 0.
@@ -169,6 +190,7 @@ def verify(
     store = StateStore(state, read_only=True)
     try:
         scope = scope_for(store, reader.display_uri, writer.display_uri, reader_options)
+        used = _verify_mapping(writer, mapping, store, reader.display_uri)
         if scope.origin == "last sync":  # list what that sync listed
             reader.close()
             reader = open_reader(source, scope.options(workers))
@@ -180,7 +202,11 @@ def verify(
         finally:
             probe.close()
         writer.source_uri = reader.display_uri
-        return run_verify(reader, writer, store, workers=workers, digests=digests, scope=scope)
+        report = run_verify(reader, writer, store, workers=workers, digests=digests, scope=scope)
+        if used is not None:
+            report.mapping = used
+            report.scope += f"; mapping {used}" + ("" if mapping else " (of the last sync)")
+        return report
     finally:
         reader.close()
         writer.close()

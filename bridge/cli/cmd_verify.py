@@ -32,6 +32,11 @@ from bridge.errors import BridgeError
     show_default=True,
 )
 @click.option("--output", type=click.Path(dir_okay=False), help="Write the report to FILE.")
+@click.option(
+    "--mapping",
+    type=click.Path(dir_okay=False),
+    help="Mapping overrides (TOML) the sync used (default: the file the last sync recorded).",
+)
 def verify(
     source: str,
     dest: str,
@@ -41,6 +46,7 @@ def verify(
     as_json: bool,
     fmt: str,
     output: str | None,
+    mapping: str | None,
     **filters: Any,
 ) -> None:
     """Check that every source run in scope has a copy in DEST that matches SOURCE:
@@ -54,7 +60,13 @@ def verify(
     given = reader_options(workers, **filters) if any(filters.values()) else None
     try:
         result = api.verify(
-            source, dest, state=state_url, workers=workers, digests=digests, reader_options=given
+            source,
+            dest,
+            state=state_url,
+            workers=workers,
+            digests=digests,
+            reader_options=given,
+            mapping=mapping,
         )
     except BridgeError as exc:
         fail(str(exc))

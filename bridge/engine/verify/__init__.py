@@ -46,10 +46,12 @@ from bridge.engine.verify.report import (
 )
 from bridge.engine.verify.runs import BOOKKEEPING_KEYS, verify_run
 from bridge.engine.verify.scope import (
+    MAPPING_KEY,
     SCOPE_FIELDS,
     Scope,
     describe_filters,
     pair_scope,
+    recorded_mapping,
     scope_for,
 )
 from bridge.engine.verify.streams import (
@@ -68,6 +70,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BOOKKEEPING_KEYS",
     "FINDINGS",
+    "MAPPING_KEY",
     "SCOPE_FIELDS",
     "STATUS_ORDER",
     "HistoryStats",
@@ -85,6 +88,7 @@ __all__ = [
     "models_not_copied",
     "normalize_value",
     "pair_scope",
+    "recorded_mapping",
     "scope_for",
     "verify",
     "verify_models",

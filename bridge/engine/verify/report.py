@@ -63,6 +63,8 @@ class VerifyReport(BaseModel):
     #: Which source objects were checked and where that scope came from.
     scope: str = "every source run"
     filters: dict[str, Any] = Field(default_factory=dict)
+    #: The mapping file the writer rendered with (None: its default rules).
+    mapping: str | None = None
 
     @property
     def mismatches(self) -> list[Mismatch]:

@@ -42,9 +42,27 @@ _FLAGS = {
 }
 
 
-def pair_scope(options: ReaderOptions) -> dict[str, Any]:
-    """The scope fields of a sync's reader options, as the state store keeps them."""
-    return {name: getattr(options, name) for name in SCOPE_FIELDS}
+#: Where a real sync made with a mapping file records the file's absolute path, next to
+#: the pair's filters (absent when the sync used the default rules, so the stored filters
+#: of such a pair are unchanged); ``verify`` renders with it when given no mapping.
+MAPPING_KEY = "mapping"
+
+
+def pair_scope(options: ReaderOptions, mapping: str | None = None) -> dict[str, Any]:
+    """The scope fields of a sync's reader options (and the mapping file it used, if one),
+    as the state store keeps them."""
+    scope = {name: getattr(options, name) for name in SCOPE_FIELDS}
+    if mapping:
+        scope[MAPPING_KEY] = mapping
+    return scope
+
+
+def recorded_mapping(state: StateStore, source_uri: str, dest_uri: str) -> str | None:
+    """The mapping file the pair's last real sync used (None: the default rules, or none
+    recorded — a sync before this was kept did not record it)."""
+    remembered = state.pair_filters(source_uri, dest_uri) or {}
+    value = remembered.get(MAPPING_KEY)
+    return value if isinstance(value, str) and value else None
 
 
 def describe_filters(filters: dict[str, Any]) -> str:
@@ -93,4 +111,4 @@ def scope_for(
     remembered = state.pair_filters(source_uri, dest_uri)
     if remembered is None:
         return Scope({}, "none")
-    return Scope(remembered, "last sync")
+    return Scope({k: v for k, v in remembered.items() if k != MAPPING_KEY}, "last sync")
