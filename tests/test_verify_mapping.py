@@ -88,3 +88,35 @@ def test_verify_uses_the_mapping_the_last_sync_recorded(tmp_path: Path, stores: 
     Path(mapping).unlink()
     with pytest.raises(Exception, match="mapping.toml"):
         api.verify(source, dest, state=state, workers=2)
+
+
+# ------------------------------------------- bookkeeping keys: declared by each writer
+
+
+def test_writers_declare_their_bookkeeping_keys() -> None:
+    """Today's values, each writer naming its own (the engine names none)."""
+    from bridge.adapters.base import Writer
+    from bridge.adapters.mlflow.writer import MlflowWriter
+    from bridge.adapters.wandb.offline_writer import WandbOfflineWriter
+    from bridge.adapters.wandb.writer import WandbWriter
+
+    assert Writer.bookkeeping_keys == frozenset()
+    assert MlflowWriter.bookkeeping_keys == {
+        "bridge.fingerprint",
+        "bridge.complete",
+        "bridge.source_uri",
+    }
+    wandb_keys = {"_bridge.fingerprint", "_bridge.complete", "_bridge.source_uri"}
+    assert WandbWriter.bookkeeping_keys == wandb_keys
+    assert WandbOfflineWriter.bookkeeping_keys == wandb_keys
+
+
+def test_verify_skips_the_writers_bookkeeping_keys_only() -> None:
+    from bridge.engine.verify.report import RunVerify
+    from bridge.engine.verify.runs import _compare_values
+
+    rv = RunVerify(source_id="s", name="n", project="p")
+    want = {"bk.fingerprint": "a", "bridge.fingerprint": "a", "lr": "0.1"}
+    have = {"bk.fingerprint": "b", "lr": "0.1"}
+    assert _compare_values(rv, "tag", want, have, frozenset({"bk.fingerprint"})) == 2
+    assert [m.field for m in rv.mismatches] == ["tag:bridge.fingerprint"]

@@ -227,6 +227,10 @@ class Writer(ABC):
 
     scheme: str = ""
     capabilities: Capabilities = Capabilities()
+    #: The writer's own bookkeeping params/tags that change by design after a run is written
+    #: (fingerprint, completion marker) or name the source URI (which differs between reads
+    #: of the same run): ``verify`` never compares them. Each writer names its own.
+    bookkeeping_keys: frozenset[str] = frozenset()
 
     def __init__(self, target: str) -> None:
         self.target = target

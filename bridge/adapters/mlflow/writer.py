@@ -93,6 +93,7 @@ class MlflowWriter(
     """Writes runs into an MLflow tracking server or database."""
 
     scheme = "mlflow"
+    bookkeeping_keys = frozenset({FINGERPRINT_TAG, COMPLETE_TAG, SOURCE_URI_TAG})
 
     def __init__(
         self,

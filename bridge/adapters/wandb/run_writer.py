@@ -57,6 +57,7 @@ class WandbRunWriter(MappingRules, Writer):
     """The run-writing half both W&B writers share; subclasses add what their target can."""
 
     offline = False
+    bookkeeping_keys = frozenset({FINGERPRINT_KEY, COMPLETE_KEY, SOURCE_URI_KEY})
 
     def __init__(self, target: str, mapping: WandbMapping | None = None) -> None:
         super().__init__(target)

@@ -3,9 +3,10 @@
 ``verify`` reads both sides and compares, for each source run the state (or the
 destination's identity tag) maps to a destination run: that the run exists and is complete;
 the params/tags the writer renders for the source run against the destination's current
-values (bookkeeping tags that change by design excluded); per metric stream the point count
-and an order-independent checksum over (step, timestamp, value); and run files (presence,
-size, digest where both sides know it).
+values (the keys the writer declares bookkeeping, ``Writer.bookkeeping_keys``, which
+change by design, excluded); per metric stream the point count and an order-independent
+checksum over (step, timestamp, value); and run files (presence, size, digest where both
+sides know it).
 
 Which source runs: those of the pair's scope — the filters given to ``verify``, else the
 filters of the pair's last real sync (remembered in the state store), else every run. A
@@ -44,7 +45,7 @@ from bridge.engine.verify.report import (
     StreamSample,
     VerifyReport,
 )
-from bridge.engine.verify.runs import BOOKKEEPING_KEYS, verify_run
+from bridge.engine.verify.runs import verify_run
 from bridge.engine.verify.scope import (
     MAPPING_KEY,
     SCOPE_FIELDS,
@@ -68,7 +69,6 @@ if TYPE_CHECKING:
     from bridge.state import StateStore
 
 __all__ = [
-    "BOOKKEEPING_KEYS",
     "FINDINGS",
     "MAPPING_KEY",
     "SCOPE_FIELDS",

@@ -15,24 +15,19 @@ from bridge.engine.verify.streams import compare_history, history_stats
 from bridge.errors import NothingToImport
 from bridge.schema import RunHeader
 
-#: Tags/params that change by design after a run is written (or name the source URI,
-#: which differs between offline and online reads of the same run): never compared.
-BOOKKEEPING_KEYS = frozenset(
-    {
-        "bridge.fingerprint",
-        "bridge.complete",
-        "bridge.source_uri",
-        "_bridge.fingerprint",
-        "_bridge.complete",
-        "_bridge.source_uri",
-    }
-)
 
-
-def _compare_values(rv: RunVerify, kind: str, want: dict[str, str], have: dict[str, str]) -> int:
+def _compare_values(
+    rv: RunVerify,
+    kind: str,
+    want: dict[str, str],
+    have: dict[str, str],
+    bookkeeping: frozenset[str],
+) -> int:
+    """Compare rendered values with the destination's; the writer's bookkeeping keys
+    (:attr:`Writer.bookkeeping_keys`: they change by design) are never compared."""
     checked = 0
     for key, value in sorted(want.items()):
-        if key in BOOKKEEPING_KEYS:
+        if key in bookkeeping:
             continue
         checked += 1
         got = have.get(key)
@@ -131,8 +126,9 @@ def verify_run(ctx: VerifyContext, header: RunHeader) -> RunVerify:
         if parent is not None:
             run.parent_dest_id = parent.dest_id
     rendered = ctx.writer.render(run)
-    rv.params_checked = _compare_values(rv, "param", rendered.params, dest.params)
-    rv.tags_checked = _compare_values(rv, "tag", rendered.tags, dest.tags)
+    bookkeeping = ctx.writer.bookkeeping_keys
+    rv.params_checked = _compare_values(rv, "param", rendered.params, dest.params, bookkeeping)
+    rv.tags_checked = _compare_values(rv, "tag", rendered.tags, dest.tags, bookkeeping)
 
     src = history_stats(ctx.reader.iter_history(run), ctx.writer.capabilities.stores_infinity)
     dest_header = ctx.dest_header(dest_id)
