@@ -49,7 +49,7 @@ RunStatus = Literal["FINISHED", "FAILED", "KILLED", "RUNNING"]
 
 
 class Project(BaseModel):
-    """A W&B project / an MLflow experiment."""
+    """The container a tracker groups runs in (a project, an experiment, a log dir)."""
 
     source_id: str  # e.g. "wandb:ENTITY/PROJECT"
     name: str
@@ -62,7 +62,7 @@ class RunHeader(BaseModel):
     """What a reader lists cheaply: enough to decide whether a run needs reading at all."""
 
     source_id: str  # "wandb:ENTITY/PROJECT/RUN_ID" — stable across offline and online readers
-    native_id: str  # the backend's own run id (W&B run id, MLflow run uuid)
+    native_id: str  # the source's own run id (e.g. W&B run id, MLflow run uuid)
     project: Project
     name: str | None = None
     # Changes whenever anything about the run changes (new history, new files, edited
@@ -115,8 +115,9 @@ class ArtifactVersion(BaseModel):
     direction: Literal["logged", "used"] = "logged"
     source_id: str | None = None
     producer_source_id: str | None = None  # the run that logged it (source identity)
-    # Set when the content IS a folder of the producing run's files (MLflow ``runs:/ID/PATH``
-    # sources): once that run is copied, the copy of this folder is the content (no upload).
+    # Set when the content IS a folder of the producing run's files (the path inside that
+    # run, e.g. from MLflow's ``runs:/ID/PATH`` sources): once that run is copied, the copy
+    # of this folder is the content (no upload).
     run_path: str | None = None
     created_at_ms: int | None = None
     # Reader-private (API handles, download roots); opaque to the engine.
@@ -127,7 +128,7 @@ class ModelVersion(BaseModel):
     """One version of a registered model / registry collection, in source numbering."""
 
     source_id: str  # e.g. "wandb:ENTITY/wandb-registry-model/COLL:v3", "mlflow:URI#NAME/3"
-    index: int  # W&B vN -> N; MLflow version M -> M
+    index: int  # the source's own version number (e.g. W&B vN -> N; MLflow version M -> M)
     artifact: ArtifactVersion  # content + manifest (entries opened by Reader.open_artifact_entry)
     run_source_id: str | None = None  # the producing run's source identity, if any
     description: str | None = None
@@ -137,8 +138,8 @@ class ModelVersion(BaseModel):
 
 
 class RegisteredModel(BaseModel):
-    """A W&B Registry collection, a legacy Model Registry portfolio, or an MLflow
-    registered model, with every version in source order."""
+    """A named, versioned model in a source's registry (e.g. a W&B Registry collection or
+    legacy portfolio, an MLflow registered model), with every version in source order."""
 
     source_id: str  # "wandb:ENTITY/wandb-registry-model/COLL", "mlflow:URI#registered-model/N"
     name: str  # the source's own name (collection / portfolio / registered model)
@@ -175,7 +176,7 @@ class Run(BaseModel):
     metric_definitions: list[dict[str, Any]] = Field(default_factory=list)  # define_metric
     files: list[FileRef] = Field(default_factory=list)
     artifacts: list[ArtifactVersion] = Field(default_factory=list)
-    # Parent run (MLflow nested runs): the reader names the parent by source identity; the
+    # Parent run (nested runs): the reader names the parent by source identity; the
     # engine fills in the parent's destination id once the parent has been written.
     parent_source_id: str | None = None
     parent_dest_id: str | None = None
@@ -213,7 +214,9 @@ class ExtraValue(BaseModel):
     step: int
     timestamp: int  # epoch ms
     value_json: str  # the raw JSON the source logged
-    kind: str  # W&B "_type" (image-file, table-file, histogram ...) or "string"/"object"
+    # The source's own label for the value's type, in its words (e.g. W&B's "_type":
+    # image-file, table-file, histogram ...), else "string"/"object"; copied, not interpreted.
+    kind: str
     file: FileRef | None = None  # the media file, when the value points at one
 
 
