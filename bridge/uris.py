@@ -31,7 +31,11 @@ REGISTRY: dict[str, tuple[str | None, str | None, str]] = {
         "bridge.adapters.mlflow.writer:MlflowWriter",
         "mlflow:sqlite:///mlflow.db",
     ),
-    "tensorboard": ("bridge.adapters.tensorboard.reader:TensorboardReader", None, "tensorboard:./runs"),
+    "tensorboard": (
+        "bridge.adapters.tensorboard.reader:TensorboardReader",
+        None,
+        "tensorboard:./runs",
+    ),
 }
 
 
