@@ -120,3 +120,27 @@ def test_verify_skips_the_writers_bookkeeping_keys_only() -> None:
     have = {"bk.fingerprint": "b", "lr": "0.1"}
     assert _compare_values(rv, "tag", want, have, frozenset({"bk.fingerprint"})) == 2
     assert [m.field for m in rv.mismatches] == ["tag:bridge.fingerprint"]
+
+
+@pytest.mark.e2e
+def test_a_bridge_toml_pairs_mapping_reaches_verify(tmp_path: Path, stores: Path) -> None:
+    """`bridge mirror --config` with a pair's ``mapping = ...``; `bridge verify` of that
+    pair, given no mapping, renders with it (the sync recorded it)."""
+    import shutil
+
+    for name in ("src.db", "mapping.toml"):
+        shutil.copyfile(stores / name, tmp_path / name)
+    source = f"mlflow:sqlite:///{tmp_path / 'src.db'}"
+    dest = f"wandb-offline:{tmp_path / 'wdest'}"
+    state = str(tmp_path / "state.db")
+    config = tmp_path / "bridge.toml"
+    config.write_text(
+        f'state = "{state}"\n[[pair]]\nsource = "{source}"\ndest = "{dest}"\n'
+        'mapping = "mapping.toml"\n',
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(main, ["mirror", "--config", str(config), "--cycles", "1"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["verify", source, dest, "--state", state])
+    assert result.exit_code == 0, result.output
+    assert f"mapping {tmp_path / 'mapping.toml'} (of the last sync)" in result.output
