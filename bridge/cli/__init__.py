@@ -46,6 +46,7 @@ def main(verbose: bool) -> None:
       wandb-offline:DIR       W&B offline run folders (read from .wandb logs, no network)
       wandb:ENTITY/PROJECT    a W&B server through wandb.Api
       mlflow:TRACKING_URI     any MLflow store: sqlite:///f.db, http://host:5000, postgresql://...
+      tensorboard:LOGDIR      TensorBoard event files under LOGDIR (a source only)
     """
     disable_telemetry()
     _quiet_libraries()
