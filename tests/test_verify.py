@@ -19,6 +19,7 @@ from sdk_runs import make_offline_corpus
 
 from bridge import api
 from bridge.adapters.base import ReaderOptions
+from bridge.adapters.features import ModelRegistry
 from bridge.cli import main
 from bridge.engine.verify import (
     StreamStats,
@@ -494,7 +495,7 @@ def test_registered_model_without_copy_is_a_finding(pair: MlflowPair, tmp_path: 
     writer = open_writer(f"wandb-offline:{tmp_path / 'offline-dest'}")
     store = StateStore(str(tmp_path / "w-state.db"))
     try:
-        assert not writer.capabilities.registry
+        assert not isinstance(writer, ModelRegistry)
         report = run_verify(reader, writer, store, dest_reader=reader)
     finally:
         reader.close()

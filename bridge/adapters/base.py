@@ -68,12 +68,8 @@ class Capabilities(BaseModel):
     metrics_per_batch: int = 1000
     params_per_batch: int = 100
     tags_per_batch: int = 100
-    # Informational only: the engine checks the features instead (MetricReadBack,
-    # ModelRegistry, LoggedModels in bridge/adapters/features.py). Kept while adapters
-    # still set them and callers read them; nothing in the engine does.
-    reads_metric_points: bool = False
-    registry: bool = False
-    logged_models: bool = False
+    # Whether points read back, a registry or logged models exist is not a capability
+    # but a feature the adapter declares (bridge/adapters/features.py).
     max_alias_len: int | None = None
 
 

@@ -114,15 +114,12 @@ class MlflowWriter(
             immutable_params=True,
             stores_infinity=False,
             dedupes_metric_points=self.kind != "file",
-            reads_metric_points=True,
             max_param_len=MAX_PARAM_LEN,
             max_tag_len=MAX_TAG_LEN,
             max_key_len=250,
             metrics_per_batch=METRICS_PER_BATCH,
             params_per_batch=PARAMS_PER_BATCH,
             tags_per_batch=TAGS_PER_BATCH,
-            registry=True,
-            logged_models=True,
             max_alias_len=MAX_ALIAS_LEN,
         )
         self.logged_models = LoggedModelWriter(self)

@@ -70,15 +70,9 @@ class WandbRunWriter(MappingRules, Writer):
             stores_infinity=True,
             dedupes_metric_points=False,
             durable_flush=False,  # the SDK writes/uploads in the background
-            # Offline folders are read back by the bridge's own reader; a server's history
-            # may lag the SDK's uploads, so reading it back could miss points (online: no).
-            reads_metric_points=self.offline,
             metrics_per_batch=METRICS_PER_BATCH,
             params_per_batch=1000,
             tags_per_batch=1000,
-            # Online only: offline runs cannot link artifacts into a registry.
-            registry=not self.offline,
-            logged_models=not self.offline,
         )
         path, _, query = target.partition("?")
         params = urllib.parse.parse_qs(query)
