@@ -2,9 +2,10 @@
 
 The W&B writers (``layout`` and ``sink`` in this package, rules in
 ``mappings/mlflow-to-wandb.toml``) store what W&B has no field for in the run config
-(flat ``_bridge.*`` keys, the source's backend tags under ``mlflow_tags``) and make
-``_step`` a row counter, keeping each point's source step in a history column
-(``_bridge.step_key``, e.g. ``mlflow_step``). Both W&B readers (offline folders and the
+(flat ``_bridge.*`` keys, the source's backend tags under ``mlflow_tags`` — for another
+source kind the name its rules give, e.g. ``tensorboard_tags``) and make ``_step`` a row
+counter, keeping each point's source step in a history column (``_bridge.step_key``, e.g.
+``mlflow_step``). The rules are keyed on the source kind ``_bridge.source_id`` records. Both W&B readers (offline folders and the
 server) call these functions so such a run reads as the run that was written: source steps,
 original start/end time and status, clean config, the source's tags in ``extra_tags``.
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 import posixpath
 from typing import Any, cast, get_args
 
-from bridge.adapters.wandb.mapping import WandbMapping
+from bridge.adapters.wandb.mapping import WandbMapping, rules_for
 from bridge.schema import FileRef, Run, RunStatus
 
 BRIDGE_PREFIX = "_bridge."
@@ -53,14 +54,20 @@ _STATUSES = frozenset(get_args(RunStatus))
 
 def layout_of(config: dict[str, Any]) -> dict[str, str] | None:
     """``{"step_key": ..., "extra_tags_key": ...}`` for a bridge-written run, else None."""
-    if not isinstance(config.get(SOURCE_ID_KEY), str):
+    source_id = config.get(SOURCE_ID_KEY)
+    if not isinstance(source_id, str):
         return None
-    defaults = WandbMapping()
+    defaults = _defaults(source_id)
     step_key = config.get(STEP_KEY_KEY)
     return {
         "step_key": step_key if isinstance(step_key, str) and step_key else defaults.step_key,
         "extra_tags_key": defaults.extra_tags_config_key,
     }
+
+
+def _defaults(source_id: str | None) -> WandbMapping:
+    """The default rules the writer used for a run of the recorded source kind."""
+    return rules_for(WandbMapping(), source_id)
 
 
 def source_metric_key(key: str, step_key: str) -> str:
@@ -123,6 +130,8 @@ def restore_run(run: Run, layout: dict[str, str]) -> None:
     step_key = layout["step_key"]
     extra_key = layout["extra_tags_key"]
     cfg = run.config
+    source_id = cfg.get(SOURCE_ID_KEY)
+    mapping = _defaults(source_id if isinstance(source_id, str) else None)
     meta = {k[len(BRIDGE_PREFIX) :]: v for k, v in cfg.items() if _is_bookkeeping(k)}
     start, end = _int(meta.get("start_time_ms")), _int(meta.get("end_time_ms"))
     if start is not None:
@@ -145,7 +154,6 @@ def restore_run(run: Run, layout: dict[str, str]) -> None:
     # The source's backend tags; the bridge process's own environment is not the source's.
     run.extra_tags = {str(k): str(v) for k, v in extra.items()} if isinstance(extra, dict) else {}
     # W&B tags the writer derived from backend tags are in extra_tags already.
-    mapping = WandbMapping()
     run.tags = [
         t
         for t in run.tags

@@ -1,7 +1,7 @@
 """How a neutral run is laid out in a W&B run: the config document, the W&B fields, and
-the flat params/tags view the engine diffs (pure; rules in ``mappings/mlflow-to-wandb.toml``).
+the flat params/tags view the engine diffs (pure; rules in ``mappings/<kind>-to-wandb.toml``).
 
-Config = the source config, backend tags under ``mlflow_tags`` (the mapping's
+Config = the source config, backend tags under ``mlflow_tags`` (the run rules'
 ``extra_tags_config_key``) and flat ``_bridge.*`` keys: source id/URI, source run id,
 original start/end time (W&B always stamps "now"), status, then ``_bridge.fingerprint`` and
 ``_bridge.complete`` (written last, before ``finish``).

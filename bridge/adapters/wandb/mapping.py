@@ -7,6 +7,7 @@ history layout) are documented in that file too, so the whole mapping is in one 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from pathlib import Path
@@ -14,9 +15,12 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bridge.mapping import check_name_template, default_mapping, load_toml_model
+from bridge.schema import SourceId
 
 #: The shipped, documented copy of the defaults (package data).
 DEFAULT_WANDB_MAPPING_PATH = default_mapping("mlflow", "wandb")
+#: Source kinds written with the configured rules as they are (today's MLflow-shaped ones).
+AS_CONFIGURED = frozenset({"mlflow", "wandb"})
 #: Characters W&B refuses in project names.
 _BAD_PROJECT_CHARS = re.compile(r"[/\\#?%:]")
 MAX_PROJECT_LEN = 128
@@ -127,3 +131,33 @@ class WandbMapping(BaseModel):
 def load_wandb_mapping(path: Path | None = None) -> WandbMapping:
     """The defaults, overridden by the keys of the TOML file at ``path`` if given."""
     return load_toml_model(WandbMapping, path, "mappings/mlflow-to-wandb.toml")
+
+
+def rules_for(mapping: WandbMapping, source_id: str | None) -> WandbMapping:
+    """The rules for a run (or project) by the kind its recorded source id names:
+    ``mapping`` itself for MLflow and W&B sources. For another kind: the package's
+    ``<kind>-to-wandb.toml`` if it ships one, else the defaults with neutral names
+    (``<kind>_step``, ``<kind>_tags``, ``<kind>.`` tags kept out of W&B tags) — and over
+    either, whatever keys the user's ``--mapping`` file set."""
+    kind = SourceId.parse(source_id).kind
+    if kind in AS_CONFIGURED:
+        return mapping
+    explicit = {name: getattr(mapping, name) for name in mapping.model_fields_set}
+    return kind_defaults(kind).model_copy(update=explicit)
+
+
+@functools.lru_cache(maxsize=16)
+def kind_defaults(kind: str) -> WandbMapping:
+    """A source kind's default rules (see :func:`rules_for`); "" (no kind) as "source"."""
+    try:
+        shipped = default_mapping(kind, "wandb")
+    except ValueError:  # not a kind name a mapping file could have
+        shipped = None
+    if shipped is not None:
+        return load_wandb_mapping(shipped)
+    name = kind or "source"
+    return WandbMapping(
+        step_key=f"{name}_step",
+        extra_tags_config_key=f"{name}_tags",
+        wandb_tag_skip_prefixes=[f"{name}.", "bridge."],
+    )

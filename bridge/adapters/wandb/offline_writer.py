@@ -100,10 +100,11 @@ class WandbOfflineWriter(WandbRunWriter, MetricReadBack):
         counts: dict[str, int] = {}
         reader = self._reader([run_id])
         for _, run in self._read(project, [run_id]):
+            step_key = self._step_key(run.config)
             for item in reader.iter_history(run):
                 if isinstance(item, MetricChunk):
                     for _ in range(len(item)):
-                        self._count(counts, item.key)
+                        self._count(counts, item.key, step_key)
         return counts
 
     def read_metric_points(self, dest_id: str, keys: Collection[str]) -> Iterator[MetricChunk]:

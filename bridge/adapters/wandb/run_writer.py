@@ -26,6 +26,7 @@ from bridge.adapters.wandb import sdk
 from bridge.adapters.wandb.bridged import (
     SDK_FILES,
     SOURCE_FILES_DIR,
+    STEP_KEY_KEY,
 )
 from bridge.adapters.wandb.layout import (
     COMPLETE_KEY,
@@ -41,14 +42,19 @@ from bridge.adapters.wandb.layout import (
     fields_as_tags,
     render_doc,
 )
-from bridge.adapters.wandb.mapping import WandbMapping, load_wandb_mapping
+from bridge.adapters.wandb.mapping import (
+    AS_CONFIGURED,
+    WandbMapping,
+    load_wandb_mapping,
+    rules_for,
+)
 from bridge.adapters.wandb.sdk import LiveRun
 from bridge.adapters.wandb.server import api_key_for, base_url_of, first_param
 from bridge.adapters.wandb.sink import WandbMetricSink, source_metric_key, stored_metric_key
 from bridge.errors import BridgeError, RunError
 from bridge.mapping import flatten, to_text
 from bridge.paths import check_relpath, within
-from bridge.schema import Project, Run
+from bridge.schema import Project, Run, SourceId
 
 METRICS_PER_BATCH = 10_000
 
@@ -89,6 +95,10 @@ class WandbRunWriter(MappingRules, Writer):
         """Replace the default rules with the file's (``--mapping FILE``)."""
         self.mapping = load_wandb_mapping(path)
 
+    def rules(self, source_id: str | None) -> WandbMapping:
+        """The rules for a run or project by its recorded source kind (see ``rules_for``)."""
+        return rules_for(self.mapping, source_id)
+
     # ------------------------------------------------------------------ basics
 
     @property
@@ -107,7 +117,7 @@ class WandbRunWriter(MappingRules, Writer):
     def project_name(self, project: Project) -> str:
         if self._fixed_project:
             return self._fixed_project
-        return self.mapping.project_for(project.name, project.entity)
+        return self.rules(project.source_id).project_for(project.name, project.entity)
 
     def _project_id(self, name: str) -> str:
         return f"{self._entity}/{name}" if not self.offline else name
@@ -141,10 +151,19 @@ class WandbRunWriter(MappingRules, Writer):
             tags=fields_as_tags(fields),
         )
 
-    def _count(self, counts: dict[str, int], key: str) -> None:
-        if key.startswith("_") or key == self.mapping.step_key:
+    def _step_key(self, config: dict[str, Any]) -> str:
+        """The history step column of a written run: the one its config records, else the
+        rules' for its source kind."""
+        recorded = config.get(STEP_KEY_KEY)
+        if isinstance(recorded, str) and recorded:
+            return recorded
+        sid = config.get(SOURCE_ID_KEY)
+        return self.rules(sid if isinstance(sid, str) else None).step_key
+
+    def _count(self, counts: dict[str, int], key: str, step_key: str) -> None:
+        if key.startswith("_") or key == step_key:
             return
-        original = source_metric_key(key, self.mapping.step_key)
+        original = source_metric_key(key, step_key)
         counts[original] = counts.get(original, 0) + 1
 
     # ------------------------------------------------------------------ rendering
@@ -154,10 +173,10 @@ class WandbRunWriter(MappingRules, Writer):
         return Rendered(params=doc.params, tags=doc.tags, warnings=doc.warnings)
 
     def _render_doc(self, run: Run) -> Doc:
-        return render_doc(run, self.mapping, self.source_uri)
+        return render_doc(run, self.rules(run.header.source_id), self.source_uri)
 
     def run_id(self, run: Run) -> str:
-        return self.mapping.run_id_for(run.header.source_id)
+        return self.rules(run.header.source_id).run_id_for(run.header.source_id)
 
     # ------------------------------------------------------------------ live runs
 
@@ -203,8 +222,10 @@ class WandbRunWriter(MappingRules, Writer):
             extra = {"api_key": self._api_key(), "base_url": self.base_url}
         doc = self._render_doc(run) if run is not None else None
         if run is not None and doc is not None:
-            commit = run.git_commit or run.extra_tags.get("mlflow.source.git.commit")
-            remote = run.git_remote or run.extra_tags.get("mlflow.source.git.repoURL")
+            commit, remote = run.git_commit, run.git_remote
+            if SourceId.parse(source_id).kind in AS_CONFIGURED:  # MLflow's own git tags
+                commit = commit or run.extra_tags.get("mlflow.source.git.commit")
+                remote = remote or run.extra_tags.get("mlflow.source.git.repoURL")
             if commit:
                 extra["git_commit"] = commit
             if remote:
@@ -230,7 +251,7 @@ class WandbRunWriter(MappingRules, Writer):
                 allow_val_change=True,
                 settings=sdk.sdk_settings(**extra),
             )
-        step_key = self.mapping.step_key
+        step_key = self.rules(source_id).step_key
         sdk_run.define_metric(step_key, hidden=False)
         sdk_run.define_metric("*", step_metric=step_key)
         next_step = max(int(sdk_run.starting_step), prev_steps)
@@ -308,10 +329,8 @@ class WandbRunWriter(MappingRules, Writer):
 
     def metric_sink(self, dest_id: str) -> WandbMetricSink:
         live = self._get_live(dest_id)
-        return WandbMetricSink(live, self.mapping.step_key, self._stored_metric_key)
-
-    def _stored_metric_key(self, key: str) -> str:
-        return stored_metric_key(key, self.mapping.step_key)
+        step_key = self.rules(live.source_id).step_key
+        return WandbMetricSink(live, step_key, lambda key: stored_metric_key(key, step_key))
 
     def put_file(self, dest_id: str, path: str, stream: IO[bytes]) -> None:
         """Copy into the run's files dir and ``run.save(policy="now")`` it."""
@@ -353,7 +372,7 @@ class WandbRunWriter(MappingRules, Writer):
         live.run.config.update({COMPLETE_KEY: True}, allow_val_change=True)
         code = run.exit_code
         if code is None:
-            code = self.mapping.exit_codes.get(run.status, 1)
+            code = self.rules(run.header.source_id).exit_codes.get(run.status, 1)
         self._finish(live, code)
         with self._lock:
             self._live.pop(dest_id, None)

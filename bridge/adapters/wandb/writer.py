@@ -175,10 +175,12 @@ class WandbWriter(WandbRunWriter, RunDeletion, RunEdits, LoggedModels, ModelRegi
         so after an append it still holds the rows from before (the new ones re-sent)."""
         counts: dict[str, int] = {}
         r = self._api().run(dest_id)
+        config = r.config
+        step_key = self._step_key(config if isinstance(config, dict) else {})
         for row in r.scan_history(use_cache=False):
             for key, value in row.items():
                 if value is not None and isinstance(value, (int, float)):
-                    self._count(counts, key)
+                    self._count(counts, key, step_key)
         return counts
 
     def _server_next_step(self, dest_id: str) -> int:
