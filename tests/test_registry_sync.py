@@ -239,3 +239,34 @@ def test_registry_that_cannot_be_listed_keeps_the_runs_report(
     assert plan.exit_code() == 1
     assert [r.outcome for r in plan.runs] == ["done", "done"]
     assert any("registry endpoint down" in e for e in plan.errors)
+
+
+@pytest.mark.parametrize("how", ["policy", "resolve"])
+def test_alias_kept_in_dest_holds_until_a_side_moves(reg: Registry, how: str) -> None:
+    """A settled "take dest" on an alias (dest-wins, or `resolve --take dest`) holds: the
+    next plain sync leaves the kept alias where it is (neither side moved since), verify
+    does not report it as a mismatch; a later move at the source is written again."""
+    reg.sync()
+    reg.client.set_registered_model_alias(MODEL, "staging", "2")
+    reg.dst_client.create_model_version(MODEL, f"runs:/{reg.runs[0]}/model")  # dest v3
+    reg.dst_client.set_registered_model_alias(MODEL, "staging", "3")
+    if how == "policy":
+        assert reg.sync(on_conflict="dest-wins").exit_code() == 0
+    else:
+        assert reg.sync().exit_code() == 3
+        [open_conflict] = api.conflicts(state=reg.state)
+        api.resolve_conflict(open_conflict["id"], "dest", state=reg.state)
+        assert reg.sync().exit_code() == 0
+    assert reg.dest_aliases()["staging"] == "3"
+
+    plain = reg.sync()
+    assert plain.exit_code() == 0 and not plain.conflicts
+    assert _model_plan(plain).action == "unchanged", _model_plan(plain).aliases
+    assert reg.dest_aliases()["staging"] == "3"
+    checked = api.verify(reg.src, reg.dst, state=reg.state)
+    assert checked.exit_code() == 0, [m.model_dump() for m in checked.mismatches]
+
+    reg.client.set_registered_model_alias(MODEL, "staging", "1")  # the source moves again
+    moved = reg.sync()
+    assert moved.exit_code() == 0 and not moved.conflicts
+    assert reg.dest_aliases()["staging"] == "1"

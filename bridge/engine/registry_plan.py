@@ -191,6 +191,11 @@ def _plan_aliases(
         dest_moved = synced is not None and now != synced[1]
         if synced is None and now is not None:
             dest_moved = True  # set in the destination by someone else
+        if not source_moved and not dest_moved:
+            # The baseline records the destination's value although the source's version
+            # maps elsewhere: an earlier "take dest" settled it, and it holds until one
+            # side moves again (as a run field's kept value does).
+            continue
         back_to_source = ctx.two_way and ctx.features.source_registry is not None
         if dest_moved and not source_moved and back_to_source:
             back = {label: sid for sid, label in mapped.items()}

@@ -131,12 +131,12 @@ def settle_choice(
     ctx: SyncContext,
     settled: dict[str, Resolution],
     conflict: Conflict,
-    decided: list[tuple[Conflict, str]] | None = None,
+    decided: list[tuple[Conflict, str]],
 ) -> tuple[str, str] | None:
     """(side, by whom) for a conflict outside run params/tags (aliases, two-way edits): an
     earlier resolution of exactly these values, else the pair's policy, else None (the
-    conflict stays open). A policy's settlement is put in ``decided`` for the caller to
-    record when it applies it; without ``decided`` it is recorded now (not in dry runs)."""
+    conflict stays open). Pure: a policy's settlement is put in ``decided`` for the caller
+    to record when it applies it (real passes only), never written here."""
     earlier = settled.get(conflict.field)
     if (
         earlier is not None
@@ -148,18 +148,7 @@ def settle_choice(
     if ctx.on_conflict not in ("source-wins", "dest-wins"):
         return None
     choice = ctx.on_conflict.split("-")[0]
-    if decided is not None:
-        decided.append((conflict, choice))
-    elif not ctx.dry_run:
-        ctx.state.resolve_conflict(
-            ctx.dest_uri,
-            conflict.source_id,
-            conflict.field,
-            conflict.source_value,
-            conflict.dest_value,
-            choice,
-            f"policy:{ctx.on_conflict}",
-        )
+    decided.append((conflict, choice))
     return choice, ctx.on_conflict
 
 

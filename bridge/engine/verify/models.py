@@ -76,6 +76,13 @@ def verify_models(
                     continue
                 rv.tags_checked += 1
                 want, have = mapped.get(version.source_id), dest.aliases.get(alias)
+                if (
+                    want is not None
+                    and want != have
+                    and _kept_dest(state, dest_uri, model.source_id, alias, version.source_id, have)
+                ):
+                    rv.notes.append(f"alias {alias!r} kept on {have} in the destination (settled)")
+                    continue
                 if want is not None and want != have:
                     rv.mismatches.append(
                         Mismatch(
@@ -90,3 +97,21 @@ def verify_models(
             rv.status = "mismatch"
         out.append(rv)
     return out
+
+
+def _kept_dest(
+    state: StateStore,
+    dest_uri: str,
+    model_source_id: str,
+    alias: str,
+    held: str,
+    have: str | None,
+) -> bool:
+    """True when a settled "take dest" keeps this alias where the destination has it: the
+    sync's baseline is (this source version, the kept destination version) and the latest
+    settlement of the alias chose the destination's value. The sync leaves it there until
+    one side moves, so verify does not report it as a mismatch."""
+    if have is None or state.get_aliases(dest_uri, model_source_id).get(alias) != (held, have):
+        return False
+    settled = state.resolutions(dest_uri, model_source_id).get(f"alias:{alias}")
+    return settled is not None and settled.choice == "dest" and settled.dest_value == have
