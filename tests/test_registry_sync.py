@@ -9,6 +9,7 @@ the only thing written next time; an alias moved on both sides is a conflict tha
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,15 @@ def test_alias_moved_on_both_sides_is_a_conflict_resolve_settles(reg: Registry) 
     assert api.conflicts(state=reg.state) == []
 
 
+def _state_rows(path: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table of the state store (a dry run must change none)."""
+    with sqlite3.connect(path) as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {
+            t: sorted(map(tuple, conn.execute(f'SELECT * FROM "{t}"')), key=repr) for t in tables
+        }
+
+
 @pytest.mark.parametrize("policy", ["dest-wins", "source-wins"])
 def test_alias_conflict_settled_by_policy_is_recorded(reg: Registry, policy: str) -> None:
     """A policy settles an alias moved on both sides; the settlement is recorded by a real
@@ -156,7 +166,10 @@ def test_alias_conflict_settled_by_policy_is_recorded(reg: Registry, policy: str
         finally:
             store.close()
 
+    before = _state_rows(reg.state)
+    assert any(before.values())  # the first sync's rows are there to compare
     dry = reg.sync(dry_run=True, on_conflict=policy)
+    assert _state_rows(reg.state) == before  # not a row of any state table written
     assert not dry.conflicts and [c.field for c in _model_plan(dry).resolved] == ["alias:staging"]
     assert recorded(dry) == {} and api.conflicts(state=reg.state) == []
     assert reg.dest_aliases()["staging"] == "3"
