@@ -55,6 +55,7 @@ from bridge.adapters.mlflow.history import (  # noqa: F401 - CHUNK_POINTS: named
     rest_metric_pages,
     sql_metric_chunks,
 )
+from bridge.adapters.mlflow.ids import object_source_id
 from bridge.adapters.mlflow.reader_check import (
     check_file_store,
     check_sql_tables,
@@ -235,7 +236,7 @@ class MlflowReader(MlflowStore, RunListing, Reader, RegistrySource, EditableSour
             },
         )
         if tags.get("mlflow.parentRunId"):
-            run.parent_source_id = f"{self.display_uri}#{tags['mlflow.parentRunId']}"
+            run.parent_source_id = object_source_id(self.display_uri, tags["mlflow.parentRunId"])
         if info.status not in _STATUS:
             run.status_reason = f"MLflow status {info.status}"
         run.artifacts = run_objects.datasets(mlrun) + run_objects.models(self.client, mlrun)

@@ -14,6 +14,7 @@ from bridge.adapters.mlflow import run_objects
 from bridge.adapters.mlflow.files import local_dir
 from bridge.adapters.mlflow.fingerprint import fingerprint_of, local_listing
 from bridge.adapters.mlflow.history import point_stats
+from bridge.adapters.mlflow.ids import object_source_id
 from bridge.errors import BridgeError
 from bridge.schema import Project, RunHeader
 
@@ -69,7 +70,7 @@ class RunListing:
     def project_of(self, exp: Any) -> Project:
         tags = dict(exp.tags or {})
         return Project(
-            source_id=f"{self.display_uri}#experiment:{exp.experiment_id}",
+            source_id=object_source_id(self.display_uri, f"experiment:{exp.experiment_id}"),
             name=exp.name,
             description=tags.get("mlflow.note.content") or None,
             tags={
@@ -132,7 +133,7 @@ class RunListing:
         info = run.info
         self._artifact_uris[info.run_id] = info.artifact_uri
         return RunHeader(
-            source_id=f"{self.display_uri}#{info.run_id}",
+            source_id=object_source_id(self.display_uri, info.run_id),
             native_id=info.run_id,
             project=project,
             name=info.run_name or None,

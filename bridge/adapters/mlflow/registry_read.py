@@ -17,6 +17,7 @@ from typing import IO, Any
 
 from bridge.adapters.base import ReaderOptions
 from bridge.adapters.mlflow.files import download_to_temp, local_dir
+from bridge.adapters.mlflow.ids import object_source_id
 from bridge.adapters.mlflow.registry import (
     MANIFEST_PATH,
     PAGE,
@@ -69,7 +70,7 @@ class RegistryReader:
         rm = self.client.get_registered_model(name)
         display = self.store.display_uri
         model = RegisteredModel(
-            source_id=f"{display}#registered-model/{name}",
+            source_id=object_source_id(display, f"registered-model/{name}"),
             name=name,
             description=rm.description or None,
             tags=_user_tags(rm.tags),
@@ -85,7 +86,7 @@ class RegistryReader:
 
     def _version(self, model: RegisteredModel, v: Any, aliases: list[str]) -> ModelVersion:
         number = int(v.version)
-        run_source_id = f"{self.store.display_uri}#{v.run_id}" if v.run_id else None
+        run_source_id = object_source_id(self.store.display_uri, v.run_id) if v.run_id else None
         artifact = self._artifact(model.name, v, number, aliases, run_source_id)
         return ModelVersion(
             source_id=f"{model.source_id}/{number}",
@@ -107,10 +108,10 @@ class RegistryReader:
         metadata: dict[str, Any] = {"source": source}
         skip: set[str] = set()
         if model_id is not None:
-            source_id = f"{display}#model/{model_id}"
+            source_id = object_source_id(display, f"model/{model_id}")
             metadata["model_id"] = model_id
         else:
-            source_id = f"{display}#version-source/{source}"
+            source_id = object_source_id(display, f"version-source/{source}")
         manifest: list[ManifestEntry] = []
         root: str | None = None
         try:
@@ -129,7 +130,7 @@ class RegistryReader:
             ]
         except Exception as exc:  # noqa: BLE001 - one unreadable source never stops a listing
             self.store.notices.add(
-                f"{display}#registered-model/{name}/{number}",
+                object_source_id(display, f"registered-model/{name}/{number}"),
                 "missing-file",
                 f"content of {name} version {number} ({source}) not listed: "
                 f"{type(exc).__name__}: {self.store._scrub(str(exc))}",
