@@ -25,7 +25,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from bridge import api
-from bridge.adapters.base import ReaderOptions
+from bridge.adapters.base import Notices, ReaderOptions
 from bridge.adapters.wandb.offline_reader import WandbOfflineReader
 from bridge.adapters.wandb.txlog import TxlogReader
 from bridge.adapters.wandb.writer import WandbMetricSink, WandbWriter, _Live
@@ -223,7 +223,7 @@ def test_a_row_the_sdk_drops_fails_the_run(tmp_path: Path, server: FakeWandbServ
     try:
         assert sdk_run.starting_step == 3
         live = _Live(run=sdk_run, dest_id=f"{ENTITY}/{PROJECT}/r1", source_id="s", next_step=0)
-        sink = WandbMetricSink(live, "mlflow_step", lambda k: k)
+        sink = WandbMetricSink(live, "mlflow_step", lambda k: k, Notices())
         sink.add(MetricChunk(key="y", steps=[0], timestamps=[T0], values=[1.0]))
         with pytest.raises(RunError, match="dropped"):
             sink.flush()

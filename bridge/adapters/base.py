@@ -205,10 +205,9 @@ class DestRegisteredModel(BaseModel):
 class MetricSink(ABC):
     """Buffers metric points across keys and writes them in destination-sized batches.
 
-    ``warnings`` collects what the sink had to bend (renamed keys ...); the engine reports it.
+    What a sink had to bend (renamed keys ...) it reports on its writer's ``notices``,
+    the one channel every report gets.
     """
-
-    warnings: list[Warning_]
 
     @abstractmethod
     def add(self, chunk: MetricChunk) -> None: ...

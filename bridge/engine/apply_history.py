@@ -89,7 +89,9 @@ def write_history(
                 kill_point("apply.history.after_extras")
         finally:
             os.unlink(extras.name)
-    plan.warnings.extend(sink.warnings)
+    # What the sink had to bend (renamed keys...), from the writer's notices channel: on
+    # the run's line here, before the points set aside (the order the report always had).
+    plan.warnings.extend(ctx.writer.notices.drain(plan.source_id))
     for key, count in sorted(non_finite.items()):
         plan.warnings.append(
             Warning_(

@@ -21,6 +21,7 @@ import functools
 import threading
 from typing import Any
 
+from bridge.adapters.base import Notices
 from bridge.adapters.mlflow.sink import MlflowMetricSink
 from bridge.faults import kill_point
 from bridge.schema import MetricChunk
@@ -42,8 +43,9 @@ class SqlBulkMetricSink(MlflowMetricSink):
         source_id: str,
         renames: dict[str, str],
         lock: threading.Lock,
+        notices: Notices,
     ) -> None:
-        super().__init__(None, run_id, source_id, renames, lock)
+        super().__init__(None, run_id, source_id, renames, lock, notices)
         from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric
         from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 

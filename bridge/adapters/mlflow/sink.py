@@ -9,7 +9,7 @@ import json
 import threading
 from typing import Any
 
-from bridge.adapters.base import MetricSink
+from bridge.adapters.base import MetricSink, Notices
 from bridge.adapters.mlflow.names import (
     BATCH_BYTES,
     KEY_MAP_ARTIFACT,
@@ -18,7 +18,7 @@ from bridge.adapters.mlflow.names import (
 )
 from bridge.faults import kill_point
 from bridge.mapping import sanitize_key
-from bridge.schema import MetricChunk, Warning_
+from bridge.schema import MetricChunk
 
 
 class MlflowMetricSink(MetricSink):
@@ -31,6 +31,7 @@ class MlflowMetricSink(MetricSink):
         source_id: str,
         renames: dict[str, str],
         lock: threading.Lock,
+        notices: Notices,
     ) -> None:
         from mlflow.entities import Metric
 
@@ -45,30 +46,26 @@ class MlflowMetricSink(MetricSink):
         self._buf: list[Any] = []
         self._bytes = 0
         self.points_sent = 0
-        #: sanitized-key / key-collision warnings, one per key, for the engine to report.
-        self.warnings: list[Warning_] = []
+        #: The writer's channel: sanitized-key / key-collision notices, one per key.
+        self._notices = notices
 
     def _key(self, key: str) -> tuple[str, int]:
         stored = sanitize_key(key)
         if stored != key:
             with self._lock:
                 self._renames[key] = stored
-            self.warnings.append(
-                Warning_(
-                    source_id=self.source_id,
-                    code="sanitized-key",
-                    message=f"metric key {key!r} is not allowed by MLflow; stored as {stored!r} "
-                    f"(see {KEY_MAP_ARTIFACT})",
-                )
+            self._notices.add(
+                self.source_id,
+                "sanitized-key",
+                f"metric key {key!r} is not allowed by MLflow; stored as {stored!r} "
+                f"(see {KEY_MAP_ARTIFACT})",
             )
         owner = self._owners.setdefault(stored, key)
         if owner != key:
-            self.warnings.append(
-                Warning_(
-                    source_id=self.source_id,
-                    code="key-collision",
-                    message=f"metric keys {owner!r} and {key!r} both map to {stored!r}",
-                )
+            self._notices.add(
+                self.source_id,
+                "key-collision",
+                f"metric keys {owner!r} and {key!r} both map to {stored!r}",
             )
         info = (stored, len(json.dumps(stored)) + METRIC_OVERHEAD_BYTES)
         self._keys[key] = info

@@ -8,10 +8,11 @@ import threading
 from collections.abc import Collection, Iterator
 from typing import Any
 
-from bridge.adapters.base import MetricSink
+from bridge.adapters.base import MetricSink, Notices
 from bridge.adapters.features import MetricReadBack
 from bridge.adapters.mlflow import metadata
 from bridge.adapters.mlflow.history import chunks_of_pages, rest_metric_pages, sql_metric_chunks
+from bridge.adapters.mlflow.ids import dest_run_source_id
 from bridge.adapters.mlflow.names import KEY_MAP_ARTIFACT
 from bridge.adapters.mlflow.sink import MlflowMetricSink
 from bridge.mapping import restore_key, sanitize_key
@@ -21,12 +22,13 @@ from bridge.schema import MetricChunk
 class MetricStorage(MetricReadBack):
     """Mixin of :class:`~bridge.adapters.mlflow.writer.MlflowWriter` (its ``client``,
     ``kind``, ``target``, ``_lock``, ``bulk_metrics``, ``_bulk_engine_obj`` and the
-    per-run ``_source_ids``/``_metric_renames``)."""
+    per-run ``_source_ids``/``_metric_renames``; its ``notices`` take the sinks' reports)."""
 
     client: Any
     kind: str
     target: str
     bulk_metrics: bool
+    notices: Notices
     _lock: threading.Lock
     _bulk_engine_obj: Any
     _source_ids: dict[str, str]
@@ -35,14 +37,14 @@ class MetricStorage(MetricReadBack):
     def metric_sink(self, dest_id: str) -> MetricSink:
         """Core bulk inserts when the URI is the database itself, ``log_batch`` otherwise."""
         with self._lock:
-            source_id = self._source_ids.get(dest_id, f"mlflow:{dest_id}")
+            source_id = self._source_ids.get(dest_id, dest_run_source_id(dest_id))
             renames = self._metric_renames.setdefault(dest_id, {})
         engine = self._bulk_engine()
         if engine is not None:
             from bridge.adapters.mlflow.bulk import SqlBulkMetricSink
 
-            return SqlBulkMetricSink(engine, dest_id, source_id, renames, self._lock)
-        return MlflowMetricSink(self.client, dest_id, source_id, renames, self._lock)
+            return SqlBulkMetricSink(engine, dest_id, source_id, renames, self._lock, self.notices)
+        return MlflowMetricSink(self.client, dest_id, source_id, renames, self._lock, self.notices)
 
     def _bulk_engine(self) -> Any:
         """A SQLAlchemy engine on the tracking database, for SQL stores whose dialect the

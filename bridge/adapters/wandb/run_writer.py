@@ -330,7 +330,9 @@ class WandbRunWriter(MappingRules, Writer):
     def metric_sink(self, dest_id: str) -> WandbMetricSink:
         live = self._get_live(dest_id)
         step_key = self.rules(live.source_id).step_key
-        return WandbMetricSink(live, step_key, lambda key: stored_metric_key(key, step_key))
+        return WandbMetricSink(
+            live, step_key, lambda k: stored_metric_key(k, step_key), self.notices
+        )
 
     def put_file(self, dest_id: str, path: str, stream: IO[bytes]) -> None:
         """Copy into the run's files dir and ``run.save(policy="now")`` it."""

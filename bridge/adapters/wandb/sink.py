@@ -12,10 +12,10 @@ import heapq
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from bridge.adapters.base import MetricSink
+from bridge.adapters.base import MetricSink, Notices
 from bridge.adapters.wandb.bridged import INTERNAL_HISTORY_KEYS, RENAMED_METRIC_PREFIX
 from bridge.adapters.wandb.sdk import LiveRun
-from bridge.schema import MetricChunk, Warning_
+from bridge.schema import MetricChunk
 
 #: Points buffered per sink before rows are sent even without a flush (memory bound).
 SINK_MAX_POINTS = 50_000
@@ -46,7 +46,9 @@ class WandbMetricSink(MetricSink):
     keep their source order (a key never appears twice in a row).
     """
 
-    def __init__(self, live: LiveRun, step_key: str, key_of: Callable[[str], str]) -> None:
+    def __init__(
+        self, live: LiveRun, step_key: str, key_of: Callable[[str], str], notices: Notices
+    ) -> None:
         self._live = live
         self._step_key = step_key
         self._key_of = key_of
@@ -54,20 +56,17 @@ class WandbMetricSink(MetricSink):
         self._n = 0
         self.rows_sent = 0
         self.points_sent = 0
-        self.warnings: list[Warning_] = []
+        self._notices = notices  # the writer's channel: one sanitized-key notice per key
         self._renamed: set[str] = set()
 
     def add(self, chunk: MetricChunk) -> None:
         stored = self._key_of(chunk.key)
         if stored != chunk.key and chunk.key not in self._renamed:
             self._renamed.add(chunk.key)
-            self.warnings.append(
-                Warning_(
-                    source_id=self._live.source_id,
-                    code="sanitized-key",
-                    message=f"metric key {chunk.key!r} is reserved in W&B history; "
-                    f"stored as {stored!r}",
-                )
+            self._notices.add(
+                self._live.source_id,
+                "sanitized-key",
+                f"metric key {chunk.key!r} is reserved in W&B history; stored as {stored!r}",
             )
         buf = self._buf.setdefault(stored, [])
         buf.extend(zip(chunk.steps, chunk.timestamps, chunk.values, strict=True))
