@@ -283,3 +283,25 @@ def test_alias_kept_in_dest_holds_until_a_side_moves(reg: Registry, how: str) ->
     moved = reg.sync()
     assert moved.exit_code() == 0 and not moved.conflicts
     assert reg.dest_aliases()["staging"] == "1"
+
+
+def test_alias_kept_by_dest_wins_follows_the_source_when_the_pair_runs_source_wins(
+    reg: Registry,
+) -> None:
+    """A policy's settlement yields to the other policy (as for runs): an alias kept by
+    dest-wins moves to the source's version once the pair syncs with source-wins."""
+    reg.sync()
+    reg.client.set_registered_model_alias(MODEL, "staging", "2")
+    reg.dst_client.create_model_version(MODEL, f"runs:/{reg.runs[0]}/model")  # dest v3
+    reg.dst_client.set_registered_model_alias(MODEL, "staging", "3")
+    assert reg.sync(on_conflict="dest-wins").exit_code() == 0
+    assert _model_plan(reg.sync(on_conflict="dest-wins")).action == "unchanged"
+    assert reg.dest_aliases()["staging"] == "3"
+
+    switched = reg.sync(on_conflict="source-wins")
+    assert switched.exit_code() == 0 and not switched.conflicts
+    assert [c.field for c in _model_plan(switched).resolved] == ["alias:staging"]
+    assert reg.dest_aliases()["staging"] == "2"
+    assert _model_plan(reg.sync()).action == "unchanged"
+    assert reg.dest_aliases()["staging"] == "2"
+    assert api.verify(reg.src, reg.dst, state=reg.state).exit_code() == 0

@@ -15,7 +15,7 @@ from bridge.adapters.features import ModelRegistry
 from bridge.engine.artifacts import transfer_bytes
 from bridge.engine.context import SyncContext
 from bridge.engine.model import AliasLine, Conflict, ModelPlan, VersionLine
-from bridge.engine.settle import settle_choice
+from bridge.engine.settle import honoured, settle_choice
 from bridge.schema import ModelVersion, RegisteredModel, Warning_
 
 
@@ -194,7 +194,24 @@ def _plan_aliases(
         if not source_moved and not dest_moved:
             # The baseline records the destination's value although the source's version
             # maps elsewhere: an earlier "take dest" settled it, and it holds until one
-            # side moves again (as a run field's kept value does).
+            # side moves again (as a run field's kept value does) or, if a policy settled
+            # it, until the pair runs the other policy.
+            earlier = settled.get(f"alias:{alias}")
+            if earlier is None or earlier.choice != "dest" or honoured(ctx, earlier):
+                continue
+            conflict = Conflict(
+                source_id=model.source_id,
+                field=f"alias:{alias}",
+                source_value=want,
+                dest_value=now,
+                synced_value=now,
+                reason=f"kept in the destination by {earlier.resolved_by}",
+            )
+            conflict.resolution = f"{ctx.on_conflict}: the alias follows the source"
+            line.note = conflict.resolution
+            intents.resolutions.append((conflict, "source"))
+            plan.resolved.append(conflict)
+            plan.aliases.append(line)
             continue
         back_to_source = ctx.two_way and ctx.features.source_registry is not None
         if dest_moved and not source_moved and back_to_source:
