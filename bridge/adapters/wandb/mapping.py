@@ -3,6 +3,10 @@
 ``mappings/mlflow-to-wandb.toml`` is the documented copy of these defaults; a user edits a
 copy and passes it to :func:`load_wandb_mapping`. The fixed rules (identity keys, files,
 history layout) are documented in that file too, so the whole mapping is in one place.
+
+Those are the rules for MLflow (and W&B) sources. A run of another source kind is written
+with :func:`rules_for`'s: the package's ``<kind>-to-wandb.toml`` when one ships
+(``tensorboard-to-wandb.toml``), else neutral ``<kind>_*`` names.
 """
 
 from __future__ import annotations
