@@ -70,6 +70,16 @@ def _defaults(source_id: str | None) -> WandbMapping:
     return rules_for(WandbMapping(), source_id)
 
 
+def written_step_key(config: dict[str, Any], mapping: WandbMapping) -> str:
+    """The history step column of a written run (raw config): the one its config records,
+    else that of ``mapping``'s rules for its source kind."""
+    recorded = config.get(STEP_KEY_KEY)
+    if isinstance(recorded, str) and recorded:
+        return recorded
+    source_id = config.get(SOURCE_ID_KEY)
+    return rules_for(mapping, source_id if isinstance(source_id, str) else None).step_key
+
+
 def source_metric_key(key: str, step_key: str) -> str:
     """The source's metric key for a history key the writer stored (``metric:_step``)."""
     if key.startswith(RENAMED_METRIC_PREFIX):

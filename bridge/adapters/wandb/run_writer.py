@@ -23,11 +23,7 @@ from typing import IO, Any
 from bridge.adapters.base import Capabilities, DestRun, Rendered, Writer
 from bridge.adapters.features import MappingRules
 from bridge.adapters.wandb import sdk
-from bridge.adapters.wandb.bridged import (
-    SDK_FILES,
-    SOURCE_FILES_DIR,
-    STEP_KEY_KEY,
-)
+from bridge.adapters.wandb.bridged import SDK_FILES, SOURCE_FILES_DIR, written_step_key
 from bridge.adapters.wandb.layout import (
     COMPLETE_KEY,
     FINGERPRINT_KEY,
@@ -152,13 +148,7 @@ class WandbRunWriter(MappingRules, Writer):
         )
 
     def _step_key(self, config: dict[str, Any]) -> str:
-        """The history step column of a written run: the one its config records, else the
-        rules' for its source kind."""
-        recorded = config.get(STEP_KEY_KEY)
-        if isinstance(recorded, str) and recorded:
-            return recorded
-        sid = config.get(SOURCE_ID_KEY)
-        return self.rules(sid if isinstance(sid, str) else None).step_key
+        return written_step_key(config, self.mapping)
 
     def _count(self, counts: dict[str, int], key: str, step_key: str) -> None:
         if key.startswith("_") or key == step_key:
