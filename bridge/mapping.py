@@ -29,8 +29,9 @@ import json
 import math
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from collections.abc import Mapping as AbcMapping
+from collections.abc import Set as AbcSet
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -62,6 +63,31 @@ def default_mapping(source_kind: str, dest_kind: str) -> Path | None:
     found = resources.files("bridge") / "mappings" / f"{source_kind}-to-{dest_kind}.toml"
     # A package installed as files (not zipped): the resource is a real path.
     return Path(str(found)) if found.is_file() and Path(str(found)).is_file() else None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def rules_by_kind(
+    configured: M, kind: str, as_configured: AbcSet[str], kind_defaults: Callable[[str], M]
+) -> M:
+    """A writer's rules for runs whose recorded source is of ``kind``: ``configured`` itself
+    for the kinds its rules were written for; for another kind that kind's defaults
+    (``kind_defaults``: its shipped file, else neutral names), with every key the user's
+    ``--mapping`` file set (``configured``'s explicitly set fields) laid over them."""
+    if kind in as_configured:
+        return configured
+    explicit = {name: getattr(configured, name) for name in configured.model_fields_set}
+    return kind_defaults(kind).model_copy(update=explicit)
+
+
+def shipped_mapping(source_kind: str, dest_kind: str) -> Path | None:
+    """:func:`default_mapping`, None also for a source kind no mapping file could be named
+    after (an identity recorded by something else)."""
+    try:
+        return default_mapping(source_kind, dest_kind)
+    except ValueError:
+        return None
 
 
 #: The shipped, documented copy of the W&B → MLflow defaults.
@@ -168,9 +194,6 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
         raise BridgeError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise BridgeError(f"{what} {path} is not valid TOML: {exc}") from exc
-
-
-M = TypeVar("M", bound=BaseModel)
 
 
 def load_toml_model(model: type[M], path: Path | None, reference: str) -> M:

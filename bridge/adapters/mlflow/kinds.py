@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 
-from bridge.mapping import Mapping, default_mapping, load_mapping
+from bridge.mapping import Mapping, load_mapping, rules_by_kind, shipped_mapping
 from bridge.schema import RegisteredModel, SourceId
 
 WANDB = "wandb"
@@ -48,18 +48,12 @@ def mapping_for(mapping: Mapping, kind: str) -> Mapping:
     For another kind: the package's ``<kind>-to-mlflow.toml`` if it ships one, else the
     defaults with that kind's neutral tag prefixes — and over either, whatever keys the
     user's ``--mapping`` file set."""
-    if kind in _AS_CONFIGURED:
-        return mapping
-    explicit = {name: getattr(mapping, name) for name in mapping.model_fields_set}
-    return _kind_defaults(kind).model_copy(update=explicit)
+    return rules_by_kind(mapping, kind, _AS_CONFIGURED, _kind_defaults)
 
 
 @functools.lru_cache(maxsize=16)
 def _kind_defaults(kind: str) -> Mapping:
-    try:
-        shipped = default_mapping(kind, MLFLOW)
-    except ValueError:  # not a kind name a mapping file could have
-        shipped = None
+    shipped = shipped_mapping(kind, MLFLOW)
     if shipped is not None:
         return load_mapping(shipped)
     prefix = f"{kind or 'source'}."

@@ -18,7 +18,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bridge.mapping import check_name_template, default_mapping, load_toml_model
+from bridge.mapping import (
+    check_name_template,
+    default_mapping,
+    load_toml_model,
+    rules_by_kind,
+    shipped_mapping,
+)
 from bridge.schema import SourceId
 
 #: The shipped, documented copy of the defaults (package data).
@@ -143,20 +149,13 @@ def rules_for(mapping: WandbMapping, source_id: str | None) -> WandbMapping:
     ``<kind>-to-wandb.toml`` if it ships one, else the defaults with neutral names
     (``<kind>_step``, ``<kind>_tags``, ``<kind>.`` tags kept out of W&B tags) — and over
     either, whatever keys the user's ``--mapping`` file set."""
-    kind = SourceId.parse(source_id).kind
-    if kind in AS_CONFIGURED:
-        return mapping
-    explicit = {name: getattr(mapping, name) for name in mapping.model_fields_set}
-    return kind_defaults(kind).model_copy(update=explicit)
+    return rules_by_kind(mapping, SourceId.parse(source_id).kind, AS_CONFIGURED, kind_defaults)
 
 
 @functools.lru_cache(maxsize=16)
 def kind_defaults(kind: str) -> WandbMapping:
     """A source kind's default rules (see :func:`rules_for`); "" (no kind) as "source"."""
-    try:
-        shipped = default_mapping(kind, "wandb")
-    except ValueError:  # not a kind name a mapping file could have
-        shipped = None
+    shipped = shipped_mapping(kind, "wandb")
     if shipped is not None:
         return load_wandb_mapping(shipped)
     name = kind or "source"
