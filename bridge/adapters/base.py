@@ -89,6 +89,8 @@ class ReaderOptions(BaseModel):
     # Folders under which file:// reference targets may be read (offline sources only).
     reference_roots: list[str] = Field(default_factory=list)
     include_deleted: bool = False  # MLflow: also read deleted runs
+    # Workspace item kinds to copy (traces, prompts, evaluation datasets): --no-traces ...
+    items: list[str] = Field(default_factory=lambda: ["trace", "prompt", "dataset"])
     workers: int = 4
 
 
@@ -304,6 +306,11 @@ class Writer(ABC):
     @abstractmethod
     def finish_run(self, dest_id: str, run: Run, fingerprint: str) -> None:
         """Set final status and end time, then write the completion marker (last)."""
+
+    def item_gap(self, kind: str) -> str:
+        """Why this destination does not store items of ``kind`` (traces, prompts,
+        datasets) — said once per pass with the count of items not copied."""
+        return f"{self.display_uri} cannot store {kind}s"
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients."""

@@ -18,6 +18,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
 
 from bridge.adapters.base import DestRegisteredModel, OpenEntry
 from bridge.schema import (
@@ -29,6 +32,7 @@ from bridge.schema import (
     RegisteredModel,
     RunHeader,
 )
+from bridge.schema_items import Item, ItemHeader, ItemKind
 
 # --------------------------------------------------------------------------- readers
 
@@ -47,6 +51,26 @@ class EditableSource(ABC):
     @abstractmethod
     def editable(self, header: RunHeader) -> Editable:
         """The run's editable fields as the source holds them now."""
+
+
+class ItemSource(ABC):
+    """Reader feature: workspace items beyond runs (traces, prompts, evaluation datasets).
+
+    The reader scopes them as it scopes runs: traces of the experiments in scope (and
+    ``options.since``), datasets linked to an experiment in scope, prompts of the whole
+    workspace. Which kinds a pass copies is the engine's choice (``--no-traces`` ...)."""
+
+    @abstractmethod
+    def item_kinds(self) -> set[ItemKind]:
+        """The kinds this source holds and can read."""
+
+    @abstractmethod
+    def list_items(self, kind: ItemKind) -> Iterator[ItemHeader]:
+        """Items of ``kind`` in scope, cheaply (fingerprints, not bodies)."""
+
+    @abstractmethod
+    def read_item(self, header: ItemHeader) -> Item:
+        """The whole item (a Trace, Prompt or EvalDataset, as ``header.kind`` says)."""
 
 
 # --------------------------------------------------------------------------- writers
@@ -174,3 +198,58 @@ class MappingRules(ABC):
     @abstractmethod
     def load_mapping(self, path: Path) -> None:
         """Replace the default rules with the file's (raise BridgeError naming the problem)."""
+
+
+class ItemLinks(ABC):
+    """What the engine knows of other objects' copies, for an item that links to them."""
+
+    @abstractmethod
+    def project(self, source_id: str) -> str | None:
+        """The destination container (experiment) id of a source project, None if none
+        exists (in a dry run it is not created)."""
+
+    @abstractmethod
+    def run(self, source_id: str) -> str | None:
+        """The destination run id of a source run, None if it was not copied (yet)."""
+
+    @abstractmethod
+    def model(self, source_id: str) -> str | None:
+        """The destination location of a source logged model / model artifact, or None."""
+
+
+class ItemChange(BaseModel):
+    """What writing one item would do to the destination, found by reading it (pure)."""
+
+    action: Literal["create", "update", "unchanged"]
+    dest_id: str | None = None  # the copy, when it exists
+    # For people: "+20 spans", "tag team: a -> b", "+1 assessment", "alias prod: v1 -> v2".
+    changes: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)  # what cannot be kept as-is, by name
+    payload: dict[str, Any] = Field(default_factory=dict)  # writer-private, for apply_item
+
+
+class ItemSink(ABC):
+    """Writer feature: stores workspace items; every copy carries its source identity
+    (a tag), so it is found again without state and never written twice."""
+
+    @abstractmethod
+    def item_kinds(self) -> set[ItemKind]:
+        """The kinds this destination can store."""
+
+    @abstractmethod
+    def find_item(self, header: ItemHeader, links: ItemLinks) -> str | None:
+        """The copy of this source item written earlier (by its identity tag), or None."""
+
+    @abstractmethod
+    def plan_item(self, item: Item, dest_id: str | None, links: ItemLinks) -> ItemChange:
+        """Compare the item with its copy (``dest_id``, None: no copy yet); write nothing."""
+
+    @abstractmethod
+    def apply_item(self, item: Item, change: ItemChange, links: ItemLinks) -> str:
+        """Write what ``change`` found (create or update only that); return the copy's id.
+        Idempotent: a crash half-way is finished by the next plan + apply."""
+
+    @abstractmethod
+    def read_item_back(self, kind: ItemKind, dest_id: str) -> Item | None:
+        """The copy as a neutral item, without this writer's bookkeeping (identity tags),
+        links named by source identity where known: what ``bridge verify`` digests."""

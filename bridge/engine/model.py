@@ -95,12 +95,30 @@ class ModelPlan(BaseModel):
         return sum(v.bytes_new for v in self.versions if v.action == "create")
 
 
+class ItemPlan(BaseModel):
+    """One workspace item (a trace, a prompt, an evaluation dataset) and what it gets."""
+
+    kind: str  # "trace", "prompt", "dataset"
+    source_id: str
+    name: str
+    action: Literal["create", "update", "unchanged", "skip"] = "unchanged"
+    dest_id: str | None = None
+    changes: list[str] = Field(default_factory=list)  # what create/update adds or changes
+    warnings: list[Warning_] = Field(default_factory=list)
+    outcome: Outcome = "pending"
+    error: str | None = None
+
+
 class Plan(BaseModel):
     source: str
     dest: str
     dry_run: bool
     runs: list[RunPlan] = Field(default_factory=list)
     models: list[ModelPlan] = Field(default_factory=list)
+    items: list[ItemPlan] = Field(default_factory=list)  # only those created/updated/failed
+    # Per item kind, how many the source listed and what became of them:
+    # {"trace": {"listed": 3, "create": 1, "unchanged": 2, "not-copied": 0}}.
+    item_counts: dict[str, dict[str, int]] = Field(default_factory=dict)
     errors: list[str] = Field(default_factory=list)  # problems not tied to one run
     # What the adapters reported (their ``notices``) that names no run or model of the plan.
     notices: list[Warning_] = Field(default_factory=list)
@@ -136,12 +154,14 @@ class Plan(BaseModel):
         return (
             [w for r in self.runs for w in r.warnings]
             + [w for m in self.models for w in m.warnings]
+            + [w for i in self.items for w in i.warnings]
             + list(self.notices)
         )
 
     def exit_code(self) -> int:
         """1 if any run or model failed (others still synced), else 3 on conflicts, else 0."""
         outcomes = [r.outcome for r in self.runs] + [m.outcome for m in self.models]
+        outcomes += [i.outcome for i in self.items]
         if self.errors or "failed" in outcomes:
             return 1
         if self.conflicts:
