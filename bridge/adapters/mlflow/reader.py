@@ -56,6 +56,7 @@ from bridge.adapters.mlflow.history import (  # noqa: F401 - CHUNK_POINTS: named
     sql_metric_chunks,
 )
 from bridge.adapters.mlflow.ids import object_source_id
+from bridge.adapters.mlflow.items import MlflowItemSource
 from bridge.adapters.mlflow.reader_check import (
     check_file_store,
     check_sql_tables,
@@ -99,7 +100,9 @@ _STATUS: dict[str, RunStatus] = {
 }
 
 
-class MlflowReader(MlflowStore, RunListing, Reader, RegistrySource, EditableSource):
+class MlflowReader(
+    MlflowStore, RunListing, Reader, RegistrySource, EditableSource, MlflowItemSource
+):
     """Reads experiments, runs, metric history and artifacts from an MLflow tracking store.
 
     Fingerprint (:meth:`fingerprint_of`): a hash of what ``search_runs`` already returns —

@@ -32,6 +32,7 @@ from bridge.adapters.base import (
 from bridge.adapters.features import FileLinks, MappingRules, RunDeletion, RunEdits
 from bridge.adapters.mlflow import dest_index, editable, kinds, metadata
 from bridge.adapters.mlflow import render as rendering
+from bridge.adapters.mlflow.items import MlflowItemSink
 from bridge.adapters.mlflow.logged_models import LoggedModelWriter
 from bridge.adapters.mlflow.names import (  # noqa: F401 - the writer's names, importable here
     COMPLETE_TAG,
@@ -89,6 +90,7 @@ class MlflowWriter(
     RunDeletion,
     RunEdits,
     MappingRules,
+    MlflowItemSink,
 ):
     """Writes runs into an MLflow tracking server or database."""
 
