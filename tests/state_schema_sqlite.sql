@@ -57,6 +57,15 @@ CREATE TABLE bridge_files (
 	digest VARCHAR(256) NOT NULL, 
 	PRIMARY KEY (dest_uri, source_id, path)
 );
+-- table bridge_items
+CREATE TABLE bridge_items (
+	dest_uri VARCHAR(512) NOT NULL, 
+	source_id VARCHAR(512) NOT NULL, 
+	kind VARCHAR(32) NOT NULL, 
+	dest_id VARCHAR(512) NOT NULL, 
+	fingerprint VARCHAR(256) NOT NULL, 
+	PRIMARY KEY (dest_uri, source_id)
+);
 -- table bridge_model_aliases
 CREATE TABLE bridge_model_aliases (
 	dest_uri VARCHAR(512) NOT NULL, 

@@ -10,13 +10,14 @@ lost state store costs time, never duplicates.
 
 Parts: ``tables`` (the stored format), ``migrate`` (creating and upgrading a store),
 ``sql`` (portable upserts), ``records`` (what callers get back), and one mixin per job
-(``runs``, ``conflicts``, ``pairs``, ``registry``, ``claims``) over ``base``.
+(``runs``, ``conflicts``, ``pairs``, ``registry``, ``claims``, ``items``) over ``base``.
 """
 
 from __future__ import annotations
 
 from bridge.state.migrate import OPEN_CONFLICT_INDEX
 from bridge.state.records import (
+    ItemMark,
     Resolution,
     RunState,
     conflict_key,
@@ -33,6 +34,7 @@ from bridge.state.tables import (
     digests_table,
     editable_table,
     files_table,
+    items_table,
     members_table,
     metadata,
     objects_table,
@@ -46,6 +48,7 @@ from bridge.state.tables import (
 
 __all__ = [
     "OPEN_CONFLICT_INDEX",
+    "ItemMark",
     "Resolution",
     "RunState",
     "StateStore",
@@ -59,6 +62,7 @@ __all__ = [
     "digests_table",
     "editable_table",
     "files_table",
+    "items_table",
     "members_table",
     "metadata",
     "normalize_state_url",

@@ -30,6 +30,14 @@ class RunState(BaseModel):
     written_tags: dict[str, str] = Field(default_factory=dict)
 
 
+class ItemMark(BaseModel):
+    """Where a workspace item's copy lives and the source fingerprint it was made from."""
+
+    kind: str
+    dest_id: str
+    fingerprint: str
+
+
 def default_state_url() -> str:
     """SQLite file in the user's state dir (platformdirs), one store for all pairs."""
     folder = Path(user_state_dir("tracking-bridge", appauthor=False))

@@ -181,3 +181,15 @@ claims_table = sa.Table(
     sa.Column("taken_at", sa.Float, nullable=False),
     sa.Column("heartbeat", sa.Float, nullable=False),
 )
+
+# Workspace items (traces, prompts, evaluation datasets) copied into a destination: where
+# each copy is and the source fingerprint it was last made from (equal: nothing to read).
+items_table = sa.Table(
+    "bridge_items",
+    metadata,
+    sa.Column("dest_uri", sa.String(512), primary_key=True),
+    sa.Column("source_id", sa.String(512), primary_key=True),  # ItemHeader.source_id
+    sa.Column("kind", sa.String(32), nullable=False),  # "trace", "prompt", "dataset"
+    sa.Column("dest_id", sa.String(512), nullable=False),
+    sa.Column("fingerprint", sa.String(256), nullable=False),
+)
