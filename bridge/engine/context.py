@@ -14,6 +14,8 @@ from bridge.adapters.base import DestRun, Reader, Rendered, Writer
 from bridge.adapters.features import (
     EditableSource,
     FileLinks,
+    ItemSink,
+    ItemSource,
     LoggedModels,
     MetricReadBack,
     ModelRegistry,
@@ -41,6 +43,8 @@ class Features:
     registry: ModelRegistry | None = None  # the destination's
     source_edits: RunEdits | None = None  # the writer opened on the source URI
     source_registry: ModelRegistry | None = None  # same writer: aliases moved back
+    item_source: ItemSource | None = None  # traces, prompts, datasets to read
+    item_sink: ItemSink | None = None  # the destination's: where they are written
 
     @classmethod
     def of(cls, reader: Reader, writer: Writer, source_writer: Writer | None) -> Features:
@@ -56,6 +60,8 @@ class Features:
             registry=writer if isinstance(writer, ModelRegistry) else None,
             source_edits=sw if isinstance(sw, RunEdits) else None,
             source_registry=sw if isinstance(sw, ModelRegistry) else None,
+            item_source=reader if isinstance(reader, ItemSource) else None,
+            item_sink=writer if isinstance(writer, ItemSink) else None,
         )
 
 
