@@ -79,6 +79,9 @@ class Filters(BaseModel):
     staging_dir: str | None = None
     models: list[str] = Field(default_factory=list)  # registered models; [] = all
     registry: bool = True
+    traces: bool = True  # MLflow 3 workspace items (--no-traces, --no-prompts, --no-datasets)
+    prompts: bool = True
+    datasets: bool = True
     download_references: bool = False
     reference_roots: list[str] = Field(default_factory=list)  # file:// targets read under
 
@@ -96,9 +99,17 @@ class Filters(BaseModel):
             staging_dir=opts.staging_dir,
             models=opts.registries,
             registry=opts.registry,
+            traces="trace" in opts.items,
+            prompts="prompt" in opts.items,
+            datasets="dataset" in opts.items,
             download_references=opts.download_references,
             reference_roots=opts.reference_roots,
         )
+
+
+def _item_flags(f: Filters) -> dict[str, bool]:
+    """Item kind -> copied, from a pair's filters."""
+    return {"trace": f.traces, "prompt": f.prompts, "dataset": f.datasets}
 
 
 class PairConfig(BaseModel):
@@ -136,6 +147,7 @@ class PairConfig(BaseModel):
             include_deleted=f.include_deleted,
             registries=f.models,
             registry=f.registry,
+            items=[k for k, on in _item_flags(f).items() if on],
             download_references=f.download_references,
             reference_roots=f.reference_roots,
         )

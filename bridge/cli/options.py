@@ -33,6 +33,9 @@ def reader_options(  # noqa: ANN202
     models: tuple[str, ...] = (),
     no_registry: bool = False,
     reference_roots: tuple[str, ...] = (),
+    no_traces: bool = False,
+    no_prompts: bool = False,
+    no_datasets: bool = False,
 ):
     from bridge.adapters.base import ReaderOptions
 
@@ -50,7 +53,14 @@ def reader_options(  # noqa: ANN202
         reference_roots=[str(Path(r).expanduser().resolve()) for r in reference_roots],
         registries=_split(models),
         registry=not no_registry,
+        items=item_kinds(no_traces, no_prompts, no_datasets),
     )
+
+
+def item_kinds(no_traces: bool, no_prompts: bool, no_datasets: bool) -> list[str]:
+    """The workspace item kinds a pass copies, after --no-traces/--no-prompts/--no-datasets."""
+    left_out = {"trace": no_traces, "prompt": no_prompts, "dataset": no_datasets}
+    return [kind for kind, dropped in left_out.items() if not dropped]
 
 
 COMMON = [
@@ -70,7 +80,12 @@ COMMON = [
     ),
     click.option("--runs", metavar="ID,...", multiple=True, help="Only these source run ids."),
     click.option("--entity", help="W&B offline: entity for runs whose log records none."),
-    click.option("--since", metavar="DATE", help="W&B: runs created or active since DATE (ISO)."),
+    click.option(
+        "--since",
+        metavar="DATE",
+        help="W&B: runs created or active since DATE (ISO); traces (MLflow 3) too: those "
+        "requested since DATE.",
+    ),
     click.option("--tag", "tags", metavar="TAG", multiple=True, help="W&B: runs with this tag."),
     click.option(
         "--run-state",
@@ -110,6 +125,9 @@ COMMON = [
         help="Only these registered models / registry collections (name, REGISTRY/NAME or glob).",
     ),
     click.option("--no-registry", is_flag=True, help="Do not copy registered models."),
+    click.option("--no-traces", is_flag=True, help="MLflow 3: do not copy traces."),
+    click.option("--no-prompts", is_flag=True, help="MLflow 3: do not copy prompts."),
+    click.option("--no-datasets", is_flag=True, help="MLflow 3: do not copy evaluation datasets."),
     click.option(
         "--full",
         is_flag=True,
@@ -187,4 +205,7 @@ VERIFY_FILTERS = {
     "include_deleted",
     "models",
     "no_registry",
+    "no_traces",
+    "no_prompts",
+    "no_datasets",
 }

@@ -14,6 +14,7 @@ from bridge.reporting.html_page import (
     project_heading,
     table,
 )
+from bridge.reporting.items import plan_items_html
 
 
 def _run_cells(run: RunPlan) -> list[str]:
@@ -54,6 +55,7 @@ def render_html(plan: Plan, streams: Streams | None = None) -> str:
     failed = sum(1 for r in plan.runs if r.outcome == "failed") + sum(
         1 for m in plan.models if m.outcome == "failed"
     )
+    failed += sum(1 for i in plan.items if i.outcome == "failed")
     body = [
         f"<h1>{e('Dry run — nothing written' if plan.dry_run else 'Sync report')}</h1>",
         f"<div class='uri'>{e(plan.source)} → {e(plan.dest)}</div>",
@@ -141,6 +143,7 @@ def render_html(plan: Plan, streams: Streams | None = None) -> str:
                 model_rows,
             )
         )
+    body += plan_items_html(plan)
     if plan.conflicts:
         body.append("<h2>Conflicts (left untouched)</h2>")
         rows = [

@@ -13,6 +13,7 @@ from bridge.reporting.html_page import (
     project_heading,
     table,
 )
+from bridge.reporting.items import verify_items_html
 
 
 def render_verify_html(report: VerifyReport) -> str:
@@ -97,5 +98,6 @@ def render_verify_html(report: VerifyReport) -> str:
             for m in mismatches
         ]
         body.append(table(["run", "field", "source", "destination", "detail"], rows))
+    body += verify_items_html(report)
     body += plot_section(report.streams(), "Mismatched metric streams")
     return page(f"Verify: {report.source} → {report.dest}", body)

@@ -7,6 +7,7 @@ from typing import Any
 
 from bridge.display import md_code
 from bridge.engine.model import ModelPlan, Plan, RunPlan
+from bridge.reporting.items import plan_items_dict, plan_items_markdown, plan_items_text
 from bridge.reporting.lines import md, text_lines
 
 
@@ -79,6 +80,7 @@ def as_dict(plan: Plan) -> dict[str, Any]:
             }
             for m in plan.models
         ],
+        **plan_items_dict(plan),
         "warnings": [w.model_dump() for w in plan.warnings],
         "conflicts": [c.model_dump() for c in plan.conflicts],
         "errors": plan.errors,
@@ -128,6 +130,7 @@ def as_text(plan: Plan) -> str:
         lines.append("registered models")
         for model in plan.models:
             lines.extend(model_lines(model))
+    lines.extend(plan_items_text(plan))
     if plan.conflicts:
         lines.append("conflicts (left untouched):")
         for c in plan.conflicts:
@@ -145,6 +148,7 @@ def as_text(plan: Plan) -> str:
     failed = sum(1 for r in plan.runs if r.outcome == "failed") + sum(
         1 for m in plan.models if m.outcome == "failed"
     )
+    failed += sum(1 for i in plan.items if i.outcome == "failed")
     lines.append(
         f"summary: {counts}; {sum(r.points_written for r in plan.runs)} points written; "
         f"{failed} failed; {len(plan.conflicts)} conflicts; {len(plan.warnings)} warnings"
@@ -186,6 +190,7 @@ def as_markdown(plan: Plan) -> str:
                 f"| {md_code(m.source_id)} | {md(m.dest_name)} | {m.action} | {m.outcome} "
                 f"| {md(versions)} ({m.bytes_new} bytes) | {md(aliases)} |"
             )
+    out += plan_items_markdown(plan)
     if plan.conflicts:
         out += [
             "",

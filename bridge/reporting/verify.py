@@ -8,6 +8,7 @@ from typing import Any
 
 from bridge.display import md_code
 from bridge.engine.verify import VerifyReport
+from bridge.reporting.items import verify_items_dict, verify_items_markdown, verify_items_text
 from bridge.reporting.lines import md, text_lines
 
 
@@ -24,6 +25,7 @@ def verify_as_dict(report: VerifyReport) -> dict[str, Any]:
         "files_checked": sum(r.files_checked for r in report.runs),
         "runs": [r.model_dump(exclude={"mismatches"}) for r in report.runs],
         "mismatches": [m.model_dump() for m in report.mismatches],
+        **verify_items_dict(report),
         "errors": report.errors,
     }
 
@@ -48,6 +50,7 @@ def verify_as_text(report: VerifyReport) -> str:
                 f"  {m.source_id} {m.field}: source={m.source_value!r} "
                 f"dest={m.dest_value!r}{detail}"
             )
+    lines.extend(verify_items_text(report))
     for err in report.errors:
         lines.append(f"error: {err}")
     lines.append(
@@ -81,6 +84,7 @@ def verify_as_markdown(report: VerifyReport) -> str:
             )
     else:
         out.append("No mismatches.")
+    out += verify_items_markdown(report)
     return "\n".join(out) + "\n"
 
 

@@ -6,7 +6,8 @@ the params/tags the writer renders for the source run against the destination's 
 values (the keys the writer declares bookkeeping, ``Writer.bookkeeping_keys``, which
 change by design, excluded); per metric stream the point count and an order-independent
 checksum over (step, timestamp, value); and run files (presence, size, digest where both
-sides know it).
+sides know it). Workspace items (traces, prompts, evaluation datasets) are compared by
+content digest, source item against the copy the writer reads back (``verify/items.py``).
 
 Which source runs: those of the pair's scope — the filters given to ``verify``, else the
 filters of the pair's last real sync (remembered in the state store), else every run. A
@@ -35,10 +36,12 @@ from bridge.adapters.base import ReaderOptions
 from bridge.engine.context import Features
 from bridge.engine.text import one_line
 from bridge.engine.verify.context import VerifyContext, mapped_dest
+from bridge.engine.verify.items import verify_items
 from bridge.engine.verify.models import models_not_copied, verify_models
 from bridge.engine.verify.report import (
     FINDINGS,
     STATUS_ORDER,
+    ItemVerify,
     Mismatch,
     RunStatusV,
     RunVerify,
@@ -74,6 +77,7 @@ __all__ = [
     "SCOPE_FIELDS",
     "STATUS_ORDER",
     "HistoryStats",
+    "ItemVerify",
     "Mismatch",
     "RunStatusV",
     "RunVerify",
@@ -91,6 +95,7 @@ __all__ = [
     "recorded_mapping",
     "scope_for",
     "verify",
+    "verify_items",
     "verify_models",
     "verify_run",
 ]
@@ -181,4 +186,8 @@ def verify(
                 report.runs.extend(models_not_copied(source, writer))
         except Exception as exc:
             report.errors.append(f"registered models: {one_line(exc)}")
+    # Workspace items (traces, prompts, datasets): digests of source and copy (items.py).
+    verify_items(
+        report, reader, writer, state, logged_models=features.logged_models, workers=workers
+    )
     return report

@@ -45,6 +45,20 @@ class RunVerify(BaseModel):
     reason: str | None = None
 
 
+class ItemVerify(BaseModel):
+    """A workspace item (trace, prompt, evaluation dataset) whose copy is missing or
+    differs (items that verify clean are counted, not listed)."""
+
+    kind: str
+    source_id: str
+    name: str
+    dest_id: str | None = None
+    status: RunStatusV = "ok"
+    stale: bool = False  # the source changed since the last sync
+    findings: list[str] = Field(default_factory=list)  # "trace tr-1: span tree differs"
+    error: str | None = None
+
+
 class StreamSample(BaseModel):
     """Downsampled (step, value) points of one mismatched stream, both sides, for plots."""
 
@@ -59,6 +73,9 @@ class VerifyReport(BaseModel):
     dest: str
     runs: list[RunVerify] = Field(default_factory=list)
     samples: list[StreamSample] = Field(default_factory=list)
+    #: Workspace items with a finding, and per kind: listed, copies found, each status.
+    items: list[ItemVerify] = Field(default_factory=list)
+    item_counts: dict[str, dict[str, int]] = Field(default_factory=dict)
     errors: list[str] = Field(default_factory=list)  # problems not tied to one run
     #: Which source objects were checked and where that scope came from.
     scope: str = "every source run"
@@ -91,6 +108,8 @@ class VerifyReport(BaseModel):
         """0 when every run in scope has a copy that verifies clean (or was left out on
         purpose), else 1: a mismatch, a source run without a copy, an error."""
         if self.errors or any(r.status in FINDINGS for r in self.runs):
+            return 1
+        if any(i.status in FINDINGS for i in self.items):
             return 1
         return 0
 

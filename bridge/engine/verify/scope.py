@@ -26,6 +26,7 @@ SCOPE_FIELDS = (
     "registry",
     "entity",
     "staging_dir",
+    "items",
 )
 #: How each scope field is spelled on the command line (for the report's scope line).
 _FLAGS = {
@@ -39,6 +40,7 @@ _FLAGS = {
     "registry": "--no-registry",
     "entity": "--entity",
     "staging_dir": "--staging-dir",
+    "items": "--no-<kind>s",  # the kinds left out, each as its own flag
 }
 
 
@@ -74,7 +76,9 @@ def describe_filters(filters: dict[str, Any]) -> str:
         if value == default[name]:
             continue
         flag = _FLAGS[name]
-        if isinstance(value, bool):
+        if name == "items":
+            parts.extend(f"--no-{k}s" for k in default[name] if k not in value)
+        elif isinstance(value, bool):
             parts.append(flag)
         elif isinstance(value, list):  # repeated, as the command line takes each
             parts.extend(f"{flag} {shlex.quote(str(v))}" for v in value)
