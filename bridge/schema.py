@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,14 @@ def source_kind(source_id: str | None) -> str:
 
 
 RunStatus = Literal["FINISHED", "FAILED", "KILLED", "RUNNING"]
+"""How a run ended (or that it is still running). The spelling is MLflow's, and it stays:
+it is serialized — W&B config ``_bridge.status``, the state store — and a re-sync of a
+pair synced before must find it byte-identical."""
+
+#: The W&B-named ``Run`` keywords of before the neutral schema, and where each now lives
+#: (``Run``'s compatibility validator): the W&B extras, or the neutral field.
+_LEGACY_WANDB_EXTRAS = ("group", "job_type", "exit_code")
+_LEGACY_RENAMED = {"summary": "results"}
 
 
 class Project(BaseModel):
@@ -161,8 +169,6 @@ class Run(BaseModel):
     user: str | None = None
     notes: str | None = None
     tags: list[str] = Field(default_factory=list)
-    group: str | None = None
-    job_type: str | None = None
     host: str | None = None
     git_remote: str | None = None
     git_commit: str | None = None
@@ -170,16 +176,16 @@ class Run(BaseModel):
     end_time_ms: int | None = None
     status: RunStatus = "FINISHED"
     status_reason: str | None = None  # why a status was inferred (e.g. "no exit record")
-    exit_code: int | None = None
     config: dict[str, Any] = Field(default_factory=dict)  # nested, raw JSON-able values
-    summary: dict[str, Any] = Field(default_factory=dict)  # nested, raw JSON-able values
+    # The values a run reports as its outcome (W&B's run summary; the last value of each
+    # metric plus whatever else the run set there): nested, raw JSON-able values.
+    results: dict[str, Any] = Field(default_factory=dict)
     metric_definitions: list[dict[str, Any]] = Field(default_factory=list)  # define_metric
     files: list[FileRef] = Field(default_factory=list)
     artifacts: list[ArtifactVersion] = Field(default_factory=list)
-    # Parent run (nested runs): the reader names the parent by source identity; the
-    # engine fills in the parent's destination id once the parent has been written.
+    # Parent run (nested runs): the reader names the parent by source identity; the engine
+    # hands the writer the parent's destination id (``Writer.render``), never the record.
     parent_source_id: str | None = None
-    parent_dest_id: str | None = None
     # Extra backend-level tags the reader wants preserved verbatim (already namespaced).
     extra_tags: dict[str, str] = Field(default_factory=dict)
     # Set when the source is damaged (truncated log ...): imported as far as it is intact.
@@ -189,6 +195,73 @@ class Run(BaseModel):
     # What the reader refused to read (a record over the size cap ...), one line each with
     # the fix: a loss — the rest of the run is written and the run fails, naming it.
     refused: list[str] = Field(default_factory=list)
+    # Backend-specific fields, namespaced by the kind of the adapter that made them and in
+    # its words: ``{"wandb": {"group": ..., "job_type": ..., "exit_code": ...}}``,
+    # ``{"tensorboard": {"group": ...}}``. Where backends share a notion they share the
+    # key (a run "group"), so a writer may take it from the source's namespace. Read with
+    # :meth:`extra`.
+    extras: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    def extra(self, key: str, *kinds: str) -> Any:
+        """``key``'s value in the first of the ``kinds`` namespaces that has one, else None."""
+        for kind in kinds:
+            value = self.extras.get(kind, {}).get(key)
+            if value is not None:
+                return value
+        return None
+
+    def set_extra(self, kind: str, key: str, value: Any) -> None:
+        """Record ``key`` in ``kind``'s namespace; None removes it (an unset field)."""
+        space = self.extras.setdefault(kind, {})
+        if value is None:
+            space.pop(key, None)
+            if not space:
+                del self.extras[kind]
+        else:
+            space[key] = value
+
+    # -- compatibility aliases: the W&B-named fields of before the neutral schema. Only
+    # -- tests written against that schema use them; no bridge code does.
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_keywords(cls, data: Any) -> Any:
+        """``Run(group=, job_type=, exit_code=, summary=)`` as before: the W&B fields go to
+        ``extras["wandb"]``, ``summary`` to ``results``."""
+        if not isinstance(data, dict) or not (
+            set(data) & {*_LEGACY_WANDB_EXTRAS, *_LEGACY_RENAMED}
+        ):
+            return data
+        data = dict(data)
+        extras = {k: dict(v) for k, v in (data.get("extras") or {}).items()}
+        for key in _LEGACY_WANDB_EXTRAS:
+            value = data.pop(key, None)
+            if value is not None:
+                extras.setdefault("wandb", {})[key] = value
+        for old, new in _LEGACY_RENAMED.items():
+            if old in data:
+                data[new] = data.pop(old)
+        data["extras"] = extras
+        return data
+
+    @property
+    def group(self) -> str | None:
+        """Compatibility alias (tests only): ``extra("group", "wandb")``."""
+        return self.extra("group", "wandb")  # type: ignore[no-any-return]
+
+    @property
+    def job_type(self) -> str | None:
+        """Compatibility alias (tests only): ``extra("job_type", "wandb")``."""
+        return self.extra("job_type", "wandb")  # type: ignore[no-any-return]
+
+    @property
+    def exit_code(self) -> int | None:
+        """Compatibility alias (tests only): ``extra("exit_code", "wandb")``."""
+        return self.extra("exit_code", "wandb")  # type: ignore[no-any-return]
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """Compatibility alias (tests only): :attr:`results`."""
+        return self.results
 
 
 class MetricChunk(BaseModel):

@@ -50,6 +50,9 @@ WANDB_TAGS = {
 
 
 def make_run(project_sid: str, run_sid: str) -> Run:
+    # The run fields sit in the extras of the kind that made them: W&B's for a W&B run and
+    # for an MLflow run (one imported from W&B), TensorBoard's own for a TensorBoard run.
+    space = "tensorboard" if run_sid.startswith("tensorboard:") else "wandb"
     project = Project(source_id=project_sid, name="proj", entity="team")
     header = RunHeader(
         source_id=run_sid, native_id="abc", project=project, name="r", fingerprint="x"
@@ -60,16 +63,14 @@ def make_run(project_sid: str, run_sid: str) -> Run:
         user="alice",
         notes="n",
         tags=["baseline", "big model"],
-        group="g1",
-        job_type="train",
         host="h",
         git_commit="c",
         status="FAILED",
         status_reason="exit code 1",
-        exit_code=1,
         config={"lr": 0.001, "opt": {"name": "adam"}, "_wandb": {"x": 1}},
-        summary={"acc": 0.91, "note": "epoch 3"},
+        results={"acc": 0.91, "note": "epoch 3"},
         extra_tags={"k": "v"},
+        extras={space: {"group": "g1", "job_type": "train", "exit_code": 1}},
     )
 
 

@@ -269,8 +269,11 @@ class Writer(ABC):
         """The run's current params/tags, or None if it was deleted."""
 
     @abstractmethod
-    def render(self, run: Run) -> Rendered:
-        """The params and tags this writer would store for ``run`` (pure; no I/O)."""
+    def render(self, run: Run, parent_dest_id: str | None = None) -> Rendered:
+        """The params and tags this writer would store for ``run`` (pure; no I/O).
+
+        ``parent_dest_id``: the destination id of the run's parent (``run.parent_source_id``)
+        once the engine has written it, for a writer that links nested runs by it."""
 
     @abstractmethod
     def create_run(self, project_dest_id: str, run: Run, rendered: Rendered) -> str:

@@ -33,10 +33,11 @@ def apply_run(ctx: SyncContext, planned: Planned, progress: ProgressFn | None = 
     dest_uri = ctx.dest_uri
     baseline = planned.baseline
 
-    if resolve_parent(ctx, run):
+    if resolve_parent(ctx, planned):
         # The parent's copy was made after this run was planned: the rendering's input
         # changed, so it is rendered again for the link (one more tag to write).
-        for key, value in ctx.writer.render(run).tags.items():
+        again = ctx.writer.render(run, parent_dest_id=planned.parent_dest_id)
+        for key, value in again.tags.items():
             if rendered.tags.get(key) != value:
                 plan.tags_to_write[key] = value
     if plan.action == "create":

@@ -183,6 +183,8 @@ class Planned:
     # it was read (the run was compared in full) and the parent link it was planned with.
     body_read: bool = False
     parent_source_id: str | None = None
+    # The parent's destination id once its copy exists (engine/plan.py resolve_parent): the
+    # writer gets it with the run (``Writer.render``); the run record never holds it.
     parent_dest_id: str | None = None
 
     @property
@@ -196,7 +198,6 @@ class Planned:
         if self.run is not None:
             self.body_read = True
             self.parent_source_id = self.run.parent_source_id
-            self.parent_dest_id = self.run.parent_dest_id
         self.run = None
 
     def forget_rendering(self) -> None:
@@ -212,10 +213,9 @@ class Planned:
         if self.run is not None:
             return
         run = reader.read_run(self.header)
-        run.parent_dest_id = self.parent_dest_id
         self.run = run
         if self.rendered is None:
-            self.rendered = writer.render(run)
+            self.rendered = writer.render(run, parent_dest_id=self.parent_dest_id)
 
     def settled(self, state: StateStore, dest_uri: str) -> dict[str, Resolution]:
         """Earlier settlements of this run's conflicts, per field (read once, when needed)."""

@@ -87,9 +87,9 @@ def plan_run(ctx: SyncContext, header: RunHeader) -> Planned:
                 base.reason = "re-linked from the destination's identity tag"
                 return planned
 
-    run = ctx.reader.read_run(header)
-    resolve_parent(ctx, run)
-    rendered = ctx.writer.render(run)
+    run = planned.run = ctx.reader.read_run(header)
+    resolve_parent(ctx, planned)
+    rendered = ctx.writer.render(run, parent_dest_id=planned.parent_dest_id)
     base.warnings.extend(rendered.warnings)
     base.warnings.extend(_reader_warnings(run))
     planned.run, planned.rendered, planned.baseline = run, rendered, st
@@ -147,14 +147,16 @@ def _claimed_elsewhere(planned: Planned, holder: str) -> Planned:
     return planned
 
 
-def resolve_parent(ctx: SyncContext, run: Run) -> bool:
-    """Fill ``run.parent_dest_id`` from state once the parent run has been written."""
-    if run.parent_source_id is None or run.parent_dest_id is not None:
+def resolve_parent(ctx: SyncContext, planned: Planned) -> bool:
+    """Fill ``planned.parent_dest_id`` from state once the parent run has been written:
+    the writer gets it beside the run (``Writer.render``), the record stays the source's."""
+    run = planned.run
+    if run is None or run.parent_source_id is None or planned.parent_dest_id is not None:
         return False
     parent = ctx.state.get_run(ctx.dest_uri, run.parent_source_id)
     if parent is None:
         return False
-    run.parent_dest_id = parent.dest_id
+    planned.parent_dest_id = parent.dest_id
     return True
 
 

@@ -24,7 +24,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from bridge.adapters.mlflow.kinds import from_wandb
+from bridge.adapters.mlflow.kinds import WANDB, from_wandb
 from bridge.adapters.mlflow.names import SOURCE_ID_TAG
 from bridge.mapping import Mapping, restore_key
 from bridge.schema import MetricChunk, Run
@@ -88,8 +88,9 @@ def restore_wandb_fields(
         run.notes = full["mlflow.note.content"] or None
     if full.get("mlflow.runName"):
         run.name = full["mlflow.runName"]
-    run.group = full.get(f"{p}group") or None
-    run.job_type = full.get(f"{p}job_type") or None
+    # W&B's own run fields go back where the W&B reader puts them: extras["wandb"]
+    run.set_extra(WANDB, "group", full.get(f"{p}group") or None)
+    run.set_extra(WANDB, "job_type", full.get(f"{p}job_type") or None)
     run.host = full.get(f"{p}host") or None
     run.git_commit = full.get("mlflow.source.git.commit") or None
     run.git_remote = full.get("mlflow.source.git.repoURL") or None
@@ -98,7 +99,7 @@ def restore_wandb_fields(
     code = full.get(f"{p}exit_code")
     if code is not None:
         try:
-            run.exit_code = int(code)
+            run.set_extra(WANDB, "exit_code", int(code))
         except ValueError:
             run.warnings.append(f"tag {p}exit_code={code!r} is not an integer; ignored")
     run.tags = _tags(full, m, run.warnings)
@@ -126,7 +127,7 @@ def restore_wandb_fields(
         )
     summary = load_json(SUMMARY_JSON) if SUMMARY_JSON in present else None
     if isinstance(summary, dict):
-        run.summary = summary
+        run.results = summary
     else:
         run.warnings.append(f"{SUMMARY_JSON} missing or unreadable: summary left empty")
     return _inverse(key_map_doc, "metrics")

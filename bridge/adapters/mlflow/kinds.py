@@ -64,6 +64,13 @@ def _kind_defaults(kind: str) -> Mapping:
     )
 
 
+def extras_kind(kind: str) -> str:
+    """Whose ``run.extras`` hold the run fields the ``<prefix>group``/``job_type``/
+    ``exit_code`` tags carry: W&B's for W&B runs and for MLflow runs (which hold them only
+    as the W&B fields of a run imported from W&B, ``from_wandb.py``); else the kind's own."""
+    return WANDB if kind in _AS_CONFIGURED else kind
+
+
 def writes_native_run_id(kind: str) -> bool:
     """Whether the source's own run id gets a tag of its own (``wandb.run_id``): W&B ids
     are not in MLflow's terms; an MLflow or TensorBoard source id already is the run id."""

@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.adapters.mlflow.kinds import mapping_for, source_kind, writes_native_run_id
+from bridge.adapters.mlflow.kinds import (
+    extras_kind,
+    mapping_for,
+    source_kind,
+    writes_native_run_id,
+)
 from bridge.adapters.mlflow.names import (
     CONFIG_ARTIFACT,
     INCOMPLETE_TAG,
@@ -94,8 +99,11 @@ def sqlite_artifact_root(db: str) -> str:
     return (Path(db).expanduser().resolve().parent / "mlartifacts").as_uri()
 
 
-def render_full(run: Run, configured: Mapping, source_uri: str | None) -> Full:
-    """Everything the writer stores for ``run``'s metadata, by the rules of its source kind."""
+def render_full(
+    run: Run, configured: Mapping, source_uri: str | None, parent_dest_id: str | None = None
+) -> Full:
+    """Everything the writer stores for ``run``'s metadata, by the rules of its source kind
+    (``parent_dest_id``: the parent's MLflow run id, for ``mlflow.parentRunId``)."""
     kind = source_kind(run.header.source_id)
     m = mapping_for(configured, kind)
     full = Full()
@@ -107,6 +115,7 @@ def render_full(run: Run, configured: Mapping, source_uri: str | None) -> Full:
         _put(full, m, sid, "params", key, to_text(value), CONFIG_ARTIFACT)
 
     p = m.source_tag_prefix
+    extras = extras_kind(kind)  # whose run fields the <p>group... tags carry (kinds.py)
     tags: list[tuple[str, Any, str]] = []
     for key, value in identity_tags(run, source_uri).items():
         tags.append((key, value, LONG_VALUES_ARTIFACT))
@@ -117,11 +126,11 @@ def render_full(run: Run, configured: Mapping, source_uri: str | None) -> Full:
         ("mlflow.source.git.repoURL", run.git_remote),
         # the source's own run id where it is not MLflow's kind of id (kinds.py)
         (f"{p}run_id", run.header.native_id if writes_native_run_id(kind) else None),
-        ("mlflow.parentRunId", run.parent_dest_id),
-        (f"{p}group", run.group),
-        (f"{p}job_type", run.job_type),
+        ("mlflow.parentRunId", parent_dest_id),
+        (f"{p}group", run.extra("group", extras)),
+        (f"{p}job_type", run.extra("job_type", extras)),
         (f"{p}host", run.host),
-        (f"{p}exit_code", run.exit_code),
+        (f"{p}exit_code", run.extra("exit_code", extras)),
         (f"{p}tags", json_dumps(list(run.tags)) if run.tags else None),
         # the bridge's own tags: their text passes bridge.redact (it may quote an error)
         (STATUS_REASON_TAG, redact(run.status_reason or "")),
@@ -136,7 +145,7 @@ def render_full(run: Run, configured: Mapping, source_uri: str | None) -> Full:
     for key, value in run.extra_tags.items():
         tags.append((key, value, LONG_VALUES_ARTIFACT))
     skip_summary = set(m.skip_summary_keys)
-    summary = {k: v for k, v in run.summary.items() if k not in skip_summary}
+    summary = {k: v for k, v in run.results.items() if k not in skip_summary}
     for key, value in flatten(summary, m.flatten_separator):
         if not is_numeric(value):
             tags.append((f"{m.summary_tag_prefix}{key}", to_text(value), SUMMARY_ARTIFACT))

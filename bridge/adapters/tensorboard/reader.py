@@ -163,7 +163,6 @@ class TensorboardReader(Reader):
         return Run(
             header=header,
             name=header.name,
-            group=session.group,
             start_time_ms=_earliest(session.start_ms, timing.first_ms),
             end_time_ms=end_ms,
             status=status,  # type: ignore[arg-type]
@@ -172,6 +171,8 @@ class TensorboardReader(Reader):
             incomplete_reason="; ".join(timing.damaged) or None,
             extra_tags=self._extra_tags(header, session),
             warnings=_count_lines(counts, points),
+            # the HParams session group: TensorBoard's own field, in its namespace
+            extras={SCHEME: {"group": session.group}} if session.group else {},
         )
 
     def _extra_tags(self, header: RunHeader, session: Session) -> dict[str, str]:

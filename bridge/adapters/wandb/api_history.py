@@ -195,7 +195,7 @@ class RunHistory:
             if steps:
                 yield MetricChunk(key=key, steps=steps, timestamps=stamps, values=values)
         self.buffers = {}
-        yield from summary_only_points(self.run.summary, self.seen, self.last_step, self.last_ts)
+        yield from summary_only_points(self.run.results, self.seen, self.last_step, self.last_ts)
 
     def _scan(self, api_run: Any, min_step: int) -> Iterator[HistoryItem]:
         """The rows not in the export, page by page; a failed page is retried alone."""

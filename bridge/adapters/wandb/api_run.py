@@ -13,6 +13,7 @@ from bridge.adapters.wandb import answers
 from bridge.adapters.wandb.api_artifacts import ApiArtifacts
 from bridge.adapters.wandb.api_base import PAGE_SIZE, parse_time
 from bridge.adapters.wandb.bridged import layout_of, restore_run
+from bridge.adapters.wandb.fields import wandb_extras
 from bridge.adapters.wandb.history import is_number as _is_number
 from bridge.adapters.wandb.ids import wandb_path
 from bridge.adapters.wandb.key_scope import open_scoped
@@ -94,8 +95,6 @@ class ApiRunBody(ApiArtifacts):
             user=user.get("username") or user.get("name"),
             notes=a.get("notes") or None,
             tags=list(a.get("tags") or []),
-            group=a.get("group") or None,
-            job_type=a.get("jobType") or None,
             host=meta.get("host") or a.get("host") or None,
             git_remote=git.get("remote") or None,
             git_commit=a.get("commit") or git.get("commit") or None,
@@ -103,9 +102,9 @@ class ApiRunBody(ApiArtifacts):
             end_time_ms=end,
             status=STATUS.get(state, "FAILED"),  # type: ignore[arg-type]
             status_reason=None if state in STATUS else f"unknown W&B state {state!r}",
-            exit_code=None,
             config=config,
-            summary=summary,
+            results=summary,
+            extras=wandb_extras(a.get("group") or None, a.get("jobType") or None),
             files=files,
             artifacts=self._artifacts(r, warnings),
             extra_tags=extra_tags,

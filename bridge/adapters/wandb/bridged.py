@@ -174,8 +174,8 @@ def restore_run(run: Run, layout: dict[str, str]) -> None:
         for k, v in cfg.items()
         if not _is_bookkeeping(k) and k != extra_key
     }
-    run.summary = {
-        source_metric_key(k, step_key): v for k, v in run.summary.items() if k != step_key
+    run.results = {
+        source_metric_key(k, step_key): v for k, v in run.results.items() if k != step_key
     }
     run.metric_definitions = [
         d

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.adapters.wandb.fields import GROUP, JOB_TYPE, run_field
 from bridge.adapters.wandb.mapping import WandbMapping
 from bridge.errors import RunError
 from bridge.mapping import flatten, to_text
@@ -133,7 +134,7 @@ def render_doc(run: Run, m: WandbMapping, source_uri: str | None) -> Doc:
         (NAME_TAG, run_name(run)),
         (NOTES_TAG, run.notes),
         (GROUP_TAG, group_of(run, m)),
-        (JOB_TYPE_TAG, run.job_type),
+        (JOB_TYPE_TAG, run_field(run, JOB_TYPE)),
     ):
         if text:
             doc.tags[key] = text
@@ -149,8 +150,9 @@ def run_name(run: Run) -> str:
 def group_of(run: Run, m: WandbMapping) -> str | None:
     """The source group; else, for a nested run, its parent's W&B run id (computed
     from the parent's source identity, so it is the same whichever is written first)."""
-    if run.group:
-        return run.group
+    group = run_field(run, GROUP)
+    if group:
+        return str(group)
     if run.parent_source_id and m.group_from_parent:
         return m.run_id_for(run.parent_source_id)
     return None

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.adapters.base import ReaderOptions
+from bridge.adapters.wandb.fields import wandb_extras
 from bridge.adapters.wandb.offline_content import artifact_of, files_of
 from bridge.adapters.wandb.offline_records import (
     del_path,
@@ -252,8 +253,6 @@ class RunState:
             user=self.user,
             notes=latest("notes"),
             tags=tags,
-            group=latest("run_group"),
-            job_type=latest("job_type"),
             host=latest("host") or None,
             git_remote=git_remote or self.env.get("_git_remote"),
             git_commit=git_commit or self.env.get("_git_commit"),
@@ -261,9 +260,8 @@ class RunState:
             end_time_ms=end_ms,
             status=status,  # type: ignore[arg-type]
             status_reason=reason,
-            exit_code=self.exit_code,
             config=self.config,
-            summary=summary,
+            results=summary,
             metric_definitions=list(self.metrics.values()),
             files=files_of(parts, self.record_files, self.warnings),
             artifacts=self.artifacts,
@@ -271,4 +269,5 @@ class RunState:
             incomplete_reason="; ".join(self.incomplete) or None,
             refused=self.refused,
             warnings=self.warnings,
+            extras=wandb_extras(latest("run_group"), latest("job_type"), self.exit_code),
         )

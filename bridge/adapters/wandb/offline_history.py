@@ -123,7 +123,7 @@ def history_items(run: Run, restore_bridge: bool) -> Iterator[HistoryItem]:
     for key, (steps, stamps, values) in buffers.items():
         if steps:
             yield MetricChunk(key=key, steps=steps, timestamps=stamps, values=values)
-    yield from summary_only_points(run.summary, seen, last_step, last_ts)
+    yield from summary_only_points(run.results, seen, last_step, last_ts)
 
 
 def extra_value(key: str, step: int, ts: int, value: Any, folders: list[Path]) -> ExtraValue:

@@ -18,6 +18,7 @@ from typing import Any
 
 from bridge.adapters.base import DestRun, ReaderOptions
 from bridge.adapters.features import MetricReadBack
+from bridge.adapters.wandb.fields import GROUP, JOB_TYPE, WANDB
 from bridge.adapters.wandb.history import absolute_folder_target
 from bridge.adapters.wandb.offline_reader import WandbOfflineReader
 from bridge.adapters.wandb.run_writer import WandbRunWriter
@@ -75,8 +76,8 @@ class WandbOfflineWriter(WandbRunWriter, MetricReadBack):
         fields = {
             "name": run.name,
             "notes": run.notes,
-            "group": run.group,
-            "job_type": run.job_type,
+            "group": run.extra(GROUP, WANDB),
+            "job_type": run.extra(JOB_TYPE, WANDB),
             "tags": run.tags,
         }
         return self._dest_run(f"{project}/{run.header.native_id}", project, run.config, fields)
@@ -133,7 +134,7 @@ class WandbOfflineWriter(WandbRunWriter, MetricReadBack):
         project, run_id = self._split(dest_id)
         last = -1
         for _, run in self._read(project, [run_id]):
-            step = run.summary.get("_step")
+            step = run.results.get("_step")
             if isinstance(step, (int, float)) and math.isfinite(step):
                 last = max(last, int(step))
         return last + 1

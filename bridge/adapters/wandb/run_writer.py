@@ -24,6 +24,7 @@ from bridge.adapters.base import Capabilities, DestRun, Rendered, Writer
 from bridge.adapters.features import MappingRules
 from bridge.adapters.wandb import sdk
 from bridge.adapters.wandb.bridged import SDK_FILES, SOURCE_FILES_DIR, written_step_key
+from bridge.adapters.wandb.fields import EXIT_CODE, run_field
 from bridge.adapters.wandb.layout import (
     COMPLETE_KEY,
     FINGERPRINT_KEY,
@@ -158,7 +159,7 @@ class WandbRunWriter(MappingRules, Writer):
 
     # ------------------------------------------------------------------ rendering
 
-    def render(self, run: Run) -> Rendered:
+    def render(self, run: Run, parent_dest_id: str | None = None) -> Rendered:
         doc = self._render_doc(run)
         return Rendered(params=doc.params, tags=doc.tags, warnings=doc.warnings)
 
@@ -349,7 +350,7 @@ class WandbRunWriter(MappingRules, Writer):
         live = self._get_live(dest_id, run)
         summary = {
             k: v
-            for k, v in run.summary.items()
+            for k, v in run.results.items()
             if not k.startswith("_")
             and not isinstance(v, (int, float))
             and not (isinstance(v, dict) and "_type" in v)
@@ -362,7 +363,7 @@ class WandbRunWriter(MappingRules, Writer):
         live.run.config.update(final, allow_val_change=True)
         live.run.config.update({FINGERPRINT_KEY: fingerprint}, allow_val_change=True)
         live.run.config.update({COMPLETE_KEY: True}, allow_val_change=True)
-        code = run.exit_code
+        code = run_field(run, EXIT_CODE)
         if code is None:
             code = self.rules(run.header.source_id).exit_codes.get(run.status, 1)
         self._finish(live, code)

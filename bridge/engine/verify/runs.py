@@ -121,11 +121,8 @@ def verify_run(ctx: VerifyContext, header: RunHeader) -> RunVerify:
             )
         )
     run = ctx.reader.read_run(header)
-    if run.parent_source_id and run.parent_dest_id is None:
-        parent = ctx.state.get_run(ctx.dest_uri, run.parent_source_id)
-        if parent is not None:
-            run.parent_dest_id = parent.dest_id
-    rendered = ctx.writer.render(run)
+    parent = ctx.state.get_run(ctx.dest_uri, run.parent_source_id) if run.parent_source_id else None
+    rendered = ctx.writer.render(run, parent_dest_id=parent.dest_id if parent else None)
     bookkeeping = ctx.writer.bookkeeping_keys
     rv.params_checked = _compare_values(rv, "param", rendered.params, dest.params, bookkeeping)
     rv.tags_checked = _compare_values(rv, "tag", rendered.tags, dest.tags, bookkeeping)
