@@ -125,6 +125,9 @@ class Prompt(BaseModel):
     tags: dict[str, str] = Field(default_factory=dict)
     versions: list[PromptVersion] = Field(default_factory=list)  # source order
     aliases: dict[str, int] = Field(default_factory=dict)  # alias -> source version
+    # Experiments the prompt is linked with (MLflow keeps their ids in a prompt tag), by the
+    # source identity of each experiment: a copy links the copies of those experiments.
+    linked_projects: list[str] = Field(default_factory=list)
 
 
 class DatasetRecord(BaseModel):

@@ -4,52 +4,22 @@ module per kind (``traces_read``/``traces_write``, ``prompts``, ``datasets``).
 
 Each kind's part gets the reader or writer it serves (``store``: its ``client``, ``kind``
 — "sqlite", "postgresql", "rest", "file" ... —, ``display_uri``, ``experiments()`` on the
-reader, ``options``) and implements the small interface below.
+reader, ``options``) and implements the small interface of :mod:`.item_parts`.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any
 
 from bridge.adapters.features import ItemChange, ItemLinks, ItemSink, ItemSource
+
+# The kind interface lives in item_parts (kind modules import it from there, so they and
+# this dispatcher never import each other); re-exported here for existing imports.
+from bridge.adapters.mlflow.item_parts import ITEM_SOURCE_TAG, KindReader, KindWriter
 from bridge.schema_items import Item, ItemHeader, ItemKind
 
-#: The tag (trace tag, prompt tag, dataset tag) every copy carries: its source identity.
-ITEM_SOURCE_TAG = "bridge.source_id"
-
-
-class KindReader(ABC):
-    """Reads one item kind from an MLflow store (``store`` is the MlflowReader)."""
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-
-    @abstractmethod
-    def list(self) -> Iterator[ItemHeader]: ...
-
-    @abstractmethod
-    def read(self, header: ItemHeader) -> Item: ...
-
-
-class KindWriter(ABC):
-    """Writes one item kind into an MLflow store (``store`` is the MlflowWriter)."""
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-
-    @abstractmethod
-    def find(self, header: ItemHeader, links: ItemLinks) -> str | None: ...
-
-    @abstractmethod
-    def plan(self, item: Item, dest_id: str | None, links: ItemLinks) -> ItemChange: ...
-
-    @abstractmethod
-    def apply(self, item: Item, change: ItemChange, links: ItemLinks) -> str: ...
-
-    @abstractmethod
-    def read_back(self, dest_id: str) -> Item | None: ...
+__all__ = ["ITEM_SOURCE_TAG", "KindReader", "KindWriter", "MlflowItemSink", "MlflowItemSource"]
 
 
 def _kind_readers(store: Any) -> dict[ItemKind, KindReader]:

@@ -1,0 +1,259 @@
+"""MLflow prompt registry copied MLflow -> MLflow (issue 13): every version in order with
+its template (text and chat), response format, commit message, tags and model config; the
+prompt's tags and description; aliases on the mapped versions; the version map and its
+warning; incremental plans; and prompts kept out of the registered-model path.
+
+The corpus is made with MLflow's own APIs in a subprocess (its fluent APIs keep global
+state and link prompts to the active experiment on a background thread).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bridge.adapters.features import ItemLinks
+from bridge.adapters.mlflow.ids import object_source_id
+from bridge.adapters.mlflow.items import ITEM_SOURCE_TAG
+from bridge.adapters.mlflow.prompts import PromptReader, PromptWriter
+from bridge.adapters.mlflow.reader import MlflowReader
+from bridge.adapters.mlflow.writer import MlflowWriter
+from bridge.schema_items import Prompt, item_digest
+
+CORPUS = textwrap.dedent(
+    """
+    import sys
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri, mode = sys.argv[1], sys.argv[2]
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient()
+    if mode == "base":
+        mlflow.genai.register_prompt(
+            name="greet", template="Hi {{name}}", commit_message="first",
+            tags={"team": "search", "author": "ann"},
+        )
+        mlflow.genai.register_prompt(
+            name="greet", template="Hello {{name}}!", commit_message="friendlier",
+            tags={"author": "bob"},
+        )
+        mlflow.genai.register_prompt(
+            name="qa-chat",
+            template=[
+                {"role": "system", "content": "You answer as a {{style}} expert."},
+                {"role": "user", "content": "{{question}}"},
+            ],
+            commit_message="chat v1",
+            tags={"kind": "chat"},
+            response_format={"type": "object", "properties": {"answer": {"type": "string"}}},
+            model_config={"model_name": "gpt-4o", "temperature": 0.2, "max_tokens": 256,
+                          "seed": 7},
+        )
+        mlflow.genai.set_prompt_alias("greet", alias="prod", version=1)
+        mlflow.genai.set_prompt_alias("greet", alias="beta", version=2)
+        client.set_prompt_tag("greet", "owner", "ann")
+        client.create_registered_model("real-model", tags={"kind": "model"})
+    elif mode == "more":
+        mlflow.genai.register_prompt(name="greet", template="Hey {{name}}", commit_message="v3")
+        mlflow.genai.set_prompt_alias("greet", alias="prod", version=2)
+    elif mode == "gap":
+        for text in ("one", "two", "three"):
+            mlflow.genai.register_prompt(name="gappy", template=text, commit_message=text)
+        client.delete_prompt_version("gappy", "2")
+        mlflow.genai.set_prompt_alias("gappy", alias="prod", version=3)
+    """
+)
+
+
+def corpus(uri: str, mode: str) -> None:
+    subprocess.run([sys.executable, "-c", CORPUS, uri, mode], check=True, capture_output=True)
+
+
+class Links(ItemLinks):
+    """The engine's links, as a dict: source experiment identity -> destination id."""
+
+    def __init__(self, projects: dict[str, str]) -> None:
+        self.projects = projects
+
+    def project(self, source_id: str) -> str | None:
+        return self.projects.get(source_id)
+
+    def run(self, source_id: str) -> str | None:
+        return None
+
+    def model(self, source_id: str) -> str | None:
+        return None
+
+
+def _links(reader: MlflowReader, writer: MlflowWriter) -> Links:
+    """The source's default experiment (the prompts' linked one) copied as an experiment
+    tagged with its source identity, as the engine's run pass leaves it."""
+    source_id = object_source_id(reader.display_uri, "experiment:0")
+    dest = writer.client.create_experiment("copied-default", tags={ITEM_SOURCE_TAG: source_id})
+    return Links({source_id: dest})
+
+
+def _sync(reader: MlflowReader, writer: MlflowWriter, links: Links) -> dict[str, list[str]]:
+    """One pass as the engine runs it, without state: find, read, plan, apply; the plan's
+    change and warning lines by prompt."""
+    r, w = PromptReader(reader), PromptWriter(writer)
+    out: dict[str, list[str]] = {}
+    for header in r.list():
+        item = r.read(header)
+        change = w.plan(item, w.find(header, links), links)
+        out[header.name] = [change.action, *change.changes, *change.warnings]
+        w.apply(item, change, links)
+    return out
+
+
+def _source(tmp_path: Path) -> MlflowReader:
+    uri = f"sqlite:///{tmp_path / 'source.db'}"
+    corpus(uri, "base")
+    return MlflowReader(uri)
+
+
+def _check_copy(reader: MlflowReader, writer: MlflowWriter) -> None:
+    r, w = PromptReader(reader), PromptWriter(writer)
+    links = _links(reader, writer)
+    first = _sync(reader, writer, links)
+    assert first["greet"][0] == "create" and "+2 versions" in first["greet"]
+    assert "alias prod: (none) -> 1" in first["greet"]
+    headers = {h.name: h for h in r.list()}
+    assert set(headers) == {"greet", "qa-chat"}  # the registered model is no prompt
+    for name, header in headers.items():
+        source = r.read(header)
+        assert isinstance(source, Prompt)
+        dest_id = w.find(header, links)
+        assert dest_id == name
+        copy = w.read_back(dest_id)
+        assert isinstance(copy, Prompt)
+        assert copy.model_dump(exclude={"header", "versions"}) == source.model_dump(
+            exclude={"header", "versions"}
+        )
+        assert [v.model_dump() for v in copy.versions] == [v.model_dump() for v in source.versions]
+        assert item_digest(copy) == item_digest(source)
+    greet = r.read(headers["greet"])
+    assert isinstance(greet, Prompt)
+    assert [v.template for v in greet.versions] == ["Hi {{name}}", "Hello {{name}}!"]
+    assert [v.commit_message for v in greet.versions] == ["first", "friendlier"]
+    assert greet.versions[0].tags == {"team": "search", "author": "ann"}
+    assert greet.aliases == {"prod": 1, "beta": 2}
+    assert greet.tags["owner"] == "ann" and greet.description == "first"
+    assert greet.linked_projects == [object_source_id(reader.display_uri, "experiment:0")]
+    chat = r.read(headers["qa-chat"])
+    assert isinstance(chat, Prompt)
+    version = chat.versions[0]
+    assert isinstance(version.template, list) and version.template[1]["content"] == "{{question}}"
+    assert version.response_format == {
+        "type": "object",
+        "properties": {"answer": {"type": "string"}},
+    }
+    assert version.generation_config == {
+        "model_name": "gpt-4o",
+        "temperature": 0.2,
+        "max_tokens": 256,
+        "seed": 7,
+    }
+    # The copy's MLflow view: same numbers, aliases, template (what users load).
+    loaded = writer.client.get_prompt_version("greet", "prod")
+    assert loaded.version == 1 and loaded.template == "Hi {{name}}"
+    # Nothing more to do on a second pass.
+    second = _sync(reader, writer, links)
+    assert second == {"greet": ["unchanged"], "qa-chat": ["unchanged"]}
+
+
+def test_prompts_copied_into_sqlite(tmp_path: Path) -> None:
+    reader = _source(tmp_path)
+    _check_copy(reader, MlflowWriter(f"sqlite:///{tmp_path / 'dest.db'}"))
+
+
+def test_prompts_copied_into_postgresql(tmp_path: Path, pg_database: str) -> None:
+    reader = _source(tmp_path)
+    _check_copy(reader, MlflowWriter(pg_database))
+
+
+def test_prompts_copied_into_mlflow_server(tmp_path: Path, mlflow_server: str) -> None:
+    reader = _source(tmp_path)
+    _check_copy(reader, MlflowWriter(mlflow_server))
+    # The server as a source lists the same prompts (REST listing and aliases).
+    served = {h.name: h for h in PromptReader(MlflowReader(mlflow_server)).list()}
+    assert set(served) == {"greet", "qa-chat"}
+
+
+def test_incremental_changes_and_fingerprints(tmp_path: Path) -> None:
+    reader = _source(tmp_path)
+    writer = MlflowWriter(f"sqlite:///{tmp_path / 'dest.db'}")
+    links = _links(reader, writer)
+    _sync(reader, writer, links)
+    before = {h.name: h.fingerprint for h in PromptReader(reader).list()}
+    corpus(reader.target, "more")
+    after = {h.name: h.fingerprint for h in PromptReader(reader).list()}
+    assert before["qa-chat"] == after["qa-chat"] and before["greet"] != after["greet"]
+    plan = _sync(reader, writer, links)
+    assert plan["greet"] == ["update", "+1 version", "alias prod: 1 -> 2"]
+    assert plan["qa-chat"] == ["unchanged"]
+    copy = PromptWriter(writer).read_back("greet")
+    assert isinstance(copy, Prompt)
+    assert copy.aliases == {"prod": 2, "beta": 2} and len(copy.versions) == 3
+    assert writer.client.get_prompt_version("greet", 3).template == "Hey {{name}}"
+    # A prompt tag and a version tag changed at the source: exactly those.
+    source = MlflowWriter(reader.target).client
+    source.set_prompt_tag("greet", "owner", "bob")
+    source.set_prompt_version_tag("greet", 1, "reviewed", "yes")
+    assert _sync(reader, writer, links)["greet"] == [
+        "update",
+        "tag owner: ann -> bob",
+        "version 1 tag reviewed: (none) -> yes",
+    ]
+    assert _sync(reader, writer, links)["greet"] == ["unchanged"]
+
+
+def test_deleted_source_version_warns_about_numbers(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'source.db'}"
+    corpus(uri, "gap")
+    reader = MlflowReader(uri)
+    writer = MlflowWriter(f"sqlite:///{tmp_path / 'dest.db'}")
+    links = _links(reader, writer)
+    lines = _sync(reader, writer, links)["gappy"]
+    assert (
+        "prompt gappy: version numbers differ in the copy: source 3 -> 2 (deleted at the source: 2)"
+    ) in lines
+    copy = PromptWriter(writer).read_back("gappy")
+    assert isinstance(copy, Prompt)
+    assert [v.version for v in copy.versions] == [1, 3]  # in source numbers
+    assert copy.aliases == {"prod": 3}
+    assert writer.client.get_prompt_version("gappy", "prod").version == 2
+    assert writer.client.get_prompt_version("gappy", "prod").template == "three"
+    source = PromptReader(reader)
+    header = next(iter(source.list()))
+    assert item_digest(copy) == item_digest(source.read(header))
+
+
+def test_registered_models_of_the_store_leave_prompts_out(tmp_path: Path) -> None:
+    reader = _source(tmp_path)
+    names = [m.name for m in reader.registry.list_registered_models()]
+    assert names == ["real-model"]
+
+
+@pytest.mark.parametrize("taken_by", ["prompt", "model"])
+def test_a_foreign_name_at_the_destination_is_not_overwritten(
+    tmp_path: Path, taken_by: str
+) -> None:
+    reader = _source(tmp_path)
+    writer = MlflowWriter(f"sqlite:///{tmp_path / 'dest.db'}")
+    if taken_by == "prompt":
+        writer.client.create_prompt("greet", tags={"mine": "yes"})
+    else:
+        writer.client.create_registered_model("greet")
+    r, w = PromptReader(reader), PromptWriter(writer)
+    links = _links(reader, writer)
+    header = next(h for h in r.list() if h.name == "greet")
+    assert w.find(header, links) is None
+    with pytest.raises(Exception, match="greet"):
+        item = r.read(header)
+        w.apply(item, w.plan(item, None, links), links)
