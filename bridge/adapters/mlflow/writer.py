@@ -264,12 +264,12 @@ class MlflowWriter(
             return None
         return dest_index.dest_run(mlrun)
 
-    def render(self, run: Run) -> Rendered:
-        full = self._render_full(run)
+    def render(self, run: Run, parent_dest_id: str | None = None) -> Rendered:
+        full = self._render_full(run, parent_dest_id)
         return Rendered(params=full.params, tags=full.tags, warnings=full.warnings)
 
-    def _render_full(self, run: Run) -> rendering.Full:
-        return rendering.render_full(run, self.mapping, self.source_uri)
+    def _render_full(self, run: Run, parent_dest_id: str | None = None) -> rendering.Full:
+        return rendering.render_full(run, self.mapping, self.source_uri, parent_dest_id)
 
     # ------------------------------------------------------------------ writing
 
@@ -307,7 +307,7 @@ class MlflowWriter(
         metadata.log_dataset_inputs(self.client, dest_id, run)
         files: dict[str, Any] = {
             "config.json": run.config,
-            "summary.json": run.summary,
+            "summary.json": run.results,
         }
         key_map = self._key_map_doc(full, dest_id, merge_existing=False)
         if key_map is not None:
