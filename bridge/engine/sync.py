@@ -10,6 +10,7 @@ from bridge.engine.apply import apply_run
 from bridge.engine.context import Planned, SyncContext
 from bridge.engine.deletions import check_on_delete, source_deletions
 from bridge.engine.intents import record_intents
+from bridge.engine.items import sync_items
 from bridge.engine.marks import SOURCE_DELETED_TAG
 from bridge.engine.model import ModelPlan, OnConflict, OnDelete, Plan, RunPlan
 from bridge.engine.pipeline import Pipeline
@@ -209,6 +210,8 @@ def run_sync(
         ctx.release_runs()
         _edit_errors(report, headers, edits)
         _add_models(ctx, report)
+        if dry_run:  # --on-conflict fail with conflicts writes no item either
+            sync_items(ctx, report, workers)  # engine/items.py
         return report
     if not apply_now:
         edits.update(two_way_edits.apply())
@@ -222,6 +225,7 @@ def run_sync(
                 report.errors.append(f"{sid}: {edit.error}")
     ctx.release_runs()  # the pass's runs are written: every claim goes back
     _add_models(ctx, report)
+    sync_items(ctx, report, workers)  # engine/items.py: traces link to the runs above
     return report
 
 
