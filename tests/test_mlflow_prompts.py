@@ -9,12 +9,16 @@ state and link prompts to the active experiment on a background thread).
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
+from mlflow import MlflowClient
 
 from bridge.adapters.features import ItemLinks
 from bridge.adapters.mlflow.ids import object_source_id
@@ -125,6 +129,7 @@ def _check_copy(reader: MlflowReader, writer: MlflowWriter) -> None:
     assert "alias prod: (none) -> 1" in first["greet"]
     headers = {h.name: h for h in r.list()}
     assert set(headers) == {"greet", "qa-chat"}  # the registered model is no prompt
+    assert [p.name for p in headers["greet"].projects] == ["Default"]  # linked, in scope
     for name, header in headers.items():
         source = r.read(header)
         assert isinstance(source, Prompt)
@@ -257,3 +262,48 @@ def test_a_foreign_name_at_the_destination_is_not_overwritten(
     with pytest.raises(Exception, match="greet"):
         item = r.read(header)
         w.apply(item, w.plan(item, None, links), links)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, CI="true", WANDB_SILENT="true", WANDB_MODE="offline")
+    return subprocess.run(
+        [sys.executable, "-m", "bridge.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def _synced(*args: str) -> dict[str, Any]:
+    done = _cli("sync", *args, "--json")
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
+@pytest.mark.e2e
+def test_prompts_through_the_cli(tmp_path: Path) -> None:
+    src_uri = f"sqlite:///{tmp_path / 'source.db'}"
+    dst_uri = f"sqlite:///{tmp_path / 'dest.db'}"
+    corpus(src_uri, "base")
+    pair = (f"mlflow:{src_uri}", f"mlflow:{dst_uri}", "--state", str(tmp_path / "state.db"))
+    first = _synced(*pair)
+    assert first["item_counts"]["prompt"]["create"] == 2
+    assert [m["name"] for m in first["models"]] == ["real-model"]  # prompts are not models
+    assert not [w for w in first["warnings"] if "prompt" in w["source_id"]]
+    assert sorted(p.name for p in MlflowClient(dst_uri).search_prompts()) == ["greet", "qa-chat"]
+    assert [m.name for m in MlflowClient(dst_uri).search_registered_models()] == ["real-model"]
+    verified = _cli("verify", *pair)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "prompts: 2 listed, 2 copies, 2 ok" in verified.stdout
+    again = _synced(*pair)
+    assert again["item_counts"]["prompt"]["unchanged"] == 2 and again["items"] == []
+    corpus(src_uri, "more")
+    _synced(*pair, "--no-prompts")
+    assert len(MlflowClient(dst_uri).search_prompt_versions("greet")) == 2
+    moved = _synced(*pair, "--models", "real*")  # --models leaves prompts alone
+    assert [(i["name"], i["changes"]) for i in moved["items"]] == [
+        ("greet", ["+1 version", "alias prod: 1 -> 2"])
+    ]
+    assert MlflowClient(dst_uri).get_prompt_version("greet", "prod").template == "Hello {{name}}!"
+    assert _cli("verify", *pair).returncode == 0

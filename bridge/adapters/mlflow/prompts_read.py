@@ -4,9 +4,11 @@ MLflow (OSS) keeps a prompt as a registered model tagged ``mlflow.prompt.is_prom
 each version as a model version whose tags hold the template, its type, the response format
 and the model config; aliases are the registered model's aliases. Prompts are workspace
 level: every prompt of the store is listed (``--experiment`` and ``--models`` do not filter
-them), with ``projects=[]``. The experiments MLflow links a prompt with (the
-``_mlflow_experiment_ids`` tag) become ``linked_projects`` by source identity, since their
-ids mean nothing in another store.
+them). The experiments MLflow links a prompt with (the ``_mlflow_experiment_ids`` tag, what
+an experiment's Prompts tab shows) become ``linked_projects`` by source identity, since
+their ids mean nothing in another store; those in the reader's scope are also the header's
+``projects`` (linked with, as a dataset's are), so the engine can name their copies.
+A link to an experiment out of scope (``--experiment``, deleted) is not copied.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 from bridge.adapters.mlflow.ids import object_source_id
 from bridge.adapters.mlflow.item_parts import KindReader
-from bridge.schema_items import Item, ItemHeader, Prompt, PromptVersion
+from bridge.schema_items import Item, ItemHeader, ItemProject, Prompt, PromptVersion
 
 IS_PROMPT_TAG = "mlflow.prompt.is_prompt"
 EXPERIMENT_IDS_TAG = "_mlflow_experiment_ids"  # ",1,5,": experiments the prompt is linked with
@@ -111,15 +113,27 @@ class PromptReader(KindReader):
     def _source_id(self, name: str) -> str:
         return object_source_id(self.store.display_uri, f"prompt/{name}")
 
+    def _scope(self) -> dict[str, ItemProject]:
+        """Experiments in the reader's scope, by id, as the projects items are linked with."""
+        found = {}
+        for exp in self.store.experiments():
+            project = self.store.project_of(exp)
+            found[str(exp.experiment_id)] = ItemProject(
+                source_id=project.source_id, name=project.name
+            )
+        return found
+
     def list(self) -> Iterator[ItemHeader]:
         client = self.store.client
+        scope = self._scope()
         for rm in sorted(prompt_models(client), key=lambda m: m.name):
             versions = prompt_versions(client, rm.name)
+            linked = [scope[i] for i in experiment_ids(rm.tags) if i in scope]
             yield ItemHeader(
                 kind="prompt",
                 source_id=self._source_id(rm.name),
                 name=rm.name,
-                projects=[],
+                projects=sorted(linked, key=lambda p: p.source_id),
                 fingerprint=prompt_fingerprint(rm, versions),
                 locator={"name": rm.name},
             )
@@ -138,8 +152,5 @@ class PromptReader(KindReader):
             tags=user_tags(rm.tags),
             versions=versions,
             aliases={str(a): int(n) for a, n in sorted((rm.aliases or {}).items())},
-            linked_projects=sorted(
-                object_source_id(self.store.display_uri, f"experiment:{i}")
-                for i in experiment_ids(rm.tags)
-            ),
+            linked_projects=sorted(p.source_id for p in header.projects),
         )

@@ -152,6 +152,11 @@ class RegisteredModelWriter:
         except MlflowException as exc:
             if error_code(exc) != "RESOURCE_ALREADY_EXISTS":
                 raise
+            if self._is_prompt(name):
+                raise RunError(
+                    f"registered model {name!r}: the destination has a prompt of that name "
+                    "(MLflow keeps prompts as registered models); rename one of them"
+                ) from exc
         rm = self.client.get_registered_model(name)
         if (rm.description or None) != description:
             self.client.update_registered_model(name, description=description or "")
@@ -159,6 +164,14 @@ class RegisteredModelWriter:
         for key, value in tags.items():
             if have.get(key) != value:
                 self.client.set_registered_model_tag(name, key, value)
+
+    def _is_prompt(self, name: str) -> bool:
+        """True when ``name`` is taken by a prompt (MLflow keeps prompts as registered models
+        its model APIs hide), so a clash is named as such."""
+        try:
+            return self.client.get_prompt(name) is not None
+        except Exception:  # a registry without prompts
+            return False
 
     def create_model_version(
         self, name: str, version: ModelVersion, location: str, run_dest_id: str | None
