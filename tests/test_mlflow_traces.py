@@ -236,3 +236,148 @@ def test_same_store_gets_new_trace_ids(tmp_path: Path) -> None:
             copy = TraceWriter(writer).read_back(done[source.trace_id][1])
             assert isinstance(copy, Trace)
             assert item_digest(copy) == item_digest(source)
+
+
+def test_in_progress_trace_then_finished(tmp_path: Path) -> None:
+    """A trace copied while IN_PROGRESS (root span open) is brought up to date once it
+    finishes at the source: state, duration, the root span's end and the spans that
+    arrived since — and nothing else."""
+    from mlflow.entities import TraceInfo, TraceLocation, TraceState
+    from mlflow.tracking._tracking_service.utils import _get_store
+
+    from bridge.adapters.mlflow.traces_convert import mlflow_span
+    from bridge.schema_items import Span
+
+    src, dst = f"sqlite:///{tmp_path / 'src.db'}", f"sqlite:///{tmp_path / 'dst.db'}"
+    store = _get_store(src)
+    exp = MlflowClient(src).create_experiment("live")
+    tid, t0 = "tr-" + "ab" * 16, 1_700_000_000_123_456_789
+    root = Span(span_id="1" * 16, name="root", span_type="CHAIN", start_ns=t0, inputs={"q": 1})
+    child = Span(
+        span_id="2" * 16,
+        parent_id=root.span_id,
+        name="step",
+        start_ns=t0 + 7,
+        end_ns=t0 + 1_000_001,
+        status_code="OK",
+        attributes={"i": 1},
+    )
+
+    def info(state: str, duration: int | None) -> TraceInfo:
+        return TraceInfo(
+            trace_id=tid,
+            trace_location=TraceLocation.from_experiment_id(exp),
+            request_time=t0 // 1_000_000,
+            execution_duration=duration,
+            state=TraceState(state),
+            trace_metadata={"k": "v"},
+            tags={"t": "1"},
+        )
+
+    store.start_trace(info("IN_PROGRESS", None))
+    store.log_spans(exp, [mlflow_span(root, tid), mlflow_span(child, tid)])
+    store.start_trace(info("IN_PROGRESS", None))
+    reader, writer = MlflowReader(src), MlflowWriter(dst)
+    (source,) = read_all(reader)
+    assert source.state == "IN_PROGRESS" and source.spans[0].end_ns is None
+    done, links = sync(reader, writer)
+    assert done[tid][1] == tid
+    assert_faithful(reader, writer, done)
+
+    late = Span(
+        span_id="3" * 16,
+        parent_id=root.span_id,
+        name="late",
+        start_ns=t0 + 2_000_000,
+        end_ns=t0 + 3_000_000,
+        status_code="ERROR",
+        status_message="late failure",
+    )
+    ended = root.model_copy(
+        update={"end_ns": t0 + 5_000_003, "status_code": "OK", "outputs": {"a": 2}}
+    )
+    store.log_spans(exp, [mlflow_span(late, tid), mlflow_span(ended, tid)])
+    store.start_trace(info("OK", 5))
+    again, _ = sync(reader, writer, links)
+    change = again[tid][0]
+    assert change.action == "update"
+    assert sorted(change.changes) == sorted(
+        [
+            "state: IN_PROGRESS -> OK",
+            "execution_duration_ms: (none) -> 5",
+            'response_preview: (none) -> {"a": 2}',  # the source store took it from the root
+            "+1 spans",
+            "1 spans changed",
+        ]
+    )
+    assert_faithful(reader, writer, again)
+    (copy,) = read_all(MlflowReader(dst))
+    assert [(s.span_id, s.start_ns, s.end_ns) for s in copy.spans] == [
+        ("1" * 16, t0, t0 + 5_000_003),
+        ("2" * 16, t0 + 7, t0 + 1_000_001),
+        ("3" * 16, t0 + 2_000_000, t0 + 3_000_000),
+    ]
+    assert {c.action for c, _ in sync(reader, writer, links)[0].values()} == {"unchanged"}
+
+
+def test_unlinked_run_is_named_in_a_warning(tmp_path: Path) -> None:
+    """A trace whose linked run was not copied: copied without the link, the run named."""
+    src, dst = f"sqlite:///{tmp_path / 'src.db'}", f"sqlite:///{tmp_path / 'dst.db'}"
+    made = make_source(src)
+    reader, writer = MlflowReader(src), MlflowWriter(dst)
+    traces = read_all(reader)
+    links = Links(writer, {p.source_id: p.name for t in traces for p in t.header.projects})
+    part = TraceWriter(writer)
+    (linked,) = [t for t in traces if t.run_source_id]
+    assert linked.run_source_id is not None and linked.run_source_id.endswith(made["run_id"])
+    change = part.plan(linked, part.find(linked.header, links), links)
+    assert change.action == "create"
+    assert [w for w in change.warnings if linked.run_source_id in w and "not copied" in w]
+    copy = part.read_back(part.apply(linked, change, links))
+    assert isinstance(copy, Trace) and copy.run_source_id is None
+    assert copy.spans == linked.spans
+
+
+@pytest.mark.e2e
+def test_sync_cli_copies_traces(tmp_path: Path) -> None:
+    """Through the engine (api.sync, as the CLI runs it): traces copied after their runs,
+    the run link pointing at the run's copy; verify finds every trace ok; a second pass
+    unchanged; a new trace and a new assessment -> one create, one update."""
+    from bridge import api
+
+    src, dst = f"sqlite:///{tmp_path / 'src.db'}", f"sqlite:///{tmp_path / 'dst.db'}"
+    state = str(tmp_path / "state.db")
+    made = make_source(src)
+    plan = api.sync(f"mlflow:{src}", f"mlflow:{dst}", state=state)
+    assert plan.exit_code() == 0
+    assert plan.item_counts["trace"]["create"] == 4
+    dst_client = MlflowClient(dst)
+    (run,) = [
+        r
+        for e in dst_client.search_experiments()
+        for r in dst_client.search_runs([e.experiment_id])
+        if r.data.tags.get(ITEM_SOURCE_TAG, "").endswith(made["run_id"])
+    ]
+    linked = [t for t in read_all(MlflowReader(src)) if t.run_source_id]
+    (copy,) = [dst_client.get_trace(t.trace_id) for t in linked]
+    assert copy.info.trace_metadata["mlflow.sourceRun"] == run.info.run_id
+    # The extra corpus' logged model was made outside any run: whether that travels is the
+    # logged-model pass's choice; a trace whose link target has no copy says so, by name,
+    # in its plan and in verify — every other trace verifies ok.
+    unlinked = {
+        i.source_id
+        for i in plan.items
+        if i.kind == "trace" and any("linked logged model" in w.message for w in i.warnings)
+    }
+    report = api.verify(f"mlflow:{src}", f"mlflow:{dst}", state=state)
+    assert report.item_counts["trace"]["ok"] == 4 - len(unlinked)
+    assert {i.source_id for i in report.items if i.kind == "trace"} == unlinked
+    assert all("logged model link" in f for i in report.items for f in i.findings)
+    again = api.sync(f"mlflow:{src}", f"mlflow:{dst}", state=state)
+    assert again.item_counts["trace"]["unchanged"] == 4
+    _run(["-m", "tests.genai_corpus", src, "--more"])
+    third = api.sync(f"mlflow:{src}", f"mlflow:{dst}", state=state)
+    counts = third.item_counts["trace"]
+    assert (counts["create"], counts["update"], counts["unchanged"]) == (1, 1, 3)
+    (updated,) = [i for i in third.items if i.kind == "trace" and i.action == "update"]
+    assert updated.changes == ["+1 assessments"]
