@@ -238,3 +238,55 @@ def test_schema_order_meets_each_key_with_the_source_type() -> None:
     order = schema_order(records, source)
     assert sorted(order) == [0, 1, 2]
     assert simulate_schema(None, [records[i] for i in order]) == source
+
+
+@pytest.mark.e2e
+def test_cli_sync_and_verify_copy_datasets(tmp_path: Any) -> None:
+    """Through the CLI: ``bridge sync`` copies the in-scope dataset (not the hidden one),
+    a second sync leaves it unchanged, a source upsert is synced as exactly that change,
+    ``bridge verify`` finds the copy identical; ``--no-datasets`` leaves datasets out."""
+    from click.testing import CliRunner
+
+    from bridge.cli import main
+
+    src_uri = f"sqlite:///{tmp_path / 'src.db'}"
+    dst_uri = f"sqlite:///{tmp_path / 'dst.db'}"
+    made = _make_source(src_uri)
+    common = ["--state", str(tmp_path / "state.db"), "--experiment", IN_SCOPE, "--json"]
+    pair = [f"mlflow:{src_uri}", f"mlflow:{dst_uri}"]
+    runner = CliRunner()
+
+    def sync(*extra: str) -> dict[str, Any]:
+        out = runner.invoke(main, ["sync", *pair, *common, *extra])
+        assert out.exit_code == 0, out.output
+        return dict(json.loads(out.output))
+
+    first = sync()
+    assert first["item_counts"]["dataset"]["create"] == 1
+    [created] = first["items"]
+    assert created["changes"] == [
+        "new dataset qa-eval",
+        "+3 records",
+        f"+link experiment {IN_SCOPE}",
+    ]
+    with _use_tracking_uri(dst_uri):
+        assert [d.name for d in mlflow.genai.datasets.search_datasets()] == ["qa-eval"]
+    second = sync()
+    assert second["item_counts"]["dataset"]["unchanged"] == 1 and second["items"] == []
+
+    with _use_tracking_uri(src_uri):
+        from mlflow.genai.datasets import get_dataset
+
+        get_dataset(dataset_id=made["dataset"]).merge_records(
+            [{"inputs": {"question": "3*3?"}, "expectations": {"answer": "9"}}]
+        )
+    assert sync("--no-datasets")["item_counts"].get("dataset", {}).get("listed", 0) == 0
+    third = sync()
+    [updated] = third["items"]
+    assert updated["action"] == "update" and updated["changes"] == ["+1 records"]
+    assert updated["dest_id"] == created["dest_id"]
+
+    out = runner.invoke(main, ["verify", *pair, *common])
+    assert out.exit_code == 0, out.output
+    counts = json.loads(out.output)["item_counts"]["dataset"]
+    assert counts == {"listed": 1, "copies": 1, "ok": 1}
