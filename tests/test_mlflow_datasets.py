@@ -290,3 +290,16 @@ def test_cli_sync_and_verify_copy_datasets(tmp_path: Any) -> None:
     assert out.exit_code == 0, out.output
     counts = json.loads(out.output)["item_counts"]["dataset"]
     assert counts == {"listed": 1, "copies": 1, "ok": 1}
+
+
+def test_file_store_holds_no_datasets(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file store cannot hold evaluation datasets: its writer leaves the kind out (the
+    engine then reports them not copied, once) and its reader lists none."""
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = f"file:{tmp_path / 'mlruns'}"
+    writer = MlflowWriter(uri)
+    assert "dataset" not in writer.item_kinds()
+    reader = MlflowReader(uri)
+    assert list(reader.list_items("dataset")) == []
+    sqlite_writer = MlflowWriter(f"sqlite:///{tmp_path / 'dest.db'}")
+    assert "dataset" in sqlite_writer.item_kinds()

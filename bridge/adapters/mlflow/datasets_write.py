@@ -82,6 +82,9 @@ class DatasetWriter(KindWriter):
         super().__init__(store)
         self._stamps_said = False
 
+    def stored(self) -> bool:
+        return holds_datasets(self.store)
+
     def _raw(self) -> Any:
         if not holds_datasets(self.store):
             raise BridgeError(

@@ -46,3 +46,9 @@ class KindWriter(ABC):
 
     @abstractmethod
     def read_back(self, dest_id: str) -> Item | None: ...
+
+    def stored(self) -> bool:
+        """False when this store cannot hold the kind at all (e.g. datasets in a file
+        store): the writer then leaves it out of ``item_kinds`` and the engine reports
+        the items not copied, once, instead of failing each one."""
+        return True

@@ -77,7 +77,7 @@ class MlflowItemSink(ItemSink):
         return self._items_by_kind
 
     def item_kinds(self) -> set[ItemKind]:
-        return set(self._item_parts())
+        return {kind for kind, part in self._item_parts().items() if part.stored()}
 
     def find_item(self, header: ItemHeader, links: ItemLinks) -> str | None:
         return self._item_parts()[header.kind].find(header, links)
