@@ -482,3 +482,21 @@ def test_items_state_on_postgresql(pg_database: str) -> None:
         assert set(store.item_marks("mlflow:d", "trace")) == {"fake:src#trace/t"}
     finally:
         store.close()
+
+
+def test_a_writer_without_items_reports_each_kind_once(pair: Pair, tmp_path: Path) -> None:
+    """W&B offline has no ItemSink: one notice per kind, naming W&B Weave; runs still copy."""
+    writer = WandbOfflineWriter(str(tmp_path / "wb"))
+    try:
+        plan = run_sync(pair.reader, writer, pair.state("wb"))
+    finally:
+        writer.close()
+    assert plan.exit_code() == 0, plan.errors
+    assert [r.outcome for r in plan.runs] == ["done"]
+    gap = "W&B Weave is not supported by this bridge yet"
+    assert sorted(w.message for w in plan.notices if w.code.endswith("s-not-copied")) == [
+        f"datasets-not-copied: 1 ({gap})",
+        f"prompts-not-copied: 1 ({gap})",
+        f"traces-not-copied: 2 ({gap})",
+    ]
+    assert pair.src.reads == [] and plan.items == []
