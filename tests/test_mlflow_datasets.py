@@ -221,6 +221,28 @@ def test_record_deleted_at_source_and_unmapped_link(tmp_path: Any) -> None:
     assert item_digest(back) == item_digest(item2)
     assert len(back.records) == 2
 
+    # The source drops an expectation key (delete + merge again: MLflow's merge only adds
+    # keys) and a tag: the copy's record is re-inserted, the tag deleted.
+    records, _ = raw_src._load_dataset_records(made["dataset"], max_results=None)
+    old = next(r for r in records if r.inputs == {"question": "2+2?", "level": 1})
+    raw_src.delete_dataset_records(made["dataset"], [old.dataset_record_id])
+    raw_src.upsert_dataset_records(
+        made["dataset"],
+        [{"inputs": {"question": "2+2?", "level": 1}, "expectations": {"answer": 4}}],
+    )
+    raw_src.delete_dataset_tag(made["dataset"], "purpose")
+    change, _, item3 = _sync(reader, writer, _only_header(reader), links)
+    assert change.changes == [
+        "-tag purpose",
+        "1 changed",
+        "1 re-inserted (a key or source removed at the source)",
+    ]
+    back = writer.read_item_back("dataset", dest_id)
+    assert back is not None and item_digest(back) == item_digest(item3)
+    readded = next(r for r in back.records if r.inputs["question"] == "2+2?")
+    assert readded.expectations == {"answer": 4} and "purpose" not in back.tags
+    assert writer.plan_item(item3, dest_id, links).action == "unchanged"
+
 
 def test_schema_order_meets_each_key_with_the_source_type() -> None:
     """Records whose types disagree ("42" vs 4): ordered so MLflow's first-seen typing
