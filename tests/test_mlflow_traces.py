@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import start_mlflow_server
 from mlflow.tracking import MlflowClient
 
 from bridge.adapters.base import ReaderOptions
 from bridge.adapters.features import ItemChange, ItemLinks
+from bridge.adapters.mlflow import traces_read
 from bridge.adapters.mlflow.items import ITEM_SOURCE_TAG
 from bridge.adapters.mlflow.reader import MlflowReader
 from bridge.adapters.mlflow.traces_read import TraceReader
@@ -206,7 +208,8 @@ def _round_trip(src: str, dst: str) -> None:
     assert {c.action for c, _ in fourth.values()} == {"unchanged"}
 
 
-def test_traces_sqlite_to_sqlite(tmp_path: Path) -> None:
+def test_traces_sqlite_to_sqlite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(traces_read, "PAGE", 3)  # the listing pages through 4 and 5 traces
     _round_trip(f"sqlite:///{tmp_path / 'src.db'}", f"sqlite:///{tmp_path / 'dst.db'}")
 
 
@@ -218,6 +221,38 @@ def test_traces_sqlite_to_postgresql(tmp_path: Path, pg_database: str) -> None:
 @pytest.mark.e2e
 def test_traces_sqlite_to_server(tmp_path: Path, mlflow_server: str) -> None:
     _round_trip(f"sqlite:///{tmp_path / 'src.db'}", mlflow_server)
+
+
+@pytest.mark.e2e
+def test_traces_server_to_server_on_postgresql(
+    tmp_path: Path, mlflow_server: str, pg_database: str
+) -> None:
+    """Read from a server (REST search, get_trace), write into a server with PostgreSQL
+    behind it (start_trace over REST, spans over OTLP /v1/traces)."""
+    url, proc = start_mlflow_server(tmp_path / "pg-server", backend_uri=pg_database)
+    try:
+        _round_trip(mlflow_server, url)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_file_store_refuses_traces_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's file store has no span logging: the plan says so, naming the store."""
+    from bridge.errors import BridgeError
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3.17 refuses it otherwise
+
+    src = f"sqlite:///{tmp_path / 'src.db'}"
+    make_source(src)
+    reader, writer = MlflowReader(src), MlflowWriter(f"file://{tmp_path / 'mlruns'}")
+    trace = read_all(reader)[0]
+    links = Links(writer, {p.source_id: p.name for p in trace.header.projects})
+    with pytest.raises(BridgeError, match="cannot store trace spans"):
+        TraceWriter(writer).plan(trace, None, links)
 
 
 def test_same_store_gets_new_trace_ids(tmp_path: Path) -> None:

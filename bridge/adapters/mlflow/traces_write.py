@@ -44,6 +44,7 @@ from bridge.errors import BridgeError
 from bridge.schema_items import Assessment, Item, ItemHeader, Trace
 
 MODELS_PREFIX = "models:/"
+SPAN_BATCH = 500  # spans per log_spans call
 
 
 class TraceWriter(KindWriter):
@@ -88,6 +89,7 @@ class TraceWriter(KindWriter):
 
     def plan(self, item: Item, dest_id: str | None, links: ItemLinks) -> ItemChange:
         assert isinstance(item, Trace)
+        self._check_store()
         warnings: list[str] = []
         meta = self._dest_metadata(item, links, warnings)
         if dest_id is not None:
@@ -116,6 +118,16 @@ class TraceWriter(KindWriter):
                 "info": True,
             },
         )
+
+    def _check_store(self) -> None:
+        """Refuse, naming the store, where MLflow has no span logging (its file store)."""
+        from mlflow.store.tracking.abstract_store import AbstractStore
+
+        if type(self.backend).log_spans is AbstractStore.log_spans:
+            raise BridgeError(
+                f"{self.store.display_uri}: this MLflow store ({type(self.backend).__name__}) "
+                "cannot store trace spans; copy traces into a database or an mlflow server"
+            )
 
     def _dest_metadata(self, item: Trace, links: ItemLinks, warnings: list[str]) -> dict[str, str]:
         """The copy's metadata: the source's, links rewritten to the copies they point to."""
@@ -155,8 +167,8 @@ class TraceWriter(KindWriter):
             self.backend.start_trace(info)
         by_id = {s.span_id: s for s in item.spans}
         spans = [mlflow_span(by_id[sid], trace_id) for sid in pay["spans"]]
-        if spans:
-            self.backend.log_spans(exp, spans)
+        for at in range(0, len(spans), SPAN_BATCH):  # bounded requests (OTLP on a server)
+            self.backend.log_spans(exp, spans[at : at + SPAN_BATCH])
         if pay.get("info") or spans:
             self.backend.start_trace(info)  # the source's info over what log_spans derived
         for key in pay.get("drop_tags", []):
