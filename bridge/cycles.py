@@ -26,11 +26,13 @@ def plan_counts(plan: Plan) -> dict[str, Any]:
         "conflicts": len(plan.conflicts),
         "resolved": len(plan.resolved),
         "warnings": len(plan.warnings),
+        "items": plan.item_counts,  # per workspace item kind: listed, create, update ...
     }
 
 
 def plan_errors(plan: Plan) -> list[str]:
-    return list(plan.errors) + [f"{r.source_id}: {r.error}" for r in plan.runs if r.error]
+    items = [f"{i.source_id}: {i.error}" for i in plan.items if i.error]
+    return list(plan.errors) + [f"{r.source_id}: {r.error}" for r in plan.runs if r.error] + items
 
 
 def record_cycle(
