@@ -185,9 +185,17 @@ def test_prompts_copied_into_postgresql(tmp_path: Path, pg_database: str) -> Non
 def test_prompts_copied_into_mlflow_server(tmp_path: Path, mlflow_server: str) -> None:
     reader = _source(tmp_path)
     _check_copy(reader, MlflowWriter(mlflow_server))
-    # The server as a source lists the same prompts (REST listing and aliases).
-    served = {h.name: h for h in PromptReader(MlflowReader(mlflow_server)).list()}
-    assert set(served) == {"greet", "qa-chat"}
+    # The server as a source reads the same prompts (REST listing, versions and aliases).
+    served = PromptReader(MlflowReader(mlflow_server))
+    local = PromptReader(reader)
+    by_name = {h.name: h for h in local.list()}
+    for header in served.list():
+        assert header.name in by_name
+        copy, source = served.read(header), local.read(by_name[header.name])
+        assert isinstance(copy, Prompt) and isinstance(source, Prompt)
+        assert len(copy.linked_projects) == len(source.linked_projects) == 1
+        copy.linked_projects = source.linked_projects  # experiment identities name each store
+        assert item_digest(copy) == item_digest(source)
 
 
 def test_incremental_changes_and_fingerprints(tmp_path: Path) -> None:
@@ -307,3 +315,14 @@ def test_prompts_through_the_cli(tmp_path: Path) -> None:
     ]
     assert MlflowClient(dst_uri).get_prompt_version("greet", "prod").template == "Hello {{name}}!"
     assert _cli("verify", *pair).returncode == 0
+
+
+def test_a_source_model_named_like_a_destination_prompt_fails_clearly(tmp_path: Path) -> None:
+    from bridge.errors import RunError
+    from bridge.schema import RegisteredModel
+
+    writer = MlflowWriter(f"sqlite:///{tmp_path / 'dest.db'}")
+    writer.client.create_prompt("greet")
+    model = RegisteredModel(source_id="mlflow:elsewhere#registered-model/greet", name="greet")
+    with pytest.raises(RunError, match="the destination has a prompt of that name"):
+        writer.ensure_registered_model("greet", model)
