@@ -127,6 +127,8 @@ def _check_copy(reader: MlflowReader, writer: MlflowWriter) -> None:
     first = _sync(reader, writer, links)
     assert first["greet"][0] == "create" and "+2 versions" in first["greet"]
     assert "alias prod: (none) -> 1" in first["greet"]
+    (linked,) = links.projects.values()
+    assert f"linked experiments: (none) -> {linked}" in first["greet"]
     headers = {h.name: h for h in r.list()}
     assert set(headers) == {"greet", "qa-chat"}  # the registered model is no prompt
     assert [p.name for p in headers["greet"].projects] == ["Default"]  # linked, in scope

@@ -38,8 +38,14 @@ def _source_number(v: Any) -> int:
 
 
 def _tag_lines(prefix: str, have: dict[str, str], want: dict[str, str]) -> list[str]:
+    """One line per differing tag; MLflow's experiment links as one line of their own."""
     lines = []
-    for key in sorted(set(have) | set(want)):
+    if have.get(EXPERIMENT_IDS_TAG) != want.get(EXPERIMENT_IDS_TAG):
+        was, now = (experiment_ids(t) for t in (have, want))
+        lines.append(
+            f"linked experiments: {','.join(was) or '(none)'} -> {','.join(now) or '(none)'}"
+        )
+    for key in sorted((set(have) | set(want)) - {EXPERIMENT_IDS_TAG}):
         if have.get(key) != want.get(key):
             lines.append(
                 f"{prefix}tag {key}: {have.get(key, '(none)')} -> {want.get(key, '(removed)')}"
@@ -126,9 +132,7 @@ class PromptWriter(KindWriter):
         back = {int(v.version): n for n, v in by_source.items()}
         have_tags = {k: str(v) for k, v in dict(rm.tags or {}).items() if k != IS_PROMPT_TAG}
         set_tags = {k: v for k, v in want_tags.items() if have_tags.get(k) != v}
-        del_tags = [
-            k for k in have_tags if k not in want_tags and not k.startswith("bridge.source")
-        ]
+        del_tags = [k for k in have_tags if k not in want_tags and not k.startswith("bridge.")]
         changes += _tag_lines(
             "",
             {k: have_tags[k] for k in [*set_tags, *del_tags] if k in have_tags},
