@@ -19,216 +19,16 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from items_fakes import Pair, sid
 from mlflow.tracking import MlflowClient
 
-from bridge.adapters.features import ItemChange, ItemLinks
-from bridge.adapters.mlflow.reader import MlflowReader
-from bridge.adapters.mlflow.writer import MlflowWriter
 from bridge.adapters.wandb.offline_writer import WandbOfflineWriter
 from bridge.adapters.wandb.writer import WandbWriter
 from bridge.engine.sync import run_sync
 from bridge.engine.verify import verify
 from bridge.reporting import render
-from bridge.schema_items import (
-    DatasetRecord,
-    EvalDataset,
-    Item,
-    ItemHeader,
-    ItemKind,
-    ItemProject,
-    Prompt,
-    PromptVersion,
-    Span,
-    Trace,
-    item_digest,
-)
+from bridge.schema_items import Prompt, PromptVersion, Trace
 from bridge.state import StateStore
-
-T0 = 1_650_000_000_000
-
-
-# --------------------------------------------------------------------------- fakes
-
-
-class FakeSource:
-    """Source items in memory, and what the engine read of them."""
-
-    def __init__(self) -> None:
-        self.items: dict[str, Item] = {}
-        self.reads: list[str] = []
-        self.fail: set[str] = set()
-
-
-class FakeReader(MlflowReader):
-    """The MLflow reader (runs for real) with items from a FakeSource."""
-
-    fake: FakeSource
-
-    def item_kinds(self) -> set[ItemKind]:
-        return {"trace", "prompt", "dataset"}
-
-    def list_items(self, kind: ItemKind) -> Iterator[ItemHeader]:
-        return iter([i.header for i in self.fake.items.values() if i.header.kind == kind])
-
-    def read_item(self, header: ItemHeader) -> Item:
-        self.fake.reads.append(header.source_id)
-        if header.source_id in self.fake.fail:
-            raise RuntimeError("boom")
-        return self.fake.items[header.source_id].model_copy(deep=True)
-
-
-class FakeDest:
-    """A destination's items in memory: copies by id, each knowing its source identity."""
-
-    def __init__(self, kinds: set[ItemKind] | None = None) -> None:
-        self.kinds: set[ItemKind] = kinds or {"trace", "prompt", "dataset"}
-        self.copies: dict[str, Item] = {}
-        self.writes: list[tuple[str, str]] = []  # (action, source id)
-        self.finds: list[str] = []
-        self.links: dict[str, tuple[str | None, str | None]] = {}  # source id -> (project, run)
-
-
-def _changes(item: Item, copy: Item | None) -> list[str]:
-    if isinstance(item, Prompt):
-        have = len(copy.versions) if isinstance(copy, Prompt) else 0
-        out = [f"+{len(item.versions) - have} versions"] if len(item.versions) > have else []
-        old = copy.tags if isinstance(copy, Prompt) else {}
-        out += [f"tag {k}: {old.get(k)} -> {v}" for k, v in item.tags.items() if old.get(k) != v]
-        return out
-    if isinstance(item, Trace):
-        have = len(copy.spans) if isinstance(copy, Trace) else 0
-        return [f"+{len(item.spans) - have} spans"]
-    have = len(copy.records) if isinstance(copy, EvalDataset) else 0
-    return [f"+{len(item.records) - have} records"]
-
-
-class FakeWriter(MlflowWriter):
-    """The MLflow writer (runs for real) storing items in a FakeDest."""
-
-    dest: FakeDest
-
-    def item_kinds(self) -> set[ItemKind]:
-        return set(self.dest.kinds)
-
-    def find_item(self, header: ItemHeader, links: ItemLinks) -> str | None:
-        self.dest.finds.append(header.source_id)
-        for dest_id, copy in self.dest.copies.items():
-            if copy.header.source_id == header.source_id:
-                return dest_id
-        return None
-
-    def plan_item(self, item: Item, dest_id: str | None, links: ItemLinks) -> ItemChange:
-        copy = self.dest.copies.get(dest_id) if dest_id else None
-        if copy is None:
-            return ItemChange(action="create", changes=_changes(item, None))
-        if item_digest(copy) == item_digest(item):
-            return ItemChange(action="unchanged", dest_id=dest_id)
-        return ItemChange(action="update", dest_id=dest_id, changes=_changes(item, copy))
-
-    def apply_item(self, item: Item, change: ItemChange, links: ItemLinks) -> str:
-        project = links.project(item.header.projects[0].source_id) if item.header.projects else None
-        run = (
-            links.run(item.run_source_id)
-            if isinstance(item, Trace) and item.run_source_id
-            else None
-        )
-        self.dest.links[item.header.source_id] = (project, run)
-        dest_id = change.dest_id or f"d-{len(self.dest.copies) + 1}"
-        self.dest.copies[dest_id] = item.model_copy(deep=True)
-        self.dest.writes.append((change.action, item.header.source_id))
-        self.notices.add(item.header.source_id, "fake-note", "kept as-is")
-        return dest_id
-
-    def read_item_back(self, kind: ItemKind, dest_id: str) -> Item | None:
-        copy = self.dest.copies.get(dest_id)
-        return copy.model_copy(deep=True) if copy is not None else None
-
-
-# --------------------------------------------------------------------------- corpus
-
-
-def _runs(tmp_path: Path) -> str:
-    """A source MLflow store with one experiment and one run; returns its tracking URI."""
-    uri = f"sqlite:///{tmp_path / 'src.db'}"
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.create_experiment("e", artifact_location=str(tmp_path / "src-art"))
-    run = client.create_run(exp, start_time=T0, run_name="r0")
-    client.log_metric(run.info.run_id, "loss", 0.5, timestamp=T0, step=0)
-    client.set_terminated(run.info.run_id, "FINISHED", end_time=T0 + 10)
-    return uri
-
-
-def _header(kind: ItemKind, name: str, fp: str, project: ItemProject | None) -> ItemHeader:
-    return ItemHeader(
-        kind=kind,
-        source_id=f"fake:src#{kind}/{name}",
-        name=name,
-        projects=[project] if project else [],
-        fingerprint=fp,
-    )
-
-
-def _corpus(reader: MlflowReader) -> FakeSource:
-    [run] = list(reader.list_runs())
-    project = ItemProject(source_id=run.project.source_id, name=run.project.name)
-    src = FakeSource()
-    prompt = Prompt(
-        header=_header("prompt", "p", "p1", None),
-        name="p",
-        tags={"team": "a"},
-        versions=[PromptVersion(version=1, template="Hi {{name}}")],
-        aliases={"prod": 1},
-    )
-    dataset = EvalDataset(
-        header=_header("dataset", "ds", "d1", project),
-        name="ds",
-        records=[DatasetRecord(inputs={"q": "1+1"}, expectations={"a": 2})],
-    )
-    spans = [
-        Span(span_id="a1", name="root", start_ns=1, end_ns=9),
-        Span(span_id="b2", parent_id="a1", name="llm", start_ns=2, end_ns=8),
-    ]
-    traces = [
-        Trace(
-            header=_header("trace", f"tr-{i}", f"t{i}", project),
-            trace_id=f"tr-{i}",
-            request_time_ms=T0,
-            run_source_id=run.source_id if i == 1 else None,
-            spans=spans,
-        )
-        for i in (1, 2)
-    ]
-    for item in (prompt, dataset, *traces):
-        src.items[item.header.source_id] = item
-    return src
-
-
-class Pair:
-    """A source and destination with fake items, and one state store per name."""
-
-    def __init__(self, tmp_path: Path, kinds: set[ItemKind] | None = None) -> None:
-        self.tmp = tmp_path
-        self.reader = FakeReader(_runs(tmp_path))
-        self.src = _corpus(self.reader)
-        self.reader.fake = self.src
-        self.dest_uri = f"sqlite:///{tmp_path / 'dst.db'}"
-        self.writer = FakeWriter(self.dest_uri)
-        self.dest = FakeDest(kinds)
-        self.writer.dest = self.dest
-        self.states: dict[str, StateStore] = {}
-
-    def state(self, name: str = "state") -> StateStore:
-        if name not in self.states:
-            self.states[name] = StateStore(str(self.tmp / f"{name}.db"))
-        return self.states[name]
-
-    def sync(self, state: str = "state", **kw: Any) -> Any:
-        self.src.reads.clear()
-        return run_sync(self.reader, self.writer, self.state(state), **kw)
-
-    def close(self) -> None:
-        for s in self.states.values():
-            s.close()
 
 
 @pytest.fixture
@@ -236,10 +36,6 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
     p = Pair(tmp_path)
     yield p
     p.close()
-
-
-def _sid(kind: str, name: str) -> str:
-    return f"fake:src#{kind}/{name}"
 
 
 # --------------------------------------------------------------------------- tests
@@ -262,8 +58,8 @@ def test_create_then_unchanged_without_reading(pair: Pair) -> None:
     )
     assert run_copy is not None
     exp = MlflowClient(tracking_uri=pair.dest_uri).get_experiment_by_name("e")
-    assert pair.dest.links[_sid("trace", "tr-1")] == (exp.experiment_id, run_copy.dest_id)
-    assert pair.dest.links[_sid("trace", "tr-2")] == (exp.experiment_id, None)
+    assert pair.dest.links[sid("trace", "tr-1")] == (exp.experiment_id, run_copy.dest_id)
+    assert pair.dest.links[sid("trace", "tr-2")] == (exp.experiment_id, None)
     # The writer's notice about an item lands on its line.
     assert [w.code for w in plan.items[0].warnings] == ["fake-note"]
 
@@ -281,12 +77,12 @@ def test_create_then_unchanged_without_reading(pair: Pair) -> None:
 
 def test_changed_fingerprint_updates_only_that_item(pair: Pair) -> None:
     pair.sync()
-    prompt = pair.src.items[_sid("prompt", "p")]
+    prompt = pair.src.items[sid("prompt", "p")]
     assert isinstance(prompt, Prompt)
     prompt.versions.append(PromptVersion(version=2, template="Hello {{name}}"))
     prompt.header.fingerprint = "p2"
     plan = pair.sync()
-    assert pair.src.reads == [_sid("prompt", "p")]
+    assert pair.src.reads == [sid("prompt", "p")]
     [line] = plan.items
     assert (line.kind, line.action, line.outcome, line.changes) == (
         "prompt",
@@ -296,7 +92,7 @@ def test_changed_fingerprint_updates_only_that_item(pair: Pair) -> None:
     )
     assert plan.item_counts["prompt"]["update"] == 1
     assert plan.item_counts["trace"]["unchanged"] == 2
-    assert pair.state().get_item(pair.writer.display_uri, _sid("prompt", "p")).fingerprint == "p2"  # type: ignore[union-attr]
+    assert pair.state().get_item(pair.writer.display_uri, sid("prompt", "p")).fingerprint == "p2"  # type: ignore[union-attr]
     assert len(pair.dest.copies) == 4
 
 
@@ -335,17 +131,17 @@ def test_lost_state_finds_copies_and_duplicates_nothing(pair: Pair) -> None:
         "trace": 2,
     }
     marks = pair.state("lost").item_marks(pair.writer.display_uri, "trace")
-    assert set(marks) == {_sid("trace", "tr-1"), _sid("trace", "tr-2")}  # recorded again
+    assert set(marks) == {sid("trace", "tr-1"), sid("trace", "tr-2")}  # recorded again
     pair.sync(state="lost")
     assert pair.src.reads == []
 
 
 def test_a_failing_item_fails_alone(pair: Pair) -> None:
-    pair.src.fail.add(_sid("trace", "tr-1"))
+    pair.src.fail.add(sid("trace", "tr-1"))
     plan = pair.sync()
     assert plan.exit_code() == 1
     [failed] = [i for i in plan.items if i.outcome == "failed"]
-    assert failed.source_id == _sid("trace", "tr-1")
+    assert failed.source_id == sid("trace", "tr-1")
     assert failed.error == "RuntimeError: boom"
     assert plan.item_counts["trace"] == {
         "listed": 2,
@@ -373,7 +169,7 @@ def test_a_destination_without_the_kind_says_so_once(tmp_path: Path) -> None:
         assert plan.item_counts["trace"]["not-copied"] == 2
         assert plan.item_counts["prompt"]["create"] == 1
         assert plan.exit_code() == 0
-        assert _sid("trace", "tr-1") not in pair.src.reads
+        assert sid("trace", "tr-1") not in pair.src.reads
         report = verify(pair.reader, pair.writer, pair.state())
         assert report.exit_code() == 0
         [line] = report.items
@@ -393,20 +189,20 @@ def test_verify_finds_digest_mismatch_and_missing_copy(pair: Pair) -> None:
     clean = verify(pair.reader, pair.writer, pair.state())
     assert clean.exit_code() == 0 and clean.items == []
     assert clean.item_counts["trace"] == {"listed": 2, "copies": 2, "ok": 2}
-    mark = pair.state().get_item(pair.writer.display_uri, _sid("trace", "tr-1"))
+    mark = pair.state().get_item(pair.writer.display_uri, sid("trace", "tr-1"))
     assert mark is not None
     copy = pair.dest.copies[mark.dest_id]
     assert isinstance(copy, Trace)
     copy.spans[1].end_ns = 7  # one span's end moved by a nanosecond
-    prompt_mark = pair.state().get_item(pair.writer.display_uri, _sid("prompt", "p"))
+    prompt_mark = pair.state().get_item(pair.writer.display_uri, sid("prompt", "p"))
     assert prompt_mark is not None
     del pair.dest.copies[prompt_mark.dest_id]
     report = verify(pair.reader, pair.writer, pair.state())
     assert report.exit_code() == 1
     found = {i.source_id: (i.status, i.findings) for i in report.items}
     assert found == {
-        _sid("trace", "tr-1"): ("mismatch", ["trace tr-1: span tree differs"]),
-        _sid("prompt", "p"): ("unsynced", ["prompt p: missing"]),
+        sid("trace", "tr-1"): ("mismatch", ["trace tr-1: span tree differs"]),
+        sid("prompt", "p"): ("unsynced", ["prompt p: missing"]),
     }
     as_json = json.loads(render(report, "json"))
     assert as_json["item_counts"]["trace"]["mismatch"] == 1
