@@ -72,9 +72,9 @@ def test_planning_writes_no_state_and_renders_once(
     renders: list[str] = []
     real = MlflowWriter.render
 
-    def render(self: MlflowWriter, run: Any) -> Any:
+    def render(self: MlflowWriter, run: Any, parent_dest_id: str | None = None) -> Any:
         renders.append(run.header.source_id)
-        return real(self, run)
+        return real(self, run, parent_dest_id)
 
     monkeypatch.setattr(MlflowWriter, "render", render)
     lost = str(tmp_path / "lost.db")  # state lost: every run is re-linked by its tag
