@@ -328,3 +328,36 @@ def test_a_source_model_named_like_a_destination_prompt_fails_clearly(tmp_path: 
     model = RegisteredModel(source_id="mlflow:elsewhere#registered-model/greet", name="greet")
     with pytest.raises(RunError, match="the destination has a prompt of that name"):
         writer.ensure_registered_model("greet", model)
+
+
+def test_a_copy_left_half_way_is_finished_not_duplicated(tmp_path: Path) -> None:
+    reader = _source(tmp_path)
+    writer = MlflowWriter(f"sqlite:///{tmp_path / 'dest.db'}")
+    links = _links(reader, writer)
+    r, w = PromptReader(reader), PromptWriter(writer)
+    header = next(h for h in r.list() if h.name == "greet")
+    item = r.read(header)
+    assert isinstance(item, Prompt)
+    # A crash after the prompt and its first version were made (identity tags on both).
+    writer.client.create_prompt("greet", tags={ITEM_SOURCE_TAG: header.source_id})
+    w._create_version("greet", item.versions[0])
+    assert w.find(header, links) == "greet"
+    change = w.plan(item, "greet", links)
+    assert change.action == "update" and "+1 version" in change.changes
+    w.apply(item, change, links)
+    copy = w.read_back("greet")
+    assert isinstance(copy, Prompt) and item_digest(copy) == item_digest(item)
+    assert len(writer.client.search_prompt_versions("greet")) == 2
+
+
+def test_a_version_deleted_at_the_source_after_copying_is_kept_and_said(tmp_path: Path) -> None:
+    reader = _source(tmp_path)
+    writer = MlflowWriter(f"sqlite:///{tmp_path / 'dest.db'}")
+    links = _links(reader, writer)
+    _sync(reader, writer, links)
+    MlflowWriter(reader.target).client.delete_prompt_version("greet", "1")
+    lines = _sync(reader, writer, links)["greet"]
+    assert (
+        "prompt greet: source version 1 was deleted at the source; its copy (version 1) is kept"
+    ) in lines
+    assert len(writer.client.search_prompt_versions("greet")) == 2
