@@ -237,7 +237,9 @@ def _run_method(method: str, src: str, dst: str, tmp: Path) -> dict[str, Any]:
         cmd = [sys.executable, "-m", "bridge.cli", "sync", f"mlflow:{src}", f"mlflow:{dst}"]
         cmd += ["--state", str(state)]
     seconds, rss, out = measure(cmd, method)
-    return {"seconds": seconds, "rss": rss, "out": out.strip().splitlines()[-1:] or [""]}
+    lines = out.strip().splitlines() or [""]
+    said = [ln.strip() for ln in lines if ln.strip().startswith("traces:")] or lines[-1:]
+    return {"seconds": seconds, "rss": rss, "out": said}
 
 
 def _copy_into(kind: str, method: str, src: str, tmp: Path) -> tuple[str, dict[str, Any]]:
@@ -283,7 +285,10 @@ def main() -> None:
         trace_corpus.make_corpus(src, args.traces, args.spans)
         source = trace_corpus.snapshot(src)
         n = len(source.traces)
-        print(f"source: {n} traces x {args.spans} spans, made in {time.perf_counter() - t0:.0f} s")
+        print(
+            f"source: {n} traces x {args.spans} spans, made in {time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
         cols: list[tuple[str, dict[str, Any]]] = []
         for kind in args.dests.split(","):
             for method in args.methods.split(","):

@@ -279,8 +279,11 @@ def _assessment_record(a: Any, names: dict[str, str], by_id: dict[str, Any]) -> 
 
 def snapshot(uri: str) -> Snapshot:
     """Read every trace of the bench experiment back through MlflowClient (spans included)."""
+    import mlflow
     from mlflow import MlflowClient
 
+    # Spans a server keeps as artifacts (mlflow-artifacts:) resolve through the global URI.
+    mlflow.set_tracking_uri(uri)
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(EXPERIMENT)
     snap = Snapshot()
