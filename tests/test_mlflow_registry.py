@@ -461,6 +461,16 @@ def test_reader_lists_registered_models_exactly(
     lm_root = MlflowClient(tracking_uri=sqlite_uri).get_logged_model(mid).artifact_location
     run_root = MlflowClient(tracking_uri=sqlite_uri).get_run(rid).info.artifact_uri + "/model"
     lm_meta = {"source": f"models:/{mid}", "model_id": mid, "params": {"depth": "4"}}
+    lm_meta["mlflow_logged_model"] = {  # the faithful record an MLflow writer copies
+        "model_id": mid,
+        "name": "net",
+        "params": {"depth": "4"},
+        "tags": {},
+        "status": "READY",
+        "model_type": None,
+        "source_run": f"{d}#{rid}",
+        "metrics": [],
+    }
     expected = RegisteredModel(
         source_id=f"{d}#registered-model/clf",
         name="clf",

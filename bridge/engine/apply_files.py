@@ -46,7 +46,7 @@ def write_files(
     copies: list[tuple[ArtifactVersion, str, str]] = []  # (version, folder, its location)
     problems: list[str] = []
     for art in run.artifacts:
-        if art.direction != "logged" or not art.manifest:
+        if art.direction != "logged" or not (art.manifest or _model_object(ctx, art)):
             # Nothing to copy (a used dataset, a model listed by reference): the record only.
             record = json.dumps(manifest_record(art), indent=2).encode()
             path = f"{RECORDS_DIR}/{art.direction}/{art.name}/{version_label(art)}.json"
@@ -102,6 +102,14 @@ def write_files(
             ctx.state.put_object(ctx.dest_uri, art.source_id, location)
             kill_point("apply.object.after_state")
     return problems
+
+
+def _model_object(ctx: SyncContext, art: ArtifactVersion) -> bool:
+    """A model the destination keeps as a model object of its own: copied even when it
+    holds no file (an MLflow logged model that failed, or has only params and metrics)."""
+    return (
+        art.type == "model" and art.source_id is not None and ctx.features.logged_models is not None
+    )
 
 
 def _copy_one(

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.adapters.base import OpenEntry
+from bridge.adapters.mlflow import logged_copy
 from bridge.adapters.mlflow.once import create_once
 from bridge.adapters.mlflow.registry import (
     ARTIFACT_TAG_PREFIX,
@@ -48,7 +49,7 @@ from bridge.adapters.mlflow.registry import (
 from bridge.errors import RunError
 from bridge.faults import kill_point
 from bridge.mapping import flatten, json_dumps, sanitize_key, to_text
-from bridge.schema import ArtifactVersion, ManifestEntry
+from bridge.schema import ArtifactVersion, ManifestEntry, Run
 
 
 class LoggedModelWriter:
@@ -116,8 +117,11 @@ class LoggedModelWriter:
 
     @staticmethod
     def _ready(model: Any) -> bool:
+        """Done: READY, or a faithful copy marked copied (it may keep FAILED or PENDING)."""
         status = model.status
-        return (getattr(status, "name", None) or str(status)) == "READY"
+        return (getattr(status, "name", None) or str(status)) == "READY" or logged_copy.is_done(
+            model
+        )
 
     def find_model(self, artifact_source_id: str) -> str | None:
         """``models:/<id>`` of the READY logged model tagged with this source artifact."""
@@ -138,6 +142,8 @@ class LoggedModelWriter:
             raise RunError(f"model artifact {art.name!r} has no source identity: not written")
         with self._lock:
             self._experiments.add(str(project_dest_id))
+        if logged_copy.is_faithful(art):  # an MLflow source's logged model, field by field
+            return logged_copy.create(self, project_dest_id, run_dest_id, art, files)
         existing = self._models_with_source(art.source_id)
         ready = next((m for m in existing if self._ready(m)), None)
         if ready is not None:
@@ -169,6 +175,10 @@ class LoggedModelWriter:
 
         self.client.finalize_logged_model(model_id, LoggedModelStatus.READY)
         return f"models:/{model_id}"
+
+    def sync_run(self, dest_id: str, run: Run) -> None:
+        """A run's model metrics, output links and its models' changes (logged_copy.py)."""
+        logged_copy.sync_run(self, dest_id, run)
 
     def _model_tags(self, art: ArtifactVersion) -> dict[str, str]:
         assert art.source_id is not None

@@ -242,7 +242,7 @@ class MlflowReader(
             run.parent_source_id = object_source_id(self.display_uri, tags["mlflow.parentRunId"])
         if info.status not in _STATUS:
             run.status_reason = f"MLflow status {info.status}"
-        run.artifacts = run_objects.datasets(mlrun) + run_objects.models(self.client, mlrun)
+        run.artifacts = run_objects.datasets(mlrun) + run_objects.models(self, mlrun)
         bridge_files: set[str] = set()
         try:
             for f in run_objects.walk_artifacts(

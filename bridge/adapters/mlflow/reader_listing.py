@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from bridge.adapters.base import ReaderOptions
-from bridge.adapters.mlflow import run_objects
+from bridge.adapters.mlflow import logged_read, run_objects
 from bridge.adapters.mlflow.files import local_dir
 from bridge.adapters.mlflow.fingerprint import fingerprint_of, local_listing
 from bridge.adapters.mlflow.history import point_stats
@@ -89,6 +89,8 @@ class RunListing:
             raise BridgeError(f"{self.display_uri}: {bad[0]!r} is not an MLflow run id")
         for exp in self.experiments():
             project = self.project_of(exp)
+            if not wanted:  # models no run made: named, not copied (logged_read.py)
+                logged_read.report_orphans(self, exp.experiment_id, project.source_id)
             filters: list[str | None] = [None]
             if wanted:
                 ids = sorted(wanted)

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from bridge.adapters.base import ReaderOptions
+from bridge.adapters.mlflow import logged_read
 from bridge.adapters.mlflow.files import download_to_temp, local_dir
 from bridge.adapters.mlflow.ids import object_source_id
 from bridge.adapters.mlflow.registry import (
@@ -119,6 +120,7 @@ class RegistryReader:
             if logged is not None:
                 if logged.params:
                     metadata["params"] = dict(logged.params)
+                metadata[logged_read.RECORD_KEY] = logged_read.record(self.store, logged)
                 if SOURCE_ID_TAG in (logged.tags or {}):
                     skip.add(MANIFEST_PATH)  # the bridge's own record of an imported model
             if root not in self._listings:

@@ -1,5 +1,6 @@
 """What an MLflow run used and made, as neutral artifact records: dataset inputs, MLflow 3
-logged models it made (listed, not copied) and models it used; and its artifact files."""
+logged models it made (with their content, copied as logged models) and models it used or
+logged metrics for (records); and its artifact files."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bridge.adapters.mlflow import logged_read
 from bridge.adapters.mlflow.files import local_stat_key
 from bridge.paths import path_problem
 from bridge.schema import ArtifactVersion, FileRef
@@ -35,56 +37,46 @@ def datasets(mlrun: Any) -> list[ArtifactVersion]:
     return out
 
 
-def models(client: Any, mlrun: Any) -> list[ArtifactVersion]:
-    """MLflow 3 logged models made by the run (listed, not copied) and models it used."""
-    info = mlrun.info
+def models(store: Any, mlrun: Any) -> list[ArtifactVersion]:
+    """MLflow 3 logged models the run made (with their files, copied as logged models),
+    models it used or logged metrics for (records only); see logged_read.py."""
+    client, info = store.client, mlrun.info
     found: dict[str, Any] = {}
     if hasattr(client, "search_logged_models"):
-        token: str | None = None
-        while True:
-            page = client.search_logged_models(
-                experiment_ids=[str(info.experiment_id)],
-                filter_string=f"source_run_id = '{info.run_id}'",
-                max_results=100,
-                page_token=token,
-            )
-            found.update((m.model_id, m) for m in page)
-            token = page.token
-            if not token:
-                break
+        found = {m.model_id: m for m in logged_read.experiment_models(client, info.experiment_id)}
     outputs = getattr(mlrun, "outputs", None)
     steps = {m.model_id: m.step for m in (getattr(outputs, "model_outputs", None) or [])}
-    for model_id in steps.keys() - found.keys():
-        try:
-            found[model_id] = client.get_logged_model(model_id)
-        except Exception:  # noqa: BLE001 - a dangling link is listed by id only
-            found[model_id] = None
-    out = [_model_version(mid, found[mid], "logged", steps.get(mid)) for mid in sorted(found)]
+    made = {mid for mid, m in found.items() if m.source_run_id == info.run_id} | steps.keys()
     inputs = getattr(mlrun, "inputs", None)
-    for m in getattr(inputs, "model_inputs", None) or []:
-        out.append(_model_version(m.model_id, None, "used", None))
+    used = {m.model_id for m in (getattr(inputs, "model_inputs", None) or [])}
+    used |= {
+        mid for mid, m in found.items() if any(x.run_id == info.run_id for x in m.metrics or [])
+    }
+    out: list[ArtifactVersion] = []
+    for model_id in sorted(made | used):
+        model = found.get(model_id)
+        direction = "logged" if model_id in made else "used"
+        if model is None:
+            try:
+                model = client.get_logged_model(model_id)
+            except Exception:  # noqa: BLE001 - a dangling link is listed by id only
+                out.append(_dangling(model_id, direction, steps.get(model_id)))
+                continue
+        out.append(
+            logged_read.model_artifact(
+                store, model, direction, steps.get(model_id), direction == "logged"
+            )
+        )
     return out
 
 
-def _model_version(model_id: str, model: Any, direction: str, step: int | None) -> ArtifactVersion:
+def _dangling(model_id: str, direction: str, step: int | None) -> ArtifactVersion:
+    """A link to a logged model the store no longer has: listed by id only."""
     meta: dict[str, Any] = {"model_id": model_id}
     if step is not None:
         meta["step"] = step
-    name = model_id
-    if model is not None:
-        name = model.name or model_id
-        status = model.status
-        meta.update(
-            params=dict(model.params or {}),
-            tags=dict(model.tags or {}),
-            status=getattr(status, "name", None) or str(status),
-            artifact_location=model.artifact_location,
-            model_type=model.model_type,
-            source_run_id=model.source_run_id,
-            creation_timestamp=model.creation_timestamp,
-        )
     return ArtifactVersion(
-        name=name,
+        name=model_id,
         type="model",
         version=model_id,
         direction="logged" if direction == "logged" else "used",

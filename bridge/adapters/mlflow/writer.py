@@ -353,6 +353,7 @@ class MlflowWriter(
         self.client.set_tag(dest_id, FINGERPRINT_TAG, fingerprint)
         kill_point("mlflow.finish.after_fingerprint")
         self.client.set_tag(dest_id, COMPLETE_TAG, "true")
+        self.logged_models.sync_run(dest_id, run)  # after: see logged_copy.py
 
     def file_location(self, dest_id: str, path: str) -> str | None:
         """``runs:/<run id>/<path>``: what a registry version made from run files points at."""
