@@ -416,3 +416,45 @@ def test_sync_cli_copies_traces(tmp_path: Path) -> None:
     assert (counts["create"], counts["update"], counts["unchanged"]) == (1, 1, 3)
     (updated,) = [i for i in third.items if i.kind == "trace" and i.action == "update"]
     assert updated.changes == ["+1 assessments"]
+
+
+EDITS = r"""
+import sys
+import mlflow
+from mlflow.entities import Expectation, Feedback
+mlflow.set_tracking_uri(sys.argv[1])
+tid = sys.argv[2]
+got = {a.name: a for a in mlflow.get_trace(tid).info.assessments}
+mlflow.update_assessment(tid, got["helpful"].assessment_id,
+                         Feedback(name="helpful", value=False, rationale="on second thought"))
+mlflow.delete_assessment(tid, got["expected_answer"].assessment_id)
+mlflow.MlflowClient().delete_trace_tag(tid, "team")
+print("{}")
+"""
+
+
+def test_source_edits_follow(tmp_path: Path) -> None:
+    """At the source an assessment edited, one deleted, a tag deleted: the copy follows
+    with exactly those lines, the edited assessment's times kept (created again)."""
+    src, dst = f"sqlite:///{tmp_path / 'src.db'}", f"sqlite:///{tmp_path / 'dst.db'}"
+    made = make_source(src)
+    reader, writer = MlflowReader(src), MlflowWriter(dst)
+    done, links = sync(reader, writer)
+    first = made["trace_ids"][0]
+    (helpful,) = [a for t in read_all(reader) for a in t.assessments if a.name == "helpful"]
+    _run(["-c", EDITS, src, first])
+    again, _ = sync(reader, writer, links)
+    change = again.pop(first)[0]
+    assert change.action == "update"
+    assert sorted(change.changes) == sorted(
+        [
+            f"assessment helpful ({helpful.source_assessment_id}) changed",
+            "-1 assessments (gone at the source)",
+            "tag team: search -> (none)",
+        ]
+    )
+    assert {c.action for c, _ in again.values()} == {"unchanged"}
+    assert_faithful(reader, writer, {**again, first: (change, first)})
+    (copy,) = [t for t in read_all(MlflowReader(dst)) if t.trace_id == first]
+    assert "team" not in copy.tags and [a.value for a in copy.assessments] == [False]
+    assert {c.action for c, _ in sync(reader, writer, links)[0].values()} == {"unchanged"}

@@ -69,11 +69,12 @@ def diff_trace(
             changes.append(f"link {what} {meta[key]}")
             info = True
     spans = _span_changes(item, copy, changes, warnings)
-    created, updates, ids = _assessment_changes(item, copy, changes)
-    if updates:
+    assessed = _assessment_changes(item, copy, changes)
+    if assessed["updates"]:
         warnings.append(
-            f"trace {item.trace_id}: {len(updates)} changed assessment(s) updated in place: "
-            "MLflow stamps the update time itself (the source's is not kept)"
+            f"trace {item.trace_id}: {len(assessed['updates'])} changed assessment(s) that "
+            "another overrides updated in place: MLflow stamps the update time itself (the "
+            "source's is not kept)"
         )
     if not changes:
         return ItemChange(action="unchanged", dest_id=dest_id, warnings=warnings)
@@ -88,9 +89,7 @@ def diff_trace(
             "info": info,
             "drop_tags": drop,
             "spans": spans,
-            "assessments": created,
-            "updates": updates,
-            "assessment_ids": ids,
+            **assessed,
         },
     )
 
@@ -128,28 +127,42 @@ def _content(a: Assessment) -> dict[str, Any]:
     return body
 
 
-def _assessment_changes(
-    item: Trace, copy: Trace, changes: list[str]
-) -> tuple[list[str], list[str], dict[str, str]]:
-    """(source ids to create, source ids to update, source id -> copy id)."""
+def _assessment_changes(item: Trace, copy: Trace, changes: list[str]) -> dict[str, Any]:
+    """What the copy's assessments need: ``create`` (source ids), ``replace`` (source ids
+    of changed ones: deleted and created again, so the source's times are kept),
+    ``updates`` (changed ones another assessment overrides: updated in place, keeping the
+    id the override points at), ``delete`` (copy ids whose source is gone) and
+    ``assessment_ids`` (source id -> copy id)."""
     held: dict[str, Assessment] = {}
     for a in copy.assessments:
         source_aid = a.metadata.get(SOURCE_ASSESSMENT_KEY)
         if source_aid is not None:
             held[source_aid] = a
-    created = [
-        a.source_assessment_id for a in item.assessments if a.source_assessment_id not in held
-    ]
-    updates = [
-        a.source_assessment_id
-        for a in item.assessments
-        if a.source_assessment_id in held and _content(held[a.source_assessment_id]) != _content(a)
-    ]
-    if created:
-        changes.append(f"+{len(created)} assessments")
-    for aid in updates:
-        changes.append(f"assessment {held[aid].name} ({aid}) changed")
-    return created, updates, {aid: a.source_assessment_id for aid, a in held.items()}
+    overridden = {a.overrides for a in copy.assessments if a.overrides}
+    source_ids = {a.source_assessment_id for a in item.assessments}
+    out: dict[str, Any] = {
+        "assessments": [
+            a.source_assessment_id for a in item.assessments if a.source_assessment_id not in held
+        ],
+        "replace": [],
+        "updates": [],
+        "delete": sorted(
+            a.source_assessment_id for aid, a in held.items() if aid not in source_ids
+        ),
+        "assessment_ids": {aid: a.source_assessment_id for aid, a in held.items()},
+    }
+    for a in item.assessments:
+        mine = held.get(a.source_assessment_id)
+        if mine is None or _content(mine) == _content(a):
+            continue
+        way = "updates" if mine.source_assessment_id in overridden else "replace"
+        out[way].append(a.source_assessment_id)
+        changes.append(f"assessment {a.name} ({a.source_assessment_id}) changed")
+    if out["assessments"]:
+        changes.append(f"+{len(out['assessments'])} assessments")
+    if out["delete"]:
+        changes.append(f"-{len(out['delete'])} assessments (gone at the source)")
+    return out
 
 
 def _short(value: Any) -> str:

@@ -209,11 +209,16 @@ class TraceWriter(KindWriter):
         )
 
     def _assessments(self, item: Trace, trace_id: str, pay: dict[str, Any]) -> None:
-        """Create the new ones (an overridden one before its override, so the store marks
-        it invalid as the source has it) and update the changed ones."""
+        """Delete those gone at the source; create the new ones and again the changed ones
+        (an overridden one before its override, so the store marks it invalid as the
+        source has it); update in place the changed ones an override points at."""
         ids: dict[str, str] = dict(pay.get("assessment_ids", {}))
         by_id = {a.source_assessment_id: a for a in item.assessments}
-        todo = [by_id[aid] for aid in pay.get("assessments", [])]
+        for dest_aid in pay.get("delete", []):
+            self.backend.delete_assessment(trace_id, dest_aid)
+        for aid in pay.get("replace", []):
+            self.backend.delete_assessment(trace_id, ids.pop(aid))
+        todo = [by_id[aid] for aid in [*pay.get("assessments", []), *pay.get("replace", [])]]
         for a in _override_order(todo):
             made = self.backend.create_assessment(
                 mlflow_assessment(
