@@ -315,6 +315,9 @@ def test_in_progress_trace_then_finished(tmp_path: Path) -> None:
     reader, writer = MlflowReader(src), MlflowWriter(dst)
     (source,) = read_all(reader)
     assert source.state == "IN_PROGRESS" and source.spans[0].end_ns is None
+    # Spans may arrive unseen by the listing: an open trace is re-read on every pass.
+    (one,), (two,) = TraceReader(reader).list(), TraceReader(reader).list()
+    assert one.fingerprint != two.fingerprint
     done, links = sync(reader, writer)
     assert done[tid][1] == tid
     assert_faithful(reader, writer, done)
@@ -353,6 +356,8 @@ def test_in_progress_trace_then_finished(tmp_path: Path) -> None:
         ("3" * 16, t0 + 2_000_000, t0 + 3_000_000),
     ]
     assert {c.action for c, _ in sync(reader, writer, links)[0].values()} == {"unchanged"}
+    (one,), (two,) = TraceReader(reader).list(), TraceReader(reader).list()
+    assert one.fingerprint == two.fingerprint  # ended: the listing tells
 
 
 def test_unlinked_run_is_named_in_a_warning(tmp_path: Path) -> None:
