@@ -105,6 +105,7 @@ def _files(client: MlflowClient, model_id: str, tmp: Path) -> dict[str, bytes]:
                 local = download_artifacts(
                     artifact_uri=f"{model.artifact_location}/{f.path}",
                     dst_path=str(tmp / model_id),
+                    tracking_uri=client._tracking_client.tracking_uri,
                 )
                 out[f.path] = Path(local).read_bytes()
     return out
@@ -132,7 +133,8 @@ def snapshot(uri: str, tmp: Path) -> dict[str, dict[str, Any]]:
             "params": dict(m.params),
             "tags": {k: v for k, v in m.tags.items() if not k.startswith("bridge.")},
             "status": m.status.name if hasattr(m.status, "name") else str(m.status),
-            "model_type": m.model_type,
+            # MLflow's REST API has no "unset" for it: a server answers "" for None
+            "model_type": m.model_type or None,
             "source_run": run_names.get(m.source_run_id or "", m.source_run_id),
             "metrics": sorted(_metric(x, run_names) for x in m.metrics or []),
             "files": _files(client, m.model_id, tmp),

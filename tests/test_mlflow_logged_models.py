@@ -98,6 +98,27 @@ def test_sqlite_to_postgresql_uri(tmp_path: Path, pg_database: str) -> None:
     _check(f"sqlite:///{tmp_path / 'src.db'}", pg_database, tmp_path)
 
 
+def test_sqlite_to_mlflow_server(tmp_path: Path, mlflow_server: str) -> None:
+    """Through MLflow's REST API: the same fields; a second sync touches no model."""
+    src = f"sqlite:///{tmp_path / 'src.db'}"
+    make_logged_models(src, tmp_path)
+    _sync(src, mlflow_server, tmp_path)
+    _same(src, mlflow_server, tmp_path)
+    d = MlflowClient(tracking_uri=mlflow_server)
+    exps = [e.experiment_id for e in d.search_experiments()]
+
+    def state() -> list[tuple[Any, ...]]:
+        return sorted(
+            (m.name, m.last_updated_timestamp, len(m.metrics or []), sorted(m.tags.items()))
+            for m in d.search_logged_models(exps)
+        )
+
+    before = state()
+    again = _sync(src, mlflow_server, tmp_path)
+    assert again.counts() == {"unchanged": 2}
+    assert state() == before
+
+
 def test_new_model_metric_tag_and_status_follow(tmp_path: Path) -> None:
     """After the first copy: a new model metric (and its run point), a changed model tag
     and a PENDING model finalized at the source are written, exactly those."""
