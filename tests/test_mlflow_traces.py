@@ -186,6 +186,8 @@ def _round_trip(src: str, dst: str) -> None:
     assert all(dest == tid for tid, (_, dest) in done.items())  # trace ids kept
     assert not [w for c, _ in done.values() for w in c.warnings]
     assert_faithful(reader, writer, done)
+    held = {a.source_assessment_id for t in read_all(MlflowReader(dst)) for a in t.assessments}
+    assert held == {a.source_assessment_id for t in traces for a in t.assessments}  # ids kept
 
     again, _ = sync(reader, writer, links)
     assert {tid: c.action for tid, (c, _) in again.items()} == dict.fromkeys(done, "unchanged")

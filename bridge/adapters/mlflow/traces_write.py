@@ -220,15 +220,26 @@ class TraceWriter(KindWriter):
             self.backend.delete_assessment(trace_id, ids.pop(aid))
         todo = [by_id[aid] for aid in [*pay.get("assessments", []), *pay.get("replace", [])]]
         for a in _override_order(todo):
-            made = self.backend.create_assessment(
-                mlflow_assessment(
-                    a, trace_id, ids.get(a.overrides or "", a.overrides), SOURCE_ASSESSMENT_KEY
-                )
+            entity = mlflow_assessment(
+                a, trace_id, ids.get(a.overrides or "", a.overrides), SOURCE_ASSESSMENT_KEY
             )
-            ids[a.source_assessment_id] = made.assessment_id
+            ids[a.source_assessment_id] = self._create_assessment(
+                entity, a.source_assessment_id if trace_id == item.trace_id else None
+            )
         for aid in pay.get("updates", []):
             a = by_id[aid]
             self._update_assessment(trace_id, ids[aid], a)
+
+    def _create_assessment(self, entity: Any, keep_id: str | None) -> str:
+        """Create it under the source's id where the copy kept the trace id (the stores
+        take a given id), else — or when the destination refuses that id — a new one."""
+        if keep_id is not None:
+            entity.assessment_id = keep_id
+            try:
+                return str(self.backend.create_assessment(entity).assessment_id)
+            except Exception:  # noqa: BLE001 - the id is taken: a new one (real errors recur)
+                entity.assessment_id = None
+        return str(self.backend.create_assessment(entity).assessment_id)
 
     def _update_assessment(self, trace_id: str, dest_aid: str, a: Assessment) -> None:
         from mlflow.entities.assessment import ExpectationValue, FeedbackValue
