@@ -120,8 +120,9 @@ def test_sqlite_to_mlflow_server(tmp_path: Path, mlflow_server: str) -> None:
 
 
 def test_new_model_metric_tag_and_status_follow(tmp_path: Path) -> None:
-    """After the first copy: a new model metric (and its run point), a changed model tag
-    and a PENDING model finalized at the source are written, exactly those."""
+    """After the first copy: a changed model tag and a PENDING model finalized at the
+    source (the run itself unchanged) are followed; then a new model metric (and its run
+    point) is written, exactly that row."""
     src, dst = f"sqlite:///{tmp_path / 'src.db'}", f"sqlite:///{tmp_path / 'dst.db'}"
     ids = make_logged_models(src, tmp_path)
     c = MlflowClient(tracking_uri=src)
@@ -130,10 +131,17 @@ def test_new_model_metric_tag_and_status_follow(tmp_path: Path) -> None:
     _sync(src, dst, tmp_path)
     _same(src, dst, tmp_path)
     assert snapshot(dst, tmp_path / "c")["late"]["status"] == "PENDING"
-    before = _rows(dst)
-    c.log_metric(ids["train"], "acc", 0.99, timestamp=T0 + 100, step=3, model_id=ids["clf"])
     c.set_logged_model_tags(ids["broken"], {"why": "oom again"})
     c.finalize_logged_model(pending.model_id, LoggedModelStatus.READY)
+    before = _rows(dst)
+    plan = _sync(src, dst, tmp_path)
+    assert plan.counts() == {"update": 1, "unchanged": 1}
+    assert sum(r.points_written for r in plan.runs) == 0
+    _same(src, dst, tmp_path)
+    assert snapshot(dst, tmp_path / "d")["late"]["status"] == "READY"
+    assert _rows(dst)["logged_model_metrics"] == before["logged_model_metrics"]
+    before = _rows(dst)
+    c.log_metric(ids["train"], "acc", 0.99, timestamp=T0 + 100, step=3, model_id=ids["clf"])
     plan = _sync(src, dst, tmp_path)
     assert plan.counts() == {"update": 1, "unchanged": 1}
     assert sum(r.points_written for r in plan.runs) == 1

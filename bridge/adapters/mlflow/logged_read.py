@@ -15,6 +15,11 @@ W&B destination receives the record as artifact metadata.
 Models no run made (``initialize_logged_model`` outside a run): no run carries them, so
 they are not copied; :func:`report_orphans` names each one on the reader's notices channel
 (code ``logged-model-not-copied``), once per listing of its experiment.
+
+A model changes without its run changing (a tag set, a status reached, a metric logged
+for it by another run): :func:`run_digests` folds each run's models into its listed
+fingerprint (runs without models keep theirs byte for byte), so the run is read again
+and its copy's model follows (logged_copy.sync_run).
 """
 
 from __future__ import annotations
@@ -129,14 +134,47 @@ def model_artifact(
     )
 
 
-def report_orphans(store: Any, experiment_id: str, project_source_id: str) -> None:
-    """Name every logged model of the experiment that no run made (not copied)."""
+def listed_models(store: Any, experiment_id: str) -> list[Any]:
+    """The experiment's logged models for a listing; none where the store has no such API."""
     if not hasattr(store.client, "search_logged_models"):
-        return
+        return []
     try:
-        models = experiment_models(store.client, experiment_id)
+        return experiment_models(store.client, experiment_id)
     except Exception:  # noqa: BLE001 - a store without logged models (MLflow < 3 server)
-        return
+        return []
+
+
+def run_digests(models: list[Any]) -> dict[str, str]:
+    """Per run id: a hash of the models it made (status, update time, tags, params, metric
+    count) and of its own metric rows on other models, so a model-only change makes the
+    run that carries it read again — and no other run."""
+    parts: dict[str, list[Any]] = {}
+    for m in models:
+        if m.source_run_id:
+            parts.setdefault(str(m.source_run_id), []).append(
+                [
+                    m.model_id,
+                    status_name(m),
+                    m.last_updated_timestamp,
+                    sorted((m.tags or {}).items()),
+                    sorted((m.params or {}).items()),
+                    len(m.metrics or []),
+                ]  # fmt: skip
+            )
+        rows: dict[str, int] = {}
+        for x in m.metrics or []:
+            if x.run_id and x.run_id != m.source_run_id:
+                rows[x.run_id] = rows.get(x.run_id, 0) + 1
+        for run_id, count in rows.items():
+            parts.setdefault(str(run_id), []).append([m.model_id, count])
+    return {
+        run_id: hashlib.sha256(json.dumps(sorted(p, key=str), default=str).encode()).hexdigest()
+        for run_id, p in parts.items()
+    }
+
+
+def report_orphans(store: Any, models: list[Any], project_source_id: str) -> None:
+    """Name every logged model of the experiment that no run made (not copied)."""
     for m in models:
         if m.source_run_id:
             continue

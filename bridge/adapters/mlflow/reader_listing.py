@@ -89,8 +89,10 @@ class RunListing:
             raise BridgeError(f"{self.display_uri}: {bad[0]!r} is not an MLflow run id")
         for exp in self.experiments():
             project = self.project_of(exp)
+            models = logged_read.listed_models(self, exp.experiment_id)
             if not wanted:  # models no run made: named, not copied (logged_read.py)
-                logged_read.report_orphans(self, exp.experiment_id, project.source_id)
+                logged_read.report_orphans(self, models, project.source_id)
+            digests = logged_read.run_digests(models)
             filters: list[str | None] = [None]
             if wanted:
                 ids = sorted(wanted)
@@ -101,7 +103,10 @@ class RunListing:
             for filter_string in filters:
                 runs = self._search(exp.experiment_id, filter_string)
                 for run, points in self._with_point_stats(runs):
-                    yield self.header_of(run, project, points)
+                    header = self.header_of(run, project, points)
+                    if run.info.run_id in digests:  # its logged models (logged_read.py)
+                        header.fingerprint += f":models={digests[run.info.run_id][:32]}"
+                    yield header
 
     def _search(self, experiment_id: str, filter_string: str | None) -> Iterator[Any]:
         token: str | None = None
