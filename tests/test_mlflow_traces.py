@@ -465,3 +465,23 @@ def test_source_edits_follow(tmp_path: Path) -> None:
     (copy,) = [t for t in read_all(MlflowReader(dst)) if t.trace_id == first]
     assert "team" not in copy.tags and [a.value for a in copy.assessments] == [False]
     assert {c.action for c, _ in sync(reader, writer, links)[0].values()} == {"unchanged"}
+
+
+def test_copies_travel_on_but_never_back(tmp_path: Path) -> None:
+    """A -> B -> C: B's copies read under their own identity (no bridge.* bookkeeping) and
+    reach C faithfully; B -> A (a two-way sync coming back): nothing is written to A."""
+    a, b, c = (f"sqlite:///{tmp_path / n}.db" for n in ("a", "b", "c"))
+    make_source(a)
+    sync(MlflowReader(a), MlflowWriter(b))
+    hop, _ = sync(MlflowReader(b), MlflowWriter(c))
+    assert {ch.action for ch, _ in hop.values()} == {"create"}
+    assert_faithful(MlflowReader(b), MlflowWriter(c), hop)
+    for _, dest in hop.values():
+        tags = MlflowClient(c).get_trace(dest).info.tags
+        assert tags[ITEM_SOURCE_TAG] == f"mlflow:{b}#trace/{dest}"  # B's identity, not A's
+        assert "bridge.source_trace_id" not in tags
+    before = {t.trace_id for t in read_all(MlflowReader(a))}
+    back, _ = sync(MlflowReader(b), MlflowWriter(a))
+    assert {ch.action for ch, _ in back.values()} == {"unchanged"}
+    assert {dest for _, dest in back.values()} == before
+    assert {t.trace_id for t in read_all(MlflowReader(a))} == before

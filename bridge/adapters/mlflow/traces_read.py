@@ -13,11 +13,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 from bridge.adapters.mlflow.ids import object_source_id
-from bridge.adapters.mlflow.item_parts import KindReader
+from bridge.adapters.mlflow.item_parts import ITEM_SOURCE_TAG, KindReader
 from bridge.adapters.mlflow.traces_convert import listing_fingerprint, neutral_trace
-from bridge.schema_items import Item, ItemHeader, ItemProject
+from bridge.schema_items import Item, ItemHeader, ItemProject, Trace
 
 PAGE = 100
+BRIDGE_PREFIX = "bridge."
 
 
 def since_ms(since: str | None) -> int | None:
@@ -70,9 +71,24 @@ class TraceReader(KindReader):
         trace_id = header.locator.get("trace_id") or header.name
         trace = self.store.client.get_trace(trace_id)
         display = self.store.display_uri
-        return neutral_trace(
+        item = neutral_trace(
             trace,
             header,
             run_sid=lambda run_id: object_source_id(display, run_id),
             model_sid=lambda model_id: object_source_id(display, f"model/{model_id}"),
         )
+        return without_bookkeeping(item)
+
+
+def without_bookkeeping(item: Trace) -> Trace:
+    """A trace an earlier bridge pass wrote reads under its own identity: its ``bridge.*``
+    tags and assessment metadata (identity, source ids) would give its copy a wrong one.
+    The identity it carried stays in ``header.locator["origin"]``, so a writer can tell a
+    copy of one of its own traces (two-way syncs) and not copy it back."""
+    origin = item.tags.get(ITEM_SOURCE_TAG)
+    if origin is not None:
+        item.header.locator["origin"] = origin
+    item.tags = {k: v for k, v in item.tags.items() if not k.startswith(BRIDGE_PREFIX)}
+    for a in item.assessments:
+        a.metadata = {k: v for k, v in a.metadata.items() if not k.startswith(BRIDGE_PREFIX)}
+    return item

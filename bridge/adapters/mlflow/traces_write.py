@@ -58,6 +58,9 @@ class TraceWriter(KindWriter):
     # ------------------------------------------------------------------ find
 
     def find(self, header: ItemHeader, links: ItemLinks) -> str | None:
+        home = self._home(header)
+        if home is not None:
+            return home if self._info(home) is not None else None
         trace_id = str(header.locator.get("trace_id") or header.name)
         info = self._info(trace_id)
         if info is not None and (info.tags or {}).get(ITEM_SOURCE_TAG) == header.source_id:
@@ -77,6 +80,13 @@ class TraceWriter(KindWriter):
                 return str(trace.info.trace_id)
         return None
 
+    def _home(self, header: ItemHeader) -> str | None:
+        """The id of this destination's trace that the source trace is a copy of (its
+        ``origin``, a two-way sync coming back), or None."""
+        origin = str(header.locator.get("origin") or "")
+        mine = self._sid("trace/")
+        return origin.removeprefix(mine) if origin.startswith(mine) else None
+
     def _info(self, trace_id: str) -> Any:
         from mlflow.exceptions import MlflowException
 
@@ -90,6 +100,9 @@ class TraceWriter(KindWriter):
     def plan(self, item: Item, dest_id: str | None, links: ItemLinks) -> ItemChange:
         assert isinstance(item, Trace)
         self._check_store()
+        home = self._home(item.header)
+        if home is not None:  # never copied back where it came from
+            return ItemChange(action="unchanged", dest_id=dest_id or home)
         warnings: list[str] = []
         meta = self._dest_metadata(item, links, warnings)
         if dest_id is not None:
