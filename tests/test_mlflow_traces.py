@@ -255,6 +255,8 @@ def test_file_store_refuses_traces_by_name(tmp_path: Path, monkeypatch: pytest.M
     links = Links(writer, {p.source_id: p.name for p in trace.header.projects})
     with pytest.raises(BridgeError, match="cannot store trace spans"):
         TraceWriter(writer).plan(trace, None, links)
+    assert "trace" not in writer.item_kinds()  # the engine reports traces-not-copied once
+    assert "trace" in MlflowWriter(f"sqlite:///{tmp_path / 'dst.db'}").item_kinds()
 
 
 def test_same_store_gets_new_trace_ids(tmp_path: Path) -> None:

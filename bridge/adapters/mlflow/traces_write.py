@@ -132,11 +132,16 @@ class TraceWriter(KindWriter):
             },
         )
 
-    def _check_store(self) -> None:
-        """Refuse, naming the store, where MLflow has no span logging (its file store)."""
+    def stored(self) -> bool:
+        """False where MLflow has no span logging (its file store): the engine then reports
+        the traces not copied, once."""
         from mlflow.store.tracking.abstract_store import AbstractStore
 
-        if type(self.backend).log_spans is AbstractStore.log_spans:
+        return type(self.backend).log_spans is not AbstractStore.log_spans
+
+    def _check_store(self) -> None:
+        """Refuse, naming the store, where MLflow has no span logging (its file store)."""
+        if not self.stored():
             raise BridgeError(
                 f"{self.store.display_uri}: this MLflow store ({type(self.backend).__name__}) "
                 "cannot store trace spans; copy traces into a database or an mlflow server"
