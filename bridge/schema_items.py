@@ -52,6 +52,15 @@ class SpanEvent(BaseModel):
     attributes: dict[str, Any] = Field(default_factory=dict)
 
 
+class SpanLink(BaseModel):
+    """An OpenTelemetry span link (MLflow keeps them: ``start_span(links=...)``): a span
+    this one relates to, possibly in another trace."""
+
+    trace_id: str  # the linked span's trace, as the source names it
+    span_id: str
+    attributes: dict[str, Any] | None = None
+
+
 class Span(BaseModel):
     """One span, as OpenTelemetry has it: ids in hex, times in ns since the epoch."""
 
@@ -68,6 +77,7 @@ class Span(BaseModel):
     # Every other attribute, JSON values (inputs/outputs/type are not repeated here).
     attributes: dict[str, Any] = Field(default_factory=dict)
     events: list[SpanEvent] = Field(default_factory=list)
+    links: list[SpanLink] = Field(default_factory=list)
 
 
 class Assessment(BaseModel):
@@ -162,7 +172,7 @@ def _digest(value: Any) -> str:
 
 def span_tree_digest(spans: list[Span]) -> str:
     """The span tree's digest: every span's id, parent, name, type, times (ns), status,
-    inputs/outputs, attributes and events, in span-id order."""
+    inputs/outputs, attributes, events and links, in span-id order."""
     return _digest([s.model_dump(mode="json") for s in sorted(spans, key=lambda s: s.span_id)])
 
 

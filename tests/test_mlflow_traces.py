@@ -34,15 +34,19 @@ ROOT = Path(__file__).resolve().parents[1]
 EXTRA = r"""
 import json, sys
 import mlflow
-from mlflow.entities import AssessmentError, AssessmentSource, SpanEvent
+from mlflow.entities import AssessmentError, AssessmentSource, Link, SpanEvent
 mlflow.set_tracking_uri(sys.argv[1])
 exp_id = mlflow.set_experiment("genai").experiment_id
 model = mlflow.initialize_logged_model(name="traced-model")
 mlflow.set_active_model(model_id=model.model_id)
 
+earlier = mlflow.search_traces(locations=[exp_id], return_type="list")[0]
+link = Link(trace_id=earlier.info.trace_id, span_id=earlier.data.spans[0].span_id,
+            attributes={"why": "follow-up"})
+
 @mlflow.trace(span_type="AGENT", attributes={"agent.version": 3, "cfg": {"a": [1, 2]}})
 def agent(q):
-    with mlflow.start_span("plan") as s:
+    with mlflow.start_span("plan", links=[link]) as s:
         s.set_attributes({"depth": 2, "ratio": 0.5, "flag": True, "unicode": "é☃"})
         s.add_event(SpanEvent("thought", attributes={"text": "hmm", "n": 4}))
         with mlflow.start_span("tool", span_type="TOOL") as t:
@@ -162,6 +166,7 @@ def _check_corpus(traces: list[Trace]) -> None:
     assert len(traces) == 4
     assert any(s.status_code == "ERROR" for s in spans)
     assert any(s.events for s in spans)
+    assert any(k.attributes == {"why": "follow-up"} for s in spans for k in s.links)
     assert any(s.attributes.get("depth") == 2 for s in spans)
     assert sum(t.run_source_id is not None for t in traces) == 1
     assert sum(t.model_source_id is not None for t in traces) == 1

@@ -20,7 +20,7 @@ import json
 import uuid
 from typing import Any, Literal
 
-from bridge.schema_items import Assessment, ItemHeader, Span, SpanEvent, Trace
+from bridge.schema_items import Assessment, ItemHeader, Span, SpanEvent, SpanLink, Trace
 
 SPAN_INPUTS = "mlflow.spanInputs"
 SPAN_OUTPUTS = "mlflow.spanOutputs"
@@ -78,6 +78,10 @@ def neutral_span(span: Any) -> Span:
                 attributes={k: _plain(v) for k, v in (e.attributes or {}).items()},
             )
             for e in span.events
+        ],
+        links=[
+            SpanLink(trace_id=k.trace_id, span_id=k.span_id, attributes=k.attributes)
+            for k in getattr(span, "links", None) or []
         ],
     )
 
@@ -217,6 +221,7 @@ def mlflow_span(span: Span, trace_id: str) -> Any:
             ],
             "status": {"code": _status_name(span.status_code), "message": span.status_message},
             "attributes": attrs,
+            "links": [k.model_dump() for k in span.links],
         }
     )
 
