@@ -492,3 +492,20 @@ def test_copies_travel_on_but_never_back(tmp_path: Path) -> None:
     assert {ch.action for ch, _ in back.values()} == {"unchanged"}
     assert {dest for _, dest in back.values()} == before
     assert {t.trace_id for t in read_all(MlflowReader(a))} == before
+
+
+def test_issue_references_are_named_not_dropped_silently(tmp_path: Path) -> None:
+    """MLflow's issue references (assessments naming an issue of the source's store) have
+    no neutral form: the plan names each one it leaves out."""
+    from mlflow.entities.assessment import IssueReference
+    from mlflow.tracking._tracking_service.utils import _get_store
+
+    src, dst = f"sqlite:///{tmp_path / 'src.db'}", f"sqlite:///{tmp_path / 'dst.db'}"
+    made = make_source(src)
+    first = made["trace_ids"][0]
+    issue = IssueReference(issue_id="iss-1", issue_name="hallucination", trace_id=first)
+    ref = _get_store(src).create_assessment(issue).assessment_id
+    done, _ = sync(MlflowReader(src), MlflowWriter(dst))
+    change = done[first][0]
+    assert [w for w in change.warnings if ref in w and "issue assessment" in w]
+    assert not [w for tid, (c, _) in done.items() if tid != first for w in c.warnings]

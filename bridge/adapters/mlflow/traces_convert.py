@@ -132,6 +132,11 @@ def neutral_trace(trace: Any, header: ItemHeader, run_sid: Any, model_sid: Any) 
     run_id = meta.pop(SOURCE_RUN, None)
     model_id = meta.pop(MODEL_ID, None)
     found = [neutral_assessment(a) for a in info.assessments or []]
+    dropped = [
+        a.assessment_id for a, n in zip(info.assessments or [], found, strict=True) if n is None
+    ]
+    if dropped:  # MLflow "issue" assessments: no neutral form; the writer names them
+        header.locator["dropped_assessments"] = dropped
     return Trace(
         header=header,
         trace_id=info.trace_id,

@@ -105,6 +105,12 @@ class TraceWriter(KindWriter):
             return ItemChange(action="unchanged", dest_id=dest_id or home)
         warnings: list[str] = []
         meta = self._dest_metadata(item, links, warnings)
+        dropped = item.header.locator.get("dropped_assessments") or []
+        if dropped:
+            warnings.append(
+                f"trace {item.trace_id}: {len(dropped)} issue assessment(s) not copied "
+                f"({', '.join(dropped)}): they name issues of the source's store"
+            )
         if dest_id is not None:
             copy = self._read(dest_id)
             if copy is not None:
