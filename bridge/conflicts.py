@@ -11,6 +11,8 @@ sync of the run, as long as both sides still hold the values it was made for:
   its old value and the source value is written to tag ``bridge.param_override.<key>``.
   For a deleted destination run: the state row is dropped now and the next sync writes
   the run again. (Writing needs the source run, which the next sync reads anyway.)
+* A workspace item (field ``item``: its copy was edited in the destination): the next
+  sync writes the source item over the copy (source) or keeps the copy (dest).
 """
 
 from __future__ import annotations
@@ -83,6 +85,16 @@ def resolve(
                 if take == "source"
                 else f"alias {key!r} stays on version {c['dest_value']}; "
                 "it becomes the synced baseline"
+            )
+        elif field == "item":
+            # A workspace item whose copy was edited in the destination: the item pass
+            # applies the resolution on the next sync (engine/item_conflicts.py), while the
+            # source item and the copy still hold what the conflict was recorded with.
+            effect = (
+                "the next sync writes the source's item over the destination's edited copy"
+                if take == "source"
+                else "the destination's edited copy is kept; the next sync records it as "
+                "the synced baseline (until the source item changes again)"
             )
         elif take == "dest":
             if st is not None:

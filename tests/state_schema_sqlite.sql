@@ -64,6 +64,7 @@ CREATE TABLE bridge_items (
 	kind VARCHAR(32) NOT NULL, 
 	dest_id VARCHAR(512) NOT NULL, 
 	fingerprint VARCHAR(256) NOT NULL, 
+	digest VARCHAR(128), 
 	PRIMARY KEY (dest_uri, source_id)
 );
 -- table bridge_model_aliases

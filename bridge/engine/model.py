@@ -101,9 +101,13 @@ class ItemPlan(BaseModel):
     kind: str  # "trace", "prompt", "dataset"
     source_id: str
     name: str
-    action: Literal["create", "update", "unchanged", "skip"] = "unchanged"
+    # conflict: the copy was edited in the destination since the bridge wrote it (left
+    # untouched); skip: such an edit kept by dest-wins or a "take dest" resolution.
+    action: Literal["create", "update", "unchanged", "skip", "conflict"] = "unchanged"
     dest_id: str | None = None
     changes: list[str] = Field(default_factory=list)  # what create/update adds or changes
+    conflicts: list[Conflict] = Field(default_factory=list)  # open: left untouched
+    resolved: list[Conflict] = Field(default_factory=list)  # settled by policy/resolution
     warnings: list[Warning_] = Field(default_factory=list)
     outcome: Outcome = "pending"
     error: str | None = None
@@ -139,15 +143,19 @@ class Plan(BaseModel):
 
     @property
     def conflicts(self) -> list[Conflict]:
-        return [c for r in self.runs for c in r.conflicts] + [
-            c for m in self.models for c in m.conflicts
-        ]
+        return (
+            [c for r in self.runs for c in r.conflicts]
+            + [c for m in self.models for c in m.conflicts]
+            + [c for i in self.items for c in i.conflicts]
+        )
 
     @property
     def resolved(self) -> list[Conflict]:
-        return [c for r in self.runs for c in r.resolved] + [
-            c for m in self.models for c in m.resolved
-        ]
+        return (
+            [c for r in self.runs for c in r.resolved]
+            + [c for m in self.models for c in m.resolved]
+            + [c for i in self.items for c in i.resolved]
+        )
 
     @property
     def warnings(self) -> list[Warning_]:

@@ -10,7 +10,7 @@ from bridge.engine.apply import apply_run
 from bridge.engine.context import Planned, SyncContext
 from bridge.engine.deletions import check_on_delete, source_deletions
 from bridge.engine.intents import record_intents
-from bridge.engine.items import sync_items
+from bridge.engine.items import ItemPass, sync_items
 from bridge.engine.marks import SOURCE_DELETED_TAG
 from bridge.engine.model import ModelPlan, OnConflict, OnDelete, Plan, RunPlan
 from bridge.engine.pipeline import Pipeline
@@ -200,6 +200,11 @@ def run_sync(
         report.runs.extend(
             source_deletions(ctx, reader.display_uri, {h.source_id for h in headers}, on_delete)
         )
+    # --on-conflict fail: item copies edited in the destination are conflicts too, found
+    # before anything is written (engine/items.py, engine/item_conflicts.py).
+    items = ItemPass(ctx, report, workers) if on_conflict == "fail" and not dry_run else None
+    if items is not None and not report.conflicts:
+        items.check()
     if dry_run or (on_conflict == "fail" and report.conflicts):
         for p in aside:
             p.plan.outcome = "skipped"
@@ -210,7 +215,9 @@ def run_sync(
         ctx.release_runs()
         _edit_errors(report, headers, edits)
         _add_models(ctx, report)
-        if dry_run:  # --on-conflict fail with conflicts writes no item either
+        if items is not None:  # --on-conflict fail with conflicts writes no item either
+            items.hold("--on-conflict fail and conflicts were found")
+        else:
             sync_items(ctx, report, workers)  # engine/items.py
         return report
     if not apply_now:
@@ -225,7 +232,8 @@ def run_sync(
                 report.errors.append(f"{sid}: {edit.error}")
     ctx.release_runs()  # the pass's runs are written: every claim goes back
     _add_models(ctx, report)
-    sync_items(ctx, report, workers)  # engine/items.py: traces link to the runs above
+    # engine/items.py: traces link to the runs above
+    (items or ItemPass(ctx, report, workers)).run()
     return report
 
 

@@ -1,6 +1,7 @@
 """The workspace-items section of every report (traces, prompts, evaluation datasets):
 per kind how many the source listed and what became of them, then one line per item
-created, updated or failed with what it adds or changes (in a dry run: the diff)."""
+created, updated, in conflict (or settled) or failed with what it adds or changes (in a
+dry run: the diff)."""
 
 from __future__ import annotations
 
@@ -15,15 +16,28 @@ from bridge.reporting.lines import md
 _ORDER = ("prompt", "dataset", "trace")
 
 
+#: Count keys that are nouns: (singular, plural).
+_NOUNS = {"copies": ("copy", "copies")}
+
+
 def counts_text(counts: dict[str, int]) -> str:
-    """``3 listed, 1 create, 2 unchanged``: listed always, the rest when not zero."""
+    """``3 listed, 1 create, 2 unchanged``, ``1 listed, 1 copy, 1 ok``: listed always, the
+    rest when not zero."""
     parts = [f"{counts.get('listed', 0)} listed"]
-    parts += [f"{n} {k}" for k, n in counts.items() if k != "listed" and n]
+    for k, n in counts.items():
+        if k != "listed" and n:
+            word = _NOUNS[k][0 if n == 1 else 1] if k in _NOUNS else k
+            parts.append(f"{n} {word}")
     return ", ".join(parts)
 
 
 def _kinds(counts: dict[str, dict[str, int]]) -> list[str]:
     return sorted(counts, key=lambda k: (_ORDER.index(k) if k in _ORDER else 9, k))
+
+
+def _listed_kinds(report: VerifyReport) -> list[str]:
+    """Verify's kinds worth a line: those the source listed something of."""
+    return [k for k in _kinds(report.item_counts) if report.item_counts[k].get("listed")]
 
 
 def _label(line: ItemPlan) -> str:
@@ -32,6 +46,9 @@ def _label(line: ItemPlan) -> str:
 
 def _what(line: ItemPlan) -> str:
     parts = list(line.changes)
+    if line.conflicts:
+        parts.append("left untouched: the copy was edited in the destination (see conflicts)")
+    parts += [c.resolution for c in line.resolved if c.resolution]
     if line.error:
         parts.append(f"error: {line.error}")
     return "; ".join(parts)
@@ -128,10 +145,10 @@ def _verify_line(i: ItemVerify) -> str:
 
 
 def verify_items_text(report: VerifyReport) -> list[str]:
-    if not report.item_counts and not report.items:
+    if not _listed_kinds(report) and not report.items:
         return []
     out = ["workspace items"]
-    for kind in _kinds(report.item_counts):
+    for kind in _listed_kinds(report):
         out.append(f"  {kind}s: {counts_text(report.item_counts[kind])}")
         for i in (i for i in report.items if i.kind == kind):
             out.append(_verify_line(i))
@@ -140,10 +157,10 @@ def verify_items_text(report: VerifyReport) -> list[str]:
 
 
 def verify_items_markdown(report: VerifyReport) -> list[str]:
-    if not report.item_counts and not report.items:
+    if not _listed_kinds(report) and not report.items:
         return []
     out = ["", "### Workspace items", "", "| kind | counts |", "|---|---|"]
-    for kind in _kinds(report.item_counts):
+    for kind in _listed_kinds(report):
         out.append(f"| {md(kind)} | {md(counts_text(report.item_counts[kind]))} |")
     if report.items:
         out += ["", "| kind | item | status | findings |", "|---|---|---|---|"]
@@ -156,10 +173,10 @@ def verify_items_markdown(report: VerifyReport) -> list[str]:
 
 
 def verify_items_html(report: VerifyReport) -> list[str]:
-    if not report.item_counts and not report.items:
+    if not _listed_kinds(report) and not report.items:
         return []
     out = ["<h2>Workspace items</h2>"]
-    rows = [("", [e(k), e(counts_text(report.item_counts[k]))]) for k in _kinds(report.item_counts)]
+    rows = [("", [e(k), e(counts_text(report.item_counts[k]))]) for k in _listed_kinds(report)]
     out.append(table(["kind", "counts"], rows))
     if report.items:
         item_rows = [

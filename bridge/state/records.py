@@ -36,6 +36,7 @@ class ItemMark(BaseModel):
     kind: str
     dest_id: str
     fingerprint: str
+    digest: str | None = None  # item_digest of the copy as written (None: not recorded)
 
 
 def default_state_url() -> str:

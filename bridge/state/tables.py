@@ -192,4 +192,7 @@ items_table = sa.Table(
     sa.Column("kind", sa.String(32), nullable=False),  # "trace", "prompt", "dataset"
     sa.Column("dest_id", sa.String(512), nullable=False),
     sa.Column("fingerprint", sa.String(256), nullable=False),
+    # item_digest of the copy as written: a later pass that reads a different digest back
+    # knows the copy was edited in the destination since (a conflict, not overwritten).
+    sa.Column("digest", sa.String(128)),
 )
