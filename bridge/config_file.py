@@ -147,7 +147,7 @@ class PairConfig(BaseModel):
             include_deleted=f.include_deleted,
             registries=f.models,
             registry=f.registry,
-            items=[k for k, on in _item_flags(f).items() if on],
+            items=[k for k, on in _item_flags(f).items() if on] + ["model"],
             download_references=f.download_references,
             reference_roots=f.reference_roots,
         )

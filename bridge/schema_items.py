@@ -1,4 +1,5 @@
-"""Neutral records for workspace items beyond runs: traces, prompts, evaluation datasets.
+"""Neutral records for workspace items beyond runs: traces, prompts, evaluation datasets,
+logged models no run made.
 
 Like :mod:`bridge.schema`, this is the bottom layer (it imports nothing of the bridge):
 readers list :class:`ItemHeader` cheaply, read one item into a :class:`Trace`,
@@ -16,10 +17,10 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
-ItemKind = Literal["trace", "prompt", "dataset"]
-ITEM_KINDS: tuple[ItemKind, ...] = ("trace", "prompt", "dataset")
+ItemKind = Literal["trace", "prompt", "dataset", "model"]
+ITEM_KINDS: tuple[ItemKind, ...] = ("trace", "prompt", "dataset", "model")
 
 
 class ItemProject(BaseModel):
@@ -162,7 +163,54 @@ class EvalDataset(BaseModel):
     records: list[DatasetRecord] = Field(default_factory=list)
 
 
-Item = Trace | Prompt | EvalDataset
+class ModelMetric(BaseModel):
+    """One metric row of a logged model (MLflow: ``logged_model_metrics``; every row was
+    logged by a run, named by its source identity)."""
+
+    key: str
+    value: float
+    step: int = 0
+    timestamp_ms: int
+    run_source_id: str | None = None
+    dataset_name: str | None = None
+    dataset_digest: str | None = None
+
+
+class ItemFile(BaseModel):
+    path: str  # "/"-separated, relative to the item's file root
+    size: int | None = None
+
+
+class LoggedModelItem(BaseModel):
+    """A logged model no run made (MLflow 3 ``initialize_logged_model`` outside a run):
+    the models a run made travel with the run instead. Files are listed (a manifest); the
+    reader that made the record attaches how to open each one (:meth:`open_file`), so
+    content streams from the source and never sits in the record."""
+
+    header: ItemHeader  # projects: the experiment it belongs to
+    model_id: str  # the source's own id; a copy gets its own
+    name: str
+    params: dict[str, str] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict)
+    status: str = "PENDING"  # "PENDING", "READY", "FAILED"
+    model_type: str | None = None
+    source_run_id: str | None = None  # by source identity (None for the models listed here)
+    metrics: list[ModelMetric] = Field(default_factory=list)
+    files: list[ItemFile] = Field(default_factory=list)
+    created_time_ms: int | None = None
+    _opener: Any = PrivateAttr(default=None)
+
+    def attach_opener(self, opener: Any) -> None:
+        """``opener(path)`` returns a binary stream of one file (set by the reader)."""
+        self._opener = opener
+
+    def open_file(self, path: str) -> Any:
+        if self._opener is None:
+            raise FileNotFoundError(f"logged model {self.name}: no content source for {path!r}")
+        return self._opener(path)
+
+
+Item = Trace | Prompt | EvalDataset | LoggedModelItem
 
 
 def _digest(value: Any) -> str:
@@ -192,6 +240,16 @@ def item_digest(item: Item) -> str:
         body["assessments"] = sorted(
             _digest(a.model_dump(mode="json", exclude={"source_assessment_id", "overrides"}))
             for a in item.assessments
+        )
+        return _digest(body)
+    if isinstance(item, LoggedModelItem):
+        body = item.model_dump(
+            mode="json", exclude={"header", "model_id", "metrics", "created_time_ms"}
+        )
+        body["source_run_id"] = item.source_run_id is not None
+        body["metrics"] = sorted(
+            _digest({**m.model_dump(mode="json"), "run_source_id": m.run_source_id is not None})
+            for m in item.metrics
         )
         return _digest(body)
     if isinstance(item, Prompt):

@@ -135,7 +135,8 @@ def snapshot(uri: str, tmp: Path) -> dict[str, dict[str, Any]]:
             "status": m.status.name if hasattr(m.status, "name") else str(m.status),
             # MLflow's REST API has no "unset" for it: a server answers "" for None
             "model_type": m.model_type or None,
-            "source_run": run_names.get(m.source_run_id or "", m.source_run_id),
+            # likewise "" for a model no run made
+            "source_run": run_names.get(m.source_run_id or "", m.source_run_id or None),
             "metrics": sorted(_metric(x, run_names) for x in m.metrics or []),
             "files": _files(client, m.model_id, tmp),
         }

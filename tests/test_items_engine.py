@@ -231,9 +231,9 @@ def test_cli_flags_remove_kinds(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(api, "sync", fake_sync)
     runner = CliRunner()
     for flags, kinds in (
-        ([], ["trace", "prompt", "dataset"]),
-        (["--no-traces"], ["prompt", "dataset"]),
-        (["--no-prompts", "--no-datasets"], ["trace"]),
+        ([], ["trace", "prompt", "dataset", "model"]),  # models no run made: always
+        (["--no-traces"], ["prompt", "dataset", "model"]),
+        (["--no-prompts", "--no-datasets"], ["trace", "model"]),
     ):
         result = runner.invoke(main, ["sync", "mlflow:a", "mlflow:b", "--dry-run", *flags])
         assert result.exit_code == 0, result.output

@@ -90,7 +90,8 @@ class ReaderOptions(BaseModel):
     reference_roots: list[str] = Field(default_factory=list)
     include_deleted: bool = False  # MLflow: also read deleted runs
     # Workspace item kinds to copy (traces, prompts, evaluation datasets): --no-traces ...
-    items: list[str] = Field(default_factory=lambda: ["trace", "prompt", "dataset"])
+    # "model": logged models no run made (MLflow), always on: they follow the experiment filters
+    items: list[str] = Field(default_factory=lambda: ["trace", "prompt", "dataset", "model"])
     workers: int = 4
 
 

@@ -58,8 +58,9 @@ def reader_options(  # noqa: ANN202
 
 
 def item_kinds(no_traces: bool, no_prompts: bool, no_datasets: bool) -> list[str]:
-    """The workspace item kinds a pass copies, after --no-traces/--no-prompts/--no-datasets."""
-    left_out = {"trace": no_traces, "prompt": no_prompts, "dataset": no_datasets}
+    """The workspace item kinds a pass copies, after --no-traces/--no-prompts/--no-datasets;
+    logged models no run made ("model") always, as they follow the experiment filters."""
+    left_out = {"trace": no_traces, "prompt": no_prompts, "dataset": no_datasets, "model": False}
     return [kind for kind, dropped in left_out.items() if not dropped]
 
 

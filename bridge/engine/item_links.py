@@ -67,6 +67,9 @@ class StateLinks(ItemLinks):
 
     def model(self, source_id: str) -> str | None:
         known = self.state.get_object(self.dest_uri, source_id)
+        if known is None:  # a model no run made, copied by the item pass
+            mark = self.state.get_item(self.dest_uri, source_id)
+            known = mark.dest_id if mark is not None and mark.kind == "model" else None
         if known is None and self.logged_models is not None:
             known = self.logged_models.find_model(source_id)  # state lost: its identity tag
         return known

@@ -13,7 +13,7 @@ from bridge.engine.verify import ItemVerify, VerifyReport
 from bridge.reporting.html_page import e, table
 from bridge.reporting.lines import md
 
-_ORDER = ("prompt", "dataset", "trace")
+_ORDER = ("prompt", "dataset", "model", "trace")
 
 
 #: Count keys that are nouns: (singular, plural).

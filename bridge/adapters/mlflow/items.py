@@ -24,6 +24,7 @@ __all__ = ["ITEM_SOURCE_TAG", "KindReader", "KindWriter", "MlflowItemSink", "Mlf
 
 def _kind_readers(store: Any) -> dict[ItemKind, KindReader]:
     from bridge.adapters.mlflow.datasets import DatasetReader
+    from bridge.adapters.mlflow.models_items import RunlessModelReader
     from bridge.adapters.mlflow.prompts import PromptReader
     from bridge.adapters.mlflow.traces_read import TraceReader
 
@@ -31,11 +32,13 @@ def _kind_readers(store: Any) -> dict[ItemKind, KindReader]:
         "trace": TraceReader(store),
         "prompt": PromptReader(store),
         "dataset": DatasetReader(store),
+        "model": RunlessModelReader(store),
     }
 
 
 def _kind_writers(store: Any) -> dict[ItemKind, KindWriter]:
     from bridge.adapters.mlflow.datasets import DatasetWriter
+    from bridge.adapters.mlflow.models_items_write import RunlessModelWriter
     from bridge.adapters.mlflow.prompts import PromptWriter
     from bridge.adapters.mlflow.traces_write import TraceWriter
 
@@ -43,6 +46,7 @@ def _kind_writers(store: Any) -> dict[ItemKind, KindWriter]:
         "trace": TraceWriter(store),
         "prompt": PromptWriter(store),
         "dataset": DatasetWriter(store),
+        "model": RunlessModelWriter(store),
     }
 
 

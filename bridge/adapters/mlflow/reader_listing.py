@@ -90,7 +90,7 @@ class RunListing:
         for exp in self.experiments():
             project = self.project_of(exp)
             models = logged_read.listed_models(self, exp.experiment_id)
-            if not wanted:  # models no run made: named, not copied (logged_read.py)
+            if not wanted and "model" not in self.options.items:  # else item kind "model"
                 logged_read.report_orphans(self, models, project.source_id)
             digests = logged_read.run_digests(models)
             filters: list[str | None] = [None]

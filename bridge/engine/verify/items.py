@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from bridge.state import StateStore
 
 #: The order kinds are checked in (as the sync copies them).
-KINDS: tuple[ItemKind, ...] = ("prompt", "dataset", "trace")
+KINDS: tuple[ItemKind, ...] = ("prompt", "dataset", "model", "trace")
 #: How a differing field is named in a finding.
 _LABELS = {
     "spans": "span tree",
