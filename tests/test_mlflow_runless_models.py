@@ -121,3 +121,33 @@ def test_sqlite_to_sqlite(tmp_path: Path) -> None:
 
 def test_sqlite_to_postgresql_uri(tmp_path: Path, pg_database: str) -> None:
     _check(f"sqlite:///{tmp_path / 'src.db'}", pg_database, tmp_path)
+
+
+def test_rows_of_a_run_not_copied_yet(tmp_path: Path) -> None:
+    """A metric row for the model logged by a run outside the experiments in scope: the
+    copy is made without it and says so; once that run is copied, a ``--full`` pass
+    writes exactly that row."""
+    from bridge.adapters.base import ReaderOptions
+
+    src, dst = f"sqlite:///{tmp_path / 'src.db'}", f"sqlite:///{tmp_path / 'dst.db'}"
+    ids = _corpus(src, tmp_path / "corpus")
+    c = MlflowClient(tracking_uri=src)
+    other = c.create_experiment("other", artifact_location=(tmp_path / "other").as_uri())
+    outsider = c.create_run(other, run_name="outsider").info.run_id
+    c.log_metric(outsider, "xscore", 0.25, timestamp=T0 + 9, step=4, model_id=ids["solo"])
+    c.set_terminated(outsider)
+    only = ReaderOptions(experiments=["runless"])
+    plan = api.sync(f"mlflow:{src}", f"mlflow:{dst}", state=str(tmp_path / "state.db"),
+                    reader_options=only)  # fmt: skip
+    assert plan.exit_code() == 0, plan.errors
+    (line,) = [i for i in plan.items if i.name == "solo"]
+    assert any("1 metric row(s) of runs not copied yet" in w.message for w in line.warnings)
+    d = MlflowClient(tracking_uri=dst)
+    exps = [e.experiment_id for e in d.search_experiments()]
+    (solo,) = [m for m in d.search_logged_models(exps) if m.name == "solo"]
+    assert len(d.get_logged_model(solo.model_id).metrics) == 2
+    _sync(src, dst, tmp_path)  # the outsider run copied
+    plan = api.sync(f"mlflow:{src}", f"mlflow:{dst}", state=str(tmp_path / "state.db"), full=True)
+    assert plan.exit_code() == 0, plan.errors
+    assert [i.changes for i in plan.items if i.name == "solo"] == [["+1 metric rows"]]
+    _same(src, dst, tmp_path, 3)

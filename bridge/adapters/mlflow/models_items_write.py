@@ -92,9 +92,11 @@ class RunlessModelWriter(KindWriter):
         if copy is None or not logged_copy.is_done(copy):
             counts = (("params", item.params), ("tags", item.tags), ("files", item.files))
             new = [f"+{len(v)} {what}" for what, v in counts if v] + [f"status {item.status}"]
-            if item.metrics:
-                new.append(f"{len(item.metrics)} metric rows (each on its run's copy)")
-            return ItemChange(action="create", changes=new)
+            rows, waiting = self._missing_rows(item, None)
+            n = sum(len(r) for r in rows.values())
+            if n:
+                new.append(f"+{n} metric rows")
+            return ItemChange(action="create", changes=new, warnings=self._waiting(item, waiting))
         changes: list[str] = []
         warnings: list[str] = []
         pay: dict[str, Any] = {"model_id": copy.model_id}
@@ -121,7 +123,8 @@ class RunlessModelWriter(KindWriter):
         pay["files"] = [f.path for f in item.files if f.path not in files or (
             f.size is not None and files[f.path] != f.size)]  # fmt: skip
         changes += [f"+file {p}" for p in pay["files"]]
-        pay["rows"] = self._missing_rows(item, copy)
+        pay["rows"], waiting = self._missing_rows(item, copy)
+        warnings += self._waiting(item, waiting)
         n = sum(len(rows) for rows in pay["rows"].values())
         if n:
             changes.append(f"+{n} metric rows")
@@ -138,9 +141,24 @@ class RunlessModelWriter(KindWriter):
             payload=pay,
         )
 
-    def _missing_rows(self, item: LoggedModelItem, copy: Any) -> dict[str, list[dict[str, Any]]]:
-        """Per complete destination run: the source's rows of that run the copy lacks."""
+    @staticmethod
+    def _waiting(item: LoggedModelItem, n: int) -> list[str]:
+        """Rows whose run has no complete copy yet are not kept now (said, so the engine
+        takes the copy as read back for its baseline, not the source)."""
+        if not n:
+            return []
+        return [
+            f"logged model {item.name}: {n} metric row(s) of runs not copied yet; written "
+            "on their runs' copies when those runs are copied"
+        ]
+
+    def _missing_rows(
+        self, item: LoggedModelItem, copy: Any
+    ) -> tuple[dict[str, list[dict[str, Any]]], int]:
+        """Per complete destination run: the source's rows of that run the copy (None: no
+        copy yet) lacks; and how many rows wait for a run not copied yet."""
         out: dict[str, list[dict[str, Any]]] = {}
+        waiting = 0
         by_run: dict[str, list[ModelMetric]] = {}
         for r in item.metrics:
             if r.run_source_id:
@@ -148,12 +166,13 @@ class RunlessModelWriter(KindWriter):
         for run_sid, rows in by_run.items():
             dest_run = logged_copy._complete_copy(self.lm, run_sid)
             if dest_run is None:
-                continue  # its run's copy writes them (see the module doc)
+                waiting += len(rows)  # its run's copy writes them (see the module doc)
+                continue
             have = {
                 logged_copy._row_key(
                     m.key, m.step, m.timestamp, m.value, m.dataset_name, m.dataset_digest
                 )  # fmt: skip
-                for m in copy.metrics or []
+                for m in (copy.metrics if copy is not None else None) or []
                 if m.run_id == dest_run
             }
             todo = [
@@ -166,7 +185,7 @@ class RunlessModelWriter(KindWriter):
             ]
             if todo:
                 out[dest_run] = todo
-        return out
+        return out, waiting
 
     # ------------------------------------------------------------------ apply
 
