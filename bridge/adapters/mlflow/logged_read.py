@@ -12,9 +12,10 @@ run's ``metrics`` table has neither), a model has few of them, and the writer ca
 remap them once the model's copy exists, i.e. after the run's history is written. A
 W&B destination receives the record as artifact metadata.
 
-Models no run made (``initialize_logged_model`` outside a run): no run carries them, so
-they are not copied; :func:`report_orphans` names each one on the reader's notices channel
-(code ``logged-model-not-copied``), once per listing of its experiment.
+Models no run made (``initialize_logged_model`` outside a run): no run carries them; they
+are workspace items of kind ``model`` (models_items.py). Only when a pass leaves that kind
+out does :func:`report_orphans` name each one on the reader's notices channel (code
+``logged-model-not-copied``), once per listing of its experiment.
 
 A model changes without its run changing (a tag set, a status reached, a metric logged
 for it by another run): :func:`run_digests` folds each run's models into its listed
