@@ -151,3 +151,19 @@ def test_rows_of_a_run_not_copied_yet(tmp_path: Path) -> None:
     assert plan.exit_code() == 0, plan.errors
     assert [i.changes for i in plan.items if i.name == "solo"] == [["+1 metric rows"]]
     _same(src, dst, tmp_path, 3)
+
+
+def test_copies_never_come_back_into_their_store(tmp_path: Path) -> None:
+    """A -> B, then B -> A (two-way): B's copies read with their origin in A; nothing is
+    written into A, no model duplicated there."""
+    a, b = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+    ids = _corpus(a, tmp_path / "corpus")
+    _sync(a, b, tmp_path)
+    back = api.sync(f"mlflow:{b}", f"mlflow:{a}", state=str(tmp_path / "back.db"))
+    assert back.exit_code() == 0, back.errors
+    assert back.item_counts["model"] == {**back.item_counts["model"], "listed": 2, "unchanged": 2}
+    c = MlflowClient(tracking_uri=a)
+    exps = [e.experiment_id for e in c.search_experiments()]
+    assert sorted(m.model_id for m in c.search_logged_models(exps)) == sorted(
+        [ids["solo"], ids["draft"]]
+    )
