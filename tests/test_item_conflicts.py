@@ -7,6 +7,7 @@ real MLflow prompt case (sqlite source and destination)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -14,10 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from items_fakes import T0, Pair, sid
 from mlflow import MlflowClient
 
 from bridge import api
+from bridge.cli import main
 from bridge.engine.verify import verify
 from bridge.reporting import render
 from bridge.reporting.items import counts_text
@@ -231,14 +234,16 @@ def test_mlflow_prompt_edited_in_the_destination(tmp_path: Path) -> None:
     dst = MlflowClient(tracking_uri=dst_uri)
     dst.set_prompt_tag("greet", "team", "edited-in-dest")
     _prompts(src_uri, "more")
-    plan = api.sync(f"mlflow:{src_uri}", f"mlflow:{dst_uri}", state=state)
-    assert plan.exit_code() == 3
-    [c] = plan.conflicts
-    assert c.field == "item" and "tags" in c.reason and "edited in the destination" in c.reason
+    pair = [f"mlflow:{src_uri}", f"mlflow:{dst_uri}", "--state", state]
+    done = CliRunner().invoke(main, ["sync", *pair, "--json"], catch_exceptions=False)
+    assert done.exit_code == 3, done.output
+    [c] = json.loads(done.output)["conflicts"]
+    assert c["field"] == "item" and "edited in the destination" in c["reason"]
+    assert "tags" in c["reason"] and "+1 version" in c["reason"]
     assert len(dst.search_prompt_versions("greet")) == 1  # nothing written
     assert dst.get_prompt("greet").tags["team"] == "edited-in-dest"
-    [row] = api.conflicts(state)
-    assert row["field"] == "item" and row["source_id"] == c.source_id
+    listed = CliRunner().invoke(main, ["conflicts", "--state", state], catch_exceptions=False)
+    assert f"{c['source_id']} item: source=" in listed.output
     won = api.sync(f"mlflow:{src_uri}", f"mlflow:{dst_uri}", state=state, on_conflict="source-wins")
     assert won.exit_code() == 0 and [r.field for r in won.resolved] == ["item"]
     assert len(dst.search_prompt_versions("greet")) == 2

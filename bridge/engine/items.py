@@ -35,7 +35,7 @@ from bridge.schema_items import ITEM_KINDS, ItemHeader, ItemKind
 log = logging.getLogger(__name__)
 
 #: The order kinds are copied in: traces last, as they link to runs and logged models.
-PASS_ORDER: tuple[ItemKind, ...] = ("prompt", "dataset", "model", "trace")
+PASS_ORDER: tuple[ItemKind, ...] = ("prompt", "dataset", "trace")
 #: What ``Plan.item_counts`` counts per kind.
 COUNT_KEYS = ("listed", "create", "update", "unchanged", "failed", "not-copied")
 
@@ -73,6 +73,10 @@ class ItemPass:
             create=not ctx.dry_run,
             logged_models=ctx.features.logged_models,
         )
+        # The check before anything is written looks experiments up, never makes them.
+        self.lookup = StateLinks(
+            ctx.state, ctx.writer, create=False, logged_models=ctx.features.logged_models
+        )
         if self.source is not None:
             self._list(self.source)
 
@@ -102,6 +106,7 @@ class ItemPass:
                 continue
             for header in headers:
                 self.links.know(header.projects)
+                self.lookup.know(header.projects)
             self.listed.append((kind, headers, counts))
 
     def _map(
@@ -116,7 +121,7 @@ class ItemPass:
         found = 0
         for _kind, headers, counts in self.listed:
             assert self.source is not None and self.sink is not None
-            fn = partial(_check, self.ctx, self.source, self.sink, self.links)
+            fn = partial(_check, self.ctx, self.source, self.sink, self.lookup)
             for line in self._map(fn, headers):
                 if line is not None and line.action == "conflict":
                     counts["conflict"] = counts.get("conflict", 0) + 1
