@@ -35,7 +35,7 @@ from bridge.schema_items import ITEM_KINDS, ItemHeader, ItemKind
 log = logging.getLogger(__name__)
 
 #: The order kinds are copied in: traces last, as they link to runs and logged models.
-PASS_ORDER: tuple[ItemKind, ...] = ("prompt", "dataset", "trace")
+PASS_ORDER: tuple[ItemKind, ...] = ("prompt", "dataset", "model", "trace")
 #: What ``Plan.item_counts`` counts per kind.
 COUNT_KEYS = ("listed", "create", "update", "unchanged", "failed", "not-copied")
 
