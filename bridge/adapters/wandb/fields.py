@@ -33,3 +33,14 @@ def wandb_extras(
 def run_field(run: Run, key: str) -> Any:
     """A W&B run field of ``run``: W&B's own value, else its source kind's (None if none)."""
     return run.extra(key, WANDB, source_kind(run.header.source_id))
+
+
+class WeaveGap:
+    """Writer mixin: why a W&B destination stores no workspace item of a kind — W&B keeps
+    traces, prompts and evaluation datasets in Weave, not in runs, and models only as run
+    artifacts (said once per pass with the count not copied)."""
+
+    def item_gap(self, kind: str) -> str:
+        if kind == "model":  # an MLflow logged model no run made
+            return "W&B keeps models as run artifacts; no run made these"
+        return "W&B Weave is not supported by this bridge yet"

@@ -41,12 +41,6 @@ class WandbOfflineWriter(WandbRunWriter, MetricReadBack):
     def display_uri(self) -> str:
         return f"{self.scheme}:{self._path}"
 
-    def item_gap(self, kind: str) -> str:
-        """W&B keeps traces, prompts and evaluation datasets in Weave, not in runs."""
-        if kind == "model":  # an MLflow logged model no run made
-            return "W&B keeps models as run artifacts; no run made these"
-        return "W&B Weave is not supported by this bridge yet"
-
     def check(self) -> None:
         root = Path(self._path).expanduser()
         probe = root

@@ -24,7 +24,7 @@ from bridge.adapters.base import Capabilities, DestRun, Rendered, Writer
 from bridge.adapters.features import MappingRules
 from bridge.adapters.wandb import sdk
 from bridge.adapters.wandb.bridged import SDK_FILES, SOURCE_FILES_DIR, written_step_key
-from bridge.adapters.wandb.fields import EXIT_CODE, run_field
+from bridge.adapters.wandb.fields import EXIT_CODE, WeaveGap, run_field
 from bridge.adapters.wandb.layout import (
     COMPLETE_KEY,
     FINGERPRINT_KEY,
@@ -56,7 +56,7 @@ from bridge.schema import Project, Run, SourceId
 METRICS_PER_BATCH = 10_000
 
 
-class WandbRunWriter(MappingRules, Writer):
+class WandbRunWriter(WeaveGap, MappingRules, Writer):
     """The run-writing half both W&B writers share; subclasses add what their target can."""
 
     offline = False

@@ -96,12 +96,6 @@ class WandbWriter(WandbRunWriter, RunDeletion, RunEdits, LoggedModels, ModelRegi
             return f"{self.scheme}:{self._path}?base_url={redact(self._explicit_url)}"
         return f"{self.scheme}:{self._path}"
 
-    def item_gap(self, kind: str) -> str:
-        """W&B keeps traces, prompts and evaluation datasets in Weave, not in runs."""
-        if kind == "model":  # an MLflow logged model no run made
-            return "W&B keeps models as run artifacts; no run made these"
-        return "W&B Weave is not supported by this bridge yet"
-
     def _api(self) -> Any:
         with self._lock:
             if self._api_obj is None:
