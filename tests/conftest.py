@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -83,17 +84,25 @@ def start_mlflow_server(
     return url, proc
 
 
+@contextlib.contextmanager
+def running_mlflow_server(workdir: Path, backend_uri: str | None = None) -> Iterator[str]:
+    """A real `mlflow server` (start_mlflow_server) for the block; stopped after it."""
+    url, proc = start_mlflow_server(workdir, backend_uri)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 @pytest.fixture
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `mlflow server` on 127.0.0.1 with a fresh sqlite backend; yields its URL."""
-    workdir = tmp_path_factory.mktemp("mlflow-server")
-    url, proc = start_mlflow_server(workdir)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with running_mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as url:
+        yield url
 
 
 @pytest.fixture

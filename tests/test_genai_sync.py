@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import start_mlflow_server
+from conftest import running_mlflow_server
 from mlflow.tracking import MlflowClient
 
 from bridge import api
@@ -104,15 +104,8 @@ def dest_uri(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "postgresql":
         yield pg
         return
-    url, proc = start_mlflow_server(tmp_path / "server", backend_uri=pg)
-    try:
+    with running_mlflow_server(tmp_path / "server", backend_uri=pg) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def test_every_object_kind_copied_exactly_then_incrementally(tmp_path: Path, dest_uri: str) -> None:

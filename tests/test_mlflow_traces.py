@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import start_mlflow_server
+from conftest import running_mlflow_server
 from mlflow.tracking import MlflowClient
 
 from bridge.adapters.base import ReaderOptions
@@ -236,15 +236,8 @@ def test_traces_server_to_server_on_postgresql(
 ) -> None:
     """Read from a server (REST search, get_trace), write into a server with PostgreSQL
     behind it (start_trace over REST, spans over OTLP /v1/traces)."""
-    url, proc = start_mlflow_server(tmp_path / "pg-server", backend_uri=pg_database)
-    try:
+    with running_mlflow_server(tmp_path / "pg-server", backend_uri=pg_database) as url:
         _round_trip(mlflow_server, url)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def test_file_store_refuses_traces_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

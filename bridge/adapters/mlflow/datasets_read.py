@@ -171,18 +171,7 @@ class DatasetReader(KindReader):
                 )
 
     def _search(self, raw: Any, experiment_ids: Sequence[str]) -> Iterator[Any]:
-        token: str | None = None
-        while True:
-            page = raw.search_datasets(
-                experiment_ids=experiment_ids,
-                max_results=SEARCH_PAGE,
-                order_by=["created_time ASC"],
-                page_token=token,
-            )
-            yield from page
-            token = page.token
-            if not token:
-                return
+        return search_pages(raw, experiment_ids=experiment_ids)
 
     def _projects(self, experiment_ids: Sequence[str]) -> builtins.list[ItemProject]:
         """Every linked experiment as its runs' project would name it (out-of-scope ones
@@ -208,3 +197,16 @@ class DatasetReader(KindReader):
         # The neutral record holds every record (a list): ~1 KB each, so 100k records are
         # ~100 MB in memory for the one dataset being copied.
         return dataset_of(header, ds, list(iter_records(raw, dataset_id)))
+
+
+def search_pages(raw: Any, **filters: Any) -> Iterator[Any]:
+    """Every dataset a store's ``search_datasets`` finds, oldest first, page by page."""
+    token: str | None = None
+    while True:
+        page = raw.search_datasets(
+            **filters, max_results=SEARCH_PAGE, order_by=["created_time ASC"], page_token=token
+        )
+        yield from page
+        token = page.token
+        if not token:
+            return

@@ -23,7 +23,6 @@ from typing import Any
 from bridge.adapters.features import ItemChange, ItemLinks
 from bridge.adapters.mlflow.datasets_read import (
     BRIDGE_PREFIX,
-    SEARCH_PAGE,
     dataset_fingerprint,
     dataset_of,
     holds_datasets,
@@ -32,6 +31,7 @@ from bridge.adapters.mlflow.datasets_read import (
     normalized_json,
     raw_store,
     record_content,
+    search_pages,
 )
 from bridge.adapters.mlflow.datasets_schema import schema_order, simulate_schema
 from bridge.adapters.mlflow.dest_index import _filter_literal
@@ -105,20 +105,10 @@ class DatasetWriter(KindWriter):
         # nothing), so the dotted key goes bare: tags.bridge.source_id.
         key = f"tags.{ITEM_SOURCE_TAG}"
         filt = f"{key} = {quoted}" if quoted else f"{key} LIKE '%'"
-        token: str | None = None
-        while True:
-            page = raw.search_datasets(
-                filter_string=filt,
-                max_results=SEARCH_PAGE,
-                order_by=["created_time ASC"],
-                page_token=token,
-            )
-            for ds in page:  # oldest first: the copy written first wins
-                if (ds.tags or {}).get(ITEM_SOURCE_TAG) == header.source_id:
-                    return str(ds.dataset_id)
-            token = page.token
-            if not token:
-                return None
+        for ds in search_pages(raw, filter_string=filt):  # oldest first: the first copy wins
+            if (ds.tags or {}).get(ITEM_SOURCE_TAG) == header.source_id:
+                return str(ds.dataset_id)
+        return None
 
     def _get(self, raw: Any, dest_id: str) -> Any:
         from mlflow.exceptions import MlflowException
