@@ -1,0 +1,217 @@
+"""Bench P1 (issue 14): W&B offline run → MLflow SQL store, `bridge sync` vs the raw insert limit.
+
+Makes one W&B offline run of N points (default 2,000,000 over 5 metrics) with the real SDK,
+then, per destination (sqlite always, PostgreSQL with --pg):
+
+* raw limit: the same number of rows straight into MLflow's own ``metrics`` table of a
+  freshly created MLflow store (its primary key and indexes), 10k rows per transaction —
+  sqlite: ``sqlite3`` ``executemany`` of tuples, with the PRAGMAs the bridge's bulk writer
+  uses (none: it opens a plain SQLAlchemy engine, so sqlite's defaults, as here);
+  PostgreSQL: psycopg ``COPY metrics ... FROM STDIN``. Only the inserts and commits are
+  timed (store creation and building each batch's tuples are not);
+* bridge: ``bridge sync wandb-offline:DIR mlflow:<uri>`` as a whole process (imports
+  included), peak RSS; the store is created beforehand, so creation counts on neither side.
+
+Prints points/s of both, the ratio bridge/raw (goal ≥ 0.5) and the bridge's peak RSS.
+``--profile OUT`` instead records one sqlite sync under py-spy (``pip install py-spy``)
+into OUT (collapsed stacks) and prints the top items by inclusive share of samples.
+
+    python bench/p1_offline_to_sql.py [--points 2000000] [--metrics 5] [--pg]
+    python bench/p1_offline_to_sql.py --points 1000000 --profile /tmp/p1.txt
+
+Conclusions: see the end of this docstring (filled in from the measured profile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from measure import measure  # noqa: E402
+from sync_offline_to_mlflow import make_run  # noqa: E402
+
+PG_BASE = os.environ.get("BRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+TX_ROWS = 10_000
+COLUMNS = "key, value, timestamp, run_uuid, step, is_nan"
+
+
+def create_store(uri: str) -> str:
+    """Create (migrate) an MLflow store at ``uri`` and one run in it; returns the run id."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    return client.create_run(client.create_experiment("raw")).info.run_id
+
+
+def batches(points: int, metrics: int, run_id: str) -> Iterator[list[tuple[object, ...]]]:
+    """The run's points as ``metrics`` rows, TX_ROWS per batch (like make_big_run's values)."""
+    now = int(time.time() * 1000)
+    batch: list[tuple[object, ...]] = []
+    for step in range(points // metrics):
+        for m in range(metrics):
+            batch.append((f"m{m}", step * (m + 1) * 0.5, now + step, run_id, step, False))
+        if len(batch) >= TX_ROWS:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def raw_sqlite(db: Path, points: int, metrics: int) -> float:
+    """Seconds of executemany + commit only, 10k rows per transaction."""
+    run_id = create_store(f"sqlite:///{db}")
+    conn = sqlite3.connect(db, timeout=60)  # the bulk engine's connect_args; no PRAGMAs
+    sql = f"INSERT INTO metrics ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+    spent = 0.0
+    for batch in batches(points, metrics, run_id):
+        t0 = time.perf_counter()
+        conn.executemany(sql, batch)
+        conn.commit()
+        spent += time.perf_counter() - t0
+    (count,) = conn.execute("SELECT count(*) FROM metrics").fetchone()
+    conn.close()
+    assert count == points // metrics * metrics, count
+    return spent
+
+
+def raw_pg(url: str, points: int, metrics: int) -> float:
+    """Seconds of COPY FROM STDIN + commit only, 10k rows per transaction."""
+    import psycopg
+
+    run_id = create_store(url)
+    spent = 0.0
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        for batch in batches(points, metrics, run_id):
+            t0 = time.perf_counter()
+            with conn.cursor() as cur, cur.copy(f"COPY metrics ({COLUMNS}) FROM STDIN") as copy:
+                for row in batch:
+                    copy.write_row(row)
+            conn.commit()
+            spent += time.perf_counter() - t0
+        count = conn.execute("SELECT count(*) FROM metrics").fetchone()
+    assert count is not None and count[0] == points // metrics * metrics, count
+    return spent
+
+
+def bridge_cmd(folder: Path, uri: str, state: Path) -> list[str]:
+    cmd = [sys.executable, "-m", "bridge.cli", "sync", f"wandb-offline:{folder}"]
+    return cmd + [f"mlflow:{uri}", "--state", str(state), "--json"]
+
+
+def bridge_sync(folder: Path, uri: str, state: Path) -> tuple[float, float, int]:
+    """Seconds and peak RSS (MiB) of the bridge process into a pre-created store; points."""
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri=uri).search_experiments()  # creates the schema, untimed
+    seconds, rss, out = measure(bridge_cmd(folder, uri, state), "bridge sync")
+    return seconds, rss, int(json.loads(out)["points_written"])
+
+
+class PgDatabase:
+    """A fresh database on the local PostgreSQL (like tests/conftest.py's pg_database)."""
+
+    def __init__(self) -> None:
+        import sqlalchemy as sa
+
+        self.name = "bridge_bench_" + uuid.uuid4().hex[:12]
+        self._admin = sa.create_engine(PG_BASE, isolation_level="AUTOCOMMIT")
+        with self._admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{self.name}"')
+        self.url = PG_BASE.rsplit("/", 1)[0] + "/" + self.name
+
+    def drop(self) -> None:
+        with self._admin.connect() as conn:
+            conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (self.name,),
+            )
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{self.name}"')
+        self._admin.dispose()
+
+
+def report(dest: str, points: int, raw: float, written: int, secs: float, rss: float) -> None:
+    raw_rate, bridge_rate = points / raw, written / secs
+    print(f"[{dest}] raw insert limit: {points:,} rows in {raw:.1f} s = {raw_rate:,.0f} points/s")
+    print(f"[{dest}] bridge sync:      {written:,} points in {secs:.1f} s = {bridge_rate:,.0f}/s")
+    print(f"[{dest}] ratio bridge/raw: {bridge_rate / raw_rate:.2f} (goal >= 0.5)")
+    print(f"[{dest}] bridge peak RSS:  {rss:.0f} MiB")
+
+
+def profile(folder: Path, work: Path, out: Path) -> None:
+    """One sqlite sync under py-spy (all threads, 200 Hz); prints the top inclusive items."""
+    uri = f"sqlite:///{work / 'profile.db'}"
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri=uri).search_experiments()
+    cmd = ["py-spy", "record", "--format", "raw", "-r", "200", "-o", str(out), "--"]
+    subprocess.run(cmd + bridge_cmd(folder, uri, work / "profile-state.db"), check=True)
+    summarize(out)
+
+
+def summarize(path: Path, top: int = 30) -> None:
+    """Inclusive and self shares of each function in a py-spy collapsed-stack file."""
+    incl: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        frames = [f.split(" (")[0] + " " + f.split("/")[-1].rstrip(")") for f in stack.split(";")]
+        total += int(n)
+        for frame in set(frames):
+            incl[frame] += int(n)
+        own[frames[-1]] += int(n)
+    print(f"{total} samples; inclusive:")
+    for frame, n in incl.most_common(top):
+        print(f"  {100 * n / total:5.1f}%  {frame}")
+    print("self:")
+    for frame, n in own.most_common(top // 2):
+        print(f"  {100 * n / total:5.1f}%  {frame}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--points", type=int, default=2_000_000)
+    parser.add_argument("--metrics", type=int, default=5)
+    parser.add_argument("--pg", action="store_true", help="also PostgreSQL (127.0.0.1:5432)")
+    parser.add_argument("--profile", type=Path, help="py-spy one sqlite sync into this file")
+    args = parser.parse_args()
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    points = args.points // args.metrics * args.metrics
+    with tempfile.TemporaryDirectory(prefix="bridge-p1-") as tmp:
+        work = Path(tmp)
+        folder = make_run(work / "wandb-big", points, args.metrics)
+        if args.profile:
+            profile(folder, work, args.profile)
+            return
+        raw = raw_sqlite(work / "raw.db", points, args.metrics)
+        uri = f"sqlite:///{work / 'bridge.db'}"
+        secs, rss, written = bridge_sync(folder, uri, work / "state.db")
+        report("sqlite", points, raw, written, secs, rss)
+        if args.pg:
+            raw_db, bridge_db = PgDatabase(), PgDatabase()
+            try:
+                raw = raw_pg(raw_db.url, points, args.metrics)
+                secs, rss, written = bridge_sync(folder, bridge_db.url, work / "pg-state.db")
+                report("postgresql", points, raw, written, secs, rss)
+            finally:
+                raw_db.drop()
+                bridge_db.drop()
+
+
+if __name__ == "__main__":
+    main()
