@@ -35,6 +35,13 @@ def _kinds(counts: dict[str, dict[str, int]]) -> list[str]:
     return sorted(counts, key=lambda k: (_ORDER.index(k) if k in _ORDER else 9, k))
 
 
+def _plan_kinds(plan: Plan) -> list[str]:
+    """The plan's kinds worth a line: those the source listed something of, or with a line.
+    None: no section at all (a source with no workspace items says nothing of them)."""
+    lined = {i.kind for i in plan.items}
+    return [k for k in _kinds(plan.item_counts) if plan.item_counts[k].get("listed") or k in lined]
+
+
 def _listed_kinds(report: VerifyReport) -> list[str]:
     """Verify's kinds worth a line: those the source listed something of."""
     return [k for k in _kinds(report.item_counts) if report.item_counts[k].get("listed")]
@@ -66,11 +73,12 @@ def plan_items_dict(plan: Plan) -> dict[str, Any]:
 
 
 def plan_items_text(plan: Plan) -> list[str]:
-    if not plan.item_counts and not plan.items:
+    kinds = _plan_kinds(plan)
+    if not kinds and not plan.items:
         return []
     out = ["workspace items"]
-    for kind in _kinds(plan.item_counts):
-        out.append(f"  {kind}s: {counts_text(plan.item_counts[kind])}")
+    for kind in kinds:
+        out.append(f"  {kind}s: {counts_text(plan.item_counts.get(kind, {}))}")
         for line in (i for i in plan.items if i.kind == kind):
             dest = f" -> {line.dest_id}" if line.dest_id else ""
             what = _what(line)
@@ -82,11 +90,12 @@ def plan_items_text(plan: Plan) -> list[str]:
 
 
 def plan_items_markdown(plan: Plan) -> list[str]:
-    if not plan.item_counts and not plan.items:
+    kinds = _plan_kinds(plan)
+    if not kinds and not plan.items:
         return []
     out = ["", "### Workspace items", "", "| kind | counts |", "|---|---|"]
-    for kind in _kinds(plan.item_counts):
-        out.append(f"| {md(kind)} | {md(counts_text(plan.item_counts[kind]))} |")
+    for kind in kinds:
+        out.append(f"| {md(kind)} | {md(counts_text(plan.item_counts.get(kind, {})))} |")
     if plan.items:
         out += [
             "",
@@ -102,10 +111,11 @@ def plan_items_markdown(plan: Plan) -> list[str]:
 
 
 def plan_items_html(plan: Plan) -> list[str]:
-    if not plan.item_counts and not plan.items:
+    kinds = _plan_kinds(plan)
+    if not kinds and not plan.items:
         return []
     out = ["<h2>Workspace items</h2>"]
-    rows = [("", [e(k), e(counts_text(plan.item_counts[k]))]) for k in _kinds(plan.item_counts)]
+    rows = [("", [e(k), e(counts_text(plan.item_counts.get(k, {})))]) for k in kinds]
     out.append(table(["kind", "counts"], rows))
     if plan.items:
         item_rows = [
