@@ -106,7 +106,7 @@ def write_files(
 
 def _model_object(ctx: SyncContext, art: ArtifactVersion) -> bool:
     """A model the destination keeps as a model object of its own: copied even when it
-    holds no file (an MLflow logged model that failed, or has only params and metrics)."""
+    holds no file (a model object that failed, or holds only params and metrics)."""
     return (
         art.type == "model" and art.source_id is not None and ctx.features.logged_models is not None
     )
