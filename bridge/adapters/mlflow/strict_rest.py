@@ -81,7 +81,8 @@ def _parse(endpoint: str, text: str, proto: Any) -> None:
 
 def _check_shape(doc: dict[str, Any], descriptor: Any, where: str) -> None:
     """Objects where the message has a message field, lists where it repeats: protobuf's
-    ``ParseDict`` with unknown fields ignored reads ``"data": "x"`` as an empty message."""
+    ``ParseDict`` with unknown fields ignored reads ``"data": "x"`` as an empty message.
+    A JSON bool only where a bool goes: protobuf reads ``"value": true`` as the number 1.0."""
     for name, value in doc.items():
         field = descriptor.fields_by_camelcase_name.get(name) or descriptor.fields_by_name.get(name)
         if field is None or value is None:
@@ -90,12 +91,24 @@ def _check_shape(doc: dict[str, Any], descriptor: Any, where: str) -> None:
         repeated = bool(field.is_repeated)
         if repeated and not isinstance(value, list):
             raise ValueError(f"{at}: a JSON {type(value).__name__} where a list goes")
+        if field.type != field.TYPE_BOOL and any(
+            isinstance(v, bool) for v in (value if repeated else [value])
+        ):
+            raise ValueError(f"{at}: a JSON bool where a {_type_name(field)} goes")
         if field.message_type is None or field.message_type.GetOptions().map_entry:
             continue
         for i, item in enumerate(value if repeated else [value]):
             if not isinstance(item, dict):
                 raise ValueError(f"{at}: a JSON {type(item).__name__} where an object goes")
             _check_shape(item, field.message_type, f"{at}[{i}]" if repeated else at)
+
+
+def _type_name(field: Any) -> str:
+    """The field's protobuf type for an error line (``double``, ``int64``, a message name)."""
+    if field.message_type is not None:
+        return str(field.message_type.name)
+    names = {v: k[5:].lower() for k, v in vars(type(field)).items() if k.startswith("TYPE_")}
+    return names.get(field.type, "non-bool value")
 
 
 def _check_fields(endpoint: str, name: str, body: Any, proto: Any) -> None:
