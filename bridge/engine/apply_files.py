@@ -76,7 +76,9 @@ def write_files(
                 location = links.file_location(dest_id, f"{folder}/files")
                 if location is not None:
                     copies.append((art, folder, location))
-        record = json.dumps(manifest_record(art, location), indent=2).encode()
+        # Source facts only: the copy's own ids (its model, its run) differ in every
+        # destination, and two faithful copies of one run must hold the same files.
+        record = json.dumps(manifest_record(art), indent=2).encode()
         manifest = FileRef(path=f"{folder}/manifest.json", size=len(record))
         todo.append((manifest, partial(io.BytesIO, record), None))
     seen: set[str] = set()

@@ -195,13 +195,13 @@ def content_entries(
     return out
 
 
-def manifest_record(art: ArtifactVersion, location: str | None = None) -> dict[str, Any]:
-    """The manifest kept beside copied content: every entry, references included."""
+def manifest_record(art: ArtifactVersion) -> dict[str, Any]:
+    """The manifest kept beside copied content: every entry, references included. It holds
+    what the source says, never where the copy went (a model id or run id the destination
+    assigned): the state keeps that, and the run's files stay equal across destinations."""
     doc = art.model_dump(mode="json", exclude={"locator"})
     for entry in doc["manifest"]:
         entry.pop("local_path", None)
-    if location is not None:
-        doc["location"] = location
     return doc
 
 
