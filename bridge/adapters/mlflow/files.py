@@ -1,6 +1,7 @@
 """Artifact files of an MLflow store on this machine: local folders read in place, other
 stores downloaded to a temp folder that goes away when the file is closed. Shared by the
-run reader and the registry reader."""
+run reader and the registry reader. And the other way: one stream into a run's artifacts
+with as few copies of its bytes as MLflow's artifact repository allows (:func:`log_stream`)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,13 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+from bridge.errors import ContentError
 from bridge.paths import PathRefused
+
+_CHUNK = 1 << 20
+_PROC_FD = "/proc/self/fd"
 
 
 def local_dir(artifact_uri: str) -> Path | None:
@@ -75,3 +80,58 @@ def download_to_temp(
         raise error(
             f"{what} cannot be downloaded: {type(exc).__name__}: {scrub(str(exc))}"
         ) from None
+
+
+def log_stream(client: Any, run_id: str, folder: str | None, name: str, stream: IO[bytes]) -> None:
+    """Put ``stream``'s bytes into run ``run_id``'s artifacts as ``folder/name``.
+
+    Why three ways (each byte is read through ``stream`` once, so a verifying stream
+    hashes and checks all of it before MLflow publishes anything):
+
+    - a repository that takes a stream (MLflow's local folders): written straight into
+      its own hidden temp file, renamed into place (no staged copy);
+    - ``log_artifact`` wants a path (S3, HTTP...): a regular local source file
+      (``stream.source_fd()``) is read through, then handed over by a symlink to its open
+      descriptor, so the bytes sent are the very file hashed; a change of the file while
+      it was sent (size, mtime, ctime) is refused as a :class:`ContentError`;
+    - any other stream: staged in a temp file (one extra copy; unavoidable there)."""
+    repo = _artifact_repo(client, run_id)
+    if repo is not None and _takes_streams(repo):
+        repo.log_artifact_from_stream(stream, name, folder)
+        return
+    source_fd = getattr(stream, "source_fd", None)
+    fd = source_fd() if callable(source_fd) and os.path.isdir(_PROC_FD) else None
+    with tempfile.TemporaryDirectory(prefix="bridge-mlflow-") as tmp:
+        local = Path(tmp) / name
+        if fd is None:
+            with open(local, "wb") as out:
+                shutil.copyfileobj(stream, out, _CHUNK)
+            client.log_artifact(run_id, str(local), folder)
+            return
+        before = _identity(fd)
+        while stream.read(_CHUNK):
+            pass
+        os.symlink(f"{_PROC_FD}/{fd}", local)
+        client.log_artifact(run_id, str(local), folder)
+    if _identity(fd) != before:
+        raise ContentError(f"{name}: the source file changed while it was copied")
+
+
+def _identity(fd: int) -> tuple[int, ...]:
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _artifact_repo(client: Any, run_id: str) -> Any:
+    """The run's artifact repository as MlflowClient caches it, or None (a client
+    without that private hook: the path way then)."""
+    get = getattr(getattr(client, "_tracking_client", None), "_get_artifact_repo", None)
+    return get(run_id) if callable(get) else None
+
+
+def _takes_streams(repo: Any) -> bool:
+    try:
+        from mlflow.store.artifact.artifact_repo import StreamUploadMixin
+    except ImportError:  # an MLflow before streaming uploads
+        return False
+    return isinstance(repo, StreamUploadMixin)

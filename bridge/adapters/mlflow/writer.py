@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -32,6 +30,7 @@ from bridge.adapters.base import (
 from bridge.adapters.features import FileLinks, MappingRules, RunDeletion, RunEdits
 from bridge.adapters.mlflow import dest_index, editable, kinds, metadata
 from bridge.adapters.mlflow import render as rendering
+from bridge.adapters.mlflow.files import log_stream
 from bridge.adapters.mlflow.items import MlflowItemSink
 from bridge.adapters.mlflow.logged_models import LoggedModelWriter
 from bridge.adapters.mlflow.names import (  # noqa: F401 - the writer's names, importable here
@@ -327,11 +326,7 @@ class MlflowWriter(
     def put_file(self, dest_id: str, path: str, stream: IO[bytes]) -> None:
         check_relpath(path, "artifact path")
         folder, name = posixpath.split(path)
-        with tempfile.TemporaryDirectory(prefix="bridge-mlflow-") as tmp:
-            local = Path(tmp) / name
-            with open(local, "wb") as out:
-                shutil.copyfileobj(stream, out, 1024 * 1024)
-            self.client.log_artifact(dest_id, str(local), folder or None)
+        log_stream(self.client, dest_id, folder or None, name, stream)
 
     def begin_update(self, dest_id: str) -> None:
         """Mark a run as being changed (``bridge.complete`` = "false") before appending."""
