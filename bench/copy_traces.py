@@ -237,7 +237,8 @@ def _drop_pg(url: str) -> None:
 
 
 def _run_method(method: str, src: str, dst: str, tmp: Path) -> dict[str, Any]:
-    """One timed copy as its own process: seconds, peak RSS, what it printed."""
+    """One timed copy as its own process: seconds, peak RSS, what it printed; for the
+    bridge also a second sync with the same state (nothing changed: the no-op re-sync)."""
     if method == "replay":
         cmd = [sys.executable, str(Path(__file__).resolve()), "--replay", src, dst]
     else:
@@ -247,7 +248,13 @@ def _run_method(method: str, src: str, dst: str, tmp: Path) -> dict[str, Any]:
     seconds, rss, out = measure(cmd, method)
     lines = out.strip().splitlines() or [""]
     said = [ln.strip() for ln in lines if ln.strip().startswith("traces:")] or lines[-1:]
-    return {"seconds": seconds, "rss": rss, "out": said}
+    res: dict[str, Any] = {"seconds": seconds, "rss": rss, "out": said}
+    if method != "replay":
+        again, _rss, out = measure(cmd, "re-sync")
+        lines = out.strip().splitlines() or [""]
+        res["resync"] = again
+        res["resync_out"] = [ln.strip() for ln in lines if ln.strip().startswith("traces:")]
+    return res
 
 
 def _copy_into(kind: str, method: str, src: str, tmp: Path) -> tuple[str, dict[str, Any]]:
@@ -285,6 +292,7 @@ def main() -> None:
         print(json.dumps(replay(*args.replay)))
         return
     os.environ.update(MLFLOW_LOGGING_LEVEL="WARNING", PYTHONPATH=str(ROOT))
+    print(f"load average at the start: {Path('/proc/loadavg').read_text().strip()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bridge-bench-traces-") as tmp_s:
         tmp = Path(tmp_s)
         os.chdir(tmp)  # sqlite stores put trace artifacts under ./mlruns
@@ -308,12 +316,28 @@ def main() -> None:
                     f"peak RSS {res['rss']:.0f} MiB; {res['out'][0][:600]}",
                     flush=True,
                 )
+                if "resync" in res:
+                    print(
+                        f"  no-op re-sync: {res['resync']:.1f} s (whole process); "
+                        f"{(res['resync_out'] or [''])[0][:200]}",
+                        flush=True,
+                    )
     print()
     print("| | " + " | ".join(name for name, _ in cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
     print("| wall time (s) | " + " | ".join(f"{r['seconds']:.1f}" for _, r in cols) + " |")
     print("| traces/s | " + " | ".join(f"{n / r['seconds']:.1f}" for _, r in cols) + " |")
     print("| peak RSS (MiB) | " + " | ".join(f"{r['rss']:.0f}" for _, r in cols) + " |")
+    print(
+        "| no-op re-sync (s) | "
+        + " | ".join(f"{r['resync']:.1f}" if "resync" in r else "—" for _, r in cols)
+        + " |"
+    )
+    for at in range(0, len(cols) - 1, 2):
+        (a, ra), (b, rb) = cols[at], cols[at + 1]
+        if a.startswith("replay") and b.startswith("bridge"):
+            print(f"{b}: {ra['seconds'] / rb['seconds']:.2f}x the replay's speed")
+    print(f"load average at the end: {Path('/proc/loadavg').read_text().strip()}")
     tables = [trace_corpus.fidelity(source, r["snap"]) for _, r in cols]
     for row in tables[0] if tables else []:
         print(f"| {row} | " + " | ".join(t[row] for t in tables) + " |")

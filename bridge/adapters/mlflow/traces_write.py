@@ -35,6 +35,7 @@ from bridge.adapters.mlflow.traces_convert import (
     neutral_trace,
     otel_trace_hex,
 )
+from bridge.adapters.mlflow.traces_find import CopyIndex, spans_may_alter
 from bridge.adapters.mlflow.traces_plan import (
     SOURCE_ASSESSMENT_KEY,
     SOURCE_TRACE_TAG,
@@ -62,23 +63,22 @@ class TraceWriter(KindWriter):
         if home is not None:
             return home if self._info(home) is not None else None
         trace_id = str(header.locator.get("trace_id") or header.name)
-        info = self._info(trace_id)
+        exp = links.project(header.projects[0].source_id) if header.projects else None
+        hit = self.copies.copy_in(exp, header.source_id) if exp is not None else None
+        if hit == trace_id:
+            return hit
+        info = self.copies.info(trace_id)  # a copy under the source's id, any experiment
         if info is not None and (info.tags or {}).get(ITEM_SOURCE_TAG) == header.source_id:
             return trace_id
-        exp = links.project(header.projects[0].source_id) if header.projects else None
-        if exp is None:
-            return None
-        quoted = header.source_id.replace("'", "\\'")
-        found = self.store.client.search_traces(
-            locations=[exp],
-            filter_string=f"tag.`{ITEM_SOURCE_TAG}` = '{quoted}'",
-            max_results=10,
-            include_spans=False,
-        )
-        for trace in found:
-            if (trace.info.tags or {}).get(ITEM_SOURCE_TAG) == header.source_id:
-                return str(trace.info.trace_id)
-        return None
+        return hit
+
+    @property
+    def copies(self) -> CopyIndex:
+        """The copies already in the destination's experiments (traces_find.py)."""
+        index = self.__dict__.get("_copies")
+        if index is None:
+            index = self.__dict__.setdefault("_copies", CopyIndex(self.store.client, self._info))
+        return index
 
     def _home(self, header: ItemHeader) -> str | None:
         """The id of this destination's trace that the source trace is a copy of (its
@@ -114,9 +114,12 @@ class TraceWriter(KindWriter):
         if dest_id is not None:
             copy = self._read(dest_id)
             if copy is not None:
-                return diff_trace(item, copy, dest_id, meta, warnings)
+                change = diff_trace(item, copy, dest_id, meta, warnings)
+                if change.action != "unchanged":  # the conflict check reads it back next
+                    self.copies.keep_read(dest_id, copy)
+                return change
         trace_id = item.trace_id
-        if otel_trace_hex(trace_id) is None or self._info(trace_id) is not None:
+        if otel_trace_hex(trace_id) is None or self.copies.take_info(trace_id) is not None:
             trace_id = f"tr-{uuid.uuid4().hex}"
             warnings.append(
                 f"trace {item.trace_id}: the destination holds that id already (or cannot "
@@ -185,15 +188,18 @@ class TraceWriter(KindWriter):
             return change.dest_id
         pay = change.payload
         trace_id: str = pay["trace_id"]
+        self.copies.take_read(trace_id)  # written now: a read-back reads it again
         exp = self._experiment(item, trace_id, change, links)
         info = self._trace_info(item, trace_id, exp, pay["metadata"])
-        if change.action == "create":
+        created = change.action == "create"
+        if created:  # first, so the copy carries its identity before anything else
             self.backend.start_trace(info)
+            self.copies.added(exp, item.header.source_id, trace_id)
         by_id = {s.span_id: s for s in item.spans}
         spans = [mlflow_span(by_id[sid], trace_id) for sid in pay["spans"]]
         for at in range(0, len(spans), SPAN_BATCH):  # bounded requests (OTLP on a server)
             self.backend.log_spans(exp, spans[at : at + SPAN_BATCH])
-        if pay.get("info") or spans:
+        if (pay.get("info") and not created) or (spans and spans_may_alter(info, spans)):
             self.backend.start_trace(info)  # the source's info over what log_spans derived
         for key in pay.get("drop_tags", []):
             self.backend.delete_trace_tag(trace_id, key)
@@ -302,7 +308,7 @@ class TraceWriter(KindWriter):
         return neutral_trace(trace, header, self._run_sid, self._model_sid)
 
     def read_back(self, dest_id: str) -> Item | None:
-        copy = self._read(dest_id)
+        copy = self.copies.take_read(dest_id) or self._read(dest_id)
         if copy is None:
             return None
         copy.trace_id = copy.tags.pop(SOURCE_TRACE_TAG, copy.trace_id)
