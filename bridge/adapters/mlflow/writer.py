@@ -386,6 +386,7 @@ class MlflowWriter(
         return header.native_id
 
     def close(self) -> None:
+        self.close_log_batch_pool()
         self._client_obj = None
         if self._bulk_engine_obj:
             self._bulk_engine_obj.dispose()

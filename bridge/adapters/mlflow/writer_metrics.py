@@ -15,6 +15,7 @@ from bridge.adapters.mlflow.history import chunks_of_pages, rest_metric_pages, s
 from bridge.adapters.mlflow.ids import dest_run_source_id
 from bridge.adapters.mlflow.names import KEY_MAP_ARTIFACT
 from bridge.adapters.mlflow.sink import MlflowMetricSink
+from bridge.adapters.mlflow.sink_pool import DEFAULT_IN_FLIGHT, ConcurrentMetricSink, LogBatchPool
 from bridge.mapping import restore_key, sanitize_key
 from bridge.schema import MetricChunk
 
@@ -33,9 +34,13 @@ class MetricStorage(MetricReadBack):
     _bulk_engine_obj: Any
     _source_ids: dict[str, str]
     _metric_renames: dict[str, dict[str, str]]
+    #: ``log_batch`` requests in flight per writer on servers (sink_pool.py); ≤ 1: one at a time.
+    log_batch_in_flight: int = DEFAULT_IN_FLIGHT
+    _log_batch_pool: LogBatchPool | None = None
 
     def metric_sink(self, dest_id: str) -> MetricSink:
-        """Core bulk inserts when the URI is the database itself, ``log_batch`` otherwise."""
+        """Core bulk inserts when the URI is the database itself, ``log_batch`` otherwise:
+        several requests in flight on servers (in-process stores gain nothing from threads)."""
         with self._lock:
             source_id = self._source_ids.get(dest_id, dest_run_source_id(dest_id))
             renames = self._metric_renames.setdefault(dest_id, {})
@@ -44,6 +49,14 @@ class MetricStorage(MetricReadBack):
             from bridge.adapters.mlflow.bulk import SqlBulkMetricSink
 
             return SqlBulkMetricSink(engine, dest_id, source_id, renames, self._lock, self.notices)
+        if self.kind == "http" and self.log_batch_in_flight > 1:
+            with self._lock:
+                if self._log_batch_pool is None:
+                    self._log_batch_pool = LogBatchPool(self.log_batch_in_flight)
+                pool = self._log_batch_pool
+            return ConcurrentMetricSink(
+                self.client, dest_id, source_id, renames, self._lock, self.notices, pool
+            )
         return MlflowMetricSink(self.client, dest_id, source_id, renames, self._lock, self.notices)
 
     def _bulk_engine(self) -> Any:
@@ -64,6 +77,13 @@ class MetricStorage(MetricReadBack):
                 engine = sa.create_engine(self.target, connect_args=args)
                 self._bulk_engine_obj = engine if bulk_insert_supported(engine) else False
             return self._bulk_engine_obj or None
+
+    def close_log_batch_pool(self) -> None:
+        """Wait for the pool's threads and stop them (the writer's ``close``)."""
+        with self._lock:
+            pool, self._log_batch_pool = self._log_batch_pool, None
+        if pool is not None:
+            pool.close()
 
     def metric_key_map(self, dest_id: str) -> dict[str, str]:
         """Metric keys the sinks of this run had to sanitize (original → stored)."""
