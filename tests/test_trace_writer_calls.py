@@ -155,3 +155,37 @@ def test_spans_may_alter_names_what_log_spans_derives() -> None:
     assert traces_find.spans_may_alter(info(request_time=t0 // 1_000_000 + 1), spans)
     tagged = root.model_copy(update={"attributes": {"mlflow.traceTag.team": "a"}})
     assert traces_find.spans_may_alter(info(), [mlflow_span(tagged, tid)])
+
+
+def test_finds_read_ahead_in_one_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the pass's headers announced (prepare), the finds of a first copy read the
+    infos of all its traces in one batch request, none one by one — same answers."""
+    from bridge.adapters.mlflow.traces_read import TraceReader
+
+    src, dst = f"sqlite:///{tmp_path / 'src.db'}", f"sqlite:///{tmp_path / 'dst.db'}"
+    make_source(src)
+    reader, writer = MlflowReader(src), MlflowWriter(dst)
+    done, links = sync(reader, writer)
+    headers = list(TraceReader(reader).list())
+    calls: list[str] = []
+    backend = writer.client._tracking_client.store
+    _count(monkeypatch, backend, "batch_get_trace_infos", calls)
+    _count(monkeypatch, backend, "get_trace_info", calls)
+    part = TraceWriter(writer)
+    part.prepare(headers)
+    found = {h.name: part.find(h, links) for h in headers}
+    assert found == {tid: dest for tid, (_c, dest) in done.items()}
+    assert calls == []  # every copy found by the listing: no info read at all
+    fresh = MlflowWriter(f"sqlite:///{tmp_path / 'other.db'}")
+    backend = fresh.client._tracking_client.store
+    _count(monkeypatch, backend, "batch_get_trace_infos", calls)
+    _count(monkeypatch, backend, "get_trace_info", calls)
+    names = {p.source_id: p.name for h in headers for p in h.projects}
+    other_links = type(links)(fresh, names)
+    part = TraceWriter(fresh)
+    part.prepare(headers)
+    assert [part.find(h, other_links) for h in headers] == [None] * len(headers)
+    assert calls == ["batch_get_trace_infos"]
+    for h in headers:  # the plan's question answered by what the find read
+        assert part.copies.take_info(h.name) is None
+    assert calls == ["batch_get_trace_infos"]

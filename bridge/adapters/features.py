@@ -236,6 +236,10 @@ class ItemSink(ABC):
     def item_kinds(self) -> set[ItemKind]:
         """The kinds this destination can store."""
 
+    def prepare_items(self, kind: ItemKind, headers: list[ItemHeader]) -> None:  # noqa: B027
+        """The listed headers of ``kind``, in the order the pass handles them, before its
+        first ``find_item``: a writer may look copies up in bulk. Default: nothing."""
+
     @abstractmethod
     def find_item(self, header: ItemHeader, links: ItemLinks) -> str | None:
         """The copy of this source item written earlier (by its identity tag), or None."""

@@ -144,8 +144,9 @@ class ItemPass:
 
     def run(self) -> None:
         """Each listed item planned and, unless a dry run, written (or left in conflict)."""
-        for _kind, headers, counts in self.listed:
+        for kind, headers, counts in self.listed:
             assert self.source is not None and self.sink is not None
+            self.sink.prepare_items(kind, headers)  # finds may be read ahead in bulk
             fn = partial(_one, self.ctx, self.source, self.sink, self.links)
             for line in self._map(fn, headers):
                 assert line is not None

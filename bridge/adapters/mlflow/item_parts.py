@@ -47,6 +47,11 @@ class KindWriter(ABC):
     @abstractmethod
     def read_back(self, dest_id: str) -> Item | None: ...
 
+    def prepare(self, headers: list[ItemHeader]) -> None:
+        """The headers the pass will look copies up for, in order, before the first
+        ``find``: a part may read ahead in bulk (traces). Default: nothing."""
+        return None
+
     def stored(self) -> bool:
         """False when this store cannot hold the kind at all (e.g. datasets in a file
         store): the writer then leaves it out of ``item_kinds`` and the engine reports

@@ -83,6 +83,9 @@ class MlflowItemSink(ItemSink):
     def item_kinds(self) -> set[ItemKind]:
         return {kind for kind, part in self._item_parts().items() if part.stored()}
 
+    def prepare_items(self, kind: ItemKind, headers: list[ItemHeader]) -> None:
+        self._item_parts()[kind].prepare(headers)
+
     def find_item(self, header: ItemHeader, links: ItemLinks) -> str | None:
         return self._item_parts()[header.kind].find(header, links)
 

@@ -136,13 +136,27 @@ def model_artifact(
 
 
 def listed_models(store: Any, experiment_id: str) -> list[Any]:
-    """The experiment's logged models for a listing; none where the store has no such API."""
+    """The experiment's logged models for a listing; none where the store has no such API.
+    Kept on ``store`` for the item pass's one :func:`listed_models_once` of the same sync."""
     if not hasattr(store.client, "search_logged_models"):
         return []
     try:
-        return experiment_models(store.client, experiment_id)
+        found = experiment_models(store.client, experiment_id)
     except Exception:  # noqa: BLE001 - a store without logged models (MLflow < 3 server)
         return []
+    store.__dict__.setdefault("_models_listed", {})[str(experiment_id)] = found
+    return found
+
+
+def listed_models_once(store: Any, experiment_id: str) -> list[Any]:
+    """The listing the run pass made of the experiment (taken: a later pass lists again),
+    else a new one: the item pass lists run-less models without a second request."""
+    kept = store.__dict__.get("_models_listed", {}).pop(str(experiment_id), None)
+    if kept is not None:
+        return list(kept)
+    listed = listed_models(store, experiment_id)
+    store.__dict__.get("_models_listed", {}).pop(str(experiment_id), None)
+    return listed
 
 
 def run_digests(models: list[Any]) -> dict[str, str]:

@@ -103,7 +103,7 @@ class RunlessModelReader(KindReader):
         for exp in store.experiments():
             models = [
                 m
-                for m in logged_read.listed_models(store, exp.experiment_id)
+                for m in logged_read.listed_models_once(store, exp.experiment_id)
                 if not m.source_run_id and (start is None or (m.creation_timestamp or 0) >= start)
             ]
             if not models:

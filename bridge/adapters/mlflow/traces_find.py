@@ -5,7 +5,8 @@ server) for each trace of a pass. Instead the copies already present in an exper
 listed once, by that tag, in pages of 500: the pass looks them up in memory. A copy the
 listing does not show (one under the source's own trace id in another experiment) is
 still found by that id, and the info read for it is kept for the plan that follows, which
-needs the same answer (does the destination hold the id already?).
+needs the same answer (does the destination hold the id already?). Those infos are read
+100 at a time (``batch_get_trace_infos``), in the order the pass looks them up.
 
 A changed copy the plan reads is kept for the read-back of the conflict check that comes
 right after it in the same item's step (one read, not two); writing the copy drops it.
@@ -26,17 +27,23 @@ from bridge.adapters.mlflow.item_parts import ITEM_SOURCE_TAG
 
 TRACE_TAG_PREFIX = "mlflow.traceTag."  # root-span attributes log_spans makes trace tags
 PAGE = 500  # traces per listing request (MLflow's SQL store and server take 500)
-MEMO = 256  # infos/copies kept between a find, its plan and its read-back (bounded)
+MEMO = 1024  # infos/copies kept between a find, its plan and its read-back (bounded)
+WINDOW = 100  # trace infos read in one request ahead of the pass's finds
 _MISSING = object()
 
 
 class CopyIndex:
     """Copies in each destination experiment by source identity, listed once each."""
 
-    def __init__(self, client: Any, info: Callable[[str], Any]) -> None:
+    def __init__(self, client: Any, info: Callable[[str], Any], backend: Callable[[], Any]) -> None:
         self._client = client
         self._info = info  # trace id -> its TraceInfo, or None
+        self._backend = backend  # the tracking store (batch_get_trace_infos)
         self._lock = threading.Lock()
+        self._fetch = threading.Lock()
+        self._no_batch = False
+        self._ids: list[str] = []
+        self._order: dict[str, int] = {}
         self._exp_locks: dict[str, threading.Lock] = {}
         self._by_exp: dict[str, dict[str, str]] = {}
         self._memo: OrderedDict[str, Any] = OrderedDict()
@@ -58,14 +65,48 @@ class CopyIndex:
             if held is not None:
                 held.setdefault(source_id, trace_id)
 
+    def expect(self, trace_ids: list[str]) -> None:
+        """The source trace ids the pass will look for, in its order: a lookup of one
+        reads the infos of it and the next ones in one request (:meth:`info`)."""
+        with self._lock:
+            self._ids = list(trace_ids)
+            self._order = {tid: n for n, tid in enumerate(self._ids)}
+
     def info(self, trace_id: str) -> Any:
         """The destination's info of ``trace_id`` (None: it holds no such trace), kept
         for the one :meth:`take_info` of the plan that follows."""
-        got = self._info(trace_id)
         with self._lock:
-            self._memo[trace_id] = got
-            while len(self._memo) > MEMO:
-                self._memo.popitem(last=False)
+            if trace_id in self._memo:
+                return self._memo[trace_id]
+        with self._fetch:  # one window at a time: threads asking for the next id wait
+            with self._lock:
+                if trace_id in self._memo:
+                    return self._memo[trace_id]
+                at = self._order.get(trace_id)
+                window = self._ids[at : at + WINDOW] if at is not None else [trace_id]
+            got = self._batch(window) if len(window) > 1 else None
+            if got is None:
+                got = {trace_id: self._info(trace_id)}
+            with self._lock:
+                for tid in window:
+                    if tid in got:
+                        self._memo[tid] = got[tid]
+                while len(self._memo) > MEMO:
+                    self._memo.popitem(last=False)
+            return got[trace_id]
+
+    def _batch(self, trace_ids: list[str]) -> dict[str, Any] | None:
+        """Infos of ``trace_ids`` in one request (None for those the store lacks), or None
+        where the store has no batch read (an older server): then one read each."""
+        if self._no_batch:
+            return None
+        try:
+            infos = self._backend().batch_get_trace_infos(trace_ids)
+        except Exception:  # noqa: BLE001 - no batch endpoint: read one by one
+            self._no_batch = True
+            return None
+        got: dict[str, Any] = dict.fromkeys(trace_ids)
+        got.update({str(i.trace_id): i for i in infos if str(i.trace_id) in got})
         return got
 
     def take_info(self, trace_id: str) -> Any:

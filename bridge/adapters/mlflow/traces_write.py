@@ -72,12 +72,16 @@ class TraceWriter(KindWriter):
             return trace_id
         return hit
 
+    def prepare(self, headers: list[ItemHeader]) -> None:
+        self.copies.expect([str(h.locator.get("trace_id") or h.name) for h in headers])
+
     @property
     def copies(self) -> CopyIndex:
         """The copies already in the destination's experiments (traces_find.py)."""
         index = self.__dict__.get("_copies")
         if index is None:
-            index = self.__dict__.setdefault("_copies", CopyIndex(self.store.client, self._info))
+            made = CopyIndex(self.store.client, self._info, lambda: self.backend)
+            index = self.__dict__.setdefault("_copies", made)
         return index
 
     def _home(self, header: ItemHeader) -> str | None:
