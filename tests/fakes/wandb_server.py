@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -321,43 +322,44 @@ class _Run(Node):
 
     def resolve(self, name: str, args: dict[str, Any]) -> Any:
         r = self.r
-        plain = {
-            "id": r.id,
-            "projectId": self.srv.projects[(r.entity, r.project)].id,
-            "name": r.name,
-            "displayName": r.display_name,
-            "sweepName": r.sweep_name,
-            "state": r.state,
-            "group": r.group,
-            "jobType": r.job_type,
-            "commit": r.commit,
-            "host": r.host,
-            "readOnly": False,
-            "createdAt": iso(r.created_at),
-            "heartbeatAt": iso(r.heartbeat_at),
-            "updatedAt": iso(r.heartbeat_at),
-            "description": r.notes,
-            "notes": r.notes,
-            "tags": list(r.tags),
-            "historyLineCount": len(r.history),
-            "fileCount": len(r.files),
-            "config": dumps(r.wrapped_config()),
-            "summaryMetrics": dumps(r.summary),
-            "systemMetrics": dumps(r.system_metrics),
-            "historyKeys": finite_or_token(r.history_keys()),
-            "user": {"id": "1", "name": r.username, "username": r.username},
+        # Each field computed only when asked for (historyKeys reads every row).
+        plain: dict[str, Callable[[], Any]] = {
+            "id": lambda: r.id,
+            "projectId": lambda: self.srv.projects[(r.entity, r.project)].id,
+            "name": lambda: r.name,
+            "displayName": lambda: r.display_name,
+            "sweepName": lambda: r.sweep_name,
+            "state": lambda: r.state,
+            "group": lambda: r.group,
+            "jobType": lambda: r.job_type,
+            "commit": lambda: r.commit,
+            "host": lambda: r.host,
+            "readOnly": lambda: False,
+            "createdAt": lambda: iso(r.created_at),
+            "heartbeatAt": lambda: iso(r.heartbeat_at),
+            "updatedAt": lambda: iso(r.heartbeat_at),
+            "description": lambda: r.notes,
+            "notes": lambda: r.notes,
+            "tags": lambda: list(r.tags),
+            "historyLineCount": lambda: len(r.history),
+            "fileCount": lambda: len(r.files),
+            "config": lambda: dumps(r.wrapped_config()),
+            "summaryMetrics": lambda: dumps(r.summary),
+            "systemMetrics": lambda: dumps(r.system_metrics),
+            "historyKeys": lambda: finite_or_token(r.history_keys()),
+            "user": lambda: {"id": "1", "name": r.username, "username": r.username},
             # Resume status (RunResumeStatus): line counts are the file_stream offsets;
             # wandb-core starts the resumed history at the last ``_step`` of historyTail
             # (else of summaryMetrics) + 1 when historyLineCount > 0 (``starting_step``).
-            "logLineCount": len(r.output_lines),
-            "eventsLineCount": len(r.events),
-            "historyTail": json.dumps([dumps(row) for row in r.history[-10:]]),
-            "eventsTail": json.dumps([dumps(row) for row in r.events[-10:]]),
+            "logLineCount": lambda: len(r.output_lines),
+            "eventsLineCount": lambda: len(r.events),
+            "historyTail": lambda: json.dumps([dumps(row) for row in r.history[-10:]]),
+            "eventsTail": lambda: json.dumps([dumps(row) for row in r.events[-10:]]),
         }
         if name == "state":
             return self.srv.run_state(r)
         if name in plain:
-            return plain[name]
+            return plain[name]()
         return super().resolve(name, args)
 
     def f_project(self, a: dict[str, Any]) -> Any:
@@ -377,12 +379,14 @@ class _Run(Node):
         lo = a.get("minStep")
         hi = a.get("maxStep")
         n = a.get("samples")
-        # The live store holds what the parquet export does not cover yet.
-        rows = [
-            row
-            for row in self.r.history[self.srv.exported(self.r) :]
-            if (lo is None or row["_step"] >= lo) and (hi is None or row["_step"] < hi)
-        ]
+        # The live store holds what the parquet export does not cover yet. Steps increase
+        # along a run's history (wandb_upload reports a row that breaks it): a page is found
+        # by bisection, as the backend's step index finds it, not by reading every row
+        # (which made each scan_history page cost the whole run).
+        hist, first = self.r.history, self.srv.exported(self.r)
+        i0 = first if lo is None else bisect_left(hist, lo, first, key=_step_of)
+        i1 = len(hist) if hi is None else max(i0, bisect_left(hist, hi, i0, key=_step_of))
+        rows = hist[i0:i1]
         if n is not None and a.get("minStep") is None and len(rows) > n:
             # Unbounded history(samples) is sampled, like the real backend.
             idx = sorted({round(i * (len(rows) - 1) / max(n - 1, 1)) for i in range(n)})
@@ -450,6 +454,10 @@ def _re_escape(c: str) -> str:
     import re
 
     return re.escape(c)
+
+
+def _step_of(row: dict[str, Any]) -> Any:
+    return row["_step"]
 
 
 def _pick(row: dict[str, Any], keys: list[str]) -> dict[str, Any]:

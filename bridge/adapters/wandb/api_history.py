@@ -9,6 +9,7 @@ import math
 import shutil
 import tempfile
 from collections.abc import Iterator
+from itertools import compress
 from pathlib import Path
 from typing import Any
 
@@ -108,67 +109,112 @@ class RunHistory:
         for key, v in flat:
             yield from self._value(key, step, self.last_ts, v)
 
+    def _points(
+        self, key: str, steps: list[int], stamps: list[int], values: list[float]
+    ) -> Iterator[MetricChunk]:
+        """Many points of one key at once: the same chunks ``_point`` would cut, one by one."""
+        buf = self.buffers.get(key)
+        if buf is None:
+            buf = self.buffers[key] = ([], [], [])
+        i, n = 0, len(values)
+        while i < n:
+            j = i + CHUNK_POINTS - len(buf[0])
+            buf[0].extend(steps[i:j])
+            buf[1].extend(stamps[i:j])
+            buf[2].extend(values[i:j])
+            i = j
+            if len(buf[0]) >= CHUNK_POINTS:
+                yield MetricChunk(key=key, steps=buf[0], timestamps=buf[1], values=buf[2])
+                buf = self.buffers[key] = ([], [], [])
+
     def _parquet(self, files: list[Path]) -> Iterator[HistoryItem]:
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
         for fpath in files:
             pf = pq.ParquetFile(fpath)
             for batch in pf.iter_batches(batch_size=10_000):
-                cols = {name: batch.column(i) for i, name in enumerate(batch.schema.names)}
-                steps = cols["_step"].to_pylist() if "_step" in cols else []
-                stamps = cols["_timestamp"].to_pylist() if "_timestamp" in cols else []
-                n = batch.num_rows
-                ts_ms: list[int] = []
-                for i in range(n):
-                    t = stamps[i] if stamps else None
-                    if _is_number(t) and math.isfinite(t):
-                        self.last_ts = self._ms(t)
-                    ts_ms.append(self.last_ts)
-                step_list = [int(s) if s is not None else self.last_step for s in steps]
-                if step_list:  # _step, for the live tail: scan_history continues after it
-                    self.max_exported = max(self.max_exported or 0, max(step_list))
-                if self.step_key is not None and self.step_key in cols:
-                    source = cols.pop(self.step_key).to_pylist()
-                    step_list = [
-                        int(v) if _is_number(v) and math.isfinite(v) else step_list[i]
-                        for i, v in enumerate(source)
-                    ]
-                if step_list:
-                    self.last_step = max(self.last_step, max(step_list))
-                for col_name, col in cols.items():
-                    if col_name in ("_step", "_timestamp", "_runtime"):
+                yield from self._batch(batch)
+
+    def _batch(self, batch: Any) -> Iterator[HistoryItem]:
+        """One record batch, column by column: a numeric column's values leave pyarrow as
+        one list (nulls dropped), never as one Python object per cell through ``_point``
+        (profiled: per-cell ``to_pylist`` and generators were most of the reader's time)."""
+        cols = {name: batch.column(i) for i, name in enumerate(batch.schema.names)}
+        steps = cols["_step"].to_pylist() if "_step" in cols else []
+        stamps = cols["_timestamp"].to_pylist() if "_timestamp" in cols else []
+        n = batch.num_rows
+        ts_ms: list[int] = []
+        for i in range(n):
+            t = stamps[i] if stamps else None
+            if _is_number(t) and math.isfinite(t):
+                self.last_ts = self._ms(t)
+            ts_ms.append(self.last_ts)
+        step_list = [int(s) if s is not None else self.last_step for s in steps]
+        if step_list:  # _step, for the live tail: scan_history continues after it
+            self.max_exported = max(self.max_exported or 0, max(step_list))
+        if self.step_key is not None and self.step_key in cols:
+            source = cols.pop(self.step_key).to_pylist()
+            step_list = [
+                int(v) if _is_number(v) and math.isfinite(v) else step_list[i]
+                for i, v in enumerate(source)
+            ]
+        if step_list:
+            self.last_step = max(self.last_step, max(step_list))
+        for col_name, col in cols.items():
+            if col_name in ("_step", "_timestamp", "_runtime"):
+                continue
+            name = (
+                source_metric_key(col_name, self.step_key)
+                if self.step_key is not None
+                else col_name
+            )
+            values = _float_list(col) if len(step_list) == n else None
+            if values is not None:
+                if col.null_count:
+                    mask = col.is_valid().to_pylist()
+                    if not any(mask):
                         continue
-                    name = (
-                        source_metric_key(col_name, self.step_key)
-                        if self.step_key is not None
-                        else col_name
+                    yield from self._points_of(
+                        name,
+                        list(compress(step_list, mask)),
+                        list(compress(ts_ms, mask)),
+                        values,
                     )
-                    values = col.to_pylist()
-                    numeric = (
-                        pa.types.is_floating(col.type)
-                        or pa.types.is_integer(col.type)
-                        or pa.types.is_boolean(col.type)
-                    )
-                    for i, v in enumerate(values):
-                        if v is None:
-                            continue
-                        if numeric:
-                            self.seen.add(name)
-                            yield from self._point(name, step_list[i], ts_ms[i], float(v))
-                            continue
-                        if isinstance(v, str) and v[:1] in ("{", "["):
-                            try:
-                                v = json.loads(v)
-                            except ValueError:
-                                pass
-                        if isinstance(v, dict) and "_type" not in v:
-                            flat: list[tuple[str, Any]] = []
-                            _flatten(name, v, flat)
-                            for key, fv in flat:
-                                yield from self._value(key, step_list[i], ts_ms[i], fv)
-                        else:
-                            yield from self._value(name, step_list[i], ts_ms[i], v)
+                elif n:
+                    yield from self._points_of(name, step_list, ts_ms, values)
+                continue
+            yield from self._cells(name, col.to_pylist(), step_list, ts_ms)
+
+    def _points_of(
+        self, name: str, steps: list[int], stamps: list[int], values: list[float]
+    ) -> Iterator[MetricChunk]:
+        self.seen.add(name)
+        yield from self._points(name, steps, stamps, values)
+
+    def _cells(
+        self, name: str, values: list[Any], step_list: list[int], ts_ms: list[int]
+    ) -> Iterator[HistoryItem]:
+        """A column cell by cell: strings (JSON objects, media), or a numeric column of a
+        batch without ``_step`` (which fails on the first value, as it always has)."""
+        for i, v in enumerate(values):
+            if v is None:
+                continue
+            if _is_number(v):
+                self.seen.add(name)
+                yield from self._point(name, step_list[i], ts_ms[i], float(v))
+                continue
+            if isinstance(v, str) and v[:1] in ("{", "["):
+                try:
+                    v = json.loads(v)
+                except ValueError:
+                    pass
+            if isinstance(v, dict) and "_type" not in v:
+                flat: list[tuple[str, Any]] = []
+                _flatten(name, v, flat)
+                for key, fv in flat:
+                    yield from self._value(key, step_list[i], ts_ms[i], fv)
+            else:
+                yield from self._value(name, step_list[i], ts_ms[i], v)
 
     def items(self) -> Iterator[HistoryItem]:
         rd = self.reader
@@ -240,3 +286,20 @@ def next_row(scan: Any) -> dict[str, Any]:
         if scan.page_offset >= scan._stop_step:
             raise StopIteration
         scan._load_next()
+
+
+def _float_list(col: Any) -> list[float] | None:
+    """A numeric (float, integer, bool) column's non-null values as Python floats, equal to
+    ``float(v)`` of each cell (pyarrow casts integers with C's round-to-nearest, as
+    ``float(int)`` does); None for any other type, read cell by cell."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    t = col.type
+    if not (pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_boolean(t)):
+        return None
+    if col.null_count:
+        col = pc.drop_null(col)
+    if not pa.types.is_float64(t):
+        col = pc.cast(col, pa.float64(), safe=False)
+    return col.to_numpy(zero_copy_only=False).tolist()  # type: ignore[no-any-return]
