@@ -1,40 +1,85 @@
 """Bulk metric writes straight into an MLflow SQL store (sqlite, PostgreSQL, MySQL).
 
 MLflow's ``log_batch`` spends nearly all its time building one ORM object per point. For
-a tracking URI that *is* the database, this sink inserts rows with SQLAlchemy Core into
-MLflow's own tables (taken from MLflow's own models, so the schema is MLflow's), the way
-``mlflow migrate-filestore`` does. It keeps MLflow's semantics:
+a tracking URI that *is* the database, this sink writes rows into MLflow's own tables the
+way ``mlflow migrate-filestore`` does, as plain tuples through the DBAPI cursor (SQLAlchemy
+Core's per-row parameter processing cost more than sqlite's own insert): sqlite
+``INSERT ... ON CONFLICT DO NOTHING`` ``executemany``; PostgreSQL ``COPY`` into a temporary table, then
+``INSERT ... ON CONFLICT DO NOTHING`` (bulk_pg.py); other dialects/drivers Core inserts.
+It keeps ``log_batch``'s semantics (tests/test_bulk_differential.py compares the rows):
 
 * NaN is stored as value 0 with ``is_nan``; ±inf as ±1.7976931348623157e308
   (``SqlAlchemyStore.sanitize_metric_value``);
-* a point already stored (same key, timestamp, step, value, is_nan) is skipped, as the
-  primary key makes MLflow do;
-* ``latest_metrics`` is updated when a new point is more recent by (step, timestamp,
-  value), exactly as ``_update_latest_metrics_if_necessary`` decides.
+* a point already stored (same key, timestamp, step, value, is_nan: MLflow's primary key)
+  is skipped, so a flush re-sent after a crash adds nothing;
+* ``latest_metrics`` takes a point only if it is strictly more recent by (step, timestamp,
+  sanitized value) than what is there, the first of equals winning, exactly as
+  ``_update_latest_metrics_if_necessary`` decides: one upsert per key whose ``WHERE``
+  is that comparison.
 
 Each flush is one transaction. Servers (``http://``) keep using ``log_batch``.
 """
 
 from __future__ import annotations
 
-import functools
+import math
 import threading
+from itertools import repeat
 from typing import Any
 
 from bridge.adapters.base import Notices
+from bridge.adapters.mlflow.bulk_pg import COLS, copy_rows
 from bridge.adapters.mlflow.sink import MlflowMetricSink
 from bridge.faults import kill_point
 from bridge.schema import MetricChunk
 
 BULK_ROWS = 10_000
+#: A row's tuple order (the ``metrics`` columns); ``Newest`` is (step, timestamp, value, is_nan).
+COLUMNS = tuple(COLS.split(", "))
+Row = tuple[str, float, int, str, int, bool]
+Newest = tuple[int, int, float, bool]
+MAX_FLOAT = 1.7976931348623157e308
+# Same comparison as MLflow's _compare_metrics; row values need sqlite >= 3.15 (or PostgreSQL).
+UPSERT_LATEST = (
+    "INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid) "
+    "VALUES ({p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT (key, run_uuid) DO UPDATE SET "
+    "value = excluded.value, timestamp = excluded.timestamp, step = excluded.step, "
+    "is_nan = excluded.is_nan WHERE (excluded.step, excluded.timestamp, excluded.value) > "
+    "(latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)"
+)
+# Skips primary-key duplicates only (OR IGNORE would also skip NOT NULL/CHECK failures).
+SQLITE_INSERT = f"INSERT INTO metrics ({COLS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 
 
 def bulk_insert_supported(engine: Any) -> bool:
     return engine.dialect.name in ("sqlite", "postgresql", "mysql")
 
 
+def sanitize(values: list[float]) -> tuple[list[float], list[bool] | None]:
+    """MLflow's ``sanitize_metric_value`` for a whole chunk: (values, is_nan flags or None
+    when none is NaN); all-finite chunks (nearly all) pass through untouched."""
+    if all(map(math.isfinite, values)):
+        return values, None
+    flags = [math.isnan(v) for v in values]
+    clean = [
+        0 if nan else v if math.isfinite(v) else MAX_FLOAT if v > 0 else -MAX_FLOAT
+        for v, nan in zip(values, flags, strict=True)
+    ]
+    return clean, flags
+
+
+def fast_path(engine: Any) -> str | None:
+    """The DBAPI path this engine takes: "sqlite", "psycopg", "psycopg2", or None (Core)."""
+    dialect, driver = engine.dialect.name, engine.dialect.driver
+    if dialect == "sqlite" and driver == "pysqlite":
+        return "sqlite"
+    if dialect == "postgresql" and driver in ("psycopg", "psycopg2"):
+        return str(driver)
+    return None
+
+
 class SqlBulkMetricSink(MlflowMetricSink):
-    """A :class:`MlflowMetricSink` that writes rows with Core inserts in big transactions."""
+    """A :class:`MlflowMetricSink` that writes row tuples in big transactions."""
 
     def __init__(
         self,
@@ -46,75 +91,81 @@ class SqlBulkMetricSink(MlflowMetricSink):
         notices: Notices,
     ) -> None:
         super().__init__(None, run_id, source_id, renames, lock, notices)
-        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
         self._engine = engine
-        self._metrics = SqlMetric.__table__
-        self._latest = SqlLatestMetric.__table__
-        # MLflow's own NaN/±inf rule (an instance method that uses no instance state)
-        self._sanitize = functools.partial(SqlAlchemyStore.sanitize_metric_value, None)  # type: ignore[arg-type]
-        self._rows: list[dict[str, Any]] = []
+        self._path = fast_path(engine)
+        self._rows: list[Row] = []
+        #: Per stored key, the flush's most recent point by MLflow's rule.
+        self._newest: dict[str, Newest] = {}
 
     def add(self, chunk: MetricChunk) -> None:
         stored, _ = self._keys.get(chunk.key) or self._key(chunk.key)
-        run_id, sanitize = self.run_id, self._sanitize
-        for step, timestamp, value in zip(chunk.steps, chunk.timestamps, chunk.values, strict=True):
-            is_nan, clean = sanitize(value)
-            self._rows.append(
-                {
-                    "key": stored,
-                    "value": clean,
-                    "timestamp": timestamp,
-                    "step": step,
-                    "is_nan": is_nan,
-                    "run_uuid": run_id,
-                }
-            )
+        steps, stamps, n = chunk.steps, chunk.timestamps, len(chunk.steps)
+        if len(stamps) != n or len(chunk.values) != n:
+            raise ValueError(f"metric chunk {chunk.key!r}: columns of different lengths")
+        if not n:
+            return
+        values, flags = sanitize(chunk.values)
+        nans = repeat(False) if flags is None else flags
+        self._rows.extend(zip(repeat(stored), values, stamps, repeat(self.run_id), steps, nans))
+        # max() over (step, timestamp, value, -index): the first of equal points wins
+        step, stamp, value, neg = max(zip(steps, stamps, values, range(0, -n, -1), strict=True))
+        best = (step, stamp, value, False if flags is None else flags[-neg])
+        have = self._newest.get(stored)
+        if have is None or best[:3] > have[:3]:
+            self._newest[stored] = best
         if len(self._rows) >= BULK_ROWS:
             self._send()
-
-    def _insert(self) -> Any:
-        dialect = self._engine.dialect.name
-        if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            return sqlite_insert(self._metrics).on_conflict_do_nothing()
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            return pg_insert(self._metrics).on_conflict_do_nothing()
-        return self._metrics.insert().prefix_with("IGNORE")
 
     def _send(self) -> None:
         if not self._rows:
             return
-        import sqlalchemy as sa
-
         rows, self._rows = self._rows, []
-        newest: dict[str, dict[str, Any]] = {}
-        for row in rows:
-            best = newest.get(row["key"])
-            if best is None or (row["step"], row["timestamp"], row["value"]) > (
-                best["step"],
-                best["timestamp"],
-                best["value"],
-            ):
-                newest[row["key"]] = row
-        latest = self._latest
+        newest, self._newest = self._newest, {}
+        latest = [(k, v, t, s, nan, self.run_id) for k, (s, t, v, nan) in sorted(newest.items())]
         kill_point("mlflow.bulk.before_send")
-        with self._engine.begin() as conn:
-            conn.execute(self._insert(), rows)
-            kill_point("mlflow.bulk.mid_transaction")
-            for key, row in sorted(newest.items()):
-                where = (latest.c.run_uuid == self.run_id) & (latest.c.key == key)
-                have = conn.execute(
-                    sa.select(latest.c.step, latest.c.timestamp, latest.c.value).where(where)
-                ).first()
-                values = {k: row[k] for k in ("value", "timestamp", "step", "is_nan")}
-                if have is None:
-                    conn.execute(latest.insert().values(run_uuid=self.run_id, key=key, **values))
-                elif (row["step"], row["timestamp"], row["value"]) > tuple(have):
-                    conn.execute(latest.update().where(where).values(**values))
+        if self._path is None:
+            self._send_core(rows, latest)
+        else:
+            raw = self._engine.raw_connection()
+            try:
+                cur = raw.cursor()
+                if self._path == "sqlite":
+                    cur.executemany(SQLITE_INSERT, rows)
+                else:
+                    copy_rows(cur, self._path, rows)
+                kill_point("mlflow.bulk.mid_transaction")
+                cur.executemany(
+                    UPSERT_LATEST.format(p="?" if self._path == "sqlite" else "%s"), latest
+                )
+                cur.close()
+                raw.commit()
+            finally:
+                raw.close()  # back to the pool, which rolls back what was not committed
         kill_point("mlflow.bulk.after_send")
         self.points_sent += len(rows)
+
+    def _send_core(self, rows: list[Row], latest: list[tuple[Any, ...]]) -> None:
+        """Other dialects/drivers (MySQL): Core ``INSERT IGNORE`` and a SELECT, then an
+        INSERT or UPDATE, per key for ``latest_metrics``."""
+        import sqlalchemy as sa
+        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric
+
+        metrics, table = SqlMetric.__table__, SqlLatestMetric.__table__
+        insert = metrics.insert().prefix_with("IGNORE")  # type: ignore[attr-defined]
+        if self._engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            insert = pg_insert(metrics).on_conflict_do_nothing()
+        with self._engine.begin() as conn:
+            conn.execute(insert, [dict(zip(COLUMNS, row, strict=True)) for row in rows])
+            kill_point("mlflow.bulk.mid_transaction")
+            for key, value, stamp, step, is_nan, run_id in latest:
+                where = (table.c.run_uuid == run_id) & (table.c.key == key)
+                have = conn.execute(
+                    sa.select(table.c.step, table.c.timestamp, table.c.value).where(where)
+                ).first()
+                new = {"value": value, "timestamp": stamp, "step": step, "is_nan": is_nan}
+                if have is None:
+                    conn.execute(table.insert().values(run_uuid=run_id, key=key, **new))
+                elif (step, stamp, value) > tuple(have):
+                    conn.execute(table.update().where(where).values(**new))
