@@ -1,27 +1,55 @@
-"""Bench: copy one MLflow experiment with the bridge and with mlflow-export-import.
+"""Bench P3 (issue 14): copy one MLflow experiment, bridge vs mlflow-export-import 1.2.0.
 
-Source: a sqlite store with one experiment of R runs × 20 params × 5 metrics × S steps and a
-few small artifacts per run. Each tool copies it into an empty `mlflow server` (sqlite
-backend) of its own; wall time of each, their ratio, then a fidelity table: start times
-kept, runs after a second run of the same copy (duplicates). mlflow-export-import is not a
-dependency of the project: `pip install mlflow-export-import tabulate` first.
+Source: one experiment of R runs × 20 params × 5 metrics × S steps and a few small artifacts
+per run (artifacts in a local folder: both tools read them straight from the file system).
+Scenarios, measured in ONE run of this script, each tool as its own process (wall time and
+peak RSS, bench/measure.py), each into a fresh destination of its own:
 
-    python bench/copy_mlflow_vs_export_import.py [--runs 50] [--steps 2000]
+* ``server``: ``mlflow server`` → ``mlflow server`` (sqlite behind each, ``--workers 1``, as
+  tests/conftest.py starts them). Bridge: ``bridge sync mlflow:http://src mlflow:http://dst``;
+  export-import: ``export-experiment`` against the source server, ``import-experiment``
+  against its own destination server.
+* ``sqlite``: sqlite URI → sqlite URI. mlflow-export-import goes through ``MlflowClient``,
+  which accepts a database URI as ``MLFLOW_TRACKING_URI``: its export reads the source
+  sqlite URI directly, but its import cannot write one (``set_experiment`` catches only
+  ``RestException``; a SQL store raises ``MlflowException`` "already exists" for every run
+  after the experiment is made, checked with 1.2.0), so its import goes through an
+  ``mlflow server`` on its own destination sqlite file.
+* ``pg`` (``--pg``): PostgreSQL URI → PostgreSQL URI (127.0.0.1:5432), the same way (its
+  import through a server on its own PostgreSQL database).
+
+Prints the time of each, the ratio export-import/bridge (goals: ≥ 2 through servers, ≥ 5
+with SQL URIs), peak RSS, a fidelity line (start times kept, runs after a second run of the
+same copy), and ``cat /proc/loadavg``. mlflow-export-import is not a dependency of the
+project: ``pip install mlflow-export-import tabulate`` first. ``--profile DIR`` records the
+bridge side of each scenario under py-spy (all threads, 200 Hz, raw collapsed stacks) into
+DIR and prints the top items.
+
+    python bench/copy_mlflow_vs_export_import.py [--runs 50] [--steps 2000] [--pg]
+        [--only server,sqlite,pg] [--profile DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from measure import measure  # noqa: E402
+
 EXPERIMENT = "bench-copy"
+PG_BASE = os.environ.get("BRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 def make_source(uri: str, runs: int, steps: int, tmp: Path) -> None:
@@ -29,9 +57,9 @@ def make_source(uri: str, runs: int, steps: int, tmp: Path) -> None:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
-    exp = client.create_experiment(EXPERIMENT)
+    exp = client.create_experiment(EXPERIMENT, artifact_location=str(tmp / "src-artifacts"))
     art = tmp / "art"
-    (art / "sub").mkdir(parents=True)
+    (art / "sub").mkdir(parents=True, exist_ok=True)
     (art / "notes.txt").write_text("small artifact\n")
     (art / "sub" / "table.csv").write_text("a,b\n" + "1,2\n" * 100)
     t0 = 1_600_000_000_000
@@ -52,112 +80,243 @@ def make_source(uri: str, runs: int, steps: int, tmp: Path) -> None:
         client.set_terminated(run_id, "FINISHED", end_time=start + steps * 100)
 
 
-def snapshot(uri: str) -> tuple[int, dict[str, int]]:
-    """Number of runs, and start time per run name (first seen)."""
+def snapshot(uri: str) -> tuple[int, dict[str, int], int]:
+    """Number of runs, start time per run name (first seen), metric points in all."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(EXPERIMENT)
     if exp is None:
-        return 0, {}
+        return 0, {}, 0
     runs = client.search_runs([exp.experiment_id], max_results=5000)
     starts: dict[str, int] = {}
+    points = 0
     for run in runs:
         starts.setdefault(run.info.run_name, run.info.start_time)
-    return len(runs), starts
+        for key in run.data.metrics:
+            points += len(client.get_metric_history(run.info.run_id, key))
+    return len(runs), starts, points
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> float:
-    t0 = time.perf_counter()
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if out.returncode not in (0,):
-        raise SystemExit(f"{cmd[0]} failed ({out.returncode}): {out.stderr[-3000:]}")
-    return time.perf_counter() - t0
+@contextlib.contextmanager
+def pg_database() -> Iterator[str]:
+    import sqlalchemy
+
+    name = "bench_p3_" + uuid.uuid4().hex[:10]
+    admin = sqlalchemy.create_engine(PG_BASE, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_BASE.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.dispose()
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its live descendants, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    todo, total = [pid], 0.0
+    while todo:
+        p = todo.pop()
+        total += stats.get(p, (0, 0.0))[1]
+        todo.extend(c for c, (parent, _) in stats.items() if parent == p)
+    return total
+
+
+def env_cmd(env: dict[str, str], cmd: list[str]) -> list[str]:
+    """``cmd`` under ``env`` (measure() runs commands with this process's environment)."""
+    return ["env", *(f"{k}={v}" for k, v in env.items()), *cmd]
+
+
+class Scenario:
+    """One source → destination pair: the bridge's copy and export-import's, timed."""
+
+    def __init__(self, name: str, src: str, bridge_dst: str, exim_src: str, exim_dst: str):
+        self.name, self.src, self.bridge_dst = name, src, bridge_dst
+        self.exim_src, self.exim_dst = exim_src, exim_dst
+        #: Server processes by role ("src", "bridge-dst", "exim-dst"): CPU seconds reported.
+        self.servers: dict[str, int] = {}
+
+    def cpu(self) -> dict[str, float]:
+        return {role: tree_cpu(pid) for role, pid in self.servers.items()}
+
+    @staticmethod
+    def spent(before: dict[str, float], after: dict[str, float]) -> str:
+        return " ".join(f"{k} {after[k] - before[k]:.0f}" for k in before)
+
+    def run(self, work: Path, profile: Path | None) -> dict[str, object]:
+        bindir = Path(sys.executable).parent
+        bridge = [
+            sys.executable, "-m", "bridge.cli", "sync", f"mlflow:{self.src}",
+            f"mlflow:{self.bridge_dst}", "--state", str(work / f"{self.name}-state.db"), "--json",
+        ]  # fmt: skip
+        env = {"MLFLOW_LOGGING_LEVEL": "WARNING", "CI": "true"}
+        out: dict[str, object] = {"name": self.name}
+        if "://" in self.bridge_dst and not self.bridge_dst.startswith("http"):
+            # A SQL destination is created (MLflow's migrations) before timing, as the
+            # servers' stores are: store creation counts on neither side.
+            from mlflow.tracking import MlflowClient
+
+            MlflowClient(tracking_uri=self.bridge_dst).search_experiments(max_results=1)
+        cpu0 = self.cpu()
+        if profile is not None:
+            raw = profile / f"p3-{self.name}.txt"
+            spy = ["py-spy", "record", "--subprocesses", "-r", "200", "-f", "raw", "-o", str(raw)]
+            t0 = time.perf_counter()
+            subprocess.run([*spy, "--", *env_cmd(env, bridge)], check=True, capture_output=True)
+            out["bridge_s"], out["bridge_rss"] = time.perf_counter() - t0, 0.0
+            summarize(raw)
+        else:
+            out["bridge_s"], out["bridge_rss"], _ = measure(env_cmd(env, bridge), "bridge sync")
+        out["bridge_server_cpu"] = self.spent(cpu0, self.cpu())
+        out["bridge_again_s"], _, _ = measure(env_cmd(env, bridge), "bridge sync (again)")
+        export_dir = work / f"{self.name}-export"
+        ex_env = dict(env, MLFLOW_TRACKING_URI=self.exim_src)
+        im_env = dict(env, MLFLOW_TRACKING_URI=self.exim_dst)
+        export = [str(bindir / "export-experiment"), "--experiment", EXPERIMENT]
+        export += ["--output-dir", str(export_dir)]
+        imp = [str(bindir / "import-experiment"), "--experiment-name", EXPERIMENT]
+        imp += ["--input-dir", str(export_dir)]
+        cpu0 = self.cpu()
+        ex_s, ex_rss, _ = measure(env_cmd(ex_env, export), "export-experiment")
+        im_s, im_rss, _ = measure(env_cmd(im_env, imp), "import-experiment")
+        out["exim_s"], out["exim_rss"] = ex_s + im_s, max(ex_rss, im_rss)
+        out["exim_server_cpu"] = self.spent(cpu0, self.cpu())
+        out["exim_again_s"], _, _ = measure(env_cmd(im_env, imp), "import-experiment (again)")
+        n_src, src_starts, src_points = snapshot(self.src)
+        for side, uri in (("bridge", self.bridge_dst), ("exim", self.exim_dst)):
+            n, starts, points = snapshot(uri)
+            same = sum(1 for k, v in src_starts.items() if starts.get(k) == v)
+            out[f"{side}_fidelity"] = (
+                f"{same}/{len(src_starts)} start times, {n}/{n_src} runs, "
+                f"{points:,}/{src_points:,} points"
+            )
+        out["load"] = Path("/proc/loadavg").read_text().split()[0:3]
+        return out
+
+
+def summarize(path: Path, top: int = 30) -> None:
+    """Inclusive and self shares of each function in a py-spy raw (collapsed) file."""
+    from collections import Counter
+
+    incl: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        frames = [f.split(" (")[0] + " " + f.split("/")[-1].split(":")[0] for f in stack.split(";")]
+        total += int(n)
+        for frame in set(frames):
+            incl[frame] += int(n)
+        own[frames[-1]] += int(n)
+    print(f"{path.name}: {total} samples; inclusive:")
+    for frame, n in incl.most_common(top):
+        print(f"  {100 * n / max(total, 1):5.1f}%  {frame}")
+    print("self:")
+    for frame, n in own.most_common(top // 2):
+        print(f"  {100 * n / max(total, 1):5.1f}%  {frame}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--pg", action="store_true", help="also PostgreSQL URI → URI")
+    parser.add_argument("--only", default="server,sqlite,pg", help="scenarios to run")
+    parser.add_argument("--profile", type=Path, help="py-spy the bridge side into this folder")
     args = parser.parse_args()
-    bindir = Path(sys.executable).parent
-    if not (bindir / "export-experiment").exists():
+    if not (Path(sys.executable).parent / "export-experiment").exists():
         raise SystemExit("pip install mlflow-export-import tabulate  (needed for the comparison)")
     from conftest import start_mlflow_server
 
-    env = dict(os.environ, MLFLOW_LOGGING_LEVEL="WARNING", CI="true")
-    with tempfile.TemporaryDirectory(prefix="bridge-bench-") as tmp_s:
+    only = set(args.only.split(","))
+    if not args.pg:
+        only.discard("pg")
+    os.environ.update(MLFLOW_LOGGING_LEVEL="WARNING", CI="true")
+    points = args.runs * args.steps * 5
+    results: list[dict[str, object]] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="bridge-bench-p3-") as tmp_s,
+        contextlib.ExitStack() as stack,
+    ):
         tmp = Path(tmp_s)
+        os.chdir(tmp)  # export-import's sqlite imports put artifacts under ./mlruns
         src = f"sqlite:///{tmp / 'src.db'}"
         t0 = time.perf_counter()
         make_source(src, args.runs, args.steps, tmp)
-        points = args.runs * args.steps * 5
         print(
             f"source: {args.runs} runs, {points:,} points, made in {time.perf_counter() - t0:.0f} s"
         )
-        servers = []
+        servers: list[subprocess.Popen[bytes]] = []
+
+        pids: dict[str, int] = {}
+
+        def server(name: str, backend: str | None = None) -> str:
+            url, proc = start_mlflow_server(tmp / name, backend)
+            servers.append(proc)
+            pids[url] = proc.pid
+            return url
+
+        def scenario(name: str, src: str, b_dst: str, e_src: str, e_dst: str) -> Scenario:
+            sc = Scenario(name, src, b_dst, e_src, e_dst)
+            roles = {"src": src, "bridge-dst": b_dst, "exim-dst": e_dst}
+            sc.servers = {role: pids[url] for role, url in roles.items() if url in pids}
+            return sc
+
         try:
-            bridge_url, proc = start_mlflow_server(tmp / "dest-bridge")
-            servers.append(proc)
-            exim_url, proc = start_mlflow_server(tmp / "dest-exim")
-            servers.append(proc)
-
-            state = str(tmp / "state.db")
-            bridge_cmd = [
-                sys.executable,
-                "-m",
-                "bridge.cli",
-                "sync",
-                f"mlflow:{src}",
-                f"mlflow:{bridge_url}",
-                "--state",
-                state,
-                "--json",
-            ]
-            bridge_s = timed(bridge_cmd, env)
-            bridge_again_s = timed(bridge_cmd, env)
-
-            export_dir = tmp / "export"
-            ex_env = dict(env, MLFLOW_TRACKING_URI=src)
-            im_env = dict(env, MLFLOW_TRACKING_URI=exim_url)
-            export_cmd = [
-                str(bindir / "export-experiment"),
-                "--experiment",
-                EXPERIMENT,
-                "--output-dir",
-                str(export_dir),
-            ]
-            import_cmd = [
-                str(bindir / "import-experiment"),
-                "--experiment-name",
-                EXPERIMENT,
-                "--input-dir",
-                str(export_dir),
-            ]
-            exim_s = timed(export_cmd, ex_env) + timed(import_cmd, im_env)
-            exim_again_s = timed(import_cmd, im_env)
-
-            n_src, src_starts = snapshot(src)
-            n_bridge, bridge_starts = snapshot(bridge_url)
-            n_exim, exim_starts = snapshot(exim_url)
+            todo: list[Scenario] = []
+            if "server" in only:
+                src_url = server("src-server", src)
+                todo.append(
+                    scenario("server", src_url, server("dst-bridge"), src_url, server("dst-exim"))
+                )
+            if "sqlite" in only:
+                b, e = (f"sqlite:///{tmp / n}" for n in ("dst-bridge.db", "dst-exim.db"))
+                todo.append(scenario("sqlite", src, b, src, server("dst-exim-sqlite", e)))
+            if "pg" in only:
+                pg_src, pg_b, pg_e = (stack.enter_context(pg_database()) for _ in range(3))
+                make_source(pg_src, args.runs, args.steps, tmp / "pg")
+                todo.append(scenario("pg", pg_src, pg_b, pg_src, server("dst-exim-pg", pg_e)))
+            for sc in todo:
+                results.append(sc.run(tmp, args.profile))
+                print(results[-1], flush=True)
         finally:
             for proc in servers:
                 proc.terminate()
                 proc.wait(timeout=15)
 
-    def kept(starts: dict[str, int]) -> str:
-        same = sum(1 for k, v in src_starts.items() if starts.get(k) == v)
-        return f"{same}/{len(src_starts)}"
-
-    print(f"bridge sync:           {bridge_s:6.1f} s ({points / bridge_s:,.0f} points/s)")
-    print(f"export + import:       {exim_s:6.1f} s ({points / exim_s:,.0f} points/s)")
-    print(f"ratio export-import/bridge time: {exim_s / bridge_s:.2f}")
-    print(f"second run:            bridge {bridge_again_s:.1f} s, import {exim_again_s:.1f} s")
     print()
-    print("| fidelity | bridge | mlflow-export-import |")
-    print("|---|---|---|")
-    print(f"| start times kept | {kept(bridge_starts)} | {kept(exim_starts)} |")
-    print(f"| runs after a second run (source has {n_src}) | {n_bridge} | {n_exim} |")
+    print(f"{args.runs} runs × 5 metrics × {args.steps} steps = {points:,} points")
+    print("| scenario | export-import s | bridge s | ratio | again: import / bridge s "
+          "| peak RSS exim / bridge MiB | load |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        ex, br = float(r["exim_s"]), float(r["bridge_s"])  # type: ignore[arg-type]
+        print(
+            f"| {r['name']} | {ex:.1f} | {br:.1f} | {ex / br:.2f} | "
+            f"{float(r['exim_again_s']):.1f} / {float(r['bridge_again_s']):.1f} | "  # type: ignore[arg-type]
+            f"{float(r['exim_rss']):.0f} / {float(r['bridge_rss']):.0f} | {' '.join(r['load'])} |"  # type: ignore[arg-type]
+        )
+    for r in results:
+        print(f"{r['name']}: bridge {r['bridge_fidelity']}; export-import {r['exim_fidelity']}")
+        print(
+            f"{r['name']}: server CPU s during bridge: {r['bridge_server_cpu'] or '-'}; "
+            f"during export-import: {r['exim_server_cpu'] or '-'}"
+        )
 
 
 if __name__ == "__main__":

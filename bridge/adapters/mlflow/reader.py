@@ -83,6 +83,8 @@ from bridge.schema import (
 )
 
 SEARCH_PAGE = 1000
+#: Runs whose metric keys read_run keeps for iter_history (a sync holds O(workers) bodies).
+KEYS_KEPT = 256
 #: Run tags carried in dedicated Run fields instead of ``extra_tags``.
 FIELD_TAGS = ("mlflow.runName", "mlflow.user", "mlflow.note.content", "mlflow.parentRunId")
 BRIDGE_PREFIX = "bridge."
@@ -145,6 +147,9 @@ class MlflowReader(
         self.fingerprint_artifacts = fingerprint_artifacts
         self._engine_obj: Any = None
         self._artifact_uris: dict[str, str] = {}
+        self.listed_models_kept: dict[str, list[Any]] = {}
+        #: Metric keys of each run as read_run's get_run found them, for iter_history.
+        self._keys_read: dict[str, list[str]] = {}
         #: Registered models and their versions' content (registry.py).
         self.registry = RegistryReader(self, self.options)
 
@@ -220,6 +225,11 @@ class MlflowReader(
         mlrun = self._get_run(header.native_id)
         info, data = mlrun.info, mlrun.data
         self._artifact_uris[info.run_id] = info.artifact_uri
+        if self.kind not in ("sqlite", "sql"):
+            with self._lock:
+                self._keys_read[info.run_id] = sorted(data.metrics)
+                if len(self._keys_read) > KEYS_KEPT:  # bodies whose history is never read
+                    del self._keys_read[next(iter(self._keys_read))]
         tags = dict(data.tags)
         imported = BRIDGE_SOURCE_TAG in tags
         run = Run(
@@ -319,7 +329,11 @@ class MlflowReader(
         return sql_metric_chunks(self.engine, run_id)
 
     def _metric_keys(self, run_id: str) -> list[str]:
-        return sorted(self._get_run(run_id).data.metrics)
+        """The keys read_run's ``get_run`` saw (taken once: a second history read asks
+        again), else a ``get_run`` now: one request per run less on a server."""
+        with self._lock:
+            keys = self._keys_read.pop(run_id, None)
+        return keys if keys is not None else sorted(self._get_run(run_id).data.metrics)
 
     def _api_history(self, run_id: str) -> Iterator[MetricChunk]:
         store = getattr(getattr(self.client, "_tracking_client", None), "store", None)

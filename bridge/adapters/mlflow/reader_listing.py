@@ -34,6 +34,8 @@ class RunListing:
     fingerprint_artifacts: bool | None
     _artifact_uris: dict[str, str]
     _lock: threading.Lock
+    #: Logged models of each experiment as the last listing found them (run_objects.py).
+    listed_models_kept: dict[str, list[Any]]
 
     @property
     def display_uri(self) -> str:
@@ -90,6 +92,13 @@ class RunListing:
         for exp in self.experiments():
             project = self.project_of(exp)
             models = logged_read.listed_models(self, exp.experiment_id)
+            # Kept for read_run only when the search answered: listed_models gives [] for a
+            # store that failed to answer, and keeps an answer for the item pass.
+            listed = getattr(self, "_models_listed", None) or {}
+            if models or listed.get(str(exp.experiment_id)) is models:
+                self.listed_models_kept[str(exp.experiment_id)] = models
+            else:
+                self.listed_models_kept.pop(str(exp.experiment_id), None)
             if not wanted and "model" not in self.options.items:  # else item kind "model"
                 logged_read.report_orphans(self, models, project.source_id)
             digests = logged_read.run_digests(models)

@@ -43,7 +43,7 @@ def models(store: Any, mlrun: Any) -> list[ArtifactVersion]:
     client, info = store.client, mlrun.info
     found: dict[str, Any] = {}
     if hasattr(client, "search_logged_models"):
-        found = {m.model_id: m for m in logged_read.experiment_models(client, info.experiment_id)}
+        found = {m.model_id: m for m in _experiment_models(store, str(info.experiment_id))}
     outputs = getattr(mlrun, "outputs", None)
     steps = {m.model_id: m.step for m in (getattr(outputs, "model_outputs", None) or [])}
     made = {mid for mid, m in found.items() if m.source_run_id == info.run_id} | steps.keys()
@@ -68,6 +68,18 @@ def models(store: Any, mlrun: Any) -> list[ArtifactVersion]:
             )
         )
     return out
+
+
+def _experiment_models(store: Any, experiment_id: str) -> list[Any]:
+    """The logged models of the run's experiment as the listing found them (one search per
+    experiment and listing; it was one more per run read), else a search now. The listing's
+    view is the one the run's fingerprint was taken from (logged_read.run_digests), so a
+    model changed since shows as a changed fingerprint next time, as before."""
+    kept = getattr(store, "listed_models_kept", None) or {}
+    found = kept.get(experiment_id)
+    return (
+        found if found is not None else logged_read.experiment_models(store.client, experiment_id)
+    )
 
 
 def _dangling(model_id: str, direction: str, step: int | None) -> ArtifactVersion:
