@@ -78,6 +78,9 @@ class CopyIndex:
         with self._lock:
             if trace_id in self._memo:
                 return self._memo[trace_id]
+            announced = trace_id in self._order
+        if not announced:  # read alone, threads in parallel
+            return self._remember(trace_id, self._info(trace_id))
         with self._fetch:  # one window at a time: threads asking for the next id wait
             with self._lock:
                 if trace_id in self._memo:
@@ -86,14 +89,19 @@ class CopyIndex:
                 window = self._ids[at : at + WINDOW] if at is not None else [trace_id]
             got = self._batch(window) if len(window) > 1 else None
             if got is None:
-                got = {trace_id: self._info(trace_id)}
+                return self._remember(trace_id, self._info(trace_id))
             with self._lock:
-                for tid in window:
-                    if tid in got:
-                        self._memo[tid] = got[tid]
+                self._memo.update(got)
                 while len(self._memo) > MEMO:
                     self._memo.popitem(last=False)
             return got[trace_id]
+
+    def _remember(self, trace_id: str, info: Any) -> Any:
+        with self._lock:
+            self._memo[trace_id] = info
+            while len(self._memo) > MEMO:
+                self._memo.popitem(last=False)
+        return info
 
     def _batch(self, trace_ids: list[str]) -> dict[str, Any] | None:
         """Infos of ``trace_ids`` in one request (None for those the store lacks), or None
