@@ -4,7 +4,7 @@ Makes one W&B offline run with the real SDK that logs a model artifact holding o
 --mib MiB (random bytes) and a dataset artifact with the same content, then runs
 `bridge sync` into a fresh sqlite MLflow (a subprocess, so its peak RSS is its own) and
 prints MiB/s and the bridge's peak RSS, then a second sync (nothing to copy). Every byte is
-MD5/SHA-256-hashed while it streams; RSS should not grow with the file size (try two sizes).
+MD5-hashed while it streams; RSS should not grow with the file size (try two sizes).
 
     python bench/artifact_copy.py [--mib 512]
 """
