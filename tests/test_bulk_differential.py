@@ -113,6 +113,10 @@ EDGES: list[Flush] = [
     [("loss", [(5, 6, 0.1), (5, 7, -1.0), (1, 0, 3.0)]), ("a@b", [(4, 2, 2.0)])],
     [("acc/top 1", [(1, 0, -INF), (1, 0, -MAX), (1, 1, NAN)]), ("val:x", [(0, 0, NAN)])],
     [("val:x", [(3, 3, -0.0), (2, 3, 5e-324), (2, 4, -2.3548315826429372e16)])],
+    # ties on (step, timestamp, sanitized value): the first one stays latest, in a flush
+    # across chunks and across flushes (NaN is value 0, so it ties with 0.0 and -0.0)
+    [("loss", [(7, 0, 0.0)]), ("loss", [(7, 0, NAN)]), ("a@b", [(9, 0, NAN)])],
+    [("a@b", [(9, 0, 0.0), (9, 0, -0.0)]), ("val:x", [(3, 3, 0.0)])],
 ]
 
 
