@@ -40,10 +40,13 @@ Row = tuple[str, float, int, str, int, bool]
 Newest = tuple[int, int, float, bool]
 MAX_FLOAT = 1.7976931348623157e308
 # Same comparison as MLflow's _compare_metrics; row values need sqlite >= 3.15 (or PostgreSQL).
+# The value is kept when equal: MLflow's ORM writes no change for -0.0 over 0.0 (or 0.0 over
+# a NaN's stored 0), so the stored sign stays — on PostgreSQL through psycopg 3 it shows.
 UPSERT_LATEST = (
     "INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid) "
-    "VALUES ({p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT (key, run_uuid) DO UPDATE SET "
-    "value = excluded.value, timestamp = excluded.timestamp, step = excluded.step, "
+    "VALUES ({p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT (key, run_uuid) DO UPDATE SET value = "
+    "CASE WHEN latest_metrics.value = excluded.value THEN latest_metrics.value "
+    "ELSE excluded.value END, timestamp = excluded.timestamp, step = excluded.step, "
     "is_nan = excluded.is_nan WHERE (excluded.step, excluded.timestamp, excluded.value) > "
     "(latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)"
 )
