@@ -6,9 +6,11 @@ request surfacing from ``flush`` with only acknowledged points counted."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -20,10 +22,8 @@ import pytest
 from conftest import free_port, wait_http
 
 from bridge.adapters.base import Notices
-from bridge.adapters.mlflow.sink_pool import ConcurrentMetricSink, LogBatchPool
+from bridge.adapters.mlflow.sink_pool import ConcurrentMetricSink, LogBatchPool, log_batch_body
 from bridge.schema import MetricChunk
-
-pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
@@ -38,17 +38,19 @@ def pg_server(tmp_path: Path, pg_database: str) -> Iterator[str]:
     cmd += ["--default-artifact-root", "mlflow-artifacts:/", "--artifacts-destination", str(art)]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with open(tmp_path / "server.log", "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env=env)
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env=env, start_new_session=True
+        )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(url + "/health", timeout=120)
+        wait_http(url + "/health", timeout=300)
         yield url
-    finally:
-        proc.terminate()
+    finally:  # the server's own session: its uvicorn workers go with it
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _chunks(seed: int, keys: int, points: int) -> list[MetricChunk]:
@@ -113,29 +115,59 @@ def _stored(client: Any, run_id: str) -> tuple[dict[str, list[str]], dict[str, s
 
 
 class _Watch:
-    """Wraps the real client: records the keys of the requests in flight and fails the
-    test's check if two requests in flight ever share one."""
+    """Wraps a real client's ``RestStore._call_endpoint``: records the keys of the
+    ``LogBatch`` requests in flight and counts any two in flight that share a (run, key)
+    (MLflow may share one store between clients of a URI: then every watch sees all)."""
 
     def __init__(self, client: Any) -> None:
-        self._client = client
+        from mlflow.protos.service_pb2 import LogBatch
+
+        store = client._tracking_client.store
+        original = store._call_endpoint
         self._lock = threading.Lock()
-        self._flying: list[set[str]] = []
+        self._flying: list[set[tuple[str, str]]] = []
         self.overlaps = 0
         self.max_in_flight = 0
 
-    def log_batch(self, run_id: str, metrics: list[Any], synchronous: bool) -> None:
-        keys = {m.key for m in metrics}
-        with self._lock:
-            self.overlaps += sum(bool(keys & other) for other in self._flying)
-            self._flying.append(keys)
-            self.max_in_flight = max(self.max_in_flight, len(self._flying))
-        try:
-            self._client.log_batch(run_id, metrics=metrics, synchronous=synchronous)
-        finally:
+        def call(api: Any, json_body: Any = None, *args: Any, **kwargs: Any) -> Any:
+            if api is not LogBatch:
+                return original(api, json_body, *args, **kwargs)
+            body = json.loads(json_body)
+            keys = {(body["run_id"], m["key"]) for m in body["metrics"]}
             with self._lock:
-                self._flying.remove(keys)
+                self.overlaps += sum(bool(keys & other) for other in self._flying)
+                self._flying.append(keys)
+                self.max_in_flight = max(self.max_in_flight, len(self._flying))
+            try:
+                return original(api, json_body, *args, **kwargs)
+            finally:
+                with self._lock:
+                    self._flying.remove(keys)
+
+        store._call_endpoint = call
 
 
+def test_log_batch_body_is_what_mlflow_client_sends() -> None:
+    """The sink's hand-written JSON equals ``message_to_json`` of MLflow's own message."""
+    from mlflow.entities import Metric
+    from mlflow.protos.service_pb2 import LogBatch
+    from mlflow.utils.proto_json_utils import message_to_json
+
+    values = [math.nan, math.inf, -math.inf, 0.0, -0.0, 1e308, -5e-324, 0.1, 2.0**53 + 1]
+    points = [
+        (f"k{i % 3}", v, ts, step)
+        for i, (v, ts, step) in enumerate(
+            (v, ts, step)
+            for v in values
+            for ts in (0, 1_700_000_000_123)
+            for step in (0, -3, 2**62)
+        )
+    ]
+    proto = LogBatch(run_id="r1", metrics=[Metric(*p).to_proto() for p in points])
+    assert json.loads(log_batch_body("r1", points)) == json.loads(message_to_json(proto))
+
+
+@pytest.mark.e2e
 def test_concurrent_sink_matches_sequential_loop(pg_server: str) -> None:
     from mlflow.tracking import MlflowClient
 
@@ -148,8 +180,9 @@ def test_concurrent_sink_matches_sequential_loop(pg_server: str) -> None:
         runs = []
         for _ in range(2):  # two runs at once, sharing the pool and the key names
             run_id = client.create_run(exp).info.run_id
-            watch = _Watch(client)
-            sink = ConcurrentMetricSink(watch, run_id, "src", {}, threading.Lock(), Notices(), pool)
+            own = MlflowClient(tracking_uri=pg_server)
+            watch = _Watch(own)
+            sink = ConcurrentMetricSink(own, run_id, "src", {}, threading.Lock(), Notices(), pool)
             runs.append((run_id, sink, watch))
         for n, chunk in enumerate(chunks):
             for _, sink, _ in runs:
@@ -173,6 +206,7 @@ def test_concurrent_sink_matches_sequential_loop(pg_server: str) -> None:
         assert _stored(client, run_id) == want
 
 
+@pytest.mark.e2e
 def test_failed_request_surfaces_from_flush(pg_server: str) -> None:
     from mlflow.tracking import MlflowClient
 
@@ -203,7 +237,7 @@ def test_failed_request_surfaces_from_flush(pg_server: str) -> None:
         run_id = client.create_run(exp).info.run_id
         sink = ConcurrentMetricSink(client, run_id, "src", {}, threading.Lock(), Notices(), pool)
         bad = MetricChunk(key="m/bad", steps=[2**64], timestamps=[1], values=[1.0])
-        with pytest.raises(Exception):  # noqa: B017 - protobuf's or MLflow's own error
+        with pytest.raises(ValueError, match="int64"):
             for n, chunk in enumerate(chunks):
                 sink.add(chunk)
                 if n == len(chunks) // 2:

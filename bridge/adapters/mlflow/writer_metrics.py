@@ -4,6 +4,7 @@ so a stream that changed inside its watermark is merged exactly."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Collection, Iterator
 from typing import Any
@@ -34,8 +35,9 @@ class MetricStorage(MetricReadBack):
     _bulk_engine_obj: Any
     _source_ids: dict[str, str]
     _metric_renames: dict[str, dict[str, str]]
-    #: ``log_batch`` requests in flight per writer on servers (sink_pool.py); ≤ 1: one at a time.
-    log_batch_in_flight: int = DEFAULT_IN_FLIGHT
+    #: ``log_batch`` requests in flight per writer on servers (sink_pool.py); ≤ 1: one at a
+    #: time (``BRIDGE_LOG_BATCH_IN_FLIGHT``, e.g. for a server that wants a single client).
+    log_batch_in_flight: int = int(os.environ.get("BRIDGE_LOG_BATCH_IN_FLIGHT", DEFAULT_IN_FLIGHT))
     _log_batch_pool: LogBatchPool | None = None
 
     def metric_sink(self, dest_id: str) -> MetricSink:
