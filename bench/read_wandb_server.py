@@ -6,6 +6,11 @@ iter_history` twice: once with the whole history in parquet exports (the reader'
 path), once with no export so everything comes through `scan_history` pages.
 
     python bench/read_wandb_server.py [--points 1000000] [--metrics 5]
+
+2026-12-07, 200,000 points, load average ~30 on 2 cores: before 2b8fba8 (row-wise parquet
+reader, loopback server computing every Run field for each field asked and reading the
+whole run for each history page) exports 20.8 s, scan_history 66.8 s; after, exports 5.4 s
+(36,723 points/s), scan_history 17.4 s (11,503 points/s). Most of the gain is the server's.
 """
 
 from __future__ import annotations
