@@ -14,7 +14,8 @@ cycle (`bridge sync` again). Prints time and peak RSS of each; RSS at the larges
 RSS at the smallest (goal: independent of N, ~1.0).
 
     python bench/p5_memory.py [--small 100000] [--big 10000000] [--runs 1000 10000]
-                              [--no-history] [--no-runs] [--cache /tmp/bench-cache]
+                              [--steps list diff sync no-op] [--no-history] [--no-runs]
+                              [--cache /tmp/bench-cache]
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ _LIST = (
 )
 
 
-def run_count(cache: Path, counts: list[int], tmp: Path) -> None:
+def run_count(cache: Path, counts: list[int], tmp: Path, only: list[str]) -> None:
     rss: dict[str, dict[int, float]] = {}
     for runs in counts:
         src = f"mlflow:sqlite:///{mlflow_source(cache, runs)}"
@@ -154,6 +155,8 @@ def run_count(cache: Path, counts: list[int], tmp: Path) -> None:
             "no-op": [*BRIDGE, "sync", src, dst, *state, "--json"],
         }
         for label, cmd in steps.items():
+            if label not in only:
+                continue
             seconds, peak, out = measure(cmd, label)
             rss.setdefault(label, {})[runs] = peak
             extra = ""
@@ -179,6 +182,7 @@ def main() -> None:
     ap.add_argument("--big", type=int, default=10_000_000)
     ap.add_argument("--metrics", type=int, default=10)
     ap.add_argument("--runs", type=int, nargs="+", default=[1000, 10000])
+    ap.add_argument("--steps", nargs="+", default=["list", "diff", "sync", "no-op"])
     ap.add_argument("--no-history", action="store_true")
     ap.add_argument("--no-runs", action="store_true")
     ap.add_argument("--cache", default="/tmp/bench-cache")
@@ -190,7 +194,7 @@ def main() -> None:
     print(f"load average before: {open('/proc/loadavg').read().split()[:3]}")
     with tempfile.TemporaryDirectory(prefix="bench-p5-", dir=cache) as tmp:
         if not args.no_runs:
-            run_count(cache, args.runs, Path(tmp))
+            run_count(cache, args.runs, Path(tmp), args.steps)
         if not args.no_history:
             history(cache, args.small, args.big, args.metrics, Path(tmp))
     print(f"load average after:  {open('/proc/loadavg').read().split()[:3]}")
