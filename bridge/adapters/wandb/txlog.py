@@ -37,12 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wandb.proto import wandb_internal_pb2 as _pb
-
+from bridge.adapters.wandb.proto_light import load_internal
 from bridge.errors import BridgeError
 
-# The generated protobuf module has no type stubs: treat its classes as Any.
-pb: Any = _pb
+# wandb_internal_pb2's messages (without importing the SDK: see proto_light); Any, as the
+# generated protobuf module has no type stubs.
+pb: Any = load_internal()
 HEADER = struct.Struct("<4sHB")
 HEADER_LEN = 7
 MAGIC = b":W&B"
