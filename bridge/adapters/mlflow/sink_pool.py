@@ -29,7 +29,7 @@ share keep-alive connections (urllib3 pool of ``MLFLOW_HTTP_POOL_MAXSIZE`` = 10)
 is written with ``json.dumps`` (:func:`log_batch_body`), not through ``Metric`` entities,
 protobuf messages and ``message_to_json`` as ``MlflowClient.log_batch`` does: the same JSON
 (NaN and ±inf as protobuf's ``"NaN"``/``"Infinity"``/``"-Infinity"`` strings, int64 as
-numbers), at ~1/20 of the client CPU — which on a 2-core machine shared with the server
+numbers), at ~1/10 of the client CPU — which on a 2-core machine shared with the server
 and its database is CPU the server gets back. A client without a ``RestStore`` (a test's
 stand-in) gets ``log_batch`` calls.
 """
