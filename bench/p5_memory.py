@@ -13,6 +13,16 @@ plan (`bridge diff` into an empty sqlite store), the first `bridge sync`, and a 
 cycle (`bridge sync` again). Prints time and peak RSS of each; RSS at the largest N over
 RSS at the smallest (goal: independent of N, ~1.0).
 
+Measured (2 cores shared, load average 20-34): history 100k points 251 MiB, 10M points
+252 MiB (ratio 1.00; the 10M sync took 1,674 s at that load). Listing: 1,000 runs 238 MiB,
+10,000 runs 247 MiB (1.04; ~1 KB/run: the reader's per-run artifact-URI map; a 1,000-run
+search page bounds the rest). `bridge diff`: 50 runs 239, 200 runs 241, 1,000 runs 253 MiB;
+at 10,000 runs it grew ~12 KiB/s (~5 KB per run planned; 280 MiB when stopped at ~800 s):
+kept per run until the report is printed — the run's report line (RunPlan, ~3 KB by
+tracemalloc: pydantic model, params/tags-to-write dicts the reports only count), the header
+list of the whole listing (engine/sync.py ``list(reader.list_runs())``) and the reader's
+per-run maps. Not yet fixed: streaming report lines to a file / keeping counts.
+
     python bench/p5_memory.py [--small 100000] [--big 10000000] [--runs 1000 10000]
                               [--steps list diff sync no-op] [--no-history] [--no-runs]
                               [--cache /tmp/bench-cache]
