@@ -33,7 +33,8 @@ Measured 2026-12-07 (after 47c1694), 10 runs × 5 metrics × 1,000 steps = 50,00
 waited for CPU most of the time): server → server export-import 160.7 s, bridge 145.7 s
 (1.10×; CPU of the servers during the bridge's copy: source 5 s, destination 11 s; during
 export-import's: 4 s and 9 s); sqlite URI → URI export-import 113.3 s, bridge 24.0 s (4.73×);
-peak RSS bridge 198 / 250 MiB, export-import 178 / 233 MiB. Fidelity: the bridge keeps 10/10
+PostgreSQL URI → URI export-import 71.3 s, bridge 21.1 s (3.38×, load 7-22); peak RSS bridge
+198 / 250 / 249 MiB, export-import 178 / 233 / 240 MiB. Fidelity: the bridge keeps 10/10
 start times, export-import 0/10; both copy 50,000/50,000 points. The goals (≥ 2× through
 servers, ≥ 5× with SQL URIs) are not shown reached by these figures.
 
