@@ -85,6 +85,22 @@ class MetricReadBack(ABC):
         """The stored points of these keys (named as the engine gave them to the sink)."""
 
 
+class AcknowledgedMarks(ABC):
+    """Metric sink feature: requests stay in flight across the engine's watermark commits.
+    ``mark()`` names the points added so far; ``wait_acknowledged(mark)`` returns once the
+    destination acknowledged every one of them (points added later may still be in flight)
+    and raises the sink's first failure. Only for sinks whose destination ignores a
+    re-sent point: after a crash, points past the recorded watermark may be stored."""
+
+    @abstractmethod
+    def mark(self) -> object:
+        """An opaque token for the points added so far."""
+
+    @abstractmethod
+    def wait_acknowledged(self, mark: object) -> None:
+        """Send what the mark covers if still buffered; wait until it is acknowledged."""
+
+
 class FileLinks(ABC):
     """Writer feature: a run file or folder has a URI other objects can point at
     (MLflow ``runs:/<id>/<path>``): registry versions then reuse the run's copy."""

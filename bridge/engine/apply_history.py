@@ -1,5 +1,18 @@
 """A run's history into the destination: points past the watermarks, late points merged,
-everything that is not a number kept aside in one file of the run."""
+everything that is not a number kept aside in one file of the run.
+
+Durability rule: a watermark (and its digest) is recorded only for points the destination
+acknowledged, so a crash anywhere leaves points a re-sync re-sends, never points it skips.
+Where re-sending would duplicate, the sink is flushed and the watermarks recorded after
+every batch. Where the destination ignores re-sent points, every ``COMMIT_EVERY`` points:
+a sink with :class:`AcknowledgedMarks` (requests in flight, the MLflow server's) is not
+drained there — each commit takes a mark of the points added so far with the gate's
+(points, digest) of the same moment, and records the previous commit's snapshot once its
+mark is acknowledged (long since, as a rule), so the requests in flight never run dry;
+other sinks are flushed and record the current snapshot. A snapshot's digests describe
+exactly the points added before its mark, so the bookkeeping of ``engine.streams`` stays
+exact; a crash re-sends at most two intervals, which the destination ignores.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +23,7 @@ from collections.abc import Callable
 from typing import IO
 
 from bridge.adapters.base import MetricSink
+from bridge.adapters.features import AcknowledgedMarks
 from bridge.engine.context import Planned, SyncContext
 from bridge.engine.prefetch import prefetch
 from bridge.engine.streams import (
@@ -27,6 +41,9 @@ from bridge.schema import ExtraValue, FileRef, MetricChunk, Warning_
 EXTRAS_PATH = "bridge/history-extras.jsonl"
 
 ProgressFn = Callable[[int], None]
+Recorded = dict[str, tuple[int, int]]
+#: Points between watermark commits where the destination ignores re-sent points.
+COMMIT_EVERY = 20_000
 
 
 def write_history(
@@ -41,7 +58,7 @@ def write_history(
     assert run is not None
     caps = ctx.writer.capabilities
     # Durable watermark after every batch where re-sending would duplicate points.
-    commit_every = caps.metrics_per_batch if not caps.dedupes_metric_points else 20_000
+    commit_every = caps.metrics_per_batch if not caps.dedupes_metric_points else COMMIT_EVERY
     gate = open_gate(
         ctx.state, ctx.dest_uri, plan.source_id, planned.watermarks, ctx.features.read_back
     )
@@ -49,6 +66,12 @@ def write_history(
     non_finite: dict[str, int] = {}
     media: dict[str, FileRef] = {}
     sink: MetricSink = ctx.writer.metric_sink(dest_id)
+    commits = Commits(
+        sink,
+        gate.take_recorded,
+        lambda recorded: _commit_streams(ctx, plan.source_id, recorded),
+        pipelined=caps.dedupes_metric_points,
+    )
     pending = 0
     with tempfile.NamedTemporaryFile("w+", suffix=".jsonl", delete=False) as extras:
         try:
@@ -69,17 +92,9 @@ def write_history(
                 if progress is not None:
                     progress(len(new))
                 if pending >= commit_every:
-                    kill_point("apply.history.batch.before_flush")
-                    sink.flush()
-                    kill_point("apply.history.batch.after_flush")
-                    _commit_streams(ctx, plan.source_id, gate.take_recorded())
-                    kill_point("apply.history.batch.after_watermark")
+                    commits.checkpoint()
                     pending = 0
-            kill_point("apply.history.final.before_flush")
-            sink.flush()
-            kill_point("apply.history.final.after_flush")
-            _commit_streams(ctx, plan.source_id, gate.take_recorded())
-            kill_point("apply.history.final.after_watermark")
+            commits.final()
             unmerged = _merge_late_points(ctx, planned, dest_id, sink, gate, progress)
             extras.flush()
             if extras.tell() > 0:
@@ -106,6 +121,47 @@ def write_history(
     if unmerged:
         raise RunError(unmergeable_error(ctx.writer, unmerged))
     return list(media.values())
+
+
+class Commits:
+    """When the gate's (points, digest) snapshots become watermarks (module docstring):
+    ``take`` snapshots the keys appended to since the last call, ``record`` stores one."""
+
+    def __init__(
+        self,
+        sink: MetricSink,
+        take: Callable[[], Recorded],
+        record: Callable[[Recorded], None],
+        pipelined: bool,
+    ) -> None:
+        self._sink, self._take, self._record = sink, take, record
+        self._marks = sink if pipelined and isinstance(sink, AcknowledgedMarks) else None
+        self._held: tuple[object, Recorded] | None = None  # (mark, snapshot) not yet recorded
+
+    def checkpoint(self) -> None:
+        kill_point("apply.history.batch.before_flush")
+        if self._marks is None:
+            self._sink.flush()
+            kill_point("apply.history.batch.after_flush")
+            self._record(self._take())
+        else:
+            held, self._held = self._held, (self._marks.mark(), self._take())
+            if held is not None:
+                self._marks.wait_acknowledged(held[0])
+            kill_point("apply.history.batch.after_flush")
+            if held is not None:
+                self._record(held[1])
+        kill_point("apply.history.batch.after_watermark")
+
+    def final(self) -> None:
+        """Flush everything; record what is held and what came since (later counts win)."""
+        kill_point("apply.history.final.before_flush")
+        self._sink.flush()
+        kill_point("apply.history.final.after_flush")
+        recorded = self._held[1] if self._held is not None else {}
+        self._held = None
+        self._record({**recorded, **self._take()})
+        kill_point("apply.history.final.after_watermark")
 
 
 def _commit_streams(ctx: SyncContext, source_id: str, recorded: dict[str, tuple[int, int]]) -> None:

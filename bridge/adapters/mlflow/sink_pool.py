@@ -20,6 +20,14 @@ server's workers) busy. What makes it safe:
 * ``points_sent`` counts acknowledged points only; ``flush`` waits for every request of
   this run and re-raises the first failure, so the engine never records a watermark past
   a point the server refused. After a failure nothing more is sent for the run.
+* The pipeline stays full across the engine's watermark commits (:class:`AcknowledgedMarks`):
+  a lane counts the points added to it and those acknowledged, which are a prefix of them
+  (FIFO, one request in flight); ``mark()`` is the lanes' added counts, and
+  ``wait_acknowledged(mark)`` waits until every lane acknowledged that many, shipping a
+  lane's partial buffer only if it still holds points of the mark. The engine records the
+  watermarks of the points added before a mark one commit interval later, when they are
+  long acknowledged, while the requests added since stay in flight: a ``flush`` (a drain)
+  emptied the pipeline at every commit, and one run reached 1.41× the plain loop only.
 * Memory is bounded: per run, at most ``lanes`` (2 × pool size) partial buffers plus
   ``2 × lanes`` whole batches queued or in flight; the producer waits when it is ahead.
 
@@ -44,6 +52,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bridge.adapters.base import Notices
+from bridge.adapters.features import AcknowledgedMarks
 from bridge.adapters.mlflow.names import BATCH_BYTES, METRICS_PER_BATCH
 from bridge.adapters.mlflow.sink import MlflowMetricSink
 from bridge.faults import kill_point
@@ -92,16 +101,18 @@ class LogBatchPool:
 
 
 class _Lane:
-    __slots__ = ("buf", "bytes", "queue", "busy")
+    __slots__ = ("buf", "bytes", "queue", "busy", "added", "acked")
 
     def __init__(self) -> None:
         self.buf: list[Any] = []
         self.bytes = 0
         self.queue: deque[list[Any]] = deque()
         self.busy = False
+        self.added = 0  # points added to the lane (engine thread)
+        self.acked = 0  # of those, acknowledged by the server: a prefix (under the sink's _cv)
 
 
-class ConcurrentMetricSink(MlflowMetricSink):
+class ConcurrentMetricSink(MlflowMetricSink, AcknowledgedMarks):
     """A :class:`MlflowMetricSink` whose ``log_batch`` calls run on a :class:`LogBatchPool`,
     one in flight per lane of keys (see the module docstring for why that is safe)."""
 
@@ -149,6 +160,7 @@ class ConcurrentMetricSink(MlflowMetricSink):
             take = points[i : i + room]
             lane.buf.extend(take)
             lane.bytes += cost * len(take)
+            lane.added += len(take)
             i += len(take)
             if len(lane.buf) >= METRICS_PER_BATCH:
                 self._ship(lane)
@@ -182,6 +194,7 @@ class ConcurrentMetricSink(MlflowMetricSink):
             self._outstanding -= 1
             if failure is None:
                 self.points_sent += len(batch)
+                lane.acked += len(batch)
             elif self._error is None:
                 self._error = failure
             if self._error is not None:
@@ -212,6 +225,25 @@ class ConcurrentMetricSink(MlflowMetricSink):
         self._send()
         with self._cv:
             while self._outstanding > 0:
+                self._cv.wait()
+        self._raise_if_failed()
+
+    def mark(self) -> tuple[int, ...]:
+        """Per lane, the points added so far (see the module docstring)."""
+        return tuple(lane.added for lane in self._lanes)
+
+    def wait_acknowledged(self, mark: object) -> None:
+        """Wait until every point added before ``mark`` is acknowledged; the first failure
+        raises. Requests added since stay queued and in flight."""
+        assert isinstance(mark, tuple) and len(mark) == len(self._lanes)
+        self._raise_if_failed()
+        for lane, target in zip(self._lanes, mark, strict=True):
+            if lane.added - len(lane.buf) < target:  # points of the mark still buffered
+                self._ship(lane)
+        with self._cv:
+            while self._error is None and any(
+                lane.acked < target for lane, target in zip(self._lanes, mark, strict=True)
+            ):
                 self._cv.wait()
         self._raise_if_failed()
 
