@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import urllib.error
 import urllib.parse
@@ -147,6 +148,66 @@ def alembic_leftovers(uri: str) -> list[str]:
     return sorted(n for n in names if n.startswith("_alembic_tmp_"))
 
 
+def _empty_sqlite_file(uri: str) -> str | None:
+    """The path of ``uri``'s sqlite file if it is absent or holds no table yet, else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///") :].partition("?")[0]
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        return path
+    try:
+        conn = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True, timeout=60)
+        try:
+            (tables,) = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None  # not ours to judge: MLflow's own open reports it
+    return path if tables == 0 else None
+
+
+def _no_fsync(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.execute("PRAGMA synchronous=OFF")
+
+
+def create_sqlite_schema(uri: str) -> None:
+    """Create a new sqlite store's schema with MLflow's own code, fsync-free, then fsync once.
+
+    Python's sqlite3 commits every DDL statement of MLflow's ~60 alembic migrations on its
+    own, each with its fsyncs: on these machines ~4 s of a fresh store's ~5.6 s, for ~1.2 s
+    CPU. ``PRAGMA synchronous=OFF`` only drops the fsyncs (the rollback journal stays, so a
+    crashed process leaves what MLflow's own creation would); the file is fsynced at the
+    end. Same tables and rows as MLflow's creation (tests/test_mlflow_store_open.py). Only
+    a file with no table at all: an existing store is upgraded, if ever, by MLflow itself.
+    """
+    path = _empty_sqlite_file(uri)
+    if path is None:
+        return
+    try:
+        from mlflow.store.db import utils as db_utils
+
+        make_engine = db_utils.create_sqlalchemy_engine_with_retry
+        all_exist, initialize = db_utils._all_tables_exist, db_utils._initialize_tables
+    except (ImportError, AttributeError):  # another MLflow: its own (slower) creation
+        return
+    import sqlalchemy as sa
+
+    engine = make_engine(uri)
+    sa.event.listen(engine, "connect", _no_fsync)
+    try:
+        if not all_exist(engine):
+            initialize(engine)
+    finally:
+        engine.dispose()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class MlflowStore:
     """What the MLflow reader and writer share: the tracking URI, its credential-free form,
     one lazily created MlflowClient, and error lines with secrets scrubbed."""
@@ -186,6 +247,8 @@ class MlflowStore:
 
         with store_init_lock(self.target, self.display_uri):
             try:
+                if self.kind == "sqlite":
+                    create_sqlite_schema(self.target)
                 return MlflowClient(tracking_uri=self.target)
             except Exception as exc:
                 leftover = alembic_leftovers(self.target) if self.kind in ("sqlite", "sql") else []
