@@ -35,6 +35,9 @@ class RunPlan(BaseModel):
     dest_id: str | None = None
     params_to_write: dict[str, str] = Field(default_factory=dict)
     tags_to_write: dict[str, str] = Field(default_factory=dict)
+    # Set by ``keep_counts`` once the run is settled: reports print only how many.
+    params_count: int | None = None
+    tags_count: int | None = None
     points_new: int | None = None  # counted in dry runs; None = "read while applying"
     files_new: int | None = None
     # Logged artifact versions not yet in the destination, "name:version (bytes)" (dry runs).
@@ -51,6 +54,21 @@ class RunPlan(BaseModel):
     points_written: int = 0
     files_written: int = 0
     error: str | None = None
+
+    @property
+    def n_params(self) -> int:
+        """How many params the run gets (all reports print; the values may be gone)."""
+        return len(self.params_to_write) if self.params_count is None else self.params_count
+
+    @property
+    def n_tags(self) -> int:
+        return len(self.tags_to_write) if self.tags_count is None else self.tags_count
+
+    def keep_counts(self) -> None:
+        """The run is written (or will not be): drop the values to write, keep how many —
+        a pass holds every run's line until its report is printed."""
+        self.params_count, self.tags_count = self.n_params, self.n_tags
+        self.params_to_write, self.tags_to_write = {}, {}
 
 
 class VersionLine(BaseModel):

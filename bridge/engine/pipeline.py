@@ -20,11 +20,12 @@ and what the applier needs besides the body) and reads it again when its apply s
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from bridge.engine.context import Planned
+from bridge.engine.model import RunPlan
 from bridge.schema import RunHeader
 
 PlanFn = Callable[[RunHeader], Planned]
@@ -58,37 +59,48 @@ class Pipeline:
 
     def run(
         self,
-        headers: Sequence[RunHeader],
+        headers: Iterable[RunHeader],
+        ids: Collection[str] | None = None,
         later: Iterable[Planned] = (),
         apply_now: bool = True,
         all_planned: Callable[[], None] | None = None,
-    ) -> tuple[list[Planned], list[Planned]]:
-        """Plan ``headers`` (in order, ``workers`` at a time) and apply what ``settle``
-        picks — right away when ``apply_now``, else set aside with its body dropped — and
-        apply ``later`` (runs set aside by an earlier call). ``all_planned`` is called once
-        the last of ``headers`` is planned (at once when there are none). Returns every run
-        planned, in ``headers`` order, and the runs set aside."""
+    ) -> tuple[list[RunPlan], list[Planned]]:
+        """Plan ``headers`` (in order, ``workers`` at a time; ``ids`` are their source ids,
+        known before the headers are read; by default read from ``headers``) and apply what ``settle`` picks — right away
+        when ``apply_now``, else set aside with its body dropped — and apply ``later`` (runs
+        set aside by an earlier call). ``all_planned`` is called once the last of
+        ``headers`` is planned (at once when there are none). Returns every run's plan
+        line, in ``headers`` order, and the runs set aside. Headers are read as slots free
+        up and a finished run keeps only its plan line, so the pass holds no header or
+        ``Planned`` per run (``later`` ones aside)."""
+        if ids is None:  # a list of headers: their ids are at hand
+            headers = list(headers)
+            ids = [h.source_id for h in headers]
         later = list(later)
-        self._pending = {h.source_id for h in headers} | {p.plan.source_id for p in later}
+        self._pending = set(ids) | {p.plan.source_id for p in later}
         for p in later:
             self._queue(p)
-        planned: list[Planned | None] = [None] * len(headers)
+        planned: list[RunPlan | None] = [None] * len(ids)
         aside: list[Planned] = []
-        todo = deque(enumerate(headers))
-        left = len(headers)
+        todo = enumerate(headers)
+        more = True  # ``todo`` may have more headers
+        left = len(ids)
         if left == 0 and all_planned is not None:
             all_planned()
         # future -> its header's index (planning) or the run (applying)
         running: dict[Future[Any], int | Planned] = {}
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            while todo or self._ready or running or self._waiting:
-                while len(running) < self.workers and (self._ready or todo):
+            while more or self._ready or running or self._waiting:
+                while len(running) < self.workers and (self._ready or more):
                     if self._ready:  # applies first: they free what children wait for
                         p = self._ready.popleft()
                         running[pool.submit(self._applied, p)] = p
-                    else:
-                        index, header = todo.popleft()
-                        running[pool.submit(self._plan, header)] = index
+                        continue
+                    item = next(todo, None)
+                    if item is None:
+                        more = False
+                        break
+                    running[pool.submit(self._plan, item[1])] = item[0]
                 if not running:
                     self._release_cycle()
                     continue
@@ -101,7 +113,7 @@ class Pipeline:
                         continue
                     p = future.result()
                     assert p is not None
-                    planned[task] = p
+                    planned[task] = p.plan
                     left -= 1
                     if left == 0 and all_planned is not None:
                         all_planned()
@@ -140,6 +152,7 @@ class Pipeline:
         only, and let the children waiting for it go."""
         p.forget_rendering()
         p.watermarks, p.files_done, p.baseline = {}, {}, None
+        p.plan.keep_counts()  # the line is kept to the report: counts, not values
         self._pending.discard(p.plan.source_id)
         self._ready.extend(self._waiting.pop(p.plan.source_id, []))
 

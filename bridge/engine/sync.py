@@ -11,6 +11,7 @@ from bridge.engine.context import Planned, SyncContext
 from bridge.engine.deletions import check_on_delete, source_deletions
 from bridge.engine.intents import record_intents
 from bridge.engine.items import ItemPass, sync_items
+from bridge.engine.listing import Listing
 from bridge.engine.marks import SOURCE_DELETED_TAG
 from bridge.engine.model import ModelPlan, OnConflict, OnDelete, Plan, RunPlan
 from bridge.engine.pipeline import Pipeline
@@ -126,21 +127,41 @@ def run_sync(
     )
     report = Plan(source=reader.display_uri, dest=writer.display_uri, dry_run=dry_run)
     try:
-        headers = list(reader.list_runs())
+        headers = Listing(reader.list_runs())  # on disk: the pass keeps source ids only
     except BridgeError:
         raise
     except Exception as exc:
         raise BridgeError(f"cannot list runs of {reader.display_uri}: {one_line(exc)}") from exc
+    try:
+        return _pass(
+            ctx, report, headers, on_delete, listing_complete, workers, show_progress, on_run_done
+        )
+    finally:
+        headers.close()
 
-    ctx.listed = {h.source_id for h in headers}
+
+def _pass(
+    ctx: SyncContext,
+    report: Plan,
+    headers: Listing,
+    on_delete: OnDelete,
+    listing_complete: bool,
+    workers: int,
+    show_progress: bool,
+    on_run_done: Callable[[RunPlan], None] | None,
+) -> Plan:
+    """The pass over a listing (see :func:`run_sync`)."""
+    reader, writer, state = ctx.reader, ctx.writer, ctx.state
+    dry_run, on_conflict, two_way = ctx.dry_run, ctx.on_conflict, ctx.two_way
+    ctx.listed = set(headers.ids)
     kill_point("plan.listed")
     two_way_edits = TwoWayPass(ctx)
-    edits = two_way_edits.plan(headers) if two_way else {}
+    edits = two_way_edits.plan(list(headers)) if two_way else {}
     apply_now = not dry_run and on_conflict != "fail"
     if apply_now:  # else after the conflict check
         edits.update(two_way_edits.apply())
     if not dry_run:  # listed by this pair: a later complete listing without one = deleted
-        state.add_pair_members(reader.display_uri, ctx.dest_uri, [h.source_id for h in headers])
+        state.add_pair_members(reader.display_uri, ctx.dest_uri, headers.ids)
     bars = Bars(len(headers), workers, dry_run, show_progress)
 
     def plan_one(header: RunHeader) -> Planned:
@@ -165,7 +186,13 @@ def run_sync(
             p.plan.conflicts.extend(edit.conflicts)
             p.plan.resolved.extend(edit.resolved)
         if _to_apply(p):
-            return True
+            if not dry_run:
+                return True
+            # A dry run writes nothing: the line is final now (not set aside, holding its
+            # header and plan to the end); its notices go to the plan's, as before.
+            p.plan.outcome = "skipped"
+            bars.run_done()
+            return False
         _drain_notices(ctx, p.plan)
         ctx.release_run(p.plan.source_id)
         bars.run_done()
@@ -192,14 +219,11 @@ def run_sync(
     # bodies; "fail" plans every run first (nothing is written if any has a conflict) and
     # reads the bodies of the runs to write again (engine/pipeline.py).
     pipeline = Pipeline(workers, plan_one, settle, apply_one)
-    planned, aside = pipeline.run(
-        headers, apply_now=apply_now, all_planned=lambda: kill_point("plan.done")
+    report.runs, aside = pipeline.run(
+        headers, headers.ids, apply_now=apply_now, all_planned=lambda: kill_point("plan.done")
     )
-    report.runs = [p.plan for p in planned]
     if listing_complete:
-        report.runs.extend(
-            source_deletions(ctx, reader.display_uri, {h.source_id for h in headers}, on_delete)
-        )
+        report.runs.extend(source_deletions(ctx, reader.display_uri, ctx.listed, on_delete))
     # --on-conflict fail: item copies edited in the destination are conflicts too, found
     # before anything is written (engine/items.py, engine/item_conflicts.py).
     items = ItemPass(ctx, report, workers) if on_conflict == "fail" and not dry_run else None
@@ -213,7 +237,7 @@ def run_sync(
             bars.run_done()
         bars.close()
         ctx.release_runs()
-        _edit_errors(report, headers, edits)
+        _edit_errors(report, headers.ids, edits)
         _add_models(ctx, report)
         if items is not None:  # --on-conflict fail with conflicts writes no item either
             items.hold("--on-conflict fail and conflicts were found")
@@ -224,9 +248,10 @@ def run_sync(
         edits.update(two_way_edits.apply())
     pipeline.run([], later=aside)
     bars.close()
-    _edit_errors(report, headers, edits)
+    _edit_errors(report, headers.ids, edits)
     if two_way and not ctx.dry_run:
-        written = [p.header for p in planned if p.plan.outcome == "done"]
+        done = {r.source_id for r in report.runs if r.outcome == "done"}
+        written = [h for h in headers if h.source_id in done]
         for sid, edit in two_way_pass(ctx, written, fresh=True).items():
             if edit.error:
                 report.errors.append(f"{sid}: {edit.error}")
@@ -237,12 +262,12 @@ def run_sync(
     return report
 
 
-def _edit_errors(report: Plan, headers: list[RunHeader], edits: dict[str, EditResult]) -> None:
+def _edit_errors(report: Plan, ids: list[str], edits: dict[str, EditResult]) -> None:
     """Runs whose edits failed: the one-way part still ran; the pass exits non-zero."""
-    for header in headers:
-        edit = edits.get(header.source_id)
+    for sid in ids:
+        edit = edits.get(sid)
         if edit is not None and edit.error:
-            report.errors.append(f"{header.source_id}: {edit.error}")
+            report.errors.append(f"{sid}: {edit.error}")
 
 
 def _to_apply(p: Planned) -> bool:

@@ -17,10 +17,10 @@ def _what(run: RunPlan) -> str:
     if run.action in ("create", "resume", "update"):
         if points is not None:
             parts.append(f"+{points} points")
-        if run.params_to_write:
-            parts.append(f"{len(run.params_to_write)} params")
-        if run.tags_to_write:
-            parts.append(f"{len(run.tags_to_write)} tags")
+        if run.n_params:
+            parts.append(f"{run.n_params} params")
+        if run.n_tags:
+            parts.append(f"{run.n_tags} tags")
         files = run.files_new if run.outcome in ("pending", "skipped") else run.files_written
         if files:
             parts.append(f"{files} files")
@@ -61,8 +61,8 @@ def as_dict(plan: Plan) -> dict[str, Any]:
                 "reason": r.reason,
                 "points_new": r.points_new,
                 "points_written": r.points_written,
-                "params_to_write": len(r.params_to_write),
-                "tags_to_write": len(r.tags_to_write),
+                "params_to_write": r.n_params,
+                "tags_to_write": r.n_tags,
                 "files_new": r.files_new,
                 "files_written": r.files_written,
                 "artifacts_new": r.artifacts_new,

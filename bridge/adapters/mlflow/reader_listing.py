@@ -6,6 +6,7 @@ from __future__ import annotations
 import fnmatch
 import itertools
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +21,18 @@ from bridge.schema import Project, RunHeader
 
 SEARCH_PAGE = 1000
 BRIDGE_PREFIX = "bridge."
+URIS_KEPT = 4096
+
+
+class RecentUris(OrderedDict[str, str]):
+    """Artifact URIs of the runs seen last (listed, read): at most ``URIS_KEPT``, so a
+    10,000-run listing does not keep one per run; a run no longer held is asked again."""
+
+    def __setitem__(self, key: str, value: str) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > URIS_KEPT:
+            self.popitem(last=False)
 
 
 class RunListing:
