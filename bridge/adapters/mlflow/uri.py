@@ -201,11 +201,12 @@ def create_sqlite_schema(uri: str) -> None:
             initialize(engine)
     finally:
         engine.dispose()
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    for name in (path, os.path.dirname(os.path.abspath(path))):  # the file, then its entry
+        fd = os.open(name, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class MlflowStore:
