@@ -42,7 +42,8 @@ EXTRAS_PATH = "bridge/history-extras.jsonl"
 
 ProgressFn = Callable[[int], None]
 Recorded = dict[str, tuple[int, int]]
-#: Points between watermark commits where the destination ignores re-sent points.
+#: Points between watermark commits where the destination ignores re-sent points
+#: (``BRIDGE_HISTORY_COMMIT_EVERY``: the kill campaign's pipelined cases commit often).
 COMMIT_EVERY = 20_000
 
 
@@ -58,7 +59,9 @@ def write_history(
     assert run is not None
     caps = ctx.writer.capabilities
     # Durable watermark after every batch where re-sending would duplicate points.
-    commit_every = caps.metrics_per_batch if not caps.dedupes_metric_points else COMMIT_EVERY
+    commit_every = caps.metrics_per_batch
+    if caps.dedupes_metric_points:
+        commit_every = int(os.environ.get("BRIDGE_HISTORY_COMMIT_EVERY", COMMIT_EVERY))
     gate = open_gate(
         ctx.state, ctx.dest_uri, plan.source_id, planned.watermarks, ctx.features.read_back
     )
