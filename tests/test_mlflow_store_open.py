@@ -96,3 +96,33 @@ def _schema_names(db: Path) -> list[tuple[str, str, str]]:
 def test_other_uris_are_not_created_here(uri: str) -> None:
     """In-memory sqlite and server databases: nothing to create (no connection made)."""
     assert _empty_sqlite_file(uri) is None
+
+
+_KILL_MIDWAY = """
+import os, signal, sys
+import sqlalchemy as sa
+seen = [0]
+def hit(*args):
+    seen[0] += 1
+    if seen[0] >= int(sys.argv[2]):
+        os.kill(os.getpid(), signal.SIGKILL)
+sa.event.listen(sa.engine.Engine, "after_cursor_execute", hit)
+from bridge.adapters.mlflow.writer import MlflowWriter
+MlflowWriter(sys.argv[1]).client.search_experiments()
+"""
+
+
+@pytest.mark.parametrize("statements", [50, 400])
+def test_creation_killed_midway_then_reopened(tmp_path: Path, statements: int) -> None:
+    """SIGKILL after N SQL statements of the creation (N=50: inside the first migrations,
+    400: inside a batch table rebuild). MLflow's own creation leaves a store it cannot open
+    again ("duplicate column name: step", an ``_alembic_tmp_*`` table); the bridge's opens."""
+    import subprocess
+    import sys
+
+    uri = f"sqlite:///{tmp_path / 'k.db'}"
+    done = subprocess.run([sys.executable, "-c", _KILL_MIDWAY, uri, str(statements)], check=False)
+    assert done.returncode == -9
+    writer = MlflowWriter(uri)
+    assert [e.name for e in writer.client.search_experiments()] == ["Default"]
+    assert not (tmp_path / "k.db.bridge-new").exists()
