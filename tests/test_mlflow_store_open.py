@@ -126,3 +126,13 @@ def test_creation_killed_midway_then_reopened(tmp_path: Path, statements: int) -
     writer = MlflowWriter(uri)
     assert [e.name for e in writer.client.search_experiments()] == ["Default"]
     assert not (tmp_path / "k.db.bridge-new").exists()
+
+
+def test_a_symlinked_new_store_is_created_at_its_target(tmp_path: Path) -> None:
+    """The rename into place must not replace the user's link with a file."""
+    (tmp_path / "real").mkdir()
+    link = tmp_path / "link.db"
+    link.symlink_to(tmp_path / "real" / "t.db")
+    writer = MlflowWriter(f"sqlite:///{link}")
+    assert [e.name for e in writer.client.search_experiments()] == ["Default"]
+    assert link.is_symlink() and (tmp_path / "real" / "t.db").stat().st_size > 0

@@ -205,6 +205,7 @@ def create_sqlite_schema(uri: str) -> None:
         return
     import sqlalchemy as sa
 
+    path = os.path.realpath(path)  # a symlinked store: create its target, keep the link
     new = path + ".bridge-new"
     for stale in (new, new + "-journal"):
         if os.path.exists(stale):
