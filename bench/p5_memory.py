@@ -15,13 +15,31 @@ RSS at the smallest (goal: independent of N, ~1.0).
 
 Measured (2 cores shared, load average 20-34): history 100k points 251 MiB, 10M points
 252 MiB (ratio 1.00; the 10M sync took 1,674 s at that load). Listing: 1,000 runs 238 MiB,
-10,000 runs 247 MiB (1.04; ~1 KB/run: the reader's per-run artifact-URI map; a 1,000-run
-search page bounds the rest). `bridge diff`: 50 runs 239, 200 runs 241, 1,000 runs 253 MiB;
-at 10,000 runs it grew ~12 KiB/s (~5 KB per run planned; 280 MiB when stopped at ~800 s):
-kept per run until the report is printed — the run's report line (RunPlan, ~3 KB by
-tracemalloc: pydantic model, params/tags-to-write dicts the reports only count), the header
-list of the whole listing (engine/sync.py ``list(reader.list_runs())``) and the reader's
-per-run maps. Not yet fixed: streaming report lines to a file / keeping counts.
+10,000 runs 247 MiB (1.04; a 1,000-run search page bounds it).
+
+Run count, `bridge diff` (2026-12-07, load 7-10): before, 1,000 runs 253 MiB, 10,000 runs
+335 MiB (1.32; 53 s / 388 s). Kept per run until the report was printed: the header list
+of the whole listing (~1.5 KB a run with its locator), each run's ``Planned`` (a dry run
+set every run aside, header and plan), its line (RunPlan ~2.4 KB empty, plus the
+params/tags values the reports only count), the reader's artifact-URI map, and at render
+time ``redact_fields``' copy of the whole plan (+39 MiB at 10,000 runs). Now: the listing
+is pickled to a temp file (engine/listing.py; source ids kept), the pipeline returns plan
+lines only, a dry run's lines are final when planned, lines keep params/tags counts, the
+URI map is an LRU of 4,096, redaction copies only what it changes (reporting/render.py).
+Same load: 1,000 runs 253 MiB, 10,000 runs 290 MiB (1.15; 39 s / 165 s); RSS while
+planning 10,000 runs grows ~2 KB a run (was ~15). Listing 1,000 / 10,000: 238 / 246 MiB
+(1.04). What is left, ~2.5 KB a run: the plan lines themselves (pydantic RunPlan, ~1.9 KB
+even when empty; Plan.runs is a list every report and caller reads) — flat needs lines
+spilled to a file with reports reading them back sorted; and the rendered report itself
+(~170 B a run of text). `bridge sync` / no-op at 10,000 runs not measured this session.
+
+Profile (py-spy, all threads, `bridge diff` of 10,000 runs sqlite → empty sqlite): no
+O(runs²) in planning — per run, ``read_run`` 60% (MLflow ``list_artifacts`` through the
+client 34% even for local artifact folders, ``get_run`` ORM 26%), counting new points 7%,
+state look-ups ~7% (primary-key prefixes), redaction at render 5.5%. Not indexed: the
+state's ``conflicts`` and ``resolutions`` tables are looked up per run by (dest_uri,
+source_id) with no index (``close_stale_conflicts`` on every compared run of a sync):
+O(runs × conflicts); needs an index plus a state migration.
 
     python bench/p5_memory.py [--small 100000] [--big 10000000] [--runs 1000 10000]
                               [--steps list diff sync no-op] [--no-history] [--no-runs]
