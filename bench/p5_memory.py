@@ -26,8 +26,9 @@ time ``redact_fields``' copy of the whole plan (+39 MiB at 10,000 runs). Now: th
 is pickled to a temp file (engine/listing.py; source ids kept), the pipeline returns plan
 lines only, a dry run's lines are final when planned, lines keep params/tags counts, the
 URI map is an LRU of 4,096, redaction copies only what it changes (reporting/render.py).
-Same load: 1,000 runs 253 MiB, 10,000 runs 290 MiB (1.15; 39 s / 165 s); RSS while
-planning 10,000 runs grows ~2 KB a run (was ~15). Listing 1,000 / 10,000: 238 / 246 MiB
+Same load: 1,000 runs 253 MiB, 10,000 runs 290 MiB (1.15; 39 s / 165 s; a later run than the
+"before" one). RSS while planning 10,000 runs, the two versions side by side over the same
+90 s: +21 MiB before, +3 MiB after. Listing 1,000 / 10,000: 238 / 246 MiB
 (1.04). What is left, ~2.5 KB a run: the plan lines themselves (pydantic RunPlan, ~1.9 KB
 even when empty; Plan.runs is a list every report and caller reads) — flat needs lines
 spilled to a file with reports reading them back sorted; and the rendered report itself
