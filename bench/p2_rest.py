@@ -44,7 +44,7 @@ CPU-starved processes; 100k points, 5 keys):
   this bench's one-run case, old tree and new tree interleaved (plain/old/new/plain/new/
   old/plain, fresh server each): plain 1,975 / 2,104 / 1,771 pts/s; old 1,918 and 3,255;
   new 2,655 and 2,693 (1.37× the plain mean, old 1.33×): within the noise. In process
-  (100k points, 5 keys, through the sink alone, one server, 15 phases interleaved): drain
+  (100k points, 5 keys, through the sink alone, one server, 18 phases interleaved): drain
   at each commit 5,388 pts/s mean of 7 (3,759-7,577), marks 5,848 mean of 7 (2,958-9,414),
   plain loop 3,629 mean of 4: +8% at most, lost in the noise. Five drains per 100k points
   idle the pipeline for about one request's time each; the gap to 2× in the whole-process
