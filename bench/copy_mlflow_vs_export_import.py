@@ -78,7 +78,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from measure import measure  # noqa: E402
+from measure import measure, summarize  # noqa: E402
 
 EXPERIMENT = "bench-copy"
 PG_BASE = os.environ.get("BRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -241,28 +241,6 @@ class Scenario:
             )
         out["load"] = Path("/proc/loadavg").read_text().split()[0:3]
         return out
-
-
-def summarize(path: Path, top: int = 30) -> None:
-    """Inclusive and self shares of each function in a py-spy raw (collapsed) file."""
-    from collections import Counter
-
-    incl: Counter[str] = Counter()
-    own: Counter[str] = Counter()
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, n = line.rpartition(" ")
-        frames = [f.split(" (")[0] + " " + f.split("/")[-1].split(":")[0] for f in stack.split(";")]
-        total += int(n)
-        for frame in set(frames):
-            incl[frame] += int(n)
-        own[frames[-1]] += int(n)
-    print(f"{path.name}: {total} samples; inclusive:")
-    for frame, n in incl.most_common(top):
-        print(f"  {100 * n / max(total, 1):5.1f}%  {frame}")
-    print("self:")
-    for frame, n in own.most_common(top // 2):
-        print(f"  {100 * n / max(total, 1):5.1f}%  {frame}")
 
 
 def main() -> None:

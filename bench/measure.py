@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 _WRAPPER = (
@@ -31,3 +32,26 @@ def measure(cmd: list[str], what: str) -> tuple[float, float, str]:
     if res["rc"] != 0:
         raise SystemExit(f"{what} failed ({res['rc']}): {res['err']}")
     return seconds, res["rss"] / 1024, str(res["out"])
+
+
+def summarize(path: Path, top: int = 30) -> None:
+    """Inclusive and self shares of each function in a py-spy raw (collapsed-stack) file."""
+    from collections import Counter
+
+    incl: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        # "func (path/file.py:line)" → "func file.py": one entry per function, not per line
+        frames = [f.split(" (")[0] + " " + f.split("/")[-1].split(":")[0] for f in stack.split(";")]
+        total += int(n)
+        for frame in set(frames):
+            incl[frame] += int(n)
+        own[frames[-1]] += int(n)
+    print(f"{path.name}: {total} samples; inclusive:")
+    for frame, n in incl.most_common(top):
+        print(f"  {100 * n / max(total, 1):5.1f}%  {frame}")
+    print("self:")
+    for frame, n in own.most_common(top // 2):
+        print(f"  {100 * n / max(total, 1):5.1f}%  {frame}")

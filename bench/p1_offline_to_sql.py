@@ -95,7 +95,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,7 +102,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from measure import measure  # noqa: E402
+from measure import measure, summarize  # noqa: E402
 from sync_offline_to_mlflow import make_run  # noqa: E402
 
 PG_BASE = os.environ.get("BRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -222,27 +221,6 @@ def profile(folder: Path, work: Path, out: Path) -> None:
     cmd = ["py-spy", "record", "--format", "raw", "-r", "200", "-o", str(out), "--"]
     subprocess.run(cmd + bridge_cmd(folder, uri, work / "profile-state.db"), check=True)
     summarize(out)
-
-
-def summarize(path: Path, top: int = 30) -> None:
-    """Inclusive and self shares of each function in a py-spy collapsed-stack file."""
-    incl: Counter[str] = Counter()
-    own: Counter[str] = Counter()
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, n = line.rpartition(" ")
-        # "func (path/file.py:line)" → "func file.py": one entry per function, not per line
-        frames = [f.split(" (")[0] + " " + f.split("/")[-1].split(":")[0] for f in stack.split(";")]
-        total += int(n)
-        for frame in set(frames):
-            incl[frame] += int(n)
-        own[frames[-1]] += int(n)
-    print(f"{total} samples; inclusive:")
-    for frame, n in incl.most_common(top):
-        print(f"  {100 * n / total:5.1f}%  {frame}")
-    print("self:")
-    for frame, n in own.most_common(top // 2):
-        print(f"  {100 * n / total:5.1f}%  {frame}")
 
 
 def main() -> None:
