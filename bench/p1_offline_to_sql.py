@@ -25,6 +25,13 @@ peak RSS 247 MiB; PostgreSQL raw COPY 79,554 points/s, bridge 27,855 points/s (7
 0.35, peak RSS 258 MiB. The bridge writes 2,000,090 points (90 more: the run's own system and
 summary metrics beside the 2M history points).
 
+Measured again later on 2026-12-07 with every change of that day in (tuples / COPY in the bulk
+sink, no wandb import, fsync-free store creation), a CI run sharing the machine (load 3-4), one
+run of 2,000,000 points: sqlite raw 76,032 points/s, bridge 44,535 points/s (44.9 s), ratio
+0.59; PostgreSQL raw COPY 71,180 points/s, bridge 28,556 points/s (70.0 s), ratio 0.40; peak
+RSS 239 / 246 MiB. (The raw side slows more than the bridge under load: re-take on a quiet
+machine.)
+
 Conclusions (py-spy, 200 Hz, all threads, one sqlite sync of 1,000,000 points, 5,618 samples;
 shares are of all samples, inclusive):
 
