@@ -10,7 +10,6 @@ import base64
 import hashlib
 import io
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,29 +33,6 @@ def _source(tmp_path: Path, data: bytes = DATA) -> Path:
     src = tmp_path / "src.bin"
     src.write_bytes(data)
     return src
-
-
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """moto's S3 server on loopback, in process, as MLflow's artifact store."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "MLFLOW_S3_ENDPOINT_URL": url,
-    }.items():
-        monkeypatch.setenv(key, value)
-    client = boto3.client("s3", endpoint_url=url)
-    client.create_bucket(Bucket="artifacts")
-    yield client
-    server.stop()
 
 
 def _run(tmp_path: Path, artifact_location: str | None) -> tuple[Any, str, MlflowClient]:

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -460,30 +460,6 @@ def test_wandb_server_sending_hostile_names(
 
 
 # ------------------------------------------------------------ 4: MLflow artifacts on S3
-
-
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """An S3 endpoint on loopback (moto's server, in process), as MLflow's artifact store:
-    the client lists and fetches artifacts straight from the bucket with boto3."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "MLFLOW_S3_ENDPOINT_URL": url,
-    }.items():
-        monkeypatch.setenv(key, value)
-    client = boto3.client("s3", endpoint_url=url)
-    client.create_bucket(Bucket="artifacts")
-    yield client
-    server.stop()
 
 
 @pytest.mark.e2e
