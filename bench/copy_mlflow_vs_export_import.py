@@ -255,7 +255,7 @@ def main() -> None:
     if not (Path(sys.executable).parent / "export-experiment").exists():
         raise SystemExit("pip install mlflow-export-import tabulate  (needed for the comparison)")
     import conftest
-    from conftest import start_mlflow_server
+    from conftest import start_mlflow_server, stop_mlflow_server
 
     # A loaded shared machine can take minutes to start a server: wait up to 10 min.
     wait_http = conftest.wait_http
@@ -314,11 +314,7 @@ def main() -> None:
                 print(results[-1], flush=True)
         finally:
             for proc in servers:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                stop_mlflow_server(proc)
 
     print()
     print(f"{args.runs} runs × 5 metrics × {args.steps} steps = {points:,} points")

@@ -279,7 +279,7 @@ def _run_method(method: str, src: str, dst: str, tmp: Path) -> dict[str, Any]:
 
 def _copy_into(kind: str, method: str, src: str, tmp: Path) -> tuple[str, dict[str, Any]]:
     """A fresh destination of ``kind``, ``method`` copied into it, then read back."""
-    from conftest import start_mlflow_server
+    from conftest import start_mlflow_server, stop_mlflow_server
 
     work = tmp / f"{method}-{kind}"
     work.mkdir()
@@ -293,8 +293,7 @@ def _copy_into(kind: str, method: str, src: str, tmp: Path) -> tuple[str, dict[s
         res = _run_method(method, src, url, tmp)
         res["snap"] = trace_corpus.snapshot(url)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_mlflow_server(proc)
         if pg:
             _drop_pg(pg)
     return ("server (PostgreSQL)" if pg else "server (sqlite)"), res

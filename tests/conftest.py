@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,55 +49,74 @@ def sqlite_uri(tmp_path: Path) -> str:
 
 
 def start_mlflow_server(
-    workdir: Path, backend_uri: str | None = None
+    workdir: Path,
+    backend_uri: str | None = None,
+    *,
+    workers: int = 1,
+    extra_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    artifacts: Sequence[str] | None = None,
+    timeout: float = 90,
 ) -> tuple[str, subprocess.Popen]:
+    """A real ``mlflow server`` on a free loopback port, in its own process session (stop it
+    with :func:`stop_mlflow_server`: with ``--workers`` > 1 uvicorn's workers go too).
+    ``artifacts``: the artifact options (default: proxied ``mlflow-artifacts:/`` into
+    ``workdir/server-artifacts``); ``extra_args`` e.g. ``["--app-name", "basic-auth"]``;
+    ``env`` is added to this process's environment."""
     port = free_port()
     backend = backend_uri or f"sqlite:///{workdir / 'server.db'}"
-    art = workdir / "server-artifacts"
-    art.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--backend-store-uri",
-        backend,
-        "--default-artifact-root",
-        "mlflow-artifacts:/",
-        "--artifacts-destination",
-        str(art),
-        "--workers",
-        "1",
-    ]
-    log = open(workdir / "server.log", "wb")
+    if artifacts is None:
+        art = workdir / "server-artifacts"
+        art.mkdir(parents=True, exist_ok=True)
+        artifacts = ["--default-artifact-root", "mlflow-artifacts:/"]
+        artifacts += ["--artifacts-destination", str(art)]
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--backend-store-uri", backend, *artifacts, "--workers", str(workers), *extra_args]
+    workdir.mkdir(parents=True, exist_ok=True)
     # No background job workers (MLflow 3 starts several per server): less load, same API.
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env)
+    full_env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
+    with open(workdir / "server.log", "ab") as log:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+            env=full_env,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(url + "/health", timeout=90)
+        wait_http(url + "/health", timeout=timeout)
     except Exception:
-        proc.kill()
+        stop_mlflow_server(proc)
         raise
     return url, proc
 
 
+def stop_mlflow_server(proc: subprocess.Popen) -> None:
+    """Stop a server from :func:`start_mlflow_server` and every process of its session."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=15)
+
+
 @contextlib.contextmanager
-def running_mlflow_server(workdir: Path, backend_uri: str | None = None) -> Iterator[str]:
-    """A real `mlflow server` (start_mlflow_server) for the block; stopped after it."""
-    url, proc = start_mlflow_server(workdir, backend_uri)
+def running_mlflow_server(
+    workdir: Path, backend_uri: str | None = None, **options: Any
+) -> Iterator[str]:
+    """A real `mlflow server` (start_mlflow_server, same options) for the block; stopped after it."""
+    url, proc = start_mlflow_server(workdir, backend_uri, **options)
     try:
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_mlflow_server(proc)
 
 
 @pytest.fixture

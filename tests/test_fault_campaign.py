@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import start_mlflow_server
+from conftest import start_mlflow_server, stop_mlflow_server
 from fakes.fault_proxy import KINDS, FaultProxy, FaultRule
 from mlflow.entities import LoggedModelStatus, Metric, Param, RunTag, ViewType
 from mlflow.tracking import MlflowClient
@@ -197,11 +197,7 @@ def _boot(workdir: Path) -> tuple[str, subprocess.Popen]:
 
 def _stop(procs: Iterable[subprocess.Popen]) -> None:
     for proc in procs:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_mlflow_server(proc)
 
 
 # ----------------------------------------------------------------------------- snapshot

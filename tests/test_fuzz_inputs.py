@@ -15,7 +15,6 @@ import random
 import shutil
 import signal
 import struct
-import subprocess
 import time
 import tracemalloc
 from collections import Counter
@@ -512,7 +511,7 @@ def mlflow_snapshot(url: str) -> list[Any]:
 @pytest.fixture(scope="module")
 def mlflow_source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `mlflow server` holding two runs (params, tags, two metrics, a file)."""
-    from conftest import start_mlflow_server
+    from conftest import start_mlflow_server, stop_mlflow_server
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
@@ -538,11 +537,7 @@ def mlflow_source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             client.set_terminated(rid, "FINISHED", end_time=1_700_000_009_000 + i)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_mlflow_server(proc)
 
 
 @pytest.mark.e2e

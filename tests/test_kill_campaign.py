@@ -52,7 +52,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import pytest
-from conftest import start_mlflow_server
+from conftest import start_mlflow_server, stop_mlflow_server
 
 from tests.sdk_runs import sdk_env
 
@@ -643,11 +643,7 @@ class ServerScenario(Scenario):
         return snap
 
     def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_mlflow_server(self.proc)
 
 
 # --------------------------------------------------------------------------- fixtures

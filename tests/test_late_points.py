@@ -11,14 +11,13 @@ W&B server; the merge itself is checked with hypothesis.
 from __future__ import annotations
 
 import math
-import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import start_mlflow_server
+from conftest import start_mlflow_server, stop_mlflow_server
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mlflow.entities import Metric
@@ -258,11 +257,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One ``mlflow server`` for this module's tests (each uses its own experiment)."""
     url, proc = start_mlflow_server(tmp_path_factory.mktemp("late-server"))
     yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_mlflow_server(proc)
 
 
 @pytest.mark.e2e

@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port, wait_http
+from conftest import running_mlflow_server
 
 from bridge.adapters.base import Notices
 from bridge.adapters.mlflow.sink_pool import ConcurrentMetricSink, LogBatchPool, log_batch_body
@@ -30,27 +26,8 @@ from bridge.schema import MetricChunk
 def pg_server(tmp_path: Path, pg_database: str) -> Iterator[str]:
     """``mlflow server --workers 2`` on a fresh PostgreSQL database: requests really run
     at the same time in two server processes."""
-    port = free_port()
-    art = tmp_path / "artifacts"
-    art.mkdir()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), "--backend-store-uri", pg_database, "--workers", "2"]
-    cmd += ["--default-artifact-root", "mlflow-artifacts:/", "--artifacts-destination", str(art)]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with open(tmp_path / "server.log", "wb") as log:
-        proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env=env, start_new_session=True
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(url + "/health", timeout=300)
+    with running_mlflow_server(tmp_path, pg_database, workers=2, timeout=300) as url:
         yield url
-    finally:  # the server's own session: its uvicorn workers go with it
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _chunks(seed: int, keys: int, points: int) -> list[MetricChunk]:

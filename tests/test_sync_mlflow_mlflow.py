@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import start_mlflow_server
+from conftest import start_mlflow_server, stop_mlflow_server
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
@@ -147,11 +146,7 @@ def test_sqlite_to_server_on_postgres(tmp_path: Path, pg_database: str) -> None:
     try:
         _check_copy(src, url, tmp_path)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_mlflow_server(proc)
 
 
 @pytest.mark.parametrize("on_delete", ["keep", "tag", "delete"])
