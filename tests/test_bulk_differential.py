@@ -5,14 +5,24 @@ psycopg 3 and through psycopg2, a fresh database per test), each into its own ru
 ``metrics`` rows and the ``latest_metrics`` rows must be identical, bit for bit: NaN/±inf
 sanitizing, duplicates within and across flushes, a flush re-sent after a crash,
 out-of-order steps, equal steps with other timestamps, keys MLflow needs sanitized.
+On PostgreSQL both ways into ``metrics`` run (bulk_pg.py): direct ``COPY`` (a fresh run,
+steps above the stored ones) and the checked path (a re-sent flush, a resumed run's
+interleaved points, repeated steps, a unique violation forced by a racing writer); the
+sinks' row counters prove which one each case took. An end-to-end case kills `bridge sync`
+into PostgreSQL after a committed flush whose watermark was not recorded and re-runs it.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import signal
 import struct
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -54,28 +64,43 @@ def store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[tuple[Any, 
     engine.dispose()
 
 
-def write(client: Any, engine: Any, flushes: list[Flush], fast: bool) -> str:
-    """A new run holding ``flushes``, each through a new sink (as after a restart)."""
-    exp = client.get_experiment_by_name("diff") or None
-    exp_id = exp.experiment_id if exp else client.create_experiment("diff")
-    run_id = client.create_run(exp_id).info.run_id
+def write(
+    client: Any,
+    engine: Any,
+    flushes: list[Flush],
+    fast: bool,
+    sinks: list[Any] | None = None,
+    run_id: str | None = None,
+) -> str:
+    """A run (new, or ``run_id``) holding ``flushes``, each through a new sink (as after a
+    restart); the fast sinks are appended to ``sinks``."""
+    if run_id is None:
+        exp = client.get_experiment_by_name("diff") or None
+        exp_id = exp.experiment_id if exp else client.create_experiment("diff")
+        run_id = client.create_run(exp_id).info.run_id
     lock, notices = threading.Lock(), Notices()
     for flush in flushes:
         if fast:
             sink: MlflowMetricSink = SqlBulkMetricSink(engine, run_id, "s", {}, lock, notices)
+            if sinks is not None:
+                sinks.append(sink)
         else:
             sink = MlflowMetricSink(client, run_id, "s", {}, lock, notices)
-        for key, points in flush:
-            sink.add(
-                MetricChunk(
-                    key=key,
-                    steps=[p[0] for p in points],
-                    timestamps=[T0 + p[1] for p in points],
-                    values=[p[2] for p in points],
-                )
-            )
-        sink.flush()
+        send(sink, flush)
     return run_id
+
+
+def send(sink: Any, flush: Flush) -> None:
+    for key, points in flush:
+        sink.add(
+            MetricChunk(
+                key=key,
+                steps=[p[0] for p in points],
+                timestamps=[T0 + p[1] for p in points],
+                values=[p[2] for p in points],
+            )
+        )
+    sink.flush()
 
 
 def _bits(value: float) -> str:
@@ -97,10 +122,18 @@ def stored(engine: Any, run_id: str) -> tuple[list[tuple[Any, ...]], list[tuple[
     return out[0], out[1]
 
 
-def assert_same(client: Any, engine: Any, flushes: list[Flush]) -> None:
+def assert_same(client: Any, engine: Any, flushes: list[Flush]) -> list[Any]:
+    """Both paths give the same rows; returns the fast sinks (one per flush)."""
+    sinks: list[Any] = []
     slow = stored(engine, write(client, engine, flushes, fast=False))
-    fast = stored(engine, write(client, engine, flushes, fast=True))
+    fast = stored(engine, write(client, engine, flushes, fast=True, sinks=sinks))
     assert fast == slow
+    return sinks
+
+
+def ways(sinks: list[Any]) -> list[tuple[int, int]]:
+    """(direct, checked) rows of each sink."""
+    return [(s.direct_rows, s.checked_rows) for s in sinks]
 
 
 EDGES: list[Flush] = [
@@ -176,21 +209,185 @@ class Interrupted(Exception):
     pass
 
 
+@pytest.mark.parametrize("flush", ["edges", "rising"])
 def test_flush_interrupted_mid_transaction_leaves_nothing(
-    store: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+    store: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch, flush: str
 ) -> None:
     """A flush that dies after the ``metrics`` insert, before ``latest_metrics`` and the
-    commit, leaves no row; sending it again stores what one clean flush stores."""
+    commit, leaves no row; sending it again stores what one clean flush stores. On
+    PostgreSQL "edges" dies after the checked path, "rising" after a direct ``COPY``."""
     client, engine = store
+    flushes = EDGES[:1] if flush == "edges" else [RISING]
 
     def fail(name: str) -> None:
         if name == "mlflow.bulk.mid_transaction":
             raise Interrupted(name)
 
     monkeypatch.setattr(bulk, "kill_point", fail)
+    sinks: list[Any] = []
     with pytest.raises(Interrupted):
-        write(client, engine, EDGES[:1], fast=True)
+        write(client, engine, flushes, fast=True, sinks=sinks)
+    if fast_path(engine) != "sqlite":
+        rows = sum(len(points) for _, points in flushes[0])
+        assert ways(sinks) == [(rows, 0) if flush == "rising" else (0, rows)]
     (run,) = client.search_runs([client.get_experiment_by_name("diff").experiment_id])
     assert stored(engine, run.info.run_id) == ([], [])
     monkeypatch.undo()
-    assert_same(client, engine, EDGES[:1])
+    assert_same(client, engine, flushes)
+
+
+# ------------------------------------------------- PostgreSQL: direct COPY and its fallbacks
+
+#: Steps rising in every key from 0: a fresh run takes it by direct COPY (NaN/±inf inside).
+RISING: Flush = [
+    ("loss", [(s, s, s * 0.5) for s in range(30)]),
+    ("acc/top 1", [(s, 2 * s, NAN if s % 7 == 0 else s) for s in range(20)]),
+    ("acc/top 1", [(s, 0, INF if s % 2 else -INF) for s in range(20, 30)]),
+    ("val:x", [(-5, 0, -0.0), (3, 0, MAX), (4, 0, 0.0)]),
+]
+
+
+def test_direct_copy_then_resent_then_resumed(store: tuple[Any, Any]) -> None:
+    """A fresh run's flush goes direct; the same flush re-sent (a crash after its commit,
+    before the watermark) goes checked; a resumed run's next flush goes direct for the
+    key whose steps lie above the stored ones, checked for the key whose points interleave."""
+    client, engine = store
+    resumed: Flush = [
+        ("loss", [(s, s, 1.0) for s in range(30, 45)]),
+        ("acc/top 1", [(10, 500, 3.0), (60, 600, 4.0)]),
+    ]
+    sinks = assert_same(client, engine, [RISING, RISING, resumed])
+    if fast_path(engine) == "sqlite":
+        assert ways(sinks) == [(0, 0)] * 3
+    else:
+        assert ways(sinks) == [(63, 0), (0, 63), (15, 2)]
+        assert [s.redone_flushes for s in sinks] == [0, 0, 0]
+
+
+def test_repeated_steps_in_a_fresh_run_go_checked(store: tuple[Any, Any]) -> None:
+    """Steps that do not strictly rise across a key's chunks (an equal row twice among
+    them, which a direct COPY would refuse) are checked; a key rising across chunks is not."""
+    client, engine = store
+    flush: Flush = [
+        ("a@b", [(0, 0, 1.0), (1, 0, 1.0)]),
+        ("val:x", [(0, 0, 1.0), (2, 0, 1.0)]),
+        ("a@b", [(2, 0, 1.0)]),
+        ("val:x", [(2, 0, 1.0), (3, 0, 1.0)]),
+        ("loss", [(1, 0, 1.0), (1, 1, 2.0)]),
+    ]
+    sinks = assert_same(client, engine, [flush])
+    if fast_path(engine) != "sqlite":
+        assert ways(sinks) == [(3, 6)]
+
+
+def one_sink(
+    client: Any, engine: Any, flushes: list[Flush], fast: bool, between: Any = None
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], Any]:
+    """A new run, all ``flushes`` through one sink, ``between(run_id)`` after the first;
+    returns the stored rows and the sink."""
+    exp = client.get_experiment_by_name("diff") or None
+    exp_id = exp.experiment_id if exp else client.create_experiment("diff")
+    run_id = client.create_run(exp_id).info.run_id
+    lock, notices = threading.Lock(), Notices()
+    if fast:
+        sink: Any = SqlBulkMetricSink(engine, run_id, "s", {}, lock, notices)
+    else:
+        sink = MlflowMetricSink(client, run_id, "s", {}, lock, notices)
+    for i, flush in enumerate(flushes):
+        send(sink, flush)
+        if i == 0 and between is not None:
+            between(run_id)
+    metrics, latest = stored(engine, run_id)
+    return metrics, latest, sink
+
+
+def test_one_sink_raises_its_high_step_with_its_own_flushes(store: tuple[Any, Any]) -> None:
+    """A sink reads the stored steps once per key, then counts its own commits: a later
+    flush below what it committed goes checked without asking the database again."""
+    client, engine = store
+    flushes: list[Flush] = [
+        [("loss", [(s, s, 1.0) for s in range(10)])],
+        [("loss", [(s, s, 2.0) for s in range(10, 20)])],
+        [("loss", [(s, s, 1.0) for s in range(5, 25)])],
+    ]
+    slow = one_sink(client, engine, flushes, fast=False)
+    fast = one_sink(client, engine, flushes, fast=True)
+    assert fast[:2] == slow[:2]
+    if fast_path(engine) != "sqlite":
+        assert ways([fast[2]]) == [(20, 20)]
+
+
+def test_unique_violation_from_a_racing_writer_is_redone_checked(store: tuple[Any, Any]) -> None:
+    """Another writer logs a row of the sink's next flush after the sink read the stored
+    steps: the direct COPY fails on the primary key, the flush is rolled back and sent
+    again checked, and the sink stays checked; rows as with ``log_batch`` alone."""
+    from mlflow.entities import Metric
+
+    client, engine = store
+    flushes: list[Flush] = [
+        [("loss", [(s, s, s * 0.5) for s in range(10)])],
+        [("loss", [(s, s, s * 0.5) for s in range(10, 20)]), ("a@b", [(0, 0, 1.0)])],
+        [("loss", [(s, s, s * 0.5) for s in range(20, 30)])],
+    ]
+
+    def race(run_id: str) -> None:  # exactly the row (loss, step 12) of the next flush
+        client.log_batch(run_id, metrics=[Metric("loss", 6.0, T0 + 12, 12)])
+
+    slow = one_sink(client, engine, flushes, fast=False, between=race)
+    fast = one_sink(client, engine, flushes, fast=True, between=race)
+    assert fast[:2] == slow[:2]
+    assert sum(1 for row in fast[0] if row[0] == "loss") == 30  # the raced row once
+    if fast_path(engine) != "sqlite":
+        sink = fast[2]
+        assert (sink.direct_rows, sink.checked_rows, sink.redone_flushes) == (10, 21, 1)
+
+
+@pytest.mark.e2e
+def test_sync_into_postgresql_killed_after_a_committed_flush(
+    pg_database: str, tmp_path: Path
+) -> None:
+    """`bridge sync` W&B offline → PostgreSQL SIGKILLed right after its second flush
+    committed (before that watermark was recorded), then run again: its first flushes
+    re-send stored rows (checked), the rest go direct; every point of the run is stored
+    exactly once and `bridge verify` exits 0."""
+    from tests.sdk_runs import make_big_run
+
+    steps, metrics = 5_000, 5
+    folder = make_big_run(tmp_path / "src", steps * metrics, n_metrics=metrics)
+    state = tmp_path / "state.db"
+    src, dest = f"wandb-offline:{folder}", f"mlflow:{pg_database}"
+    env = {k: v for k, v in os.environ.items() if k != "BRIDGE_KILL_AT"}
+    cli = [sys.executable, "-m", "bridge.cli"]
+
+    def bridge(*args: str, kill: str | None = None) -> subprocess.CompletedProcess[str]:
+        run_env = {**env, "BRIDGE_KILL_AT": kill} if kill else env
+        return subprocess.run(
+            [*cli, *args], env=run_env, capture_output=True, text=True, timeout=600
+        )
+
+    killed = bridge("sync", src, dest, "--state", str(state), kill="mlflow.bulk.after_send#2")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    engine = sa.create_engine(pg_database)
+    with engine.connect() as conn:
+        (before,) = conn.execute(sa.text("SELECT count(*) FROM metrics")).one()
+    assert 0 < before < steps * metrics
+    done = bridge("sync", src, dest, "--state", str(state), "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT key, step, value FROM metrics WHERE key LIKE 'm_' ORDER BY key, step")
+        ).all()
+        (dupes,) = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM (SELECT run_uuid, key, step, timestamp FROM metrics "
+                "GROUP BY run_uuid, key, step, timestamp HAVING count(*) > 1) AS d"
+            )
+        ).one()
+    engine.dispose()
+    expected = sorted(
+        (f"m{m}", step, step * (m + 1) * 0.5) for m in range(metrics) for step in range(steps)
+    )
+    assert [tuple(row) for row in rows] == expected
+    assert dupes == 0
+    verify = bridge("verify", src, dest, "--state", str(state))
+    assert verify.returncode == 0, verify.stdout[-3000:]

@@ -4,8 +4,10 @@ MLflow's ``log_batch`` spends nearly all its time building one ORM object per po
 a tracking URI that *is* the database, this sink writes rows into MLflow's own tables the
 way ``mlflow migrate-filestore`` does, as plain tuples through the DBAPI cursor (SQLAlchemy
 Core's per-row parameter processing cost more than sqlite's own insert): sqlite
-``INSERT ... ON CONFLICT DO NOTHING`` ``executemany``; PostgreSQL ``COPY`` into a temporary table, then
-``INSERT ... ON CONFLICT DO NOTHING`` (bulk_pg.py); other dialects/drivers Core inserts.
+``INSERT ... ON CONFLICT DO NOTHING`` ``executemany``; PostgreSQL ``COPY`` straight into
+``metrics`` for the keys whose rows cannot be stored yet (their steps above the run's
+stored ones), the rest through a temporary table and ``INSERT ... ON CONFLICT DO NOTHING``
+(bulk_pg.py says when, and why it stays exact); other dialects/drivers Core inserts.
 It keeps ``log_batch``'s semantics (tests/test_bulk_differential.py compares the rows):
 
 * NaN is stored as value 0 with ``is_nan``; ±inf as ±1.7976931348623157e308
@@ -23,12 +25,13 @@ Each flush is one transaction. Servers (``http://``) keep using ``log_batch``.
 from __future__ import annotations
 
 import math
+import operator
 import threading
-from itertools import repeat
+from itertools import islice, repeat
 from typing import Any
 
 from bridge.adapters.base import Notices
-from bridge.adapters.mlflow.bulk_pg import COLS, copy_rows
+from bridge.adapters.mlflow.bulk_pg import COLS, copy_rows, frontier, is_unique_violation
 from bridge.adapters.mlflow.sink import MlflowMetricSink
 from bridge.faults import kill_point
 from bridge.schema import MetricChunk
@@ -99,6 +102,15 @@ class SqlBulkMetricSink(MlflowMetricSink):
         self._rows: list[Row] = []
         #: Per stored key, the flush's most recent point by MLflow's rule.
         self._newest: dict[str, Newest] = {}
+        #: PostgreSQL (bulk_pg.py): per stored key, the flush's [first step, largest step,
+        #: steps strictly increasing in the order added] ...
+        self._spans: dict[str, list[Any]] = {}
+        #: ... and the largest step the destination holds (None: no row) as last known.
+        self._high: dict[str, int | None] = {}
+        #: False once a direct ``COPY`` met a stored row: every later flush checked.
+        self._direct = self._path in ("psycopg", "psycopg2")
+        #: Rows sent by direct ``COPY`` / through the checked path; flushes sent again.
+        self.direct_rows = self.checked_rows = self.redone_flushes = 0
 
     def add(self, chunk: MetricChunk) -> None:
         stored, _ = self._keys.get(chunk.key) or self._key(chunk.key)
@@ -116,6 +128,14 @@ class SqlBulkMetricSink(MlflowMetricSink):
         have = self._newest.get(stored)
         if have is None or best[:3] > have[:3]:
             self._newest[stored] = best
+        if self._direct:
+            rising = n == 1 or all(map(operator.lt, steps, islice(steps, 1, None)))
+            span = self._spans.get(stored)
+            if span is None:
+                self._spans[stored] = [steps[0], step, rising]
+            else:
+                span[2] = span[2] and rising and steps[0] > span[1]
+                span[1] = max(span[1], step)
         if len(self._rows) >= BULK_ROWS:
             self._send()
 
@@ -124,6 +144,7 @@ class SqlBulkMetricSink(MlflowMetricSink):
             return
         rows, self._rows = self._rows, []
         newest, self._newest = self._newest, {}
+        spans, self._spans = self._spans, {}
         latest = [(k, v, t, s, nan, self.run_id) for k, (s, t, v, nan) in sorted(newest.items())]
         kill_point("mlflow.bulk.before_send")
         if self._path is None:
@@ -134,8 +155,23 @@ class SqlBulkMetricSink(MlflowMetricSink):
                 cur = raw.cursor()
                 if self._path == "sqlite":
                     cur.executemany(SQLITE_INSERT, rows)
-                else:
+                elif not self._direct:
                     copy_rows(cur, self._path, rows)
+                    self.checked_rows += len(rows)
+                else:
+                    try:
+                        self._copy_pg(cur, rows, spans)
+                    except Exception as exc:
+                        if not is_unique_violation(exc):
+                            raise
+                        # Another writer stored one of these rows since the frontier was
+                        # read: all of the flush again, checked (bulk_pg.py).
+                        raw.rollback()
+                        self._direct = False
+                        self.redone_flushes += 1
+                        cur = raw.cursor()
+                        copy_rows(cur, self._path, rows)
+                        self.checked_rows += len(rows)
                 kill_point("mlflow.bulk.mid_transaction")
                 cur.executemany(
                     UPSERT_LATEST.format(p="?" if self._path == "sqlite" else "%s"), latest
@@ -144,8 +180,38 @@ class SqlBulkMetricSink(MlflowMetricSink):
                 raw.commit()
             finally:
                 raw.close()  # back to the pool, which rolls back what was not committed
+            for key, (_, top, _) in spans.items():  # all of them stored now
+                high = self._high.get(key)
+                self._high[key] = top if high is None else max(high, top)
         kill_point("mlflow.bulk.after_send")
         self.points_sent += len(rows)
+
+    def _copy_pg(self, cur: Any, rows: list[Row], spans: dict[str, list[Any]]) -> None:
+        """PostgreSQL, in the flush's transaction: the rows of keys that cannot be stored
+        yet by direct ``COPY``, the others checked (bulk_pg.py's rule)."""
+        path = self._path
+        assert path is not None
+        unknown = [key for key in spans if key not in self._high]
+        if unknown:
+            self._high.update(frontier(cur, self.run_id, unknown))
+        direct = set()
+        for key, (first, _, rising) in spans.items():
+            high = self._high[key]
+            if rising and (high is None or first > high):
+                direct.add(key)
+        if len(direct) == len(spans):
+            go, checked = rows, []
+        elif not direct:
+            go, checked = [], rows
+        else:
+            go = [row for row in rows if row[0] in direct]
+            checked = [row for row in rows if row[0] not in direct]
+        if go:
+            copy_rows(cur, path, go, direct=True)
+        if checked:
+            copy_rows(cur, path, checked)
+        self.direct_rows += len(go)
+        self.checked_rows += len(checked)
 
     def _send_core(self, rows: list[Row], latest: list[tuple[Any, ...]]) -> None:
         """Other dialects/drivers (MySQL): Core ``INSERT IGNORE`` and a SELECT, then an
