@@ -30,6 +30,7 @@ import sys
 import threading
 import traceback
 import urllib.parse
+from collections.abc import Sequence
 from types import TracebackType
 from typing import TypeVar
 
@@ -189,6 +190,8 @@ def redact_fields(obj: _T) -> _T:
         return {redact_fields(k): redact_fields(v) for k, v in obj.items()}  # type: ignore[return-value]
     if isinstance(obj, list | tuple):
         return type(obj)(redact_fields(v) for v in obj)  # type: ignore[return-value]
+    if isinstance(obj, Sequence) and not isinstance(obj, str | bytes):  # Plan.runs
+        return type(obj)(redact_fields(v) for v in obj)  # type: ignore[call-arg]
     return obj
 
 

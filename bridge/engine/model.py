@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator
 
+from bridge.engine.lines import RunLines
 from bridge.schema import Warning_
 
 Action = Literal["create", "resume", "update", "unchanged", "conflict", "skip", "source-deleted"]
@@ -131,11 +132,28 @@ class ItemPlan(BaseModel):
     error: str | None = None
 
 
+def _as_lines(value: Any) -> RunLines[RunPlan]:
+    if isinstance(value, RunLines):
+        return value
+    return RunLines(RunPlan.model_validate(v) for v in value)
+
+
+#: ``Plan.runs``: any iterable of lines (or dicts) becomes a :class:`RunLines`; dumped as a list.
+Lines = Annotated[
+    RunLines[RunPlan],
+    PlainValidator(_as_lines),
+    PlainSerializer(list, return_type=list[RunPlan]),
+]
+
+
 class Plan(BaseModel):
+    model_config = ConfigDict(validate_assignment=True)  # ``plan.runs = [...]``: RunLines
+
     source: str
     dest: str
     dry_run: bool
-    runs: list[RunPlan] = Field(default_factory=list)
+    # Finished lines are kept on disk, read back on demand (engine/lines.py).
+    runs: Lines = Field(default_factory=RunLines)
     models: list[ModelPlan] = Field(default_factory=list)
     items: list[ItemPlan] = Field(default_factory=list)  # only those created/updated/failed
     # Per item kind, how many the source listed and what became of them:

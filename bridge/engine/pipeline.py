@@ -25,6 +25,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from bridge.engine.context import Planned
+from bridge.engine.lines import RunLines
 from bridge.engine.model import RunPlan
 from bridge.schema import RunHeader
 
@@ -56,6 +57,9 @@ class Pipeline:
         self._pending: set[str] = set()  # runs of this call whose planning/apply has not ended
         self._waiting: dict[str, list[Planned]] = {}  # parent source id -> children to apply
         self._ready: deque[Planned] = deque()  # to apply now (bodies dropped)
+        # id(line) -> where the line of a run not finished yet is: sealed when it is
+        # (any call's lines: runs set aside finish in a later call)
+        self._slots: dict[int, tuple[RunLines[RunPlan], int]] = {}
 
     def run(
         self,
@@ -64,15 +68,16 @@ class Pipeline:
         later: Iterable[Planned] = (),
         apply_now: bool = True,
         all_planned: Callable[[], None] | None = None,
-    ) -> tuple[list[RunPlan], list[Planned]]:
+    ) -> tuple[RunLines[RunPlan], list[Planned]]:
         """Plan ``headers`` (in order, ``workers`` at a time; ``ids`` are their source ids,
         known before the headers are read; by default read from ``headers``) and apply what ``settle`` picks — right away
         when ``apply_now``, else set aside with its body dropped — and apply ``later`` (runs
         set aside by an earlier call). ``all_planned`` is called once the last of
         ``headers`` is planned (at once when there are none). Returns every run's plan
         line, in ``headers`` order, and the runs set aside. Headers are read as slots free
-        up and a finished run keeps only its plan line, so the pass holds no header or
-        ``Planned`` per run (``later`` ones aside)."""
+        up and a finished run keeps only its plan line, sealed (spilled to disk,
+        engine/lines.py), so the pass holds no header, ``Planned`` or line per run
+        (``later`` ones aside)."""
         if ids is None:  # a list of headers: their ids are at hand
             headers = list(headers)
             ids = [h.source_id for h in headers]
@@ -80,7 +85,7 @@ class Pipeline:
         self._pending = set(ids) | {p.plan.source_id for p in later}
         for p in later:
             self._queue(p)
-        planned: list[RunPlan | None] = [None] * len(ids)
+        lines: RunLines[RunPlan] = RunLines()  # a place per header, taken when submitted
         aside: list[Planned] = []
         todo = enumerate(headers)
         more = True  # ``todo`` may have more headers
@@ -100,7 +105,7 @@ class Pipeline:
                     if item is None:
                         more = False
                         break
-                    running[pool.submit(self._plan, item[1])] = item[0]
+                    running[pool.submit(self._plan, item[1])] = lines.reserve()
                 if not running:
                     self._release_cycle()
                     continue
@@ -113,7 +118,8 @@ class Pipeline:
                         continue
                     p = future.result()
                     assert p is not None
-                    planned[task] = p.plan
+                    lines.put(task, p.plan)
+                    self._slots[id(p.plan)] = (lines, task)
                     left -= 1
                     if left == 0 and all_planned is not None:
                         all_planned()
@@ -127,7 +133,7 @@ class Pipeline:
                         self._waiting.setdefault(_parent(p) or "", []).append(p)
                     else:  # the slot this plan used goes to its apply: the body moves on
                         running[pool.submit(self._applied, p)] = p
-        return [p for p in planned if p is not None], aside
+        return lines, aside
 
     def _applied(self, p: Planned) -> None:
         """Apply; the body is dropped when the apply ends, whatever happened."""
@@ -153,6 +159,9 @@ class Pipeline:
         p.forget_rendering()
         p.watermarks, p.files_done, p.baseline = {}, {}, None
         p.plan.keep_counts()  # the line is kept to the report: counts, not values
+        slot = self._slots.pop(id(p.plan), None)
+        if slot is not None:  # final: to disk
+            slot[0].seal(slot[1])
         self._pending.discard(p.plan.source_id)
         self._ready.extend(self._waiting.pop(p.plan.source_id, []))
 

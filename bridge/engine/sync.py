@@ -223,7 +223,8 @@ def _pass(
         headers, headers.ids, apply_now=apply_now, all_planned=lambda: kill_point("plan.done")
     )
     if listing_complete:
-        report.runs.extend(source_deletions(ctx, reader.display_uri, ctx.listed, on_delete))
+        deleted = source_deletions(ctx, reader.display_uri, ctx.listed, on_delete)
+        report.runs.extend(deleted, final=True)  # applied: to disk (engine/lines.py)
     # --on-conflict fail: item copies edited in the destination are conflicts too, found
     # before anything is written (engine/items.py, engine/item_conflicts.py).
     items = ItemPass(ctx, report, workers) if on_conflict == "fail" and not dry_run else None
@@ -235,6 +236,7 @@ def _pass(
             if not dry_run:
                 p.plan.reason = "not applied: --on-conflict fail and conflicts were found"
             bars.run_done()
+        report.runs.seal_all()  # final now: to disk (engine/lines.py)
         bars.close()
         ctx.release_runs()
         _edit_errors(report, headers.ids, edits)

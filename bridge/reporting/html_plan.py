@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from itertools import groupby
+
 from bridge.engine.model import Plan, RunPlan
 from bridge.reporting.html_page import (
     Streams,
@@ -80,9 +83,9 @@ def render_html(plan: Plan, streams: Streams | None = None) -> str:
     for err in plan.errors:
         body.append(f"<p class='card bad'>error: {e(err)}</p>")
 
-    by_project: dict[str, list[RunPlan]] = {}
-    for run in plan.runs:
-        by_project.setdefault(run.project, []).append(run)
+    # By project, then source id; read back one line at a time (engine/lines.py).
+    sizes = Counter(r.project for r in plan.runs)
+    ordered = plan.runs.ordered(lambda r: (r.project, r.source_id))
     head = [
         "run",
         "action",
@@ -96,9 +99,9 @@ def render_html(plan: Plan, streams: Streams | None = None) -> str:
         "reason",
         "error",
     ]
-    for project, runs in sorted(by_project.items()):
-        body.append(project_heading(project, len(runs)))
-        rows = [(_row_class(r), _run_cells(r)) for r in sorted(runs, key=lambda r: r.source_id)]
+    for project, runs in groupby(ordered, key=lambda r: r.project):
+        body.append(project_heading(project, sizes[project]))
+        rows = [(_row_class(r), _run_cells(r)) for r in runs]
         body.append(table(head, rows))
 
     if plan.models:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from itertools import groupby
 from typing import Any
 
 from bridge.display import md_code
@@ -109,6 +110,11 @@ def model_lines(model: ModelPlan) -> list[str]:
     return out
 
 
+def _by_project(run: RunPlan) -> tuple[str, str]:
+    """The order reports list runs in."""
+    return run.project, run.source_id
+
+
 def as_json(plan: Plan) -> str:
     return json.dumps(as_dict(plan), indent=2, sort_keys=False, default=str)
 
@@ -116,12 +122,15 @@ def as_json(plan: Plan) -> str:
 def as_text(plan: Plan) -> str:
     head = "dry run — nothing written" if plan.dry_run else "sync"
     lines = [f"{head}: {plan.source} -> {plan.dest}"]
-    by_project: dict[str, list[RunPlan]] = {}
-    for run in plan.runs:
-        by_project.setdefault(run.project, []).append(run)
-    for project, runs in sorted(by_project.items()):
+    if plan.pass_id or plan.shard:  # a sharded pass (bridge/passes.py)
+        final = "ran here" if plan.final_step else "not here"
+        lines.append(
+            f"shard: {plan.shard or '-'}; pass: {plan.pass_id or '-'}; final step: {final}"
+        )
+    # By project, then source id; read back one line at a time (engine/lines.py).
+    for project, runs in groupby(plan.runs.ordered(_by_project), key=lambda r: r.project):
         lines.append(f"project {project}")
-        for run in sorted(runs, key=lambda r: r.source_id):
+        for run in runs:
             label = run.action if run.outcome != "failed" else "FAILED"
             name = f" ({run.name})" if run.name else ""
             what = _what(run)
@@ -166,7 +175,7 @@ def as_markdown(plan: Plan) -> str:
         "| project | run | name | action | outcome | details |",
         "|---|---|---|---|---|---|",
     ]
-    for r in sorted(plan.runs, key=lambda r: (r.project, r.source_id)):
+    for r in plan.runs.ordered(_by_project):
         out.append(
             f"| {md(r.project)} | {md_code(r.source_id)} | {md(r.name)} | {r.action} "
             f"| {r.outcome} | {md(_what(r))} |"
