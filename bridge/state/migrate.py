@@ -1,5 +1,5 @@
 """Creating the tables of a new store and bringing an older store up to date (new tables
-and the one-open-conflict index only: existing tables and rows are never changed)."""
+and indexes only: existing tables' columns and rows are never changed)."""
 
 from __future__ import annotations
 
@@ -21,12 +21,24 @@ def create_tables(engine: sa.Engine, attempts: int = 10, indexes: bool = True) -
         try:
             metadata.create_all(engine)
             if indexes:
+                create_missing_indexes(engine)
                 _create_open_conflict_index(engine)
             return
         except (sa.exc.OperationalError, sa.exc.IntegrityError, sa.exc.ProgrammingError):
             if attempt == attempts - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))
+
+
+def create_missing_indexes(engine: sa.Engine) -> None:
+    """Every index of the tables (``tables.py``) that the store lacks: ``create_all``
+    creates a table's indexes only with the table, so a store made before an index was
+    added gets it here (``CREATE INDEX IF NOT EXISTS``; two openers may race: the caller
+    retries)."""
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            for index in sorted(table.indexes, key=lambda i: str(i.name)):
+                conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
 
 
 #: At most one open conflict per (destination, run, field, both values), enforced by the

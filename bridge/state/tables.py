@@ -50,6 +50,8 @@ conflicts_table = sa.Table(
     sa.Column("synced_value", sa.Text),
     sa.Column("detected_at", sa.Float, nullable=False),
     sa.Column("resolved", sa.Boolean, nullable=False, default=False),
+    # One run's conflicts: planning and close_stale_conflicts look them up per run.
+    sa.Index("ix_bridge_conflicts_run", "dest_uri", "source_id"),
 )
 
 
@@ -67,6 +69,7 @@ resolutions_table = sa.Table(
     sa.Column("resolved_by", sa.String(256), nullable=False),  # user@host or policy:NAME
     sa.Column("resolved_at", sa.Float, nullable=False),
     sa.Column("note", sa.Text),
+    sa.Index("ix_bridge_resolutions_run", "dest_uri", "source_id"),  # read per planned run
 )
 
 cycles_table = sa.Table(
@@ -83,6 +86,7 @@ cycles_table = sa.Table(
     sa.Column("errors", sa.Text),  # JSON list of one-line errors
     sa.Column("host", sa.String(256)),
     sa.Column("pid", sa.Integer),
+    sa.Index("ix_bridge_cycles_pair", "source_uri", "dest_uri"),  # status; a row per cycle
 )
 
 members_table = sa.Table(
@@ -180,6 +184,7 @@ claims_table = sa.Table(
     sa.Column("holder", sa.String(256), nullable=False),  # host:pid:nonce
     sa.Column("taken_at", sa.Float, nullable=False),
     sa.Column("heartbeat", sa.Float, nullable=False),
+    sa.Index("ix_bridge_claims_holder", "holder"),  # every heartbeat; release at pass end
 )
 
 # Workspace items (traces, prompts, evaluation datasets) copied into a destination: where
