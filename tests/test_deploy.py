@@ -432,133 +432,160 @@ def _image_env(pod_home: Path) -> dict[str, str]:
     return env
 
 
+class Cluster:
+    """What the cluster would do with the manifests, on this machine: the user's ConfigMap
+    and Secret applied (local values under the files' keys), the Job's pods started as
+    processes with the env and command line the kubelet would give them."""
+
+    def __init__(self, tmp_path: Path, source: str, dest: str, state: str) -> None:
+        self.tmp = tmp_path
+        self.job, config, secret = one("Job"), one("ConfigMap"), one("Secret")
+        data = dict(config["data"]) | {"SOURCE": source, "DEST": dest, "BRIDGE_STATE": state}
+        self.configmaps = {config["metadata"]["name"]: data}
+        # local PostgreSQL trusts: the password is never checked, but must never be shown
+        self.password = "deploy-test-" + uuid.uuid4().hex
+        self.secrets = {secret["metadata"]["name"]: {"PGPASSWORD": self.password}}
+        self.job_uid = str(uuid.uuid4())
+        self.n = int(self.job["spec"]["completions"])
+        self.pods = 0
+
+    def start_pod(self, index: int, fault_env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Pod ``index`` of the Job (a new one per call, as for a retry)."""
+        name = self.job["metadata"]["name"]
+        meta = {
+            "name": f"{name}-{index}-{self.pods}",
+            "namespace": "default",
+            "labels": {
+                **self.job["spec"]["template"]["metadata"]["labels"],
+                UID_LABEL: self.job_uid,
+                "controller-uid": self.job_uid,
+                "batch.kubernetes.io/job-name": name,
+                "job-name": name,
+                "batch.kubernetes.io/job-completion-index": str(index),
+            },
+            "annotations": {INDEX_ANNOTATION: str(index)},
+        }
+        c = the_container(self.job)
+        env = container_env(
+            c,
+            configmaps=self.configmaps,
+            secrets=self.secrets,
+            meta=meta,
+            controller_env={"JOB_COMPLETION_INDEX": str(index)},
+        )
+        argv = command_line(c, entrypoint(), env)
+        assert not any("$(" in a for a in argv), argv  # every reference resolved
+        assert f"--shard auto/{self.n}" in " ".join(argv)
+        home = self.tmp / f"pod-{self.pods}" / "home"
+        self.pods += 1
+        return subprocess.Popen(
+            argv,
+            cwd=_image_env(home)["HOME"],
+            env=_image_env(home) | env | (fault_env or {}),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def wait(self, procs: list[subprocess.Popen]) -> list[tuple[int, str, str]]:
+        done = []
+        for p in procs:
+            out, err = p.communicate(timeout=900)
+            assert self.password not in out + err
+            done.append((p.returncode, out, err))
+        return done
+
+    def status(self, state: str) -> dict[str, Any]:
+        got = subprocess.run(
+            ["bridge", "status", "--state", state, "--json"],
+            env=_image_env(self.tmp / "admin"),
+            capture_output=True,
+            text=True,
+        )
+        assert got.returncode == 0, got.stderr
+        (pair,) = json.loads(got.stdout)
+        return dict(pair)
+
+
+def _assert_pass_done(state: str, job_uid: str, pair: dict[str, Any]) -> None:
+    assert pair["last_cycle"]["state"] == "done" and pair["last_cycle"]["result"] == 0, pair
+    assert pair["last_cycle"]["errors"] == []
+    assert pair["runs_known"] == 30
+    from bridge.state import StateStore
+
+    store = StateStore(state)
+    try:
+        row = store.get_pass(job_uid)
+        assert row is not None and row["final_state"] == "done" and row["incomplete"] is None
+        assert len(store.cycles(pair["source"], pair["dest"], limit=50)) == 1
+    finally:
+        store.close()
+
+
+def _assert_each_run_once(dest_db: str, made: dict[str, str]) -> Counter[str]:
+    copies = _copies(dest_db)
+    assert None not in copies, "a destination run without an identity tag"
+    assert sum(copies.values()) == len(made) == 30
+    assert all(v == 1 for v in copies.values()), copies.most_common(3)
+    assert {sid.rsplit("#", 1)[1] for sid in copies} == set(made)
+    return copies
+
+
 @pytest.mark.e2e
 @pytest.mark.timeout(1200)
 def test_job_and_cronjob_command_lines_against_the_local_stack(
     tmp_path: Path, pg_database: str
 ) -> None:
-    job, cron, config = one("Job"), one("CronJob"), one("ConfigMap")
-    n = int(job["spec"]["completions"])
     src = f"sqlite:///{tmp_path / 'src.db'}"
     made = _source_corpus(src, tmp_path / "src-artifacts")
     state, drop_state = _fresh_pg_database()
     try:
-        # `kubectl apply` of the user's ConfigMap and Secret: local values, the file's keys
-        data = dict(config["data"])
-        data |= {"SOURCE": f"mlflow:{src}", "DEST": f"mlflow:{pg_database}"}
-        data["BRIDGE_STATE"] = state
-        configmaps = {config["metadata"]["name"]: data}
-        secret = one("Secret")
-        password = "deploy-test-" + uuid.uuid4().hex  # local PostgreSQL trusts; never shown
-        secrets = {secret["metadata"]["name"]: {"PGPASSWORD": password}}
-        job_uid = str(uuid.uuid4())
-        name = job["metadata"]["name"]
-        procs = []
-        for i in range(n):  # what the Job controller starts: pod i of N, all at once
-            meta = {
-                "name": f"{name}-{i}-x",
-                "namespace": "default",
-                "labels": {
-                    **job["spec"]["template"]["metadata"]["labels"],
-                    UID_LABEL: job_uid,
-                    "controller-uid": job_uid,
-                    "batch.kubernetes.io/job-name": name,
-                    "job-name": name,
-                    "batch.kubernetes.io/job-completion-index": str(i),
-                },
-                "annotations": {INDEX_ANNOTATION: str(i)},
-            }
-            c = the_container(job)
-            env = container_env(
-                c,
-                configmaps=configmaps,
-                secrets=secrets,
-                meta=meta,
-                controller_env={"JOB_COMPLETION_INDEX": str(i)},
-            )
-            argv = command_line(c, entrypoint(), env)
-            assert not any("$(" in a for a in argv), argv  # every reference resolved
-            assert f"--shard auto/{n}" in " ".join(argv)
-            pod = tmp_path / f"pod-{i}"
-            full_env = _image_env(pod / "home") | env
-            procs.append(
-                subprocess.Popen(
-                    argv,
-                    cwd=pod / "home",
-                    env=full_env,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-            )
-        outs = [p.communicate(timeout=900) for p in procs]
-        for i, (p, (out, err)) in enumerate(zip(procs, outs, strict=True)):
-            assert p.returncode == 0, f"pod {i}: exit {p.returncode}\n{out[-2000:]}\n{err[-3000:]}"
-            assert password not in out + err
-        reports = [json.loads(out) for out, _ in outs]
-        assert {r["pass_id"] for r in reports} == {job_uid}
-        assert sorted(r["shard"] for r in reports) == [f"{i}/{n}" for i in range(n)]
+        k8s = Cluster(tmp_path, f"mlflow:{src}", f"mlflow:{pg_database}", state)
+        # what the Job controller starts: pod i of N, all at once
+        ended = k8s.wait([k8s.start_pod(i) for i in range(k8s.n)])
+        for i, (code, out, err) in enumerate(ended):
+            assert code == 0, f"pod {i}: exit {code}\n{out[-2000:]}\n{err[-3000:]}"
+        reports = [json.loads(out) for _, out, _ in ended]
+        assert {r["pass_id"] for r in reports} == {k8s.job_uid}
+        assert sorted(r["shard"] for r in reports) == [f"{i}/{k8s.n}" for i in range(k8s.n)]
         assert [r["final_step"] for r in reports].count(True) == 1
 
         # every source run exactly once in the destination, and nothing else
-        copies = _copies(pg_database)
-        assert None not in copies, "a destination run without an identity tag"
-        assert sum(copies.values()) == len(made) == 30
-        assert all(v == 1 for v in copies.values()), copies.most_common(3)
-        assert {sid.rsplit("#", 1)[1] for sid in copies} == set(made)
-
+        copies = _assert_each_run_once(pg_database, made)
         # the pass is done, recorded once as the pair's cycle
-        status = subprocess.run(
-            ["bridge", "status", "--state", state, "--json"],
-            env=_image_env(tmp_path / "admin"),
-            capture_output=True,
-            text=True,
-        )
-        assert status.returncode == 0, status.stderr
-        (pair,) = json.loads(status.stdout)
-        assert pair["last_cycle"]["state"] == "done" and pair["last_cycle"]["result"] == 0
-        assert pair["last_cycle"]["errors"] == []
-        assert pair["runs_known"] == 30
-        from bridge.state import StateStore
-
-        store = StateStore(state)
-        try:
-            row = store.get_pass(job_uid)
-            assert row is not None and row["final_state"] == "done" and row["incomplete"] is None
-            assert len(store.cycles(pair["source"], pair["dest"], limit=50)) == 1
-        finally:
-            store.close()
+        _assert_pass_done(state, k8s.job_uid, k8s.status(state))
 
         # then the CronJob's cycle on the same pair: nothing to create
+        cron = one("CronJob")
         c = the_container(cron)
         mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
         (volume,) = pod_spec(cron)["volumes"]
         mounted = tmp_path / "cron-pod" / "etc-bridge"
         mounted.mkdir(parents=True)
         for item in volume["configMap"]["items"]:
-            (mounted / item["path"]).write_text(
-                configmaps[volume["configMap"]["name"]][item["key"]]
-            )
+            text = k8s.configmaps[volume["configMap"]["name"]][item["key"]]
+            (mounted / item["path"]).write_text(text)
         meta = {
             "name": "bridge-mirror-1-x",
             "namespace": "default",
             "labels": {},
             "annotations": {},
         }
-        env = container_env(c, configmaps=configmaps, secrets=secrets, meta=meta)
+        env = container_env(c, configmaps=k8s.configmaps, secrets=k8s.secrets, meta=meta)
         argv = command_line(c, entrypoint(), env)
         mount = mounts[volume["name"]]
         argv = [str(mounted) + a[len(mount) :] if a.startswith(mount + "/") else a for a in argv]
+        home = tmp_path / "cron-pod" / "home"
         cycle = subprocess.run(
             argv,
             cwd=tmp_path / "cron-pod",
-            env=_image_env(tmp_path / "cron-pod" / "home") | env,
+            env=_image_env(home) | env,
             capture_output=True,
             text=True,
             timeout=600,
         )
         assert cycle.returncode == 0, cycle.stdout[-2000:] + cycle.stderr[-3000:]
-        assert password not in cycle.stdout + cycle.stderr
+        assert k8s.password not in cycle.stdout + cycle.stderr
         lines = [json.loads(x) for x in cycle.stdout.splitlines() if x.startswith("{")]
         lines += [json.loads(x) for x in cycle.stderr.splitlines() if x.startswith("{")]
         (line,) = [x for x in lines if "actions" in x]
@@ -566,5 +593,36 @@ def test_job_and_cronjob_command_lines_against_the_local_stack(
         assert set(line["actions"]) == {"unchanged"}, line["actions"]
         assert line["points_written"] == 0 and line["files_written"] == 0
         assert _copies(pg_database) == copies
+    finally:
+        drop_state()
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(1200)
+def test_job_index_killed_then_retried_completes_the_pass(tmp_path: Path, pg_database: str) -> None:
+    """backoffLimitPerIndex at work: index 1's pod is SIGKILLed right after creating its first
+    run's copy (the test-only kill hook; with 30 random run ids an index owns none 0.02% of
+    the time); the other indices end, the pass waits for index 1 (its
+    heartbeat is fresh); the Job controller's new pod for index 1 (same uid, same command
+    line) copies what is left and runs the final step. Every run once, the pass done."""
+    src = f"sqlite:///{tmp_path / 'src.db'}"
+    made = _source_corpus(src, tmp_path / "src-artifacts")
+    state, drop_state = _fresh_pg_database()
+    try:
+        k8s = Cluster(tmp_path, f"mlflow:{src}", f"mlflow:{pg_database}", state)
+        kill = {"BRIDGE_KILL_AT": "apply.create.after_create_run#1"}
+        pods = [k8s.start_pod(i, kill if i == 1 else None) for i in range(k8s.n)]
+        ended = k8s.wait(pods)
+        assert ended[1][0] == -9, f"index 1 was not killed: exit {ended[1][0]}"
+        for i, (code, out, err) in enumerate(ended):
+            if i != 1:
+                assert code == 0, f"pod {i}: exit {code}\n{out[-2000:]}\n{err[-3000:]}"
+                assert json.loads(out)["final_step"] is False  # index 1 has not ended
+        ((code, out, err),) = k8s.wait([k8s.start_pod(1)])  # the retry
+        assert code == 0, f"retry: exit {code}\n{out[-2000:]}\n{err[-3000:]}"
+        report = json.loads(out)
+        assert report["pass_id"] == k8s.job_uid and report["final_step"] is True
+        _assert_each_run_once(pg_database, made)
+        _assert_pass_done(state, k8s.job_uid, k8s.status(state))
     finally:
         drop_state()
