@@ -18,6 +18,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -507,7 +508,7 @@ class Cluster:
         return dict(pair)
 
 
-def _assert_pass_done(state: str, job_uid: str, pair: dict[str, Any]) -> None:
+def _assert_pass_done(state: str, job_uid: str, pair: dict[str, Any], cycles: int = 1) -> None:
     assert pair["last_cycle"]["state"] == "done" and pair["last_cycle"]["result"] == 0, pair
     assert pair["last_cycle"]["errors"] == []
     assert pair["runs_known"] == 30
@@ -517,7 +518,7 @@ def _assert_pass_done(state: str, job_uid: str, pair: dict[str, Any]) -> None:
     try:
         row = store.get_pass(job_uid)
         assert row is not None and row["final_state"] == "done" and row["incomplete"] is None
-        assert len(store.cycles(pair["source"], pair["dest"], limit=50)) == 1
+        assert len(store.cycles(pair["source"], pair["dest"], limit=50)) == cycles
     finally:
         store.close()
 
@@ -624,5 +625,65 @@ def test_job_index_killed_then_retried_completes_the_pass(tmp_path: Path, pg_dat
         assert report["pass_id"] == k8s.job_uid and report["final_step"] is True
         _assert_each_run_once(pg_database, made)
         _assert_pass_done(state, k8s.job_uid, k8s.status(state))
+    finally:
+        drop_state()
+
+
+def _finish_pass_container() -> dict[str, Any]:
+    """The one-off pod deploy/README.md gives for finishing a pass by hand (its
+    ``kubectl run --overrides`` JSON)."""
+    text = (DEPLOY / "README.md").read_text()
+    (overrides,) = re.findall(r"--overrides='(\{.*?\})'", text)
+    (container,) = json.loads(overrides)["spec"]["containers"]
+    return dict(container)
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(1200)
+def test_dead_index_finished_by_hand_then_a_new_job_completes(
+    tmp_path: Path, pg_database: str
+) -> None:
+    """deploy/README.md's recovery, step by step: index 1 dies with no retry left; the other
+    indices end without a final step; after the lease the documented ``--finish-pass`` pod
+    records the pass incomplete (exit 1); the Job applied again (a new uid, a new pass)
+    copies what is missing, runs the final step and the pair's last cycle is clean."""
+    src = f"sqlite:///{tmp_path / 'src.db'}"
+    made = _source_corpus(src, tmp_path / "src-artifacts")
+    state, drop_state = _fresh_pg_database()
+    try:
+        k8s = Cluster(tmp_path, f"mlflow:{src}", f"mlflow:{pg_database}", state)
+        kill = {"BRIDGE_KILL_AT": "apply.create.after_create_run#1"}
+        ended = k8s.wait([k8s.start_pod(i, kill if i == 1 else None) for i in range(k8s.n)])
+        assert ended[1][0] == -9
+        assert all(json.loads(out)["final_step"] is False for c, out, _ in ended if c == 0)
+
+        # the documented finish-pass pod; the lease shortened so the test need not wait 300 s
+        c = _finish_pass_container()
+        meta = {"name": "bridge-finish", "namespace": "default", "labels": {}, "annotations": {}}
+        env = container_env(c, configmaps=k8s.configmaps, secrets=k8s.secrets, meta=meta)
+        argv = command_line(c, entrypoint(), env)
+        argv = [k8s.job_uid if a == "<the Job uid>" else a for a in argv]
+        assert "--finish-pass" in argv and k8s.job_uid in argv
+        home = tmp_path / "finish" / "home"
+        lease = {"BRIDGE_PASS_LEASE": "3"}
+        time.sleep(4)
+        done = subprocess.run(
+            argv, env=_image_env(home) | env | lease, capture_output=True, text=True, timeout=600
+        )
+        assert k8s.password not in done.stdout + done.stderr
+        assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+        pair = k8s.status(state)
+        assert pair["last_cycle"]["result"] == 1
+        assert any(re.search(r"\b1\b.*died", e) for e in pair["last_cycle"]["errors"]), pair
+        assert sum(_copies(pg_database).values()) < len(made)  # index 1's runs are missing
+
+        # kubectl delete job && kubectl apply: a new Job, a new uid, a new pass
+        k8s.job_uid = str(uuid.uuid4())
+        ended = k8s.wait([k8s.start_pod(i) for i in range(k8s.n)])
+        for i, (code, out, err) in enumerate(ended):
+            assert code == 0, f"pod {i}: exit {code}\n{out[-2000:]}\n{err[-3000:]}"
+        assert [json.loads(out)["final_step"] for _, out, _ in ended].count(True) == 1
+        _assert_each_run_once(pg_database, made)
+        _assert_pass_done(state, k8s.job_uid, k8s.status(state), cycles=2)
     finally:
         drop_state()
