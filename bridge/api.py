@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bridge import passes
 from bridge.adapters.base import Reader, ReaderOptions, Writer
 from bridge.adapters.features import MappingRules
 from bridge.cycles import record_cycle
 from bridge.engine.model import OnConflict, OnDelete, Plan
-from bridge.engine.sync import check_on_delete, run_sync
+from bridge.engine.shards import parse_shard
+from bridge.engine.sync import Stage, check_on_delete, run_sync
 from bridge.engine.two_way import check_two_way
 from bridge.engine.verify import VerifyReport, pair_scope, recorded_mapping, scope_for
 from bridge.errors import BridgeError
@@ -36,6 +38,9 @@ def sync(
     mapping: str | None = None,
     two_way: bool = False,
     accept_missing_content: bool = False,
+    shard: str | None = None,
+    pass_id: str | None = None,
+    finish_pass: bool = False,
 ) -> Plan:
     """Sync every run of ``source`` into ``dest``; returns the plan with outcomes.
 
@@ -43,8 +48,18 @@ def sync(
     in the state store. If another process holds the lock, it waits (``wait``) or returns
     at once a plan with ``skipped`` set and no runs (exit code 0).
     Raises :class:`bridge.errors.BridgeError` for unusable URIs, stores or state.
+
+    ``shard="I/N"`` (or ``"auto/N"``: I from ``JOB_COMPLETION_INDEX``) copies only the runs
+    of index I of a sharded pass (``pass_id`` names it; default: the pass the pair's other
+    indices are in) and, if it is the last index to end, runs the pass's final step
+    (bridge/passes.py); ``finish_pass`` runs that final step by hand.
     """
     disable_telemetry()
+    spec = parse_shard(shard) if shard else None
+    if pass_id and not (spec or finish_pass):
+        raise BridgeError("--pass-id goes with --shard I/N or --finish-pass")
+    if finish_pass and (spec or dry_run):
+        raise BridgeError("--finish-pass takes neither --shard nor --dry-run")
     reader = open_reader(source, reader_options)
     writer = open_writer(dest)
     source_writer: Writer | None = None
@@ -67,7 +82,7 @@ def sync(
         _close(reader, writer, source_writer)
         raise
 
-    def run() -> Plan:
+    def run(stage: Stage = "all") -> Plan:
         reader.check()
         writer.check()
         writer.source_uri = reader.display_uri
@@ -85,6 +100,8 @@ def sync(
             accept_missing_content=accept_missing_content,
             show_progress=show_progress,
             source_writer=source_writer,
+            shard=spec,
+            stage=stage,
         )
         if not dry_run:  # the scope `verify` checks by default
             used = str(Path(mapping).resolve()) if mapping else None  # verify renders with it
@@ -95,7 +112,24 @@ def sync(
 
     try:
         if dry_run:
-            return run()
+            plan = run("runs" if spec else "all")
+            plan.shard = str(spec) if spec else None
+            return plan
+        if finish_pass:
+            done = passes.finish_pass(store, reader.display_uri, writer.display_uri, pass_id, run)
+            assert done is not None  # by hand: what stops it raises
+            return done
+        if spec is not None:
+            return passes.sharded_sync(
+                store,
+                reader.display_uri,
+                writer.display_uri,
+                spec,
+                pass_id,
+                run,
+                wait=wait,
+                timeout=wait_timeout,
+            )
         try:
             with pair_lock(
                 store.url, reader.display_uri, writer.display_uri, wait=wait, timeout=wait_timeout

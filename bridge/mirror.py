@@ -20,7 +20,9 @@ from typing import Any
 from bridge.config_file import MirrorConfig, PairConfig
 from bridge.cycles import plan_counts, plan_errors
 from bridge.display import for_terminal
+from bridge.engine.shards import ShardSpec
 from bridge.errors import EXIT_CONFLICT, EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, BridgeError
+from bridge.locks import pair_key
 from bridge.redact import redact, redact_fields
 
 Emit = Callable[[dict[str, Any]], None]
@@ -34,6 +36,12 @@ def worst(codes: list[int]) -> int:
         if code in codes:
             return code
     return EXIT_OK
+
+
+def shard_pairs(pairs: list[PairConfig], shard: ShardSpec) -> list[PairConfig]:
+    """``mirror --config --shard I/N``: the pairs worker I runs, by the stable hash of each
+    pair's key as written in the config (``SOURCE -> DEST``, bridge/locks.py)."""
+    return [p for p in pairs if shard.owns(pair_key(p.source, p.dest))]
 
 
 def run_pair(config: MirrorConfig, pair: PairConfig) -> dict[str, Any]:

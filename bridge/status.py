@@ -49,11 +49,32 @@ def pair_status(state: str | None) -> list[dict[str, Any]]:
                     ],
                     "runs_known": len(members),
                     "source_deleted": sum(1 for v in members.values() if v is not None),
+                    "passes": _passes(store, source_uri, dest_uri),
                 }
             )
         return out
     finally:
         store.close()
+
+
+def _passes(store: StateStore, source_uri: str, dest_uri: str) -> list[dict[str, Any]]:
+    """The pair's last sharded passes (bridge/passes.py): indices ended or not, and
+    whether the final step ran (``final``: null, running, done) and the pass is complete."""
+    out = []
+    for p in store.passes(source_uri, dest_uri, limit=5):
+        shards = store.pass_shards(p["pass_id"])
+        out.append(
+            {
+                "pass_id": p["pass_id"],
+                "shards": p["shard_count"],
+                "started_at": p["started_at"],
+                "ended": sorted(s["shard"] for s in shards if s["ended_at"] is not None),
+                "not_ended": sorted(s["shard"] for s in shards if s["ended_at"] is None),
+                "final": p["final_state"],
+                "incomplete": p["incomplete"],
+            }
+        )
+    return out
 
 
 def _running_or_interrupted(state_url: str, source_uri: str, dest_uri: str) -> str:

@@ -122,6 +122,16 @@ class RunDeletion(ABC):
         """Delete the run (the backend's own soft delete where it has one)."""
 
 
+class ParentLinks(ABC):
+    """Writer feature: a nested run's copy linked to its parent's copy after both were
+    written (the child was written before the parent's copy existed: another shard, a
+    failed parent). Writers that name a parent by its source identity need no link."""
+
+    @abstractmethod
+    def link_parent(self, dest_id: str, parent_dest_id: str) -> dict[str, str]:
+        """Link the run to its parent's copy; returns the tags written (kept in state)."""
+
+
 class RunEdits(ABC):
     """Writer feature: hand-edited fields (notes, tags, labels) written both ways by
     ``--two-way``: on its own copies as a destination, on the source's runs as a writer

@@ -22,6 +22,12 @@ from bridge.errors import BridgeError
     "--log-format", type=click.Choice(["text", "json"]), help="One line per pair and cycle."
 )
 @click.option("--mapping", type=click.Path(dir_okay=False), help="Mapping overrides (TOML).")
+@click.option(
+    "--shard",
+    metavar="I/N",
+    help="With --config: run only the pairs of worker I of N (stable hash of each pair's "
+    "SOURCE -> DEST); auto/N takes I from JOB_COMPLETION_INDEX.",
+)
 @policy_options
 def mirror(
     source: str | None,
@@ -31,6 +37,7 @@ def mirror(
     cycles: int | None,
     log_format: str | None,
     mapping: str | None,
+    shard: str | None,
     on_conflict: str,
     on_delete: str,
     wait: bool,
@@ -74,6 +81,16 @@ def mirror(
                 filters=Filters.from_options(opts),
             )
             cfg = MirrorConfig(state=state_url, pairs=[pair])
+        if shard:
+            if not config_path:
+                raise BridgeError(
+                    "mirror --shard spreads the pairs of --config over workers; to split "
+                    "one pair's runs use `bridge sync SOURCE DEST --shard I/N`"
+                )
+            from bridge.engine.shards import parse_shard
+            from bridge.mirror import shard_pairs
+
+            cfg.pairs = shard_pairs(cfg.pairs, parse_shard(shard))
         if every:
             cfg.every = parse_every(every)
         if log_format:

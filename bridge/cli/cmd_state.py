@@ -109,3 +109,9 @@ def status(state_url: str | None, as_json: bool) -> None:
             f"{p['open_conflicts']}; runs known: {p['runs_known']}, deleted at source: "
             f"{p['source_deleted']}"
         )
+        for ps in p.get("passes", []):  # sharded passes (bridge sync --shard I/N)
+            say(
+                f"  pass {ps['pass_id']}: {len(ps['ended'])}/{ps['shards']} shards ended, "
+                f"not ended {ps['not_ended'] or '-'}; final step: {ps['final'] or 'not yet'}"
+                + (f"; {ps['incomplete']}" if ps["incomplete"] else "")
+            )

@@ -24,6 +24,28 @@ from bridge.errors import BridgeError
     help="Also write the report to FILE (.json, .md or text by extension).",
 )
 @policy_options
+@click.option(
+    "--shard",
+    metavar="I/N",
+    help="Copy only index I (from 0) of N of the runs, by a stable hash of each run's "
+    "source identity; auto/N takes I from JOB_COMPLETION_INDEX (a Kubernetes Indexed "
+    "Job). The last index to end runs the pass's final step (registry, items, deletions, "
+    "the cycle record).",
+)
+@click.option(
+    "--pass-id",
+    metavar="ID",
+    envvar="BRIDGE_PASS_ID",
+    help="With --shard or --finish-pass: the sharded pass (default: the one the other "
+    "indices of this pair are in). Env: BRIDGE_PASS_ID.",
+)
+@click.option(
+    "--finish-pass",
+    is_flag=True,
+    help="Run the final step of a sharded pass whose indices have all ended or died "
+    "(no heartbeat within the lease); the pass is reported incomplete (exit 1) if any "
+    "index died or failed.",
+)
 def sync(
     source: str,
     dest: str,
@@ -37,6 +59,9 @@ def sync(
     wait: bool,
     two_way: bool,
     accept_missing_content: bool,
+    shard: str | None,
+    pass_id: str | None,
+    finish_pass: bool,
     **filters: Any,
 ) -> None:
     """Copy every run of SOURCE into DEST; a re-run writes only what changed.
@@ -62,6 +87,9 @@ def sync(
             wait=wait,
             two_way=two_way,
             accept_missing_content=accept_missing_content,
+            shard=shard,
+            pass_id=pass_id,
+            finish_pass=finish_pass,
         )
     except BridgeError as exc:
         fail(str(exc))
@@ -79,6 +107,8 @@ def sync(
     if as_json:
         data = report.as_dict(plan)
         data["resolved"] = [c.model_dump() for c in plan.resolved]
+        if plan.pass_id or plan.shard:  # a sharded pass
+            data |= {"shard": plan.shard, "pass_id": plan.pass_id, "final_step": plan.final_step}
         print_json(data)
     else:
         print_report(report.as_text(plan))

@@ -13,6 +13,7 @@ from __future__ import annotations
 from bridge.engine.apply_files import RECORDS_DIR, write_files
 from bridge.engine.apply_history import EXTRAS_PATH, ProgressFn, write_history
 from bridge.engine.context import Planned, SyncContext
+from bridge.engine.links import defer_parent
 from bridge.engine.marks import OPEN_CONFLICTS
 from bridge.engine.model import RunPlan
 from bridge.engine.models import place_model
@@ -40,6 +41,7 @@ def apply_run(ctx: SyncContext, planned: Planned, progress: ProgressFn | None = 
         for key, value in again.tags.items():
             if rendered.tags.get(key) != value:
                 plan.tags_to_write[key] = value
+    defer_parent(ctx, planned)  # no parent copy yet: linked when it exists (engine/links.py)
     if plan.action == "create":
         project_dest_id = ctx.project_id(planned.header.project, create=True)
         assert project_dest_id is not None

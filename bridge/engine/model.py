@@ -164,6 +164,11 @@ class Plan(BaseModel):
     notices: list[Warning_] = Field(default_factory=list)
     # Set when the cycle did not run at all (another process holds the pair's lock).
     skipped: str | None = None
+    # A shard of a sharded pass (bridge/passes.py): "I/N", the pass, and whether this
+    # process ran the pass's final step (None: not a sharded pass).
+    shard: str | None = None
+    pass_id: str | None = None
+    final_step: bool | None = None
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Literal
 
 from bridge.adapters.base import Reader, Writer
 from bridge.engine.apply import apply_run
@@ -11,6 +12,7 @@ from bridge.engine.context import Planned, SyncContext
 from bridge.engine.deletions import check_on_delete, source_deletions
 from bridge.engine.intents import record_intents
 from bridge.engine.items import ItemPass, sync_items
+from bridge.engine.links import link_parents
 from bridge.engine.listing import Listing
 from bridge.engine.marks import SOURCE_DELETED_TAG
 from bridge.engine.model import ModelPlan, OnConflict, OnDelete, Plan, RunPlan
@@ -18,6 +20,7 @@ from bridge.engine.pipeline import Pipeline
 from bridge.engine.plan import plan_run
 from bridge.engine.progress import Bars
 from bridge.engine.registry import sync_models
+from bridge.engine.shards import ShardSpec
 from bridge.engine.text import one_line
 from bridge.engine.two_way import EditResult, TwoWayPass, two_way_pass
 from bridge.errors import BridgeError, NothingToImport
@@ -27,7 +30,11 @@ from bridge.state import StateStore, conflict_key
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OnConflict", "OnDelete", "SOURCE_DELETED_TAG", "check_on_delete", "run_sync"]
+__all__ = ["OnConflict", "OnDelete", "SOURCE_DELETED_TAG", "Stage", "check_on_delete", "run_sync"]
+
+#: What a pass does: everything (a plain sync); the runs only (a shard of a sharded pass:
+#: ``shard`` picks its part); the once-per-pass rest after every shard (engine/shards.py).
+Stage = Literal["all", "runs", "final"]
 
 
 def _failed_plan(header: RunHeader, exc: BaseException) -> Planned:
@@ -96,6 +103,8 @@ def run_sync(
     show_progress: bool = False,
     on_run_done: Callable[[RunPlan], None] | None = None,
     source_writer: Writer | None = None,
+    shard: ShardSpec | None = None,
+    stage: Stage = "all",
 ) -> Plan:
     """Plan each source run against state and destination and apply it (unless dry run),
     as soon as it is planned: the pass holds O(workers) run bodies (engine/pipeline.py).
@@ -112,6 +121,11 @@ def run_sync(
     write); like ``on_delete``, the caller checks first that both sides can
     (``check_two_way``). What the adapters report on their ``notices`` channel lands on
     the line of the run or model it names, the rest in ``Plan.notices``.
+
+    ``stage="runs"`` with ``shard``: only the runs ``shard`` owns, and none of the
+    once-per-pass work (registry, items, deletions); ``stage="final"``: that work only, over
+    the whole listing, after every shard's runs (bridge/passes.py). Children written before
+    their parent's copy existed are linked at the end of each (engine/links.py).
     """
     ctx = SyncContext(
         reader=reader,
@@ -127,15 +141,20 @@ def run_sync(
     )
     report = Plan(source=reader.display_uri, dest=writer.display_uri, dry_run=dry_run)
     try:
-        headers = Listing(reader.list_runs())  # on disk: the pass keeps source ids only
+        listed = reader.list_runs()
+        if shard is not None and stage != "final":
+            listed = (h for h in listed if shard.owns(h.source_id))
+        headers = Listing(listed)  # on disk: the pass keeps source ids only
     except BridgeError:
         raise
     except Exception as exc:
         raise BridgeError(f"cannot list runs of {reader.display_uri}: {one_line(exc)}") from exc
     try:
-        return _pass(
-            ctx, report, headers, on_delete, listing_complete, workers, show_progress, on_run_done
-        )
+        if stage == "final":
+            return _final(ctx, report, headers, on_delete, listing_complete, workers)
+        complete = listing_complete and stage == "all"  # a shard decides no deletion
+        args = (on_delete, complete, workers, show_progress, on_run_done, stage)
+        return _pass(ctx, report, headers, *args)
     finally:
         headers.close()
 
@@ -149,8 +168,10 @@ def _pass(
     workers: int,
     show_progress: bool,
     on_run_done: Callable[[RunPlan], None] | None,
+    stage: Stage = "all",
 ) -> Plan:
     """The pass over a listing (see :func:`run_sync`)."""
+    runs_only = stage == "runs"
     reader, writer, state = ctx.reader, ctx.writer, ctx.state
     dry_run, on_conflict, two_way = ctx.dry_run, ctx.on_conflict, ctx.two_way
     ctx.listed = set(headers.ids)
@@ -240,6 +261,8 @@ def _pass(
         bars.close()
         ctx.release_runs()
         _edit_errors(report, headers.ids, edits)
+        if runs_only:
+            return report
         _add_models(ctx, report)
         if items is not None:  # --on-conflict fail with conflicts writes no item either
             items.hold("--on-conflict fail and conflicts were found")
@@ -258,9 +281,37 @@ def _pass(
             if edit.error:
                 report.errors.append(f"{sid}: {edit.error}")
     ctx.release_runs()  # the pass's runs are written: every claim goes back
+    link_parents(ctx, report)  # children written before their parent's copy existed
+    if runs_only:  # a shard: the rest is the pass's final step
+        return report
     _add_models(ctx, report)
     # engine/items.py: traces link to the runs above
     (items or ItemPass(ctx, report, workers)).run()
+    return report
+
+
+def _final(
+    ctx: SyncContext,
+    report: Plan,
+    headers: Listing,
+    on_delete: OnDelete,
+    listing_complete: bool,
+    workers: int,
+) -> Plan:
+    """A sharded pass's final step, once after every shard: deletions decided on the whole
+    source's listing, pending parent links, registered models, workspace items."""
+    ctx.listed = set(headers.ids)
+    if not ctx.dry_run:
+        ctx.state.add_pair_members(ctx.reader.display_uri, ctx.dest_uri, headers.ids)
+        if listing_complete:
+            deleted = source_deletions(ctx, ctx.reader.display_uri, ctx.listed, on_delete)
+            report.runs.extend(deleted)
+    link_parents(ctx, report)
+    _add_models(ctx, report)
+    if ctx.dry_run:
+        sync_items(ctx, report, workers)
+    else:
+        ItemPass(ctx, report, workers).run()
     return report
 
 

@@ -201,3 +201,54 @@ items_table = sa.Table(
     # knows the copy was edited in the destination since (a conflict, not overwritten).
     sa.Column("digest", sa.String(128)),
 )
+
+# Sharded passes (`bridge sync --shard I/N`): one row per pass; the once-per-pass final step
+# (registry, items, deletions, the cycle record) is taken by compare-and-set on final_state.
+passes_table = sa.Table(
+    "bridge_passes",
+    metadata,
+    sa.Column("pass_id", sa.String(128), primary_key=True),
+    sa.Column("source_uri", sa.String(512), nullable=False),
+    sa.Column("dest_uri", sa.String(512), nullable=False),
+    sa.Column("shard_count", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("final_state", sa.String(16)),  # NULL, "running", "done"
+    sa.Column("final_holder", sa.String(256)),
+    sa.Column("final_at", sa.Float),  # taken at; renewed while it runs
+    sa.Column("incomplete", sa.Text),  # why the pass is incomplete (NULL: it is not)
+)
+
+# Each index of a pass: who runs it, its heartbeat, and how it ended.
+pass_shards_table = sa.Table(
+    "bridge_pass_shards",
+    metadata,
+    sa.Column("pass_id", sa.String(128), primary_key=True),
+    sa.Column("shard", sa.Integer, primary_key=True),
+    sa.Column("holder", sa.String(256), nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("heartbeat", sa.Float, nullable=False),
+    sa.Column("ended_at", sa.Float),
+    sa.Column("result", sa.Integer),  # exit code of the index
+    sa.Column("counts", sa.Text),  # JSON, as a cycle's
+    sa.Column("errors", sa.Text),  # JSON list
+)
+
+# The pass shards of (pair, shard count) join when no --pass-id is given: one row, so two
+# shards starting at once open one pass, not two.
+pass_open_table = sa.Table(
+    "bridge_pass_open",
+    metadata,
+    sa.Column("source_uri", sa.String(512), primary_key=True),
+    sa.Column("dest_uri", sa.String(512), primary_key=True),
+    sa.Column("shard_count", sa.Integer, primary_key=True),
+    sa.Column("pass_id", sa.String(128), nullable=False),
+)
+
+# A run written before its parent's copy existed: linked once the parent's copy exists.
+parent_links_table = sa.Table(
+    "bridge_parent_links",
+    metadata,
+    sa.Column("dest_uri", sa.String(512), primary_key=True),
+    sa.Column("source_id", sa.String(512), primary_key=True),
+    sa.Column("parent_source_id", sa.String(512), nullable=False),
+)

@@ -48,6 +48,7 @@ from bridge.adapters.mlflow.names import (  # noqa: F401 - the writer's names, i
     TAGS_PER_BATCH,
 )
 from bridge.adapters.mlflow.once import create_once
+from bridge.adapters.mlflow.parent_link import MlflowParentLinks
 from bridge.adapters.mlflow.registry import MAX_ALIAS_LEN
 from bridge.adapters.mlflow.registry_write import RegisteredModelWriter
 from bridge.adapters.mlflow.uri import MlflowStore, check_server, quick_http
@@ -90,6 +91,7 @@ class MlflowWriter(
     RunEdits,
     MappingRules,
     MlflowItemSink,
+    MlflowParentLinks,
 ):
     """Writes runs into an MLflow tracking server or database."""
 
