@@ -127,11 +127,6 @@ def as_text(plan: Plan) -> str:
         lines.append(
             f"shard: {plan.shard or '-'}; pass: {plan.pass_id or '-'}; final step: {final}"
         )
-    if plan.pass_id or plan.shard:  # a sharded pass (bridge/passes.py)
-        final = "ran here" if plan.final_step else "not here"
-        lines.append(
-            f"shard: {plan.shard or '-'}; pass: {plan.pass_id or '-'}; final step: {final}"
-        )
     # By project, then source id; read back one line at a time (engine/lines.py).
     for project, runs in groupby(plan.runs.ordered(_by_project), key=lambda r: r.project):
         lines.append(f"project {project}")
