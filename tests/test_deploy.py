@@ -227,6 +227,23 @@ def test_manifests_parse_and_hold_together() -> None:
         assert the_container(obj)["resources"]["limits"]["memory"]
 
 
+@pytest.mark.parametrize("version", ["1.33.0", "1.37.0"])
+def test_manifests_valid_for_kubernetes(version: str) -> None:
+    """Against the API's own schema (kubernetes-validate, strict: an unknown or misplaced
+    field fails), from 1.33 (backoffLimitPerIndex GA) on; the one-off finish-pass pod of
+    deploy/README.md too."""
+    import kubernetes_validate as kv
+
+    docs = [d for found in manifests().values() for d in found]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bridge-finish"}}
+    docs.append(pod | {"spec": {"containers": [_finish_pass_container()]}})
+    for doc in docs:
+        try:
+            kv.validate(doc, version, strict=True)
+        except kv.ValidationError as exc:
+            pytest.fail(f"{doc['kind']} {doc['metadata']['name']}: {exc.message} at {exc.path}")
+
+
 def test_secrets_only_from_the_secret() -> None:
     secret, config = one("Secret"), one("ConfigMap")
     keys = set(secret["stringData"])
