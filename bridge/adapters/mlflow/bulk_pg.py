@@ -65,14 +65,15 @@ def copy_text(rows: list[tuple[Any, ...]], driver: str) -> str:
     """``COPY`` text format of the rows. ``repr`` of a float is the shortest string that
     reads back as the same double, as the drivers send floats themselves — except that
     psycopg2 sends -0.0 as the SQL literal ``-0.0``, a numeric that becomes +0.0, so
-    ``log_batch`` through psycopg2 stores +0.0: ``v + 0.0`` does the same (and nothing else)."""
+    ``log_batch`` through psycopg2 stores +0.0: ``v + 0.0`` does the same (and nothing else).
+    Steps and timestamps are ``int`` and values ``float`` or ``int`` (``MetricChunk``
+    validates them; ``sanitize`` writes a NaN as 0), which the adding makes a float: no
+    conversions per row (they were half of this function's time)."""
     keys = {key: key.translate(_ESCAPES) for key in {row[0] for row in rows}}
     zero = 0.0 if driver == "psycopg2" else -0.0  # x + -0.0 is x, -0.0 included
+    flag = {False: "f", True: "t"}
     return "".join(
-        [
-            f"{keys[k]}\t{float(v) + zero!r}\t{int(t)}\t{r}\t{int(s)}\t{'t' if n else 'f'}\n"
-            for k, v, t, r, s, n in rows
-        ]
+        [f"{keys[k]}\t{v + zero!r}\t{t}\t{r}\t{s}\t{flag[n]}\n" for k, v, t, r, s, n in rows]
     )
 
 
