@@ -151,7 +151,8 @@ def open_reference(uri: str, file_roots: Sequence[str] | None = None) -> IO[byte
     """Open a reference entry's target for ``--download-references``.
 
     ``file://`` and ``http(s)://`` through the standard library; ``s3://`` through boto3
-    with the usual AWS environment (``AWS_ENDPOINT_URL`` for S3-compatible stores). A
+    with the usual AWS environment (an S3-compatible store's endpoint from
+    ``AWS_ENDPOINT_URL`` or ``MLFLOW_S3_ENDPOINT_URL``, see :func:`s3_endpoint`). A
     ``file://`` target is read only under ``file_roots`` (what the reader allows, see
     ``Reader.file_reference_roots``; None: never) — else :class:`PathRefused`, a loss that
     fails the run. Any other failure is a FileNotFoundError naming the reference:
@@ -178,12 +179,23 @@ def _open_reference(uri: str, file_roots: Sequence[str] | None) -> IO[bytes]:
     if parsed.scheme == "s3":
         import boto3
 
-        body = boto3.client("s3").get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
+        client = boto3.client("s3", endpoint_url=s3_endpoint())
+        body = client.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
         stream: IO[bytes] = body["Body"]
         return stream
     raise FileNotFoundError(
         f"cannot fetch {parsed.scheme}:// references (the bridge fetches {', '.join(FETCHABLE)})"
     )
+
+
+def s3_endpoint() -> str | None:
+    """The S3-compatible endpoint to fetch ``s3://`` references from: none given when
+    boto3 finds one itself (``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL``), else
+    ``MLFLOW_S3_ENDPOINT_URL`` — the variable an MLflow on S3 (MinIO, moto ...) is
+    configured with, so one environment serves both."""
+    if os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"):
+        return None
+    return os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None
 
 
 def version_label(art: ArtifactVersion) -> str:
