@@ -14,7 +14,7 @@ from bridge.engine.shards import parse_shard
 from bridge.engine.sync import Stage, check_on_delete, run_sync
 from bridge.engine.two_way import check_two_way
 from bridge.engine.verify import VerifyReport, pair_scope, recorded_mapping, scope_for
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, PermissionDenied
 from bridge.locks import LockHeld, pair_lock
 from bridge.state import StateStore
 from bridge.telemetry import disable_telemetry
@@ -103,6 +103,7 @@ def sync(
             shard=spec,
             stage=stage,
         )
+        _refused_everywhere(plan)
         if not dry_run:  # the scope `verify` checks by default
             used = str(Path(mapping).resolve()) if mapping else None  # verify renders with it
             store.put_pair_filters(
@@ -142,6 +143,20 @@ def sync(
     finally:
         _close(reader, writer, source_writer)
         store.close()
+
+
+def _refused_everywhere(plan: Plan) -> None:
+    """Every run of the pass failed because a backend refused these credentials (HTTP 403,
+    :class:`PermissionDenied`): nothing can be done, so the pass is one line (exit 2)."""
+    prefix = f"{PermissionDenied.__name__}: "
+    errors = [r.error or "" for r in plan.runs]
+    if not errors or plan.models or plan.items or not all(e.startswith(prefix) for e in errors):
+        return
+    if any(r.outcome != "failed" for r in plan.runs):
+        return
+    projects = {r.project for r in plan.runs}
+    more = f" (and {len(projects) - 1} more project(s) refused)" if len(projects) > 1 else ""
+    raise BridgeError(f"nothing could be copied: {errors[0][len(prefix) :]}{more}")
 
 
 def _source_writer(source: str) -> Writer | None:

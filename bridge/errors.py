@@ -34,3 +34,9 @@ class ContentError(RunError):
     def __init__(self, message: str, code: str = "checksum-mismatch") -> None:
         super().__init__(message)
         self.code = code
+
+
+class PermissionDenied(RunError):
+    """The destination or source refused one project (an experiment) to these credentials
+    (HTTP 403): its runs fail with this line, the others go on. When every run of a pass
+    fails so, nothing can be done: the pass ends as one BridgeError line (exit 2)."""

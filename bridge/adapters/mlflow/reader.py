@@ -37,6 +37,7 @@ from typing import IO, Any
 from bridge.adapters.base import Reader, ReaderOptions
 from bridge.adapters.features import EditableSource, RegistrySource
 from bridge.adapters.mlflow import editable, run_objects
+from bridge.adapters.mlflow.access import check_error, denied
 from bridge.adapters.mlflow.files import download_to_temp, local_dir
 from bridge.adapters.mlflow.from_wandb import (
     HISTORY_EXTRAS_JSONL,
@@ -196,15 +197,11 @@ class MlflowReader(
             with quick_http(self.kind):
                 self.client.search_experiments(max_results=1)
                 if self.options.experiments and not self.experiments():
-                    names = sorted(e.name for e in self._all_experiments())[:10]
-                    raise BridgeError(
-                        f"{where}: no experiment matches {', '.join(self.options.experiments)}; "
-                        f"experiments here: {', '.join(names) or '(none)'}"
-                    )
+                    raise self.no_match_error()
         except BridgeError:
             raise
         except Exception as exc:
-            raise BridgeError(
+            raise check_error(exc, where, self.target) or BridgeError(
                 f"{where}: cannot read this MLflow tracking store ({type(exc).__name__}: "
                 f"{self._scrub(str(exc))}); check the URI, credentials and that it is reachable"
             ) from None
@@ -222,6 +219,8 @@ class MlflowReader(
     def read_run(self, header: RunHeader) -> Run:
         """The run body; params → flat ``config``, tags → ``extra_tags`` (see module doc),
         dataset inputs and logged models → ``artifacts``, artifact files → ``files``."""
+        if header.locator.get("denied"):  # an experiment the server refuses (reader_listing)
+            raise denied(self.display_uri, header.locator["denied"], "READ")
         mlrun = self._get_run(header.native_id)
         info, data = mlrun.info, mlrun.data
         self._artifact_uris[info.run_id] = info.artifact_uri

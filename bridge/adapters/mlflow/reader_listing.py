@@ -12,6 +12,7 @@ from typing import Any
 
 from bridge.adapters.base import ReaderOptions
 from bridge.adapters.mlflow import logged_read, run_objects
+from bridge.adapters.mlflow.access import denied, status_of
 from bridge.adapters.mlflow.files import local_dir
 from bridge.adapters.mlflow.fingerprint import fingerprint_of, local_listing
 from bridge.adapters.mlflow.history import point_stats
@@ -49,6 +50,8 @@ class RunListing:
     _lock: threading.Lock
     #: Logged models of each experiment as the last listing found them (run_objects.py).
     listed_models_kept: dict[str, list[Any]]
+    #: ``--experiment`` names the server refused (denied_experiments), once per reader.
+    _denied: list[str] | None = None
 
     @property
     def display_uri(self) -> str:
@@ -69,6 +72,49 @@ class RunListing:
         if patterns:
             found = [e for e in found if any(fnmatch.fnmatchcase(e.name, p) for p in patterns)]
         return sorted(found, key=lambda e: int(e.experiment_id) if e.experiment_id.isdigit() else 0)
+
+    def denied_experiments(self) -> list[str]:
+        """Experiments named with ``--experiment`` (no glob) that the listing did not show
+        because the server refuses them to these credentials (a basic-auth server lists
+        only what the caller may read): reported, not silently left out."""
+        if self._denied is None:
+            listed = {e.name for e in self.experiments()}
+            names = [p for p in self.options.experiments if p not in listed]
+            self._denied = []
+            for name in names:
+                if any(ch in name for ch in "*?["):
+                    continue
+                try:
+                    self.client.get_experiment_by_name(name)
+                except Exception as exc:  # noqa: BLE001 - only a 403 is ours to say
+                    if status_of(exc) != 403:
+                        raise
+                    self._denied.append(name)
+        return self._denied
+
+    def no_match_error(self) -> BridgeError:
+        """No experiment in scope: the refused ones named (nothing can be done), else the
+        experiments there are."""
+        refused = self.denied_experiments()
+        if refused:
+            return BridgeError(str(denied(self.display_uri, refused[0], "READ")))
+        names = sorted(e.name for e in self._all_experiments())[:10]
+        return BridgeError(
+            f"{self.display_uri}: no experiment matches {', '.join(self.options.experiments)}; "
+            f"experiments here: {', '.join(names) or '(none)'}"
+        )
+
+    def denied_header(self, name: str) -> RunHeader:
+        """A refused experiment as one line of the pass: its read fails (exit 1) naming it."""
+        sid = object_source_id(self.display_uri, f"experiment-name:{name}")
+        return RunHeader(
+            source_id=sid,
+            native_id=f"experiment-name:{name}",
+            project=Project(source_id=sid, name=name),
+            name=f"experiment {name} (not readable)",
+            fingerprint="permission-denied",
+            locator={"denied": name},
+        )
 
     def _all_experiments(self) -> list[Any]:
         found: list[Any] = []
@@ -129,6 +175,8 @@ class RunListing:
                     if run.info.run_id in digests:  # its logged models (logged_read.py)
                         header.fingerprint += f":models={digests[run.info.run_id][:32]}"
                     yield header
+        for name in self.denied_experiments() if self.options.experiments else []:
+            yield self.denied_header(name)
 
     def _search(self, experiment_id: str, filter_string: str | None) -> Iterator[Any]:
         token: str | None = None

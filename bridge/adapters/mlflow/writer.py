@@ -30,6 +30,7 @@ from bridge.adapters.base import (
 from bridge.adapters.features import FileLinks, MappingRules, RunDeletion, RunEdits
 from bridge.adapters.mlflow import dest_index, editable, kinds, metadata
 from bridge.adapters.mlflow import render as rendering
+from bridge.adapters.mlflow.access import check_error, on_experiment
 from bridge.adapters.mlflow.files import log_stream
 from bridge.adapters.mlflow.items import MlflowItemSink
 from bridge.adapters.mlflow.logged_models import LoggedModelWriter
@@ -159,7 +160,7 @@ class MlflowWriter(
         except BridgeError:
             raise
         except Exception as exc:
-            raise BridgeError(
+            raise check_error(exc, where, self.target) or BridgeError(
                 f"{where}: cannot use this MLflow tracking store ({type(exc).__name__}: "
                 f"{self._scrub(str(exc))}); check the URI, credentials and that the store "
                 "is reachable and writable"
@@ -187,6 +188,7 @@ class MlflowWriter(
         rules = kinds.mapping_for(self.mapping, kinds.source_kind(project.source_id))
         return rules.experiment_for(project.name, project.entity)
 
+    @on_experiment(lambda args: args[0], "EDIT")
     def find_project(self, project: Project) -> str | None:
         if self._store_missing():
             return None
@@ -195,6 +197,7 @@ class MlflowWriter(
             return None
         return str(exp.experiment_id)
 
+    @on_experiment(lambda args: args[0], "EDIT (or the right to create experiments)")
     def ensure_project(self, project: Project) -> str:
         from mlflow.exceptions import MlflowException
 
@@ -274,6 +277,7 @@ class MlflowWriter(
 
     # ------------------------------------------------------------------ writing
 
+    @on_experiment(lambda args: args[1].header.project, "EDIT")
     def create_run(self, project_dest_id: str, run: Run, rendered: Rendered) -> str:
         """The run with its identity tag; created once even when a server's answer is lost
         (see bridge/adapters/mlflow/once.py): a retry first looks the run up by that tag."""

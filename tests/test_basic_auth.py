@@ -1,0 +1,406 @@
+"""MLflow's basic-auth app (``mlflow server --app-name basic-auth``) as destination and
+source (issue 15): credentials from MLFLOW_TRACKING_USERNAME/PASSWORD; a 401 is one line
+(exit 2); an experiment the user may not use fails that experiment's runs (exit 1) while
+the pass goes on; when nothing at all is permitted the pass is one line (exit 2).
+
+One server for the module, on the production stack: tracking store and the auth app's
+users/permissions both in PostgreSQL, ``default_permission = NO_PERMISSIONS`` so the
+per-experiment grants decide. Users: admin; alice (grants per test); bob (DENY on every
+experiment: he can neither read nor create one).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from conftest import PG_BASE, running_mlflow_server
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.e2e
+
+ADMIN = ("admin", "admin-BasicAuth-Pw-0193")
+ALICE = ("alice", "alice-BasicAuth-Pw-2741")
+BOB = ("bob", "bob-BasicAuth-Pw-5518")
+WRONG = "wrong-BasicAuth-Pw-9902"
+SECRETS = [ADMIN[1], ALICE[1], BOB[1], WRONG]
+
+
+@dataclass
+class Server:
+    url: str
+    session: requests.Session  # as admin
+
+    def admin_client(self) -> MlflowClient:
+        return _as(ADMIN, lambda: MlflowClient(self.url))
+
+    def grant(self, user: str, experiment_id: str, permission: str) -> None:
+        r = self.session.post(
+            self.url + "/api/3.0/mlflow/users/permissions/grant",
+            json={
+                "username": user,
+                "resource_type": "experiment",
+                "resource_id": experiment_id,
+                "permission": permission,
+            },
+            timeout=30,
+        )
+        assert r.status_code == 200, r.text
+
+
+def _as(creds: tuple[str, str], call: Any) -> Any:
+    """Run ``call`` with MLflow's credential variables set to ``creds`` (this process)."""
+    names = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    saved = {n: os.environ.get(n) for n in names}
+    os.environ.update(dict(zip(names, creds, strict=True)))
+    try:
+        client = call()
+        if isinstance(client, MlflowClient):
+            return _Bound(client, creds)
+        return client
+    finally:
+        for n, v in saved.items():
+            if v is None:
+                os.environ.pop(n, None)
+            else:
+                os.environ[n] = v
+
+
+class _Bound:
+    """An MlflowClient whose every call runs with one user's credentials."""
+
+    def __init__(self, client: MlflowClient, creds: tuple[str, str]) -> None:
+        self._client, self._creds = client, creds
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+        return lambda *a, **k: _as(self._creds, lambda: attr(*a, **k))
+
+
+def _module_pg_database() -> Iterator[str]:
+    import sqlalchemy
+
+    name = "bridge_auth_" + uuid.uuid4().hex[:10]
+    admin = sqlalchemy.create_engine(PG_BASE, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_BASE.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    work = tmp_path_factory.mktemp("basic-auth")
+    databases = _module_pg_database()
+    backend = next(databases)
+    ini = work / "basic_auth.ini"
+    ini.write_text(
+        "[mlflow]\n"
+        "default_permission = NO_PERMISSIONS\n"
+        f"database_uri = {backend}\n"
+        f"admin_username = {ADMIN[0]}\n"
+        f"admin_password = {ADMIN[1]}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    env = {
+        "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+        # the app's CSRF protection wants a fixed key
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": "basic-auth-test-key",
+    }
+    try:
+        with running_mlflow_server(
+            work, backend, extra_args=["--app-name", "basic-auth"], env=env, timeout=300
+        ) as url:
+            session = requests.Session()
+            session.auth = ADMIN
+            for name, password in (ALICE, BOB):
+                r = session.post(
+                    url + "/api/2.0/mlflow/users/create",
+                    json={"username": name, "password": password},
+                    timeout=30,
+                )
+                assert r.status_code == 200, r.text
+            srv = Server(url, session)
+            srv.grant(BOB[0], "*", "DENY")  # bob: no experiment, not even a new one
+            yield srv
+    finally:
+        for _ in databases:  # drop the database
+            pass
+
+
+# ---- helpers ------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def bridge(tmp: Path, *args: str, creds: tuple[str, str] | None) -> Result:
+    """``python -m bridge.cli ARGS`` with only these MLflow credentials in its environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
+    if creds is not None:
+        env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"] = creds
+    proc = subprocess.run(
+        [sys.executable, "-m", "bridge.cli", *args],
+        env=env,
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def _source(tmp: Path, experiments: dict[str, int]) -> str:
+    """A sqlite MLflow store: per experiment name, that many finished runs (a param, a
+    40-point metric, a file)."""
+    uri = f"sqlite:///{tmp / 'source.db'}"
+    client = MlflowClient(uri)
+    (tmp / "note.txt").write_text("weights\n")
+    for name, count in experiments.items():
+        exp = client.create_experiment(name)
+        for i in range(count):
+            run = client.create_run(exp, run_name=f"{name}-run{i}")
+            rid = run.info.run_id
+            client.log_param(rid, "lr", str(0.1 * (i + 1)))
+            for step in range(40):
+                client.log_metric(rid, "loss", 1.0 / (step + 1), step=step, timestamp=1000 + step)
+            client.log_artifact(rid, str(tmp / "note.txt"))
+            client.set_terminated(rid)
+    return "mlflow:" + uri
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _names() -> dict[str, str]:
+    tag = uuid.uuid4().hex[:6]
+    return {k: f"{k}-{tag}" for k in ("A", "B", "C")}
+
+
+def _runs_in(srv: Server, name: str) -> list[Any]:
+    client = srv.admin_client()
+    exp = client.get_experiment_by_name(name)
+    return [] if exp is None else list(client.search_runs([exp.experiment_id]))
+
+
+def _leaks(texts: dict[str, str]) -> list[str]:
+    needles = {s: s for s in SECRETS}
+    for user, password in (ADMIN, ALICE, BOB):
+        needles[f"basic auth of {user}"] = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return [
+        f"{what} in {where}" for where, t in texts.items() for what, n in needles.items() if n in t
+    ]
+
+
+# ---- tests --------------------------------------------------------------------------
+
+
+def test_destination_with_credentials_copies_verifies_and_leaks_nothing(
+    server: Server, tmp_path: Path
+) -> None:
+    names = _names()
+    source = _source(tmp_path, {names["A"]: 2})
+    dest = "mlflow:" + server.url
+    state = tmp_path / "state.db"
+    common = ("--state", str(state))
+
+    first = bridge(
+        tmp_path,
+        "sync",
+        source,
+        dest,
+        *common,
+        "--json",
+        "--report",
+        str(tmp_path / "report.md"),
+        creds=ALICE,
+    )
+    assert first.code == 0, first.err
+    plan = json.loads(first.out)
+    assert [r["outcome"] for r in plan["runs"]] == ["done", "done"], plan["runs"]
+    copies = _runs_in(server, names["A"])
+    assert sorted(r.info.run_name for r in copies) == [f"{names['A']}-run0", f"{names['A']}-run1"]
+    # the experiment alice created is hers: she reads it back
+    mine = _as(ALICE, lambda: MlflowClient(server.url))
+    assert mine.get_experiment_by_name(names["A"]) is not None
+
+    checked = bridge(tmp_path, "verify", source, dest, *common, "--json", creds=ALICE)
+    assert checked.code == 0, checked.out + checked.err
+    again = bridge(tmp_path, "sync", source, dest, *common, "--json", creds=ALICE)
+    assert again.code == 0, again.err
+    replan = json.loads(again.out)
+    assert {r["outcome"] for r in replan["runs"]} == {"unchanged"}
+    assert replan["points_written"] == 0
+    text = bridge(tmp_path, "-v", "sync", source, dest, *common, creds=ALICE)  # logs too
+    assert text.code == 0, text.err
+
+    conn = sqlite3.connect(state)
+    try:
+        dump = "\n".join(conn.iterdump())
+    finally:
+        conn.close()
+    assert "PermissionDenied" not in dump and len(dump) > 1000  # the state holds the runs
+    outputs = {
+        f"{i} {stream}": text
+        for i, r in enumerate((first, checked, again, text))
+        for stream, text in (("stdout", r.out), ("stderr", r.err))
+    }
+    outputs["report.md"] = (tmp_path / "report.md").read_text()
+    outputs["state store"] = dump
+    assert _leaks(outputs) == []
+
+
+@pytest.mark.parametrize("role", ["destination", "source"])
+def test_wrong_or_missing_credentials_are_one_line_exit_2(
+    server: Server, tmp_path: Path, role: str
+) -> None:
+    names = _names()
+    local = _source(tmp_path, {names["A"]: 1})
+    remote = "mlflow:" + server.url
+    pair = (local, remote) if role == "destination" else (remote, local)
+    state = ("--state", str(tmp_path / "state.db"))
+    wrong = bridge(tmp_path, "sync", *pair, *state, creds=(ALICE[0], WRONG))
+    missing = bridge(tmp_path, "sync", *pair, *state, creds=None)
+    for result, says in (
+        (wrong, "refused the credentials of user 'alice'"),
+        (missing, "no credentials"),
+    ):
+        assert result.code == 2, result.err
+        assert result.out == ""
+        lines = _lines(result.err)
+        assert len(lines) == 1, result.err
+        line = lines[0]
+        assert server.url in line and "HTTP 401" in line and says in line, line
+        assert "MLFLOW_TRACKING_USERNAME" in line and "MLFLOW_TRACKING_PASSWORD" in line
+    assert _leaks({"wrong": wrong.err, "missing": missing.err}) == []
+    assert _runs_in(server, names["A"]) == []  # nothing written anywhere
+
+
+def test_nothing_permitted_is_one_line_exit_2(server: Server, tmp_path: Path) -> None:
+    """bob may neither create nor read an experiment: every run is refused, so the pass is
+    one line, exit 2, and nothing is written."""
+    names = _names()
+    source = _source(tmp_path, {names["A"]: 1, names["B"]: 1})
+    done = bridge(
+        tmp_path,
+        "sync",
+        source,
+        "mlflow:" + server.url,
+        "--state",
+        str(tmp_path / "s.db"),
+        creds=BOB,
+    )
+    assert done.code == 2, done.out + done.err
+    lines = _lines(done.err)
+    assert len(lines) == 1, done.err
+    line = lines[0]
+    assert "nothing could be copied" in line and "permission denied (HTTP 403)" in line, line
+    assert "user 'bob'" in line and server.url in line and "1 more project" in line, line
+    assert BOB[1] not in done.out + done.err
+    assert _runs_in(server, names["A"]) == [] and _runs_in(server, names["B"]) == []
+
+
+def test_experiment_refused_at_destination_fails_its_runs_only(
+    server: Server, tmp_path: Path
+) -> None:
+    """A: alice creates it (hers). B: made by admin, alice may only READ it. C: made by
+    admin, no grant (NO_PERMISSIONS). A's runs are copied; B's and C's fail, each with one
+    line naming its experiment; exit 1."""
+    names = _names()
+    source = _source(tmp_path, {names["A"]: 2, names["B"]: 1, names["C"]: 1})
+    admin = server.admin_client()
+    server.grant(ALICE[0], admin.create_experiment(names["B"]), "READ")
+    admin.create_experiment(names["C"])
+
+    done = bridge(
+        tmp_path,
+        "sync",
+        source,
+        "mlflow:" + server.url,
+        "--state",
+        str(tmp_path / "s.db"),
+        "--json",
+        creds=ALICE,
+    )
+    assert done.code == 1, done.err
+    plan = json.loads(done.out)
+    by_project: dict[str, list[dict[str, Any]]] = {}
+    for line in plan["runs"]:
+        by_project.setdefault(line["project"], []).append(line)
+    assert [r["outcome"] for r in by_project[names["A"]]] == ["done", "done"]
+    assert len(_runs_in(server, names["A"])) == 2
+    for key in ("B", "C"):
+        (line,) = by_project[names[key]]
+        assert line["outcome"] == "failed", line
+        error = line["error"]
+        assert "\n" not in error
+        assert f"experiment '{names[key]}'" in error and "permission denied" in error, error
+        assert "user 'alice'" in error and "EDIT" in error, error
+        assert _runs_in(server, names[key]) == []
+    assert ALICE[1] not in done.out + done.err
+
+
+def test_experiment_refused_at_source_is_reported_not_dropped(
+    server: Server, tmp_path: Path
+) -> None:
+    """On the server: A (alice READ) and C (no grant), a run each, made by admin. alice
+    syncs both by name into sqlite: A's run is copied, C is one failed line naming it
+    (exit 1). C alone: nothing can be done, one line, exit 2."""
+    names = _names()
+    admin = server.admin_client()
+    for key in ("A", "C"):
+        exp = admin.create_experiment(names[key])
+        run = admin.create_run(exp, run_name=f"{key}-run")
+        admin.log_metric(run.info.run_id, "loss", 0.5, step=1)
+        admin.set_terminated(run.info.run_id)
+        if key == "A":
+            server.grant(ALICE[0], exp, "READ")
+    source = "mlflow:" + server.url
+    dest = f"mlflow:sqlite:///{tmp_path / 'dest.db'}"
+    state = ("--state", str(tmp_path / "s.db"))
+    both = ("--experiment", names["A"], "--experiment", names["C"])
+
+    done = bridge(tmp_path, "sync", source, dest, *state, *both, "--json", creds=ALICE)
+    assert done.code == 1, done.err
+    plan = json.loads(done.out)
+    outcomes = {line["project"]: line for line in plan["runs"]}
+    assert outcomes[names["A"]]["outcome"] == "done"
+    refused = outcomes[names["C"]]
+    assert refused["outcome"] == "failed"
+    assert f"experiment '{names['C']}'" in refused["error"], refused
+    assert "permission denied" in refused["error"] and "READ" in refused["error"]
+    copied = MlflowClient(dest.removeprefix("mlflow:")).get_experiment_by_name(names["A"])
+    assert copied is not None
+
+    alone = bridge(tmp_path, "sync", source, dest, *state, "--experiment", names["C"], creds=ALICE)
+    assert alone.code == 2, alone.out + alone.err
+    lines = _lines(alone.err)
+    assert len(lines) == 1 and f"experiment '{names['C']}'" in lines[0], alone.err
+    assert "permission denied" in lines[0] and server.url in lines[0]
+    assert ALICE[1] not in done.out + done.err + alone.out + alone.err
