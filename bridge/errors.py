@@ -17,6 +17,24 @@ class BridgeError(Exception):
     exit_code = EXIT_USAGE
 
 
+class LeaseLost(BridgeError):
+    """This pass's lease on a run went to another holder (it stopped renewing for longer
+    than the lease: paused, cut off): nothing more of that run is written here, its state
+    writes are refused, and the successor finishes it. The run fails on this pass's line
+    (exit 1); the others go on."""
+
+    exit_code = EXIT_RUN_FAILED
+
+    def __init__(self, source_id: str, holder: str | None) -> None:
+        self.source_id = source_id
+        self.holder = holder  # host:pid of the successor; None: the claim was given back
+        if holder:
+            text = f"lease lost to {holder} — the successor finishes it"
+        else:
+            text = "claim given back before this write — not written"
+        super().__init__(f"run {source_id}: {text}")
+
+
 class RunError(Exception):
     """One run could not be read or written; the others go on."""
 

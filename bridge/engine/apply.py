@@ -45,6 +45,7 @@ def apply_run(ctx: SyncContext, planned: Planned, progress: ProgressFn | None = 
     if plan.action == "create":
         project_dest_id = ctx.project_id(planned.header.project, create=True)
         assert project_dest_id is not None
+        ctx.check_lease(sid)  # never a second copy of a run a successor took (claims.py)
         dest_id = writer.create_run(project_dest_id, run, rendered)
         kill_point("apply.create.after_create_run")
         baseline = RunState(dest_id=dest_id, project_dest_id=project_dest_id)
@@ -82,6 +83,7 @@ def apply_run(ctx: SyncContext, planned: Planned, progress: ProgressFn | None = 
     if plan.conflicts:
         fingerprint = f"{fingerprint}{OPEN_CONFLICTS}"
     kill_point("apply.finish.before")
+    ctx.check_lease(sid)
     writer.finish_run(dest_id, run, fingerprint)
     kill_point("apply.finish.after_complete")
     baseline.complete = True

@@ -141,6 +141,7 @@ def _copy_one(
     if digest is not None and prior in (digest, MANIFEST_ONLY + digest):
         return
     kill_point("apply.file.before_put")
+    ctx.check_lease(plan.source_id)  # a successor has the run: stop (engine/claims.py)
     with VerifyingStream(opener(), expect=entry, what=ref.path) as stream:
         ctx.writer.put_file(dest_id, ref.path, cast(IO[bytes], stream))
         stream.verify()  # a writer that stopped reading early: still checked

@@ -89,6 +89,7 @@ def write_history(
                 new = gate.admit(item)
                 if new is None:
                     continue
+                ctx.check_lease(plan.source_id)  # a successor has the run: stop (claims.py)
                 sink.add(new)
                 pending += len(new)
                 plan.points_written += len(new)

@@ -23,10 +23,11 @@ from bridge.adapters.features import (
     RunDeletion,
     RunEdits,
 )
-from bridge.engine.claims import RunClaims
+from bridge.engine.claims import FencedStore, RunClaims
 from bridge.engine.model import Conflict, OnConflict, RunPlan
 from bridge.schema import Project, Run, RunHeader
 from bridge.state import Resolution, RunState, StateStore
+from bridge.state.claims import Fence
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,9 @@ class SyncContext:
 
     def __post_init__(self) -> None:
         self.features = Features.of(self.reader, self.writer, self.source_writer)
+        if not isinstance(self.state, FencedStore):
+            # Every per-run state write of the pass carries its run's fence (claims.py).
+            self.state = FencedStore(self.state, self._fence_of)
 
     @property
     def dest_uri(self) -> str:
@@ -108,6 +112,22 @@ class SyncContext:
                 self.claims = RunClaims(self.state, self.dest_uri)
             claims = self.claims
         return claims.take(source_id)
+
+    def fence(self, source_id: str) -> Fence | None:
+        """The fence of this pass's claim on a run (None: not claimed by this pass, e.g. a
+        dry run); :class:`~bridge.errors.LeaseLost` when its lease went to another holder."""
+        claims = self.claims
+        return None if claims is None else claims.fence(source_id)
+
+    def check_lease(self, source_id: str) -> None:
+        """Before writing more of a claimed run to the destination: raise
+        :class:`~bridge.errors.LeaseLost` if its lease went to another holder."""
+        claims = self.claims
+        if claims is not None:
+            claims.check(source_id)
+
+    def _fence_of(self, dest_uri: str, source_id: str) -> Fence | None:
+        return self.fence(source_id) if dest_uri == self.dest_uri else None
 
     def release_run(self, source_id: str) -> None:
         """The run's apply ended (done or failed): let other processes have it."""

@@ -23,7 +23,7 @@ from bridge.engine.registry import sync_models
 from bridge.engine.shards import ShardSpec
 from bridge.engine.text import one_line
 from bridge.engine.two_way import EditResult, TwoWayPass, two_way_pass
-from bridge.errors import BridgeError, NothingToImport
+from bridge.errors import BridgeError, LeaseLost, NothingToImport
 from bridge.faults import kill_point
 from bridge.schema import RunHeader, Warning_
 from bridge.state import StateStore, conflict_key
@@ -196,9 +196,12 @@ def _pass(
         """A run just planned: its conflicts recorded, its two-way edits put on its line;
         True when it is to be written, else its claim goes back now."""
         if not dry_run:
-            record_intents(ctx, p)  # what planning decided to record (engine/intents.py)
-            _record_conflicts(state, ctx.dest_uri, p, on_conflict)
-        if p.plan.conflicts and not _partly_applicable(p):
+            try:
+                record_intents(ctx, p)  # what planning decided to record (engine/intents.py)
+                _record_conflicts(state, ctx.dest_uri, p, on_conflict)
+            except LeaseLost as exc:  # a successor took the run (engine/claims.py)
+                p.plan.outcome, p.plan.error = "failed", str(exc)
+        if p.plan.conflicts and not _partly_applicable(p) and p.plan.outcome != "failed":
             p.plan.outcome = "skipped"
             p.plan.reason = p.plan.reason or "conflict: left untouched"
         edit = edits.get(p.plan.source_id)

@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from bridge.state.base import StoreBase
+from bridge.state.claims import Fence, check_fence
 from bridge.state.conflict_rows import (
     conflict_match,
     conflict_values,
@@ -32,10 +33,13 @@ class ConflictsMixin(StoreBase):
         source_value: str | None,
         dest_value: str | None,
         synced_value: str | None,
+        fence: Fence | None = None,
     ) -> None:
         """Record a conflict once; an identical open one is not recorded again (on SQLite
-        and PostgreSQL the database guarantees it, for concurrent writers too)."""
+        and PostgreSQL the database guarantees it, for concurrent writers too). ``fence``:
+        the pass's claim on the run (bridge/state/claims.py ``check_fence``)."""
         with self._tx() as conn:
+            check_fence(conn, dest_uri, source_id, fence)
             if native_insert(conn) is not None:  # the one-open-conflict index decides
                 row = conflict_values(
                     dest_uri, source_id, field, source_value, dest_value, synced_value
@@ -89,6 +93,7 @@ class ConflictsMixin(StoreBase):
         choice: str,
         resolved_by: str,
         note: str | None = None,
+        fence: Fence | None = None,
     ) -> int:
         """Record a settlement and close every open conflict it covers; returns the
         resolution id. A conflict no earlier sync recorded (a policy settling it on first
@@ -96,6 +101,7 @@ class ConflictsMixin(StoreBase):
         now = time.time()
         c = conflicts_table.c
         with self._tx() as conn:
+            check_fence(conn, dest_uri, source_id, fence)
             match = conflict_match(dest_uri, source_id, field, source_value, dest_value)
             open_ids = sa.select(c.id).where(match, c.resolved.is_(False)).order_by(c.id)
             ids = [r.id for r in conn.execute(open_ids)]
@@ -142,6 +148,7 @@ class ConflictsMixin(StoreBase):
         source_id: str,
         current: set[str],
         fields: tuple[str, ...] | None = None,
+        fence: Fence | None = None,
     ) -> int:
         """Close open conflicts of a run that its latest full comparison no longer finds
         (someone fixed one side by hand, or the source moved on): recorded as superseded.
@@ -149,6 +156,7 @@ class ConflictsMixin(StoreBase):
         c = conflicts_table.c
         now = time.time()
         with self._tx() as conn:
+            check_fence(conn, dest_uri, source_id, fence)
             rows = conn.execute(
                 sa.select(conflicts_table).where(
                     c.dest_uri == dest_uri, c.source_id == source_id, c.resolved.is_(False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from bridge.state.base import StoreBase
+from bridge.state.claims import Fence, check_fence
 from bridge.state.sql import upsert
 from bridge.state.tables import aliases_table, editable_table, objects_table, versions_table
 
@@ -85,12 +86,20 @@ class RegistryMixin(StoreBase):
             ).all()
         return {r.field: r.value for r in rows} if rows else None
 
-    def put_editable(self, dest_uri: str, source_id: str, values: dict[str, str | None]) -> None:
+    def put_editable(
+        self,
+        dest_uri: str,
+        source_id: str,
+        values: dict[str, str | None],
+        fence: Fence | None = None,
+    ) -> None:
         """Replace the agreed values of one run (absent fields are kept as a NULL row, so
-        an empty agreement is still an agreement)."""
+        an empty agreement is still an agreement). ``fence``: the pass's claim on the run
+        (bridge/state/claims.py ``check_fence``)."""
         e = editable_table.c
         rows = values or {"notes": None}
         with self._tx() as conn:
+            check_fence(conn, dest_uri, source_id, fence)
             conn.execute(
                 sa.delete(editable_table).where(e.dest_uri == dest_uri, e.source_id == source_id)
             )

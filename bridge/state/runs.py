@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from bridge.state.base import StoreBase
+from bridge.state.claims import Fence, check_fence
 from bridge.state.records import RunState
 from bridge.state.sql import drop_run_rows, key_hash, upsert, upsert_many
 from bridge.state.tables import (
@@ -43,14 +44,20 @@ class RunsMixin(StoreBase):
             written_tags=json.loads(row.written_tags or "{}"),
         )
 
-    def put_run(self, dest_uri: str, source_id: str, state: RunState) -> None:
+    def put_run(
+        self, dest_uri: str, source_id: str, state: RunState, fence: Fence | None = None
+    ) -> None:
+        """Upsert one run's row. Every per-run write takes the ``fence`` of the pass's claim
+        on the run (bridge/state/claims.py ``check_fence``): a stale holder writes nothing."""
         with self._tx() as conn:
+            check_fence(conn, dest_uri, source_id, fence)
             key = {"dest_uri": dest_uri, "source_id": source_id}
             upsert(conn, runs_table, key, _run_values(state))
 
-    def forget_run(self, dest_uri: str, source_id: str) -> None:
+    def forget_run(self, dest_uri: str, source_id: str, fence: Fence | None = None) -> None:
         """Drop every row of one run (its destination run was deleted)."""
         with self._tx() as conn:
+            check_fence(conn, dest_uri, source_id, fence)
             drop_run_rows(
                 conn,
                 dest_uri,
@@ -58,11 +65,14 @@ class RunsMixin(StoreBase):
                 (runs_table, streams_table, stream_digests_table, files_table),
             )
 
-    def reset_run(self, dest_uri: str, source_id: str, state: RunState) -> None:
+    def reset_run(
+        self, dest_uri: str, source_id: str, state: RunState, fence: Fence | None = None
+    ) -> None:
         """Record a destination run just created for this source run. Watermarks and file
         digests of any earlier copy are dropped in the same transaction: nothing is in the
         new run yet (the one way a watermark goes down, on purpose)."""
         with self._tx() as conn:
+            check_fence(conn, dest_uri, source_id, fence)
             drop_run_rows(
                 conn, dest_uri, source_id, (streams_table, stream_digests_table, files_table)
             )
@@ -95,6 +105,7 @@ class RunsMixin(StoreBase):
         source_id: str,
         points: dict[str, int],
         digests: dict[str, tuple[int, str]] | None = None,
+        fence: Fence | None = None,
     ) -> None:
         """Raise the per-stream watermarks to ``points``. Never lowers one: a writer holding
         an older count cannot undo a newer one (compare-and-set in the upsert). Only a new
@@ -108,6 +119,7 @@ class RunsMixin(StoreBase):
         ident = {"dest_uri": dest_uri, "source_id": source_id}
         rows = [{**ident, "key": key, "points": count} for key, count in points.items()]
         with self._tx() as conn:
+            check_fence(conn, dest_uri, source_id, fence)
             upsert_many(conn, streams_table, _STREAM_KEY, rows, keep_max=("points",))
             _put_digests(conn, ident, digests or {})
 
@@ -121,9 +133,12 @@ class RunsMixin(StoreBase):
             ).all()
         return {r.path: r.digest for r in rows}
 
-    def put_file(self, dest_uri: str, source_id: str, path: str, digest: str) -> None:
+    def put_file(
+        self, dest_uri: str, source_id: str, path: str, digest: str, fence: Fence | None = None
+    ) -> None:
         row = {"dest_uri": dest_uri, "source_id": source_id, "path": path}
         with self._tx() as conn:
+            check_fence(conn, dest_uri, source_id, fence)
             upsert(conn, files_table, row, {"digest": digest})
 
     # -- content digests of files without one ------------------------------------------

@@ -187,6 +187,20 @@ claims_table = sa.Table(
     sa.Index("ix_bridge_claims_holder", "holder"),  # every heartbeat; release at pass end
 )
 
+# Fencing tokens of run claims: bumped in the transaction of every take or takeover of the
+# claim (never reset, kept on release), checked in the transaction of every state write
+# of the claimed run, so a holder whose lease went to a successor cannot overwrite it.
+# ``holder`` is who took the current token (named to a holder that lost it, even after
+# the successor released the claim).
+claim_fences_table = sa.Table(
+    "bridge_claim_fences",
+    metadata,
+    sa.Column("dest_uri", sa.String(512), primary_key=True),
+    sa.Column("source_id", sa.String(512), primary_key=True),
+    sa.Column("token", sa.BigInteger, nullable=False),
+    sa.Column("holder", sa.String(256), nullable=False),  # who took this token (host:pid:nonce)
+)
+
 # Workspace items (traces, prompts, evaluation datasets) copied into a destination: where
 # each copy is and the source fingerprint it was last made from (equal: nothing to read).
 items_table = sa.Table(
