@@ -63,13 +63,14 @@ def _passes(store: StateStore, source_uri: str, dest_uri: str) -> list[dict[str,
     out = []
     for p in store.passes(source_uri, dest_uri, limit=5):
         shards = store.pass_shards(p["pass_id"])
+        ended = sorted(s["shard"] for s in shards if s["ended_at"] is not None)
         out.append(
             {
                 "pass_id": p["pass_id"],
                 "shards": p["shard_count"],
                 "started_at": p["started_at"],
-                "ended": sorted(s["shard"] for s in shards if s["ended_at"] is not None),
-                "not_ended": sorted(s["shard"] for s in shards if s["ended_at"] is None),
+                "ended": ended,
+                "not_ended": [i for i in range(p["shard_count"]) if i not in ended],
                 "final": p["final_state"],
                 "incomplete": p["incomplete"],
             }

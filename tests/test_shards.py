@@ -331,6 +331,12 @@ def test_four_shards_on_postgres_state(
         assert counts["actions"]["create"] == len(source["runs"])
     finally:
         store.close()
+    from bridge import api
+
+    (pair,) = api.status(pg_state)
+    (shown,) = pair["passes"]
+    assert shown["pass_id"] == "job-uid-1" and shown["ended"] == list(range(N))
+    assert shown["final"] == "done" and shown["not_ended"] == [] and not shown["incomplete"]
 
 
 @pytest.mark.e2e
@@ -479,3 +485,22 @@ def test_child_written_before_its_parent_is_linked_later(tmp_path: Path) -> None
     third = api.sync(src, dst, state=state)  # the link is the bridge's own: no conflict
     assert third.counts() == {"unchanged": 2} and not third.conflicts
     assert api.verify(src, dst, state=state).exit_code() == 0
+    # a dry run with --shard plans only its part: the two parts partition the runs
+    parts = [api.sync(src, dst, state=state, dry_run=True, shard=f"{i}/2") for i in (0, 1)]
+    ids = [{r.source_id for r in part.runs} for part in parts]
+    assert not ids[0] & ids[1] and len(ids[0] | ids[1]) == 2
+    for i, part in enumerate(parts):
+        assert part.shard == f"{i}/2"
+        assert all(shard_of(sid, 2) == i for sid in ids[i])
+
+
+def test_mirror_shard_spreads_pairs() -> None:
+    from bridge.config_file import PairConfig
+    from bridge.locks import pair_key
+    from bridge.mirror import shard_pairs
+
+    pairs = [PairConfig(source=f"mlflow:sqlite:///s{i}.db", dest="mlflow:x") for i in range(9)]
+    parts = [shard_pairs(pairs, ShardSpec(i, 3)) for i in range(3)]
+    assert sorted(p.source for part in parts for p in part) == sorted(p.source for p in pairs)
+    for i, part in enumerate(parts):
+        assert all(shard_of(pair_key(p.source, p.dest), 3) == i for p in part)

@@ -41,7 +41,6 @@ def apply_run(ctx: SyncContext, planned: Planned, progress: ProgressFn | None = 
         for key, value in again.tags.items():
             if rendered.tags.get(key) != value:
                 plan.tags_to_write[key] = value
-    defer_parent(ctx, planned)  # no parent copy yet: linked when it exists (engine/links.py)
     if plan.action == "create":
         project_dest_id = ctx.project_id(planned.header.project, create=True)
         assert project_dest_id is not None
@@ -60,6 +59,9 @@ def apply_run(ctx: SyncContext, planned: Planned, progress: ProgressFn | None = 
         kill_point("apply.update.after_state")
         writer.begin_update(dest_id)
 
+    # No parent copy yet: linked once it exists (engine/links.py); recorded after the run's
+    # state row, so a link pass in another process never finds it without its child.
+    defer_parent(ctx, planned)
     writer.write_metadata(dest_id, run, plan.params_to_write, plan.tags_to_write)
     kill_point("apply.metadata.after_write")
     baseline.written_params.update(plan.params_to_write)

@@ -46,8 +46,10 @@ def link_parents(ctx: SyncContext, report: Plan) -> int:
         if child is None:  # the child's copy was forgotten: nothing to link
             ctx.state.drop_parent_link(ctx.dest_uri, child_id)
             continue
-        if parent is None:
-            continue  # not copied yet: a later pass links it
+        if parent is None or not child.complete:
+            # not copied yet (a later pass links it), or the child is being written (its
+            # writer links it at the end of its pass; no two writers of its state row)
+            continue
         try:
             tags = ctx.writer.link_parent(child.dest_id, parent.dest_id)
         except Exception as exc:
