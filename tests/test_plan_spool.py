@@ -77,14 +77,15 @@ def test_reserved_places_keep_the_order_lines_are_put_in() -> None:
         lines.put(0, made[0])  # sealed lines do not change
 
 
-def test_a_mapped_view_transforms_as_read_and_is_read_only() -> None:
-    lines = RunLines(_lines(3))
+def test_transformed_lines_keep_what_was_in_memory_in_memory() -> None:
+    made = _lines(3)
+    lines = RunLines(made)
     lines.seal(0)
-    view = lines.mapped(lambda r: r.model_copy(update={"name": "x"}))
-    assert [r.name for r in view] == ["x"] * 3
-    assert [r.name for r in lines] == ["r0", "r1", "r2"]
-    with pytest.raises(TypeError):
-        view.append(_lines(1)[0])
+    same = lines.transformed(lambda r: r)
+    assert same[1] is made[1] and same[2] is made[2] and list(same._live) == [1, 2]
+    renamed = lines.transformed(lambda r: r.model_copy(update={"name": "x"}))
+    assert [r.name for r in renamed] == ["x"] * 3
+    assert [r.name for r in lines] == ["r0", "r1", "r2"]  # the original is untouched
 
 
 def test_reports_are_the_same_from_disk_and_from_memory() -> None:

@@ -63,8 +63,8 @@ def _redacted(obj: _T) -> _T:
             if new is not value:
                 changed[name] = new
         out = obj.model_copy(update=changed) if changed else obj
-    elif isinstance(obj, RunLines):  # plan lines read back from disk: redacted as read
-        out = obj.mapped(_redacted)
+    elif isinstance(obj, RunLines):  # plan lines, most on disk: redacted in one pass
+        out = obj.transformed(_redacted)
     elif isinstance(obj, dict):
         pairs = [(_redacted(k), _redacted(v)) for k, v in obj.items()]
         same = all(k2 is k and v2 is v for (k2, v2), (k, v) in zip(pairs, obj.items(), strict=True))
