@@ -529,6 +529,9 @@ def _assert_pass_done(state: str, job_uid: str, pair: dict[str, Any], cycles: in
     assert pair["last_cycle"]["state"] == "done" and pair["last_cycle"]["result"] == 0, pair
     assert pair["last_cycle"]["errors"] == []
     assert pair["runs_known"] == 30
+    (mine,) = [p for p in pair["passes"] if p["pass_id"] == job_uid]
+    assert mine["final"] == "done" and mine["incomplete"] is None and mine["not_ended"] == []
+    assert mine["ended"] == list(range(mine["shards"]))
     from bridge.state import StateStore
 
     store = StateStore(state)
@@ -692,6 +695,8 @@ def test_dead_index_finished_by_hand_then_a_new_job_completes(
         pair = k8s.status(state)
         assert pair["last_cycle"]["result"] == 1
         assert any(re.search(r"\b1\b.*died", e) for e in pair["last_cycle"]["errors"]), pair
+        (first,) = [p for p in pair["passes"] if p["pass_id"] == k8s.job_uid]
+        assert first["final"] == "done" and first["incomplete"] and 1 not in first["ended"]
         assert sum(_copies(pg_database).values()) < len(made)  # index 1's runs are missing
 
         # kubectl delete job && kubectl apply: a new Job, a new uid, a new pass
