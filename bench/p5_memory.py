@@ -34,6 +34,20 @@ even when empty; Plan.runs is a list every report and caller reads) — flat nee
 spilled to a file with reports reading them back sorted; and the rendered report itself
 (~170 B a run of text). `bridge sync` / no-op at 10,000 runs not measured this session.
 
+Plan lines spilled (issue 15; engine/lines.py: a finished line is pickled to a private temp
+file, reports read them back one at a time, sorted holding keys only; state look-ups per run
+indexed, tests/test_state_indexes.py). 2026-12-07, load 11-16, `--runs 1000 10000`:
+listing 236 / 245 MiB (1.04; 14.6 / 5.8 ms a run), `diff` 250 / 268 MiB (1.07, was 1.15;
+138.8 s / 774.8 s: 139 / 77.5 ms a run, time per run 0.56: flat or better — the fixed start-up
+weighs on 1,000 runs). These diff figures were taken with the lines redacted on each read
+(~9 passes of redaction at render, since made one: 2,000 lines render as text in 11 s vs 8 s
+from memory). At 1,000 runs: first `sync` 501.7 s (0.50 s a run) 260 MiB, no-op cycle 28.0 s
+(28 ms a run, 5.6% of the sync) 242 MiB. The 10,000-run first sync was not run: at 0.5 s a
+run and this load it needs ~85 min. Profile of the 10,000-run `diff` render (py-spy, 120 s):
+92% redaction, 62% of it ``redact.known_secrets`` reading ``os.environ`` for every string —
+the largest fixed cost per line left; no O(runs²) step (planning, profiled at 10,000 runs
+before: per run, reading the run 60%, state look-ups ~7%).
+
 Profile (py-spy, all threads, `bridge diff` of 10,000 runs sqlite → empty sqlite): no
 O(runs²) in planning — per run, ``read_run`` 60% (MLflow ``list_artifacts`` through the
 client 34% even for local artifact folders, ``get_run`` ORM 26%), counting new points 7%,
@@ -172,6 +186,7 @@ _LIST = (
 
 def run_count(cache: Path, counts: list[int], tmp: Path, only: list[str]) -> None:
     rss: dict[str, dict[int, float]] = {}
+    took: dict[str, dict[int, float]] = {}
     for runs in counts:
         src = f"mlflow:sqlite:///{mlflow_source(cache, runs)}"
         work = Path(tempfile.mkdtemp(dir=tmp))
@@ -188,6 +203,7 @@ def run_count(cache: Path, counts: list[int], tmp: Path, only: list[str]) -> Non
                 continue
             seconds, peak, out = measure(cmd, label)
             rss.setdefault(label, {})[runs] = peak
+            took.setdefault(label, {})[runs] = seconds
             extra = ""
             if label == "list":
                 n, secs = out.split()
@@ -196,13 +212,18 @@ def run_count(cache: Path, counts: list[int], tmp: Path, only: list[str]) -> Non
                 doc = json.loads(out)
                 extra = f" (outcomes {doc.get('outcomes')})"
             print(
-                f"{runs:>6,} runs {label:6} {seconds:7.1f} s  peak RSS {peak:5.0f} MiB{extra}",
+                f"{runs:>6,} runs {label:6} {seconds:7.1f} s ({1000 * seconds / runs:6.1f} ms a run)"
+                f"  peak RSS {peak:5.0f} MiB{extra}  load {open('/proc/loadavg').read()[:14]}",
                 flush=True,
             )
         shutil.rmtree(work, ignore_errors=True)
     lo, hi = min(counts), max(counts)
     for label, by in rss.items():
-        print(f"run-count RSS ratio {label:6} {hi:,} / {lo:,} runs: {by[hi] / by[lo]:.2f}")
+        per_run = (took[label][hi] / hi) / (took[label][lo] / lo)
+        print(
+            f"run-count ratio {label:6} {hi:,} / {lo:,} runs: RSS {by[hi] / by[lo]:.2f}, "
+            f"time per run {per_run:.2f}"
+        )
 
 
 def main() -> None:
