@@ -12,12 +12,17 @@ then, per destination (sqlite always, PostgreSQL with --pg):
 * bridge: ``bridge sync wandb-offline:DIR mlflow:<uri>`` as a whole process (imports
   included), peak RSS; the store is created beforehand, so creation counts on neither side.
 
-Prints points/s of both, the ratio bridge/raw (goal ≥ 0.5) and the bridge's peak RSS.
-``--profile OUT`` instead records one sqlite sync under py-spy (``pip install py-spy``)
-into OUT (collapsed stacks) and prints the top items by inclusive share of samples.
+Prints points/s of both, the ratio bridge/raw (goal ≥ 0.5), the bridge's peak RSS and the
+load average (at the start and after each destination). ``--profile OUT`` instead records
+one sync (sqlite; PostgreSQL with ``--pg``, idle samples included so waits on the server
+show) under py-spy (``pip install py-spy``) into OUT (collapsed stacks) and prints the top
+items by inclusive share of samples. ``--source DIR`` keeps the W&B run under DIR and
+reuses it next time (making 2M points takes ~4 minutes on a loaded machine, untimed);
+``--pg-only`` skips sqlite.
 
-    python bench/p1_offline_to_sql.py [--points 2000000] [--metrics 5] [--pg]
-    python bench/p1_offline_to_sql.py --points 1000000 --profile /tmp/p1.txt
+    python bench/p1_offline_to_sql.py [--points 2000000] [--metrics 5] [--pg | --pg-only]
+    python bench/p1_offline_to_sql.py --points 1000000 --profile /tmp/p1.txt [--pg]
+    python bench/p1_offline_to_sql.py --pg --source /tmp/p1-source   # the run made once
 
 Measured 2026-12-07, 2-core machine possibly loaded by other jobs (load average ~3), one run
 of 2,000,000 points: sqlite raw 200,909 points/s, bridge 59,599 points/s (33.6 s), ratio 0.30,
@@ -89,6 +94,52 @@ sqlalchemy and numpy, both used by every sync. A fresh PostgreSQL store: 5.2 s w
 0.66 s client CPU, one transaction (no per-DDL commit to save).
 This bench pre-creates its store untimed, so its ratio does not see the change: 500,000
 points at load ~10, raw 71,489 points/s, bridge 14,527/s, ratio 0.20, peak RSS 238 MiB.
+
+PostgreSQL, direct ``COPY`` (bulk_pg.py; 2026-12-07 afternoon, 2-core machine shared with
+six other jobs, load 12-18 throughout). Profile first (``--profile --pg``, 1,000,000
+points, all threads with idle samples, 168,135 samples): the writer thread (``write_history``)
+spent 93% of its samples inside ``copy_rows``, nearly all waiting on the server: 78% in one
+statement — ``INSERT INTO metrics SELECT ... FROM <temp> ON CONFLICT DO NOTHING`` — against
+8% for the ``COPY`` into the temporary table, 3% building the ``COPY`` text, 1.9%
+``StreamGate.admit``, under 1% each the ``latest_metrics`` upsert, the commit and the
+watermark commit. Changed: the keys of a flush whose steps rise above every step the run
+already holds for them (read once per key from the index (run_uuid, key, step), then
+raised by the sink's own commits) go by ``COPY`` straight into ``metrics``; the rest (a
+re-sent flush after a crash, a resumed run's interleaved points, repeated steps) keep the
+temporary table + ``ON CONFLICT`` path in the same transaction, and a unique violation (a
+racing writer) redoes the flush that way (tests/test_bulk_differential.py). Profile after
+(2,000,000 points, 248,702 samples, load ~18): the writer is 204 s of the 292 s sampled
+wall, 83% of it in ``Copy.finish`` — the server inserting the rows and their three index
+entries, the work the raw limit times — ``copy_text`` 4% (now without per-row
+``float``/``int``: about half its time), digests 2.8%, watermark commits 1%, the
+``latest_metrics`` upserts 1%; before the first write: plan (``read_run``, the summary
+fold) 41 s and opening MLflow (imports) 31 s of that sampled wall. What bounds the rest is
+that serial start: the writing itself now goes at the raw limit's pace.
+Figures, 2,000,000 points each, whole process, the run reused (``--source``):
+
+* run 1 (direct COPY): sqlite raw 21,500 points/s, bridge 8,026/s, ratio 0.37 (load
+  12.8 → 11.7); PostgreSQL raw 17,820/s, bridge 10,807/s (185.1 s), ratio 0.61 (load
+  11.7 → 15.8), peak RSS 237 / 246 MiB;
+* run 2 (and the cheaper ``copy_text``): sqlite raw 37,558/s, bridge 14,157/s, ratio 0.38
+  (load 14.2 → 12.9); PostgreSQL raw 18,676/s, bridge 11,085/s (180.4 s), ratio 0.59 (load
+  12.9 → 16.6), peak RSS 238 / 247 MiB;
+* side by side, PostgreSQL only (``--pg-only``), the previous commit (temp table + ``ON
+  CONFLICT`` for every row, run from a git worktree) then this one: before raw 18,520/s,
+  bridge 10,656/s (187.7 s), ratio 0.58 (load 16.8 → 11.9); after raw 19,490/s, bridge
+  12,815/s (156.1 s), ratio 0.66 (load 12.0 → 10.7): the sync 17% shorter. The ratio rises
+  with the load for both (the raw side slows more: 0.40 before at load 3-4), so only the
+  side-by-side pair compares the paths; re-take both on a quiet machine.
+* the two paths alone (``copy_rows``, 200,000 rows, 10k per transaction, a fresh run each,
+  3 alternated pairs at load ~11): checked 13.5 / 16.2 / 11.2 s, direct 10.4 / 10.1 /
+  8.7 s — direct ``COPY`` takes ~0.7x the server time.
+
+Considered and not taken: binary ``COPY`` (psycopg 3 ``write_row`` with ``set_types``):
+100,000 rows into ``metrics`` in 10k-row transactions, 3 alternated runs at load ~14,
+5.2-5.9 s text vs 5.2-5.7 s binary wall, client CPU 0.08 vs 0.05 s — the server's index
+work dominates, and text serves psycopg2 too; a larger ``COPY`` buffer: the client is not
+what waits; ``synchronous_commit = off``: the watermark is committed in the state store,
+another database, after the flush, so a commit acknowledged and then lost in a database
+crash would leave a watermark over points the destination lacks — never re-sent.
 """
 
 from __future__ import annotations
@@ -96,6 +147,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -115,6 +167,19 @@ from sync_offline_to_mlflow import make_run  # noqa: E402
 PG_BASE = os.environ.get("BRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 TX_ROWS = 10_000
 COLUMNS = "key, value, timestamp, run_uuid, step, is_nan"
+
+
+def source_run(root: Path, points: int, metrics: int) -> Path:
+    """The W&B offline run of ``points`` over ``metrics`` under ``root``: made once (its
+    making is not timed; ~2 minutes per million points), reused while its marker is there."""
+    base = root / f"wandb-{points}x{metrics}"
+    marker = base / "bench-run-folder"
+    if marker.exists():
+        return Path(marker.read_text())
+    shutil.rmtree(base, ignore_errors=True)
+    folder = make_run(base, points, metrics)
+    marker.write_text(str(folder))
+    return folder
 
 
 def create_store(uri: str) -> str:
@@ -217,16 +282,24 @@ def report(dest: str, points: int, raw: float, written: int, secs: float, rss: f
     print(f"[{dest}] bridge sync:      {written:,} points in {secs:.1f} s = {bridge_rate:,.0f}/s")
     print(f"[{dest}] ratio bridge/raw: {bridge_rate / raw_rate:.2f} (goal >= 0.5)")
     print(f"[{dest}] bridge peak RSS:  {rss:.0f} MiB")
+    print(f"[{dest}] load average now: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
-def profile(folder: Path, work: Path, out: Path) -> None:
-    """One sqlite sync under py-spy (all threads, 200 Hz); prints the top inclusive items."""
-    uri = f"sqlite:///{work / 'profile.db'}"
+def profile(folder: Path, work: Path, out: Path, pg: bool) -> None:
+    """One sync (sqlite, or PostgreSQL with ``pg``) under py-spy (all threads, 200 Hz, idle
+    samples included with ``pg``: waits on the server show); prints the top inclusive items."""
     from mlflow.tracking import MlflowClient
 
-    MlflowClient(tracking_uri=uri).search_experiments()
-    cmd = ["py-spy", "record", "--format", "raw", "-r", "200", "-o", str(out), "--"]
-    subprocess.run(cmd + bridge_cmd(folder, uri, work / "profile-state.db"), check=True)
+    db = PgDatabase() if pg else None
+    uri = db.url if db is not None else f"sqlite:///{work / 'profile.db'}"
+    try:
+        MlflowClient(tracking_uri=uri).search_experiments()
+        cmd = ["py-spy", "record", *(["--idle"] if pg else []), "--format", "raw", "-r", "200"]
+        cmd += ["-o", str(out), "--"]
+        subprocess.run(cmd + bridge_cmd(folder, uri, work / "profile-state.db"), check=True)
+    finally:
+        if db is not None:
+            db.drop()
     summarize(out)
 
 
@@ -235,22 +308,30 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=2_000_000)
     parser.add_argument("--metrics", type=int, default=5)
     parser.add_argument("--pg", action="store_true", help="also PostgreSQL (127.0.0.1:5432)")
-    parser.add_argument("--profile", type=Path, help="py-spy one sqlite sync into this file")
+    parser.add_argument("--pg-only", action="store_true", help="PostgreSQL, not sqlite")
+    parser.add_argument(
+        "--source", type=Path, help="keep the W&B run under this folder and reuse it next time"
+    )
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy one sync (sqlite; with --pg PostgreSQL) into this file"
+    )
     args = parser.parse_args()
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     points = args.points // args.metrics * args.metrics
     with tempfile.TemporaryDirectory(prefix="bridge-p1-") as tmp:
         work = Path(tmp)
-        folder = make_run(work / "wandb-big", points, args.metrics)
+        folder = source_run(args.source or work, points, args.metrics)
         if args.profile:
-            profile(folder, work, args.profile)
+            profile(folder, work, args.profile, args.pg)
             return
-        raw = raw_sqlite(work / "raw.db", points, args.metrics)
-        uri = f"sqlite:///{work / 'bridge.db'}"
-        secs, rss, written = bridge_sync(folder, uri, work / "state.db")
-        report("sqlite", points, raw, written, secs, rss)
-        if args.pg:
+        print(f"load average at start: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        if not args.pg_only:
+            raw = raw_sqlite(work / "raw.db", points, args.metrics)
+            uri = f"sqlite:///{work / 'bridge.db'}"
+            secs, rss, written = bridge_sync(folder, uri, work / "state.db")
+            report("sqlite", points, raw, written, secs, rss)
+        if args.pg or args.pg_only:
             raw_db, bridge_db = PgDatabase(), PgDatabase()
             try:
                 raw = raw_pg(raw_db.url, points, args.metrics)
