@@ -8,6 +8,7 @@ backend does not have it), so the rest of the engine never probes for a method.
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass, field
 
 from bridge.adapters.base import DestRun, Reader, Rendered, Writer
@@ -94,7 +95,15 @@ class SyncContext:
         self.features = Features.of(self.reader, self.writer, self.source_writer)
         if not isinstance(self.state, FencedStore):
             # Every per-run state write of the pass carries its run's fence (claims.py).
-            self.state = FencedStore(self.state, self._fence_of)
+            # A weak reference: no cycle, so a pass dropped without closing is freed (and
+            # its claims given back) as soon as it is unreferenced.
+            ref = weakref.ref(self)
+
+            def fence_of(dest_uri: str, source_id: str) -> Fence | None:
+                ctx = ref()
+                return None if ctx is None else ctx._fence_of(dest_uri, source_id)
+
+            self.state = FencedStore(self.state, fence_of)
 
     @property
     def dest_uri(self) -> str:
@@ -109,7 +118,12 @@ class SyncContext:
             return None
         with self._lock:
             if self.claims is None:
-                self.claims = RunClaims(self.state, self.dest_uri)
+                # the store itself, not the pass's fenced view (which refers to this
+                # context): the claims' finalizer must not keep the pass alive
+                store = self.state
+                if isinstance(store, FencedStore):
+                    store = store.inner
+                self.claims = RunClaims(store, self.dest_uri)
             claims = self.claims
         return claims.take(source_id)
 

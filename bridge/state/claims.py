@@ -117,12 +117,8 @@ class ClaimsMixin(StoreBase):
 
     def claim_token(self, dest_uri: str, source_id: str) -> int | None:
         """The run's current fencing token (None before its first take; for tests)."""
-        f = claim_fences_table.c
         with self._tx() as conn:
-            token = conn.execute(
-                sa.select(f.token).where(f.dest_uri == dest_uri, f.source_id == source_id)
-            ).scalar_one_or_none()
-        return None if token is None else int(token)
+            return _token(conn, dest_uri, source_id)
 
 
 def check_fence(conn: sa.Connection, dest_uri: str, source_id: str, fence: Fence | None) -> None:
@@ -130,32 +126,37 @@ def check_fence(conn: sa.Connection, dest_uri: str, source_id: str, fence: Fence
     :class:`~bridge.errors.LeaseLost` (the caller's transaction rolls back: nothing is
     written) unless the run's claim is still ``fence.holder``'s with ``fence.token``.
 
-    The check is a no-op UPDATE of the run's token row, so it locks what a takeover must
-    change: on PostgreSQL the row (a successor's takeover waits for this transaction, or
-    this UPDATE sees the bumped token and matches nothing), on SQLite the database's write
-    lock (no takeover can commit between the check and the write). ``None``: an
+    The check is one statement, a no-op UPDATE of the run's token row where the claim row
+    is still ours, so it locks what a takeover must change: on PostgreSQL the row (a
+    successor's takeover waits for this transaction, or this UPDATE sees the bumped token
+    and matches nothing), on SQLite the database's write lock (no takeover can commit
+    between the check and the write). ``None``: an
     unclaimed write (a dry run writes nothing; the CLI's conflict resolution), unchecked."""
     if fence is None:
         return
-    f = claim_fences_table.c
+    f, k = claim_fences_table.c, claims_table.c
+    ours = sa.exists().where(
+        k.dest_uri == dest_uri, k.source_id == source_id, k.holder == fence.holder
+    )
     kept = conn.execute(
         sa.update(claim_fences_table)
-        .where(f.dest_uri == dest_uri, f.source_id == source_id, f.token == fence.token)
+        .where(f.dest_uri == dest_uri, f.source_id == source_id, f.token == fence.token, ours)
         .values(token=f.token)
     ).rowcount
-    if kept == 1 and _holder(conn, dest_uri, source_id) == fence.holder:
+    if kept == 1:
         return
     # Taken since (the token moved on): name the taker; else the claim was given back.
-    taker = _taker(conn, dest_uri, source_id) if kept != 1 else None
+    moved = _token(conn, dest_uri, source_id) != fence.token
+    taker = _taker(conn, dest_uri, source_id) if moved else None
     raise LeaseLost(source_id, None if taker is None else taker.rsplit(":", 1)[0])
 
 
-def _holder(conn: sa.Connection, dest_uri: str, source_id: str) -> str | None:
-    k = claims_table.c
-    holder = conn.execute(
-        sa.select(k.holder).where(k.dest_uri == dest_uri, k.source_id == source_id)
+def _token(conn: sa.Connection, dest_uri: str, source_id: str) -> int | None:
+    f = claim_fences_table.c
+    token = conn.execute(
+        sa.select(f.token).where(f.dest_uri == dest_uri, f.source_id == source_id)
     ).scalar_one_or_none()
-    return None if holder is None else str(holder)
+    return None if token is None else int(token)
 
 
 def _taker(conn: sa.Connection, dest_uri: str, source_id: str) -> str | None:
