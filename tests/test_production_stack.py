@@ -26,6 +26,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import pytest
 from conftest import PG_BASE, running_mlflow_server
@@ -297,13 +299,13 @@ def test_stack_as_source(
     assert report.exit_code() == 0, report.model_dump()
 
 
-def _big_source(root: Path, size: int) -> tuple[str, str]:
+def _big_source(root: Path, size: int, name: str) -> tuple[str, str]:
     """A sqlite store whose one run holds a ``size``-byte file written in place (sparse: up
     to 3 MiB of data at three offsets, the rest holes), and the file's MD5."""
     db = f"sqlite:///{root / 'big.db'}"
     client = MlflowClient(tracking_uri=db)
     exp = client.create_experiment("big", artifact_location=str(root / "big-artifacts"))
-    run = client.create_run(exp, run_name="big-run")
+    run = client.create_run(exp, run_name=name)
     folder = Path(client.get_run(run.info.run_id).info.artifact_uri)
     folder.mkdir(parents=True, exist_ok=True)
     block = hashlib.sha256(b"bridge").digest() * (1 << 15)  # 1 MiB of non-zero bytes
@@ -320,11 +322,11 @@ def _big_source(root: Path, size: int) -> tuple[str, str]:
     return db, md5.hexdigest()
 
 
-def _peak_rss_sync(src: str, stack: dict[str, Any], env: dict[str, str], tmp: Path) -> int:
-    """``bridge sync`` of ``src`` into the stack in its own process: its peak RSS (bytes)."""
+def _peak_rss_sync(src: str, dest: str, env: dict[str, str], tmp: Path, *args: str) -> int:
+    """``bridge sync`` of ``src`` into ``dest`` in its own process: its peak RSS (bytes)."""
     bridge = str(Path(sys.executable).with_name("bridge"))
-    cmd = ["/usr/bin/time", "-v", bridge, "sync", f"mlflow:{src}", f"mlflow:{stack['url']}"]
-    cmd += ["--state", str(tmp / "state.db"), "--json"]
+    cmd = ["/usr/bin/time", "-v", bridge, "sync", f"mlflow:{src}", f"mlflow:{dest}"]
+    cmd += ["--state", str(tmp / "state.db"), "--json", *args]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert SECRET not in done.stdout + done.stderr
@@ -344,10 +346,11 @@ def test_large_file_multipart_in_bounded_memory(
         env["MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD"] = "true"
         env["MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE"] = str(64 << 20)  # default 500 MiB
     small_tmp = tmp_path_factory.mktemp(f"small-{stack['mode']}")
-    base = _peak_rss_sync(_big_source(small_tmp, 1 << 20)[0], stack, env, small_tmp)
+    small_src = _big_source(small_tmp, 1 << 20, "small-run")[0]
+    base = _peak_rss_sync(small_src, stack["url"], env, small_tmp)
     tmp = tmp_path_factory.mktemp(f"big-{stack['mode']}")
-    src, md5 = _big_source(tmp, BIG)
-    peak = _peak_rss_sync(src, stack, env, tmp)
+    src, md5 = _big_source(tmp, BIG, "big-run")
+    peak = _peak_rss_sync(src, stack["url"], env, tmp)
     print(f"{stack['mode']}: bridge sync peak RSS {peak >> 20} MiB with a {BIG >> 20} MiB file,")
     print(f"  {base >> 20} MiB with a 1 MiB file (the same run otherwise)")
     # the file adds far less than its size to the process (bounded parts, not the file)
@@ -366,6 +369,31 @@ def test_large_file_multipart_in_bounded_memory(
     if stack["mode"] == "proxied":
         assert int(parts[1]) == -(-BIG // BIG_PART)  # the client's parts, not the server's
     assert _object_md5(s3, key) == (md5, BIG)
+
+    # and back out of the stack into sqlite: downloaded from S3 in bounded memory too
+    client = MlflowClient(tracking_uri=stack["url"])
+    [exp] = [e for e in client.search_experiments() if e.name == "big"]
+    ids = {r.info.run_name: r.info.run_id for r in client.search_runs([exp.experiment_id])}
+    out = tmp_path_factory.mktemp(f"big-out-{stack['mode']}")
+    dest = f"sqlite:///{out / 'dst.db'}"
+    read: dict[str, int] = {}
+    for name in ("small-run", "big-run"):
+        read[name] = _peak_rss_sync(stack["url"], dest, env, out, "--runs", ids[name])
+    print(f"  read back: {read['big-run'] >> 20} MiB, {read['small-run'] >> 20} MiB for 1 MiB")
+    # proxied: MLflow's presigned multipart download, in the parts the bridge bounds
+    assert read["big-run"] - read["small-run"] < BIG / 3
+    copy = MlflowClient(tracking_uri=dest)
+    [run] = [
+        r
+        for r in copy.search_runs([copy.get_experiment_by_name("big").experiment_id])
+        if r.info.run_name == "big-run"
+    ]
+    local = Path(url2pathname(urlsplit(run.info.artifact_uri).path)) / "weights.bin"
+    got = hashlib.md5()
+    with open(local, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            got.update(chunk)
+    assert (got.hexdigest(), local.stat().st_size) == (md5, BIG)
 
 
 def test_references_stay_references_without_the_flag(
