@@ -72,9 +72,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import trace_corpus  # noqa: E402
-from measure import measure  # noqa: E402
-
-PG_BASE = os.environ.get("BRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+from measure import drop_pg_database, measure, pg_database  # noqa: E402
 
 
 def _parse(value: Any) -> Any:
@@ -231,29 +229,9 @@ def replay(src_uri: str, dst_uri: str) -> dict[str, Any]:
 def _pg_database() -> str | None:
     """A fresh PostgreSQL database for a server's backend, or None when none is reachable."""
     try:
-        import sqlalchemy
-
-        admin = sqlalchemy.create_engine(PG_BASE, isolation_level="AUTOCOMMIT")
-        name = "bench_" + uuid.uuid4().hex[:12]
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        admin.dispose()
+        return pg_database()
     except Exception:
         return None
-    return PG_BASE.rsplit("/", 1)[0] + "/" + name
-
-
-def _drop_pg(url: str) -> None:
-    import sqlalchemy
-
-    name = url.rsplit("/", 1)[1]
-    admin = sqlalchemy.create_engine(PG_BASE, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-        )
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
-    admin.dispose()
 
 
 def _run_method(method: str, src: str, dst: str, tmp: Path) -> dict[str, Any]:
@@ -295,7 +273,7 @@ def _copy_into(kind: str, method: str, src: str, tmp: Path) -> tuple[str, dict[s
     finally:
         stop_mlflow_server(proc)
         if pg:
-            _drop_pg(pg)
+            drop_pg_database(pg)
     return ("server (PostgreSQL)" if pg else "server (sqlite)"), res
 
 

@@ -6,11 +6,43 @@ that command's alone (not the bench's, not an earlier command's)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
+
+#: The PostgreSQL server benches make their databases on (as the tests: BRIDGE_TEST_PG).
+PG_ADMIN = os.environ.get("BRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def pg_database(prefix: str = "bench_") -> str:
+    """A fresh PostgreSQL database (drop it with :func:`drop_pg_database`); its URL."""
+    import sqlalchemy as sa
+
+    name = prefix + uuid.uuid4().hex[:12]
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    admin.dispose()
+    return PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_pg_database(url: str) -> None:
+    """Drop a database :func:`pg_database` made (its connections ended first)."""
+    import sqlalchemy as sa
+
+    name = url.rsplit("/", 1)[1]
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+    admin.dispose()
+
 
 _WRAPPER = (
     "import json,resource,subprocess,sys;"

@@ -69,33 +69,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from measure import measure  # noqa: E402
-
-PG_ADMIN = os.environ.get("BRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def fresh_database() -> str:
-    import sqlalchemy as sa
-
-    name = "p2_" + uuid.uuid4().hex[:10]
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    admin.dispose()
-    return PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-
-
-def drop_database(url: str) -> None:
-    import sqlalchemy as sa
-
-    name = url.rsplit("/", 1)[1]
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-        )
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
-    admin.dispose()
+from measure import drop_pg_database, measure, pg_database  # noqa: E402
 
 
 def start_server(work: Path, backend: str, workers: int) -> tuple[str, subprocess.Popen, int]:
@@ -231,7 +205,7 @@ def case(work: Path, runs: int, points: int, metrics: int) -> None:
     print(f"    load average before: {open('/proc/loadavg').read().split()[:3]}")
     rates: dict[str, float] = {}
     for phase in ("plain", "bridge-sequential", "bridge"):
-        db = fresh_database()
+        db = pg_database("p2_")
         url, proc, port = start_server(work, db, 4)
         try:
             watch = Watch(proc.pid, port)
@@ -253,7 +227,7 @@ def case(work: Path, runs: int, points: int, metrics: int) -> None:
         finally:
             os.killpg(proc.pid, signal.SIGTERM)  # the server's session: uvicorn workers too
             proc.wait(timeout=30)
-            drop_database(db)
+            drop_pg_database(db)
         rates[phase] = written / seconds
         ratio = rates[phase] / rates["plain"]
         print(
