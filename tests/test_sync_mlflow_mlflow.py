@@ -179,3 +179,48 @@ def test_source_deletions_follow_on_delete(tmp_path: Path, on_delete: str) -> No
     # reported once: the next cycle is quiet
     again = api.sync(f"mlflow:{src}", f"mlflow:{dst}", state=state, on_delete=on_delete)
     assert [r.action for r in again.runs] == ["unchanged", "unchanged"]
+
+
+@pytest.mark.parametrize("answer", ["present", "unknown", "raises"])
+def test_an_unlisted_run_the_source_still_has_is_not_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answer: str
+) -> None:
+    """A complete-looking listing that misses a run (a server hiding an experiment from
+    these credentials) must not make ``--on-delete delete`` delete its copy: the reader is
+    asked first, and only a run it says is gone counts as deleted."""
+    from bridge.adapters.mlflow.presence import MlflowPresence
+    from bridge.adapters.mlflow.reader import MlflowReader
+
+    src = f"sqlite:///{tmp_path / 'src.db'}"
+    dst = f"sqlite:///{tmp_path / 'dst.db'}"
+    ids = _make_source(src, tmp_path)
+    state = str(tmp_path / "state.db")
+    assert api.sync(f"mlflow:{src}", f"mlflow:{dst}", state=state).exit_code() == 0
+    listed = MlflowReader.list_runs
+    monkeypatch.setattr(  # the run is there, but the listing does not show it
+        MlflowReader,
+        "list_runs",
+        lambda self: (h for h in listed(self) if not h.source_id.endswith("#" + ids["lone"])),
+    )
+    if answer != "present":
+
+        def ask(self: MlflowPresence, source_id: str) -> str:
+            if answer == "raises":
+                raise RuntimeError("connection reset")
+            return answer
+
+        monkeypatch.setattr(MlflowPresence, "run_presence", ask)
+    for _ in range(2):  # not marked deleted: asked again, kept again
+        plan = api.sync(f"mlflow:{src}", f"mlflow:{dst}", state=state, on_delete="delete")
+        (line,) = [r for r in plan.runs if r.source_id.endswith("#" + ids["lone"])]
+        assert line.outcome == "skipped" and "copy kept" in (line.reason or "")
+        assert [w.code for w in line.warnings] == ["source-unlisted"]
+    client = MlflowClient(tracking_uri=dst)
+    copies = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], run_view_type=3
+    )
+    bert = [r for r in copies if r.info.run_name == "bert"]
+    assert len(bert) == 1 and bert[0].info.lifecycle_stage == "active"
+    monkeypatch.undo()  # listed again: nothing was lost, nothing to re-create
+    again = api.sync(f"mlflow:{src}", f"mlflow:{dst}", state=state, on_delete="delete")
+    assert sorted(r.action for r in again.runs) == ["unchanged"] * 3

@@ -53,6 +53,23 @@ class EditableSource(ABC):
         """The run's editable fields as the source holds them now."""
 
 
+Presence = Literal["gone", "present", "unknown"]
+
+
+class SourcePresence(ABC):
+    """Reader feature: ask the source about one run a complete listing no longer shows,
+    before ``--on-delete tag|delete`` acts on its copy. A listing can look complete and
+    still miss runs that exist: a server that hides what the caller may not read (MLflow's
+    basic-auth app drops experiments without READ from every search), an experiment whose
+    permission was withdrawn since the last pass. Without this feature the listing is
+    trusted."""
+
+    @abstractmethod
+    def run_presence(self, source_id: str) -> Presence:
+        """``gone`` (deleted, or no such run), ``present`` (it exists: the listing did not
+        show it) or ``unknown`` (the source would not say: permission, network)."""
+
+
 class ItemSource(ABC):
     """Reader feature: workspace items beyond runs (traces, prompts, evaluation datasets).
 

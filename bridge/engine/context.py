@@ -23,6 +23,7 @@ from bridge.adapters.features import (
     RegistrySource,
     RunDeletion,
     RunEdits,
+    SourcePresence,
 )
 from bridge.engine.claims import FencedStore, RunClaims
 from bridge.engine.model import Conflict, OnConflict, RunPlan
@@ -47,6 +48,7 @@ class Features:
     source_registry: ModelRegistry | None = None  # same writer: aliases moved back
     item_source: ItemSource | None = None  # traces, prompts, datasets to read
     item_sink: ItemSink | None = None  # the destination's: where they are written
+    presence: SourcePresence | None = None  # asked before a deletion acts (engine/deletions.py)
 
     @classmethod
     def of(cls, reader: Reader, writer: Writer, source_writer: Writer | None) -> Features:
@@ -64,6 +66,7 @@ class Features:
             source_registry=sw if isinstance(sw, ModelRegistry) else None,
             item_source=reader if isinstance(reader, ItemSource) else None,
             item_sink=writer if isinstance(writer, ItemSink) else None,
+            presence=reader if isinstance(reader, SourcePresence) else None,
         )
 
 

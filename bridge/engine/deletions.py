@@ -43,6 +43,12 @@ def source_deletions(
             if not ctx.dry_run:
                 state.mark_deleted(source_uri, ctx.dest_uri, sid)
             continue
+        still = _still_there(ctx, sid) if on_delete != "keep" else None
+        if still is not None:  # not listed, yet the source does not say it was deleted
+            line.reason = still
+            line.warnings.append(Warning_(source_id=sid, code="source-unlisted", message=still))
+            lines.append(line)  # not marked deleted: the next pass asks again
+            continue
         try:
             if on_delete == "keep":
                 line.reason = "the source run no longer exists; destination run kept (keep)"
@@ -71,3 +77,24 @@ def source_deletions(
             state.mark_deleted(source_uri, ctx.dest_uri, sid)
         lines.append(line)
     return lines
+
+
+def _still_there(ctx: SyncContext, source_id: str) -> str | None:
+    """Why a run missing from a complete listing must not count as deleted yet (the source
+    still has it, or would not say), or None when it is gone (or the reader cannot be
+    asked: the listing is trusted)."""
+    presence = ctx.features.presence
+    if presence is None:
+        return None
+    try:
+        answer = presence.run_presence(source_id)
+    except Exception as exc:  # noqa: BLE001 - asking failed: no deletion on a guess
+        return f"not listed, and the source could not be asked ({one_line(exc)}); copy kept"
+    if answer == "present":
+        return (
+            "not listed, but the source still has this run (hidden from these credentials? "
+            "filtered?); copy kept"
+        )
+    if answer == "unknown":
+        return "not listed, and the source would not say whether it was deleted; copy kept"
+    return None

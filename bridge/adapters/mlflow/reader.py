@@ -58,6 +58,7 @@ from bridge.adapters.mlflow.history import (  # noqa: F401 - CHUNK_POINTS: named
 )
 from bridge.adapters.mlflow.ids import object_source_id
 from bridge.adapters.mlflow.items import MlflowItemSource
+from bridge.adapters.mlflow.presence import MlflowPresence
 from bridge.adapters.mlflow.reader_check import (
     check_file_store,
     check_sql_tables,
@@ -104,7 +105,13 @@ _STATUS: dict[str, RunStatus] = {
 
 
 class MlflowReader(
-    MlflowStore, RunListing, Reader, RegistrySource, EditableSource, MlflowItemSource
+    MlflowStore,
+    RunListing,
+    Reader,
+    RegistrySource,
+    EditableSource,
+    MlflowItemSource,
+    MlflowPresence,
 ):
     """Reads experiments, runs, metric history and artifacts from an MLflow tracking store.
 
