@@ -1,3 +1,11 @@
+-- table bridge_claim_fences
+CREATE TABLE bridge_claim_fences (
+	dest_uri VARCHAR(512) NOT NULL, 
+	source_id VARCHAR(512) NOT NULL, 
+	token BIGINT NOT NULL, 
+	holder VARCHAR(256) NOT NULL, 
+	PRIMARY KEY (dest_uri, source_id)
+);
 -- table bridge_claims
 CREATE TABLE bridge_claims (
 	dest_uri VARCHAR(512) NOT NULL, 
@@ -108,6 +116,47 @@ CREATE TABLE bridge_pair_runs (
 	deleted_at FLOAT, 
 	PRIMARY KEY (source_uri, dest_uri, source_id)
 );
+-- table bridge_parent_links
+CREATE TABLE bridge_parent_links (
+	dest_uri VARCHAR(512) NOT NULL, 
+	source_id VARCHAR(512) NOT NULL, 
+	parent_source_id VARCHAR(512) NOT NULL, 
+	PRIMARY KEY (dest_uri, source_id)
+);
+-- table bridge_pass_open
+CREATE TABLE bridge_pass_open (
+	source_uri VARCHAR(512) NOT NULL, 
+	dest_uri VARCHAR(512) NOT NULL, 
+	shard_count INTEGER NOT NULL, 
+	pass_id VARCHAR(128) NOT NULL, 
+	PRIMARY KEY (source_uri, dest_uri, shard_count)
+);
+-- table bridge_pass_shards
+CREATE TABLE bridge_pass_shards (
+	pass_id VARCHAR(128) NOT NULL, 
+	shard INTEGER NOT NULL, 
+	holder VARCHAR(256) NOT NULL, 
+	started_at FLOAT NOT NULL, 
+	heartbeat FLOAT NOT NULL, 
+	ended_at FLOAT, 
+	result INTEGER, 
+	counts TEXT, 
+	errors TEXT, 
+	PRIMARY KEY (pass_id, shard)
+);
+-- table bridge_passes
+CREATE TABLE bridge_passes (
+	pass_id VARCHAR(128) NOT NULL, 
+	source_uri VARCHAR(512) NOT NULL, 
+	dest_uri VARCHAR(512) NOT NULL, 
+	shard_count INTEGER NOT NULL, 
+	started_at FLOAT NOT NULL, 
+	final_state VARCHAR(16), 
+	final_holder VARCHAR(256), 
+	final_at FLOAT, 
+	incomplete TEXT, 
+	PRIMARY KEY (pass_id)
+);
 -- table bridge_resolutions
 CREATE TABLE bridge_resolutions (
 	id INTEGER NOT NULL, 
@@ -155,3 +204,11 @@ CREATE TABLE bridge_streams (
 );
 -- index bridge_conflicts_one_open
 CREATE UNIQUE INDEX bridge_conflicts_one_open ON bridge_conflicts (dest_uri, source_id, field, ifnull(source_value, ''), (source_value IS NULL), ifnull(dest_value, ''), (dest_value IS NULL)) WHERE NOT resolved;
+-- index ix_bridge_claims_holder
+CREATE INDEX ix_bridge_claims_holder ON bridge_claims (holder);
+-- index ix_bridge_conflicts_run
+CREATE INDEX ix_bridge_conflicts_run ON bridge_conflicts (dest_uri, source_id);
+-- index ix_bridge_cycles_pair
+CREATE INDEX ix_bridge_cycles_pair ON bridge_cycles (source_uri, dest_uri);
+-- index ix_bridge_resolutions_run
+CREATE INDEX ix_bridge_resolutions_run ON bridge_resolutions (dest_uri, source_id);

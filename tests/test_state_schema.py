@@ -41,3 +41,20 @@ def test_a_store_made_before_the_split_opens_unchanged(tmp_path: Path) -> None:
     assert store.get_watermarks("mlflow:x", "wandb:e/p/r") == {"loss": 7}
     store.close()
     assert _dump(db) == GOLDEN.read_text()
+
+
+def test_a_store_made_before_sharding_is_brought_up_to_date(tmp_path: Path) -> None:
+    """A store of the format before issue 15 (no pass, fence or parent-link tables, no
+    per-run indexes on conflicts/claims/cycles) opens, keeps its rows, and is then exactly
+    the current format."""
+    db = tmp_path / "before.db"
+    with sqlite3.connect(db) as con:
+        con.executescript(GOLDEN.with_name("state_schema_sqlite_before_15.sql").read_text())
+        con.execute(
+            "INSERT INTO bridge_runs VALUES ('mlflow:x', 'wandb:e/p/r', 'd1', 'p1', 'fp', 1, "
+            "'{}', '{}', 1.0)"
+        )
+    store = StateStore(str(db))
+    assert store.get_run("mlflow:x", "wandb:e/p/r") is not None
+    store.close()
+    assert _dump(db) == GOLDEN.read_text()
