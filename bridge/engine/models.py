@@ -9,6 +9,7 @@ from typing import IO, cast
 from bridge.engine.artifacts import VerifyingStream, content_entries
 from bridge.engine.context import Planned, SyncContext
 from bridge.engine.model import ModelPlan, RunPlan
+from bridge.engine.object_claims import claimed_object
 from bridge.errors import ContentError, RunError
 from bridge.faults import kill_point
 from bridge.paths import PathRefused, path_problem
@@ -29,6 +30,21 @@ def place_model(
     assert art.source_id is not None
     known = ctx.state.get_object(ctx.dest_uri, art.source_id)
     if known is not None:
+        return known
+    with claimed_object(ctx, art.source_id):  # one process places it (engine/object_claims.py)
+        return _place_model(ctx, plan, project_dest_id, run_dest_id, art)
+
+
+def _place_model(
+    ctx: SyncContext,
+    plan: RunPlan | ModelPlan,
+    project_dest_id: str,
+    run_dest_id: str | None,
+    art: ArtifactVersion,
+) -> str:
+    assert art.source_id is not None
+    known = ctx.state.get_object(ctx.dest_uri, art.source_id)
+    if known is not None:  # placed by the process that held the claim
         return known
     logged = ctx.features.logged_models
     if logged is None:
