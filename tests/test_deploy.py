@@ -64,6 +64,21 @@ def the_container(obj: dict[str, Any]) -> dict[str, Any]:
     return container
 
 
+def test_an_index_that_ended_is_not_retried_a_dead_one_is() -> None:
+    """An exit code means the index recorded its end (the pass's final step may have run on
+    it): FailIndex on 1 and 2, no retry copying runs after that step. A killed pod (no exit
+    code of the bridge's) is retried by backoffLimitPerIndex and rejoins the pass."""
+    spec = one("Job")["spec"]
+    assert spec["backoffLimitPerIndex"] >= 1
+    fail = [
+        r["onExitCodes"]
+        for r in spec["podFailurePolicy"]["rules"]
+        if r["action"] == "FailIndex" and "onExitCodes" in r
+    ]
+    assert len(fail) == 1 and fail[0]["operator"] == "In"
+    assert set(fail[0]["values"]) == {1, 2}
+
+
 # -- what Kubernetes does with them ---------------------------------------------------------
 
 
