@@ -21,6 +21,7 @@ the destination. Redaction is for what the bridge *shows* and *records about its
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import logging
@@ -138,15 +139,45 @@ def _spellings(value: str) -> set[str]:
     return {f for f in forms if len(f) >= MIN_SECRET_LEN}
 
 
+@functools.lru_cache(maxsize=4096)
+def _secret_name(name: str) -> bool:
+    return name in ENV_SECRETS or bool(_ENV_SECRET_NAME.search(name))
+
+
+@functools.lru_cache(maxsize=1024)
+def _env_spellings(value: str) -> frozenset[str]:
+    return frozenset(_spellings(value))
+
+
+#: The last answer of known_secrets and what it was computed from: a report redacts every
+#: string of every line, and the environment and the registered set rarely change between.
+_last: tuple[tuple[tuple[str, ...], int, int], list[str]] | None = None
+
+
 def known_secrets() -> list[str]:
-    """Registered secrets and credential environment variables, longest first."""
-    found = set()
-    for name, value in os.environ.items():
-        if (name in ENV_SECRETS or _ENV_SECRET_NAME.search(name)) and len(value) >= MIN_SECRET_LEN:
-            found |= _spellings(value)
+    """Registered secrets and credential environment variables, longest first (read anew
+    on each call: tests and callers change the environment; only the derived spellings
+    and the sorted answer are reused while neither the values nor the registry changed)."""
+    global _last
+    values = tuple(
+        sorted(
+            value
+            for name, value in os.environ.items()
+            if len(value) >= MIN_SECRET_LEN and _secret_name(name)
+        )
+    )
     with _lock:
-        found |= _registered
-    return sorted(found, key=len, reverse=True)
+        key = (values, id(_registered), len(_registered))
+        last = _last
+        if last is not None and last[0] == key:
+            return last[1]
+        found = set(_registered)
+    for value in values:
+        found |= _env_spellings(value)
+    answer = sorted(found, key=len, reverse=True)
+    with _lock:
+        _last = (key, answer)
+    return answer
 
 
 def _scheme_token(m: re.Match[str]) -> str:
