@@ -32,6 +32,7 @@ last lines of a failed index's report.
 
     python bench/shards.py [--runs 2000] [--shards 1 2 4] [--workers 2] [--kill-after 0.4]
                            [--kill-at SECONDS] [--no-kill] [--cache /tmp/bench-cache]
+                           [--direct]   # into the PostgreSQL MLflow URI, no server
 """
 
 from __future__ import annotations
@@ -84,18 +85,30 @@ def copies(url: str) -> Counter[str]:
 
 
 def one_pass(
-    src: str, n: int, workers: int, runs: int, work: Path, kill_after: float | None
+    src: str,
+    n: int,
+    workers: int,
+    runs: int,
+    work: Path,
+    kill_after: float | None,
+    direct: bool = False,
 ) -> dict[str, float | int | str]:
+    """One pass of ``n`` shard processes; ``direct``: into the PostgreSQL MLflow URI itself
+    (the SQL bulk path) instead of a server on it."""
     from conftest import start_mlflow_server, stop_mlflow_server
 
     backend, state = pg_database("shards_mlflow_"), pg_database("shards_state_")
-    url, proc = start_mlflow_server(work / f"server-{n}", backend, workers=4, timeout=300)
+    proc = None
+    if direct:
+        url = backend
+    else:
+        url, proc = start_mlflow_server(work / f"server-{n}", backend, workers=4, timeout=300)
     try:
         cmd = [*BRIDGE, "sync", src, f"mlflow:{url}", "--state", state, "--json"]
         cmd += ["--shard", f"auto/{n}", "--pass-id", f"bench-{n}-{time.time():.0f}"]
         cmd += ["--workers", str(workers)]
         load0 = os.getloadavg()[0]
-        watch = Watch(proc.pid, int(url.rsplit(":", 1)[1]))
+        watch = Watch(proc.pid, int(url.rsplit(":", 1)[1])) if proc is not None else None
         t0 = time.perf_counter()
         procs = {i: _shard(cmd, i, work / f"shard-{n}-{i}.log") for i in range(n)}
         killed = ""
@@ -112,7 +125,7 @@ def one_pass(
                 tail = (work / name).read_text(errors="replace").strip().splitlines()[-12:]
                 print(f"    index {i} exit {code}: " + "\n      ".join(tail), flush=True)
         wall = time.perf_counter() - t0
-        server_cpu, pg_cpu = watch.stop()
+        server_cpu, pg_cpu = watch.stop() if watch is not None else (0.0, 0.0)
         load1 = os.getloadavg()[0]
         seen = copies(url)
         verify = subprocess.run(
@@ -121,7 +134,8 @@ def one_pass(
             text=True,
         )
     finally:
-        stop_mlflow_server(proc)
+        if proc is not None:
+            stop_mlflow_server(proc)
         drop_pg_database(backend)
         drop_pg_database(state)
     once = sum(1 for v in seen.values() if v == 1)
@@ -150,6 +164,9 @@ def main() -> None:
     ap.add_argument("--kill-at", type=float, help="seconds (default: --kill-after)")
     ap.add_argument("--no-kill", action="store_true")
     ap.add_argument("--cache", default="/tmp/bench-cache")
+    ap.add_argument(
+        "--direct", action="store_true", help="into the PostgreSQL MLflow URI, no server"
+    )
     args = ap.parse_args()
     for k, v in {"WANDB_SILENT": "true", "MLFLOW_LOGGING_LEVEL": "WARNING", "CI": "true"}.items():
         os.environ.setdefault(k, v)
@@ -167,7 +184,7 @@ def main() -> None:
             after = None if kill is None else args.kill_after * walls.get(4, 120.0)
             if kill is not None and args.kill_at is not None:
                 after = args.kill_at
-            r = one_pass(src, n, args.workers, args.runs, Path(tmp), after)
+            r = one_pass(src, n, args.workers, args.runs, Path(tmp), after, args.direct)
             if kill is None:
                 walls[n] = float(r["wall"])
                 base = base or float(r["wall"])
