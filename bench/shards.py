@@ -33,6 +33,7 @@ last lines of a failed index's report.
     python bench/shards.py [--runs 2000] [--shards 1 2 4] [--workers 2] [--kill-after 0.4]
                            [--kill-at SECONDS] [--no-kill] [--cache /tmp/bench-cache]
                            [--direct]   # into the PostgreSQL MLflow URI, no server
+                           [--noop]     # then a plain `bridge sync` of the pair, timed
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from measure import drop_pg_database, pg_database  # noqa: E402
+from measure import drop_pg_database, measure, pg_database  # noqa: E402
 from p2_rest import Watch  # noqa: E402
 from p5_memory import mlflow_source  # noqa: E402
 
@@ -92,6 +93,7 @@ def one_pass(
     work: Path,
     kill_after: float | None,
     direct: bool = False,
+    noop: bool = False,
 ) -> dict[str, float | int | str]:
     """One pass of ``n`` shard processes; ``direct``: into the PostgreSQL MLflow URI itself
     (the SQL bulk path) instead of a server on it."""
@@ -133,6 +135,15 @@ def one_pass(
             capture_output=True,
             text=True,
         )
+        noop_line = ""
+        if noop:  # a plain sync of the pair after the shards: a no-op cycle, timed
+            plain = [*BRIDGE, "sync", src, f"mlflow:{url}", "--state", state, "--json"]
+            secs, rss, out = measure([*plain, "--workers", str(workers)], "the no-op cycle")
+            counts = json.loads(out).get("counts", {})
+            noop_line = (
+                f"no-op cycle {secs:.1f} s ({secs / wall:.1%} of the pass), peak RSS "
+                f"{rss:.0f} MiB, {1000 * secs / runs:.1f} ms a run, counts {counts}"
+            )
     finally:
         if proc is not None:
             stop_mlflow_server(proc)
@@ -152,6 +163,7 @@ def one_pass(
         "verify": verify.returncode,
         "verify_tail": verify.stdout.strip().splitlines()[-1] if verify.stdout.strip() else "",
         "killed": killed,
+        "noop": noop_line,
     }
 
 
@@ -167,6 +179,7 @@ def main() -> None:
     ap.add_argument(
         "--direct", action="store_true", help="into the PostgreSQL MLflow URI, no server"
     )
+    ap.add_argument("--noop", action="store_true", help="then time a plain no-op sync")
     args = ap.parse_args()
     for k, v in {"WANDB_SILENT": "true", "MLFLOW_LOGGING_LEVEL": "WARNING", "CI": "true"}.items():
         os.environ.setdefault(k, v)
@@ -184,7 +197,7 @@ def main() -> None:
             after = None if kill is None else args.kill_after * walls.get(4, 120.0)
             if kill is not None and args.kill_at is not None:
                 after = args.kill_at
-            r = one_pass(src, n, args.workers, args.runs, Path(tmp), after, args.direct)
+            r = one_pass(src, n, args.workers, args.runs, Path(tmp), after, args.direct, args.noop)
             if kill is None:
                 walls[n] = float(r["wall"])
                 base = base or float(r["wall"])
@@ -198,6 +211,8 @@ def main() -> None:
                 f" {r['killed']}",
                 flush=True,
             )
+            if r["noop"]:
+                print(f"    {r['noop']}", flush=True)
             if r["verify"] != 0:
                 print(f"    verify: {r['verify_tail']}", flush=True)
 
