@@ -126,25 +126,35 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-def pg_database() -> Iterator[str]:
-    """A fresh PostgreSQL database on the local server; yields its SQLAlchemy URL."""
+@contextlib.contextmanager
+def fresh_pg_database(prefix: str = "bridge_") -> Iterator[str]:
+    """A fresh PostgreSQL database on the local server for the block; yields its URL and
+    drops it after (its connections terminated first)."""
     sqlalchemy = pytest.importorskip("sqlalchemy")
-    name = "bridge_" + uuid.uuid4().hex[:12]
+    name = prefix + uuid.uuid4().hex[:12]
     admin = sqlalchemy.create_engine(PG_BASE, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     except Exception as exc:  # pragma: no cover - environment without PostgreSQL
         pytest.fail(f"PostgreSQL at {PG_BASE} is required for this test: {exc}")
-    url = PG_BASE.rsplit("/", 1)[0] + "/" + name
-    yield url
-    with admin.connect() as conn:
-        conn.exec_driver_sql(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-        )
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
-    admin.dispose()
+    try:
+        yield PG_BASE.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database on the local server; yields its SQLAlchemy URL."""
+    with fresh_pg_database() as url:
+        yield url
 
 
 @pytest.fixture

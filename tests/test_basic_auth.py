@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import PG_BASE, running_mlflow_server
+from conftest import fresh_pg_database, running_mlflow_server
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.e2e
@@ -91,22 +91,8 @@ class _Bound:
 
 
 def _module_pg_database() -> Iterator[str]:
-    import sqlalchemy
-
-    name = "bridge_auth_" + uuid.uuid4().hex[:10]
-    admin = sqlalchemy.create_engine(PG_BASE, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG_BASE.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (name,),
-            )
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.dispose()
+    with fresh_pg_database("bridge_auth_") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ destination and a PostgreSQL state store.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -27,7 +28,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 import yaml
-from conftest import PG_BASE
+from conftest import fresh_pg_database
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -413,21 +414,8 @@ def _source_corpus(uri: str, artifacts: Path) -> dict[str, str]:
 
 def _fresh_pg_database() -> tuple[str, Any]:
     """A second fresh database, as the ``pg_database`` fixture makes one; (url, drop)."""
-    name = "bridge_" + uuid.uuid4().hex[:12]
-    admin = sa.create_engine(PG_BASE, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (name,),
-            )
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.dispose()
-
-    return PG_BASE.rsplit("/", 1)[0] + "/" + name, drop
+    stack = contextlib.ExitStack()
+    return stack.enter_context(fresh_pg_database()), stack.close
 
 
 def _copies(dest_db: str) -> Counter[str]:

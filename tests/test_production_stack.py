@@ -23,7 +23,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 import pytest
-from conftest import PG_BASE, running_mlflow_server
+from conftest import fresh_pg_database, running_mlflow_server
 from mlflow.tracking import MlflowClient
 
 from bridge import api
@@ -144,21 +143,8 @@ def sources(tmp_path_factory: pytest.TempPathFactory, moto: dict[str, Any]) -> d
 
 
 def _database() -> Iterator[str]:
-    sqlalchemy = pytest.importorskip("sqlalchemy")
-    name = "bridge_stack_" + uuid.uuid4().hex[:10]
-    admin = sqlalchemy.create_engine(PG_BASE, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG_BASE.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (name,),
-            )
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.dispose()
+    with fresh_pg_database("bridge_stack_") as url:
+        yield url
 
 
 @pytest.fixture(scope="module", params=["proxied", "direct"])

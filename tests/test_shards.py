@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import PG_BASE
+from conftest import fresh_pg_database
 
 from bridge.cli import main
 from bridge.engine.shards import ShardSpec, parse_shard, shard_of
@@ -135,26 +135,11 @@ def test_join_pass_opens_one_pass_and_the_final_step_once(tmp_path: Path) -> Non
 # ------------------------------------------------------------------------------ e2e
 
 
-def _fresh_pg() -> Iterator[str]:
-    import sqlalchemy
-
-    name = "bridge_" + uuid.uuid4().hex[:12]
-    admin = sqlalchemy.create_engine(PG_BASE, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    yield PG_BASE.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as conn:
-        conn.exec_driver_sql(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-        )
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
-    admin.dispose()
-
-
 @pytest.fixture
 def pg_state() -> Iterator[str]:
     """A second fresh PostgreSQL database (the state store beside the destination's)."""
-    yield from _fresh_pg()
+    with fresh_pg_database() as url:
+        yield url
 
 
 def _make_source(uri: str, tmp: Path, sid: Any) -> dict[str, Any]:
