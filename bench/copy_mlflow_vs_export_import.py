@@ -70,8 +70,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +79,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 from measure import measure, summarize  # noqa: E402
 
 EXPERIMENT = "bench-copy"
-PG_BASE = os.environ.get("BRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 def make_source(uri: str, runs: int, steps: int, tmp: Path) -> None:
@@ -128,26 +125,6 @@ def snapshot(uri: str) -> tuple[int, dict[str, int], int]:
         for key in run.data.metrics:
             points += len(client.get_metric_history(run.info.run_id, key))
     return len(runs), starts, points
-
-
-@contextlib.contextmanager
-def pg_database() -> Iterator[str]:
-    import sqlalchemy
-
-    name = "bench_p3_" + uuid.uuid4().hex[:10]
-    admin = sqlalchemy.create_engine(PG_BASE, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG_BASE.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (name,),
-            )
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.dispose()
 
 
 def tree_cpu(pid: int) -> float:
@@ -255,7 +232,7 @@ def main() -> None:
     if not (Path(sys.executable).parent / "export-experiment").exists():
         raise SystemExit("pip install mlflow-export-import tabulate  (needed for the comparison)")
     import conftest
-    from conftest import start_mlflow_server, stop_mlflow_server
+    from conftest import fresh_pg_database, start_mlflow_server, stop_mlflow_server
 
     # A loaded shared machine can take minutes to start a server: wait up to 10 min.
     wait_http = conftest.wait_http
@@ -306,7 +283,9 @@ def main() -> None:
                 b, e = (f"sqlite:///{tmp / n}" for n in ("dst-bridge.db", "dst-exim.db"))
                 todo.append(scenario("sqlite", src, b, src, server("dst-exim-sqlite", e)))
             if "pg" in only:
-                pg_src, pg_b, pg_e = (stack.enter_context(pg_database()) for _ in range(3))
+                pg_src, pg_b, pg_e = (
+                    stack.enter_context(fresh_pg_database("bench_p3_")) for _ in range(3)
+                )
                 make_source(pg_src, args.runs, args.steps, tmp / "pg")
                 todo.append(scenario("pg", pg_src, pg_b, pg_src, server("dst-exim-pg", pg_e)))
             for sc in todo:
