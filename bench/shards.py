@@ -30,6 +30,19 @@ runs in the destination (each once: no duplicate), `bridge verify`: 314 ok, 2 mi
 unsynced. That run's shard logs were lost with its temp folder; the bench now prints the
 last lines of a failed index's report.
 
+Into the PostgreSQL MLflow URI itself (--direct: the SQL bulk path, no server), 2,000 runs,
+4 shard processes, load 2-8:
+
+    4 shards          131.7 s  15.18 runs/s  2,000 of 2,000 exactly once, verify exit 0
+    4 shards (kill)   160.8 s  12.44 runs/s  index 1 SIGKILLed at 53 s, restarted: every index
+                                             exit 0, 2,000 exactly once, verify exit 0
+
+and with --noop (a plain `bridge sync` of the pair after the shards), load 4-9:
+
+    1,000 runs:  pass 85.8 s (11.65 runs/s); no-op cycle 16.4 s, 16.4 ms a run, peak RSS 250 MiB
+    10,000 runs: 10,000 exactly once; no-op cycle 36.2 s, 3.6 ms a run, peak RSS 287 MiB (taken
+                 by hand while the bench's verify ran: the bench was stopped for a CI run)
+
     python bench/shards.py [--runs 2000] [--shards 1 2 4] [--workers 2] [--kill-after 0.4]
                            [--kill-at SECONDS] [--no-kill] [--cache /tmp/bench-cache]
                            [--direct]   # into the PostgreSQL MLflow URI, no server
