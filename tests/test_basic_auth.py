@@ -390,3 +390,111 @@ def test_experiment_refused_at_source_is_reported_not_dropped(
     assert len(lines) == 1 and f"experiment '{names['C']}'" in lines[0], alone.err
     assert "permission denied" in lines[0] and server.url in lines[0]
     assert ALICE[1] not in done.out + done.err + alone.out + alone.err
+
+
+def _add_point(source: str, name: str) -> None:
+    """One more loss point in every run of source experiment ``name``: a re-sync writes."""
+    client = MlflowClient(source.removeprefix("mlflow:"))
+    exp = client.get_experiment_by_name(name)
+    assert exp is not None
+    for run in client.search_runs([exp.experiment_id]):
+        client.log_metric(run.info.run_id, "loss", 0.01, step=40, timestamp=2000)
+
+
+def test_later_write_refused_fails_that_experiments_runs_by_name(
+    server: Server, tmp_path: Path
+) -> None:
+    """admin copies A and B (his experiments); alice may EDIT A but only READ B. A new
+    point at the source: alice's re-sync updates A's run; B's run fails with one line
+    naming B, alice and EDIT (the write to the existing run was refused); exit 1."""
+    names = _names()
+    source = _source(tmp_path, {names["A"]: 1, names["B"]: 1})
+    dest = "mlflow:" + server.url
+    state = ("--state", str(tmp_path / "s.db"))
+    first = bridge(tmp_path, "sync", source, dest, *state, creds=ADMIN)
+    assert first.code == 0, first.err
+    admin = server.admin_client()
+    for key, permission in (("A", "EDIT"), ("B", "READ")):
+        exp = admin.get_experiment_by_name(names[key])
+        server.grant(ALICE[0], exp.experiment_id, permission)
+    _add_point(source, names["A"])
+    _add_point(source, names["B"])
+
+    done = bridge(tmp_path, "sync", source, dest, *state, "--json", creds=ALICE)
+    assert done.code == 1, done.out + done.err
+    plan = json.loads(done.out)
+    outcomes = {line["project"]: line for line in plan["runs"]}
+    assert outcomes[names["A"]]["outcome"] == "done", outcomes
+    (copy_a,) = _runs_in(server, names["A"])
+    history = admin.get_metric_history(copy_a.info.run_id, "loss")
+    assert sorted(m.step for m in history) == list(range(41))  # the new point is there
+    refused = outcomes[names["B"]]
+    assert refused["outcome"] == "failed", refused
+    assert refused["error"] == (
+        f"PermissionDenied: experiment '{names['B']}' on {dest}: permission denied (HTTP 403) "
+        "for user 'alice'; ask the server's admin for EDIT on it"
+    ), refused
+    (copy_b,) = _runs_in(server, names["B"])
+    assert len(admin.get_metric_history(copy_b.info.run_id, "loss")) == 40  # untouched
+    assert _leaks({"stdout": done.out, "stderr": done.err}) == []
+
+
+def test_each_later_write_refused_names_the_experiment(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every write into an existing run of an experiment alice may only READ — metric
+    batches (one request at a time and several in flight), tags, files, the update and
+    finish marks, deletion — is one PermissionDenied line naming the experiment; the
+    first failure of a sink is what its flush raises."""
+    from bridge.adapters.mlflow.writer import MlflowWriter
+    from bridge.errors import PermissionDenied
+    from bridge.schema import MetricChunk
+
+    name = _names()["B"]
+    admin = server.admin_client()
+    exp = admin.create_experiment(name)
+    run_id = admin.create_run(exp, run_name="r").info.run_id
+    server.grant(ALICE[0], exp, "READ")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ALICE[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ALICE[1])
+    writer = MlflowWriter(server.url)
+    (tmp_path / "f.txt").write_text("x")
+
+    def line(need: str) -> str:
+        return (
+            f"experiment '{name}' on mlflow:{server.url}: permission denied (HTTP 403) for "
+            f"user 'alice'; ask the server's admin for {need} on it"
+        )
+
+    def metrics(in_flight: int) -> None:
+        writer.log_batch_in_flight = in_flight
+        sink = writer.metric_sink(run_id)
+        sink.add(MetricChunk(key="loss", steps=[1, 2], timestamps=[1, 2], values=[0.5, 0.25]))
+        sink.flush()
+
+    def put_file() -> None:
+        with (tmp_path / "f.txt").open("rb") as fh:
+            writer.put_file(run_id, "f.txt", fh)
+
+    calls = {
+        "log_batch": lambda: metrics(1),
+        "log_batch in flight": lambda: metrics(4),
+        "set_tags": lambda: writer.set_tags(run_id, {"k": "v"}),
+        "begin_update": lambda: writer.begin_update(run_id),
+        "put_file": put_file,
+    }
+    try:
+        for what, call in calls.items():
+            with pytest.raises(PermissionDenied) as caught:
+                call()
+            assert str(caught.value) == line("EDIT"), what
+        with pytest.raises(PermissionDenied) as caught:
+            writer.delete_run(run_id)
+        assert str(caught.value) == line("MANAGE")
+    finally:
+        writer.close()
+    assert (
+        admin.get_run(run_id).data.metrics == {}
+        and admin.get_run(run_id).data.tags.get("k") is None
+    )
+    assert admin.list_artifacts(run_id) == []

@@ -26,14 +26,16 @@ _SET_CREDENTIALS = "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
 
 
 def status_of(exc: BaseException) -> int | None:
-    """The HTTP status of a REST error: 401, 403 (also from the error code alone)."""
+    """The HTTP status of a REST error: 401, 403 (also from the error code alone; an
+    artifact request's ``requests`` error from its response)."""
     code = getattr(exc, "error_code", None)
     if code == "UNAUTHENTICATED":
         return 401
     if code == "PERMISSION_DENIED":
         return 403
     get = getattr(exc, "get_http_status_code", None)
-    status = get() if callable(get) else None
+    response = getattr(exc, "response", None)
+    status = get() if callable(get) else getattr(response, "status_code", None)
     return status if status in (401, 403) else None
 
 
@@ -102,7 +104,17 @@ def run_error(
 def on_experiment(project_of: Callable[[tuple[Any, ...]], Project], need: str) -> Callable[[F], F]:
     """Decorate a writer method working in one experiment (``project_of(args)`` names its
     project): a 403 becomes :class:`PermissionDenied` naming the experiment."""
+    return _translated(lambda self, args: self.experiment_name(project_of(args)), need)
 
+
+def on_run(need: str) -> Callable[[F], F]:
+    """Decorate a writer method writing into one existing run (its dest run id the first
+    argument): a 403 becomes :class:`PermissionDenied` naming the run's experiment
+    (``self.run_experiment_name(run_id)``, asked only then)."""
+    return _translated(lambda self, args: self.run_experiment_name(args[0]), need)
+
+
+def _translated(name_of: Callable[[Any, tuple[Any, ...]], str], need: str) -> Callable[[F], F]:
     def wrap(method: F) -> F:
         @functools.wraps(method)
         def inner(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -111,7 +123,9 @@ def on_experiment(project_of: Callable[[tuple[Any, ...]], Project], need: str) -
             except (BridgeError, PermissionDenied):
                 raise
             except Exception as exc:
-                name = self.experiment_name(project_of(args))
+                if status_of(exc) is None:
+                    raise
+                name = name_of(self, args)
                 err = run_error(exc, self.display_uri, name, need, self.target)
                 if err is None:
                     raise

@@ -30,7 +30,7 @@ from bridge.adapters.base import (
 from bridge.adapters.features import FileLinks, MappingRules, RunDeletion, RunEdits
 from bridge.adapters.mlflow import dest_index, editable, kinds, metadata
 from bridge.adapters.mlflow import render as rendering
-from bridge.adapters.mlflow.access import check_error, on_experiment
+from bridge.adapters.mlflow.access import check_error, on_experiment, on_run
 from bridge.adapters.mlflow.files import log_stream
 from bridge.adapters.mlflow.items import MlflowItemSink
 from bridge.adapters.mlflow.logged_models import LoggedModelWriter
@@ -80,6 +80,8 @@ os.environ["MLFLOW_TRUNCATE_LONG_VALUES"] = "false"
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 # Reading our own small bridge/*.json back must not draw progress bars over the CLI's output.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+_NAMES_KEPT = 256  # experiment names remembered for refused-write lines
 
 
 class MlflowWriter(
@@ -135,6 +137,8 @@ class MlflowWriter(
         self.bulk_metrics = True
         self._source_ids: dict[str, str] = {}
         self._metric_renames: dict[str, dict[str, str]] = {}
+        #: Experiment id → name, for the lines of refused writes (at most _NAMES_KEPT).
+        self._experiment_names: dict[str, str] = {}
 
     def load_mapping(self, path: Path) -> None:
         """``--mapping FILE``: the file's rules for this pair replace the defaults."""
@@ -187,6 +191,23 @@ class MlflowWriter(
     def experiment_name(self, project: Project) -> str:
         rules = kinds.mapping_for(self.mapping, kinds.source_kind(project.source_id))
         return rules.experiment_for(project.name, project.entity)
+
+    def run_experiment_name(self, dest_id: str) -> str:
+        """The name of the experiment run ``dest_id`` is in, for the line of a refused
+        write (asked only then; names kept per experiment id, a bounded few)."""
+        try:
+            exp_id = str(self.client.get_run(dest_id).info.experiment_id)
+            with self._lock:
+                name = self._experiment_names.get(exp_id)
+            if name is None:
+                name = str(self.client.get_experiment(exp_id).name)
+                with self._lock:
+                    if len(self._experiment_names) >= _NAMES_KEPT:
+                        del self._experiment_names[next(iter(self._experiment_names))]
+                    self._experiment_names[exp_id] = name
+            return name
+        except Exception:  # not even readable: the run's id stands in for the name
+            return f"of run {dest_id}"
 
     @on_experiment(lambda args: args[0], "EDIT")
     def find_project(self, project: Project) -> str | None:
@@ -300,6 +321,7 @@ class MlflowWriter(
             self._source_ids[run_id] = run.header.source_id
         return run_id
 
+    @on_run("EDIT")
     def write_metadata(
         self, dest_id: str, run: Run, params: dict[str, str], tags: dict[str, str]
     ) -> None:
@@ -329,15 +351,18 @@ class MlflowWriter(
             metrics = {**old.get("metrics", {}), **metrics}
         return metadata.key_map_doc(full, metrics)
 
+    @on_run("EDIT")
     def put_file(self, dest_id: str, path: str, stream: IO[bytes]) -> None:
         check_relpath(path, "artifact path")
         folder, name = posixpath.split(path)
         log_stream(self.client, dest_id, folder or None, name, stream)
 
+    @on_run("EDIT")
     def begin_update(self, dest_id: str) -> None:
         """Mark a run as being changed (``bridge.complete`` = "false") before appending."""
         self.client.set_tag(dest_id, COMPLETE_TAG, "false")
 
+    @on_run("EDIT")
     def finish_run(self, dest_id: str, run: Run, fingerprint: str) -> None:
         """Status and end time, the metric key map if needed, then fingerprint, then
         ``bridge.complete`` = "true" last. A source run still RUNNING stays RUNNING."""
@@ -362,12 +387,14 @@ class MlflowWriter(
 
     # ------------------------------------------------------------------ deletion
 
+    @on_run("EDIT")
     def set_tags(self, dest_id: str, tags: dict[str, str]) -> None:
         """Set tags only (no side files): how a source deletion is marked (--on-delete tag)."""
         from mlflow.entities import RunTag
 
         self.client.log_batch(dest_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
+    @on_run("MANAGE")
     def delete_run(self, dest_id: str) -> None:
         """MLflow's own (soft) delete, restorable until the store is garbage-collected."""
         self.client.delete_run(dest_id)
@@ -383,6 +410,7 @@ class MlflowWriter(
     def is_editable_tag(self, key: str) -> bool:
         return editable.is_editable_tag(key, self.mapping)
 
+    @on_run("EDIT")
     def set_editable(self, dest_id: str, changes: dict[str, str | None]) -> None:
         tags = dict(self.client.get_run(dest_id).data.tags)
         editable.apply_edits(self.client, dest_id, tags, changes, self.mapping)

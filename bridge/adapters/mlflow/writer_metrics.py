@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 from bridge.adapters.base import MetricSink, Notices
 from bridge.adapters.features import MetricReadBack
 from bridge.adapters.mlflow import metadata
+from bridge.adapters.mlflow.access import on_run
 from bridge.adapters.mlflow.history import chunks_of_pages, rest_metric_pages, sql_metric_chunks
 from bridge.adapters.mlflow.ids import dest_run_source_id
 from bridge.adapters.mlflow.names import KEY_MAP_ARTIFACT
@@ -56,10 +57,18 @@ class MetricStorage(MetricReadBack):
                 if self._log_batch_pool is None:
                     self._log_batch_pool = LogBatchPool(self.log_batch_in_flight)
                 pool = self._log_batch_pool
-            return ConcurrentMetricSink(
+            sink: _NamedConcurrentSink | _NamedSink = _NamedConcurrentSink(
                 self.client, dest_id, source_id, renames, self._lock, self.notices, pool
             )
-        return MlflowMetricSink(self.client, dest_id, source_id, renames, self._lock, self.notices)
+        else:
+            sink = _NamedSink(self.client, dest_id, source_id, renames, self._lock, self.notices)
+        sink.guard = self._refusal_named
+        return sink
+
+    @on_run("EDIT")
+    def _refusal_named(self, dest_id: str, call: Callable[[], None]) -> None:
+        """``call()``, a write into run ``dest_id``: a 403 names the run's experiment."""
+        call()
 
     def _bulk_engine(self) -> Any:
         """A SQLAlchemy engine on the tracking database, for SQL stores whose dialect the
@@ -122,3 +131,23 @@ class MetricStorage(MetricReadBack):
             else:
                 pages = iter([self.client.get_metric_history(dest_id, stored)])
             yield from chunks_of_pages(key, pages)
+
+
+class _NamedSink(MlflowMetricSink):
+    """A sink whose refused ``log_batch`` (403) names the run's experiment."""
+
+    guard: Callable[[str, Callable[[], None]], None]
+
+    def _send(self) -> None:
+        send = super()._send
+        self.guard(self.run_id, send)
+
+
+class _NamedConcurrentSink(ConcurrentMetricSink):
+    """The same for the concurrent sink (its requests, on the pool's threads)."""
+
+    guard: Callable[[str, Callable[[], None]], None]
+
+    def _post(self, batch: list[tuple[str, float, int, int]]) -> None:
+        post = super()._post
+        self.guard(self.run_id, lambda: post(batch))
