@@ -7,9 +7,12 @@ from typing import Any
 from bridge.locks import LockHeld, pair_lock
 from bridge.state import StateStore
 
+_CYCLE_FIELDS = ("started_at", "ended_at", "result", "counts", "errors", "host", "pid")
+
 
 def pair_status(state: str | None) -> list[dict[str, Any]]:
-    """One entry per (source, dest) pair that has run a cycle, newest data only.
+    """One entry per (source, dest) pair that has run a cycle or started a sharded pass,
+    newest data only (``last_cycle`` is null until the pair's first cycle record).
 
     ``last_cycle.state`` is ``done``, ``running`` (no end yet and the pair's lock is held)
     or ``interrupted`` (no end and nobody holds the lock: the process was killed).
@@ -22,22 +25,20 @@ def pair_status(state: str | None) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for source_uri, dest_uri in store.pairs():
             cycles = store.cycles(source_uri, dest_uri, limit=50)
-            last = dict(cycles[0])
-            last["state"] = "done"
-            if last["ended_at"] is None:
-                last["state"] = _running_or_interrupted(store.url, source_uri, dest_uri)
+            last: dict[str, Any] | None = None
+            if cycles:  # none yet during a pair's first sharded pass
+                last = {k: cycles[0][k] for k in _CYCLE_FIELDS}
+                last["state"] = "done"
+                if last["ended_at"] is None:
+                    last["state"] = _running_or_interrupted(store.url, source_uri, dest_uri)
             ok = next((c for c in cycles if c["result"] == 0), None)
-            members = store.pair_members(source_uri, dest_uri)
+            known, deleted = store.count_pair_members(source_uri, dest_uri)
             mine = [c for c in conflicts if c["dest_uri"] == dest_uri]
             out.append(
                 {
                     "source": source_uri,
                     "dest": dest_uri,
-                    "last_cycle": {
-                        k: last[k]
-                        for k in ("state", "started_at", "ended_at", "result", "counts", "errors")
-                    }
-                    | {"host": last["host"], "pid": last["pid"]},
+                    "last_cycle": last,
                     "last_success_at": ok["ended_at"] if ok else None,
                     "open_conflicts": len(mine),
                     "conflicts": [
@@ -47,8 +48,8 @@ def pair_status(state: str | None) -> list[dict[str, Any]]:
                         }
                         for c in mine
                     ],
-                    "runs_known": len(members),
-                    "source_deleted": sum(1 for v in members.values() if v is not None),
+                    "runs_known": known,
+                    "source_deleted": deleted,
                     "passes": _passes(store, source_uri, dest_uri),
                 }
             )
@@ -73,6 +74,8 @@ def _passes(store: StateStore, source_uri: str, dest_uri: str) -> list[dict[str,
                 "not_ended": [i for i in range(p["shard_count"]) if i not in ended],
                 "final": p["final_state"],
                 "incomplete": p["incomplete"],
+                # progress while the indices run: copies completed since the pass began
+                "runs_written": store.count_runs(dest_uri, complete_since=p["started_at"]),
             }
         )
     return out

@@ -338,11 +338,31 @@ def test_shard_killed_and_restarted_on_sqlite_state(
     assert results[1][0] == -9, results[1]
     assert all(results[i][0] == 0 for i in (0, 2, 3))
     assert not any(results[i][1].get("final_step") for i in (0, 2, 3))  # index 1 still "runs"
+    _status_mid_first_pass(state, results)
     again = _shards(src, dst, state, [1])  # restarted: joins the same pass, ends it
     assert again[1][0] == 0, again
     assert again[1][1]["final_step"] is True
     assert again[1][1]["pass_id"] == results[0][1]["pass_id"]
     _check_copy(src, dst, state, pg_database, source)
+
+
+def _status_mid_first_pass(state: str, results: dict[int, Any]) -> None:
+    """`bridge status` while index 1 is down in the pair's first pass (no cycle record
+    yet): the pair, its pass, the indices not ended and the copies completed so far."""
+    done = sum(1 for i in (0, 2, 3) for r in results[i][1]["runs"] if r["outcome"] == "done")
+    assert done > 0
+    out, err = _bridge("status", "--state", state, "--json").communicate(timeout=120)
+    assert out.strip().startswith("["), err
+    (pair,) = json.loads(out)
+    assert pair["last_cycle"] is None and pair["runs_known"] >= done
+    (ps,) = pair["passes"]
+    assert ps["ended"] == [0, 2, 3] and ps["not_ended"] == [1] and ps["final"] is None
+    assert ps["runs_written"] == done, (ps, done)
+    text, err = _bridge("status", "--state", state).communicate(timeout=120)
+    assert "last cycle: none yet (a sharded pass is under way)" in text, (text, err)
+    assert f"3/4 shards ended, not ended [1]; {done} runs written; final step: not yet" in (text), (
+        text
+    )
 
 
 @pytest.mark.e2e

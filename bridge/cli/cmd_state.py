@@ -93,17 +93,20 @@ def status(state_url: str | None, as_json: bool) -> None:
     if not pairs:
         click.echo("no cycles recorded yet")
     for p in pairs:
-        c = p["last_cycle"]
-        counts = c["counts"] or {}
-        acts = ", ".join(f"{n} {a}" for a, n in sorted(counts.get("actions", {}).items()))
         say(f"{p['source']} -> {p['dest']}")
-        say(
-            f"  last cycle: {c['state']}, started {when(c['started_at'])}, "
-            f"ended {when(c['ended_at'])}, exit {c['result']}"
-            + (f"; {acts}; {counts.get('points_written', 0)} points written" if acts else "")
-        )
-        for err in c["errors"] or []:
-            say(f"  error: {err}")
+        c = p["last_cycle"]
+        if c is None:  # a first sharded pass: its final step writes the cycle record
+            say("  last cycle: none yet (a sharded pass is under way)")
+        else:
+            counts = c["counts"] or {}
+            acts = ", ".join(f"{n} {a}" for a, n in sorted(counts.get("actions", {}).items()))
+            say(
+                f"  last cycle: {c['state']}, started {when(c['started_at'])}, "
+                f"ended {when(c['ended_at'])}, exit {c['result']}"
+                + (f"; {acts}; {counts.get('points_written', 0)} points written" if acts else "")
+            )
+            for err in c["errors"] or []:
+                say(f"  error: {err}")
         say(
             f"  last success: {when(p['last_success_at'])}; open conflicts: "
             f"{p['open_conflicts']}; runs known: {p['runs_known']}, deleted at source: "
@@ -112,6 +115,7 @@ def status(state_url: str | None, as_json: bool) -> None:
         for ps in p.get("passes", []):  # sharded passes (bridge sync --shard I/N)
             say(
                 f"  pass {ps['pass_id']}: {len(ps['ended'])}/{ps['shards']} shards ended, "
-                f"not ended {ps['not_ended'] or '-'}; final step: {ps['final'] or 'not yet'}"
+                f"not ended {ps['not_ended'] or '-'}; {ps['runs_written']} runs written; "
+                f"final step: {ps['final'] or 'not yet'}"
                 + (f"; {ps['incomplete']}" if ps["incomplete"] else "")
             )

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from bridge.redact import redact
 from bridge.state.base import StoreBase
 from bridge.state.sql import insert_absent, inserted_id, upsert
-from bridge.state.tables import cycles_table, members_table, pair_filters_table
+from bridge.state.tables import cycles_table, members_table, pair_filters_table, passes_table
 
 
 class PairsMixin(StoreBase):
@@ -73,11 +73,25 @@ class PairsMixin(StoreBase):
         return rows
 
     def pairs(self) -> list[tuple[str, str]]:
-        """Every (source, dest) pair that has run at least one cycle."""
-        c = cycles_table.c
+        """Every (source, dest) pair that has run a cycle or started a sharded pass (whose
+        cycle record is written by its final step: until then the pass is all there is)."""
+        c, p = cycles_table.c, passes_table.c
         with self._tx() as conn:
-            rows = conn.execute(sa.select(c.source_uri, c.dest_uri).distinct()).all()
+            rows = conn.execute(
+                sa.union(sa.select(c.source_uri, c.dest_uri), sa.select(p.source_uri, p.dest_uri))
+            ).all()
         return sorted((r.source_uri, r.dest_uri) for r in rows)
+
+    def count_pair_members(self, source_uri: str, dest_uri: str) -> tuple[int, int]:
+        """(runs this pair has listed, of them lost by a complete listing), counted by the
+        database: `bridge status` of a 100,000-run pair reads two numbers, not the ids."""
+        m = members_table.c
+        q = sa.select(sa.func.count(), sa.func.count(m.deleted_at)).where(
+            m.source_uri == source_uri, m.dest_uri == dest_uri
+        )
+        with self._tx() as conn:
+            known, deleted = conn.execute(q).one()
+        return int(known), int(deleted)
 
     # -- pair membership (for deletions at the source) ---------------------------------
     def pair_members(self, source_uri: str, dest_uri: str) -> dict[str, float | None]:

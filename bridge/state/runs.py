@@ -79,15 +79,15 @@ class RunsMixin(StoreBase):
             key = {"dest_uri": dest_uri, "source_id": source_id}
             upsert(conn, runs_table, key, _run_values(state))
 
-    def count_runs(self, dest_uri: str) -> int:
+    def count_runs(self, dest_uri: str, complete_since: float | None = None) -> int:
+        """Runs mapped in ``dest_uri``; with ``complete_since``, those whose copy was
+        completed (or rewritten) since then: a running pass's progress."""
+        r = runs_table.c
+        q = sa.select(sa.func.count()).select_from(runs_table).where(r.dest_uri == dest_uri)
+        if complete_since is not None:
+            q = q.where(r.complete.is_(True), r.updated_at >= complete_since)
         with self._tx() as conn:
-            return int(
-                conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(runs_table)
-                    .where(runs_table.c.dest_uri == dest_uri)
-                ).scalar_one()
-            )
+            return int(conn.execute(q).scalar_one())
 
     # -- metric watermarks ---------------------------------------------------------------
     def get_watermarks(self, dest_uri: str, source_id: str) -> dict[str, int]:
