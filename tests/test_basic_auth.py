@@ -498,3 +498,57 @@ def test_each_later_write_refused_names_the_experiment(
         and admin.get_run(run_id).data.tags.get("k") is None
     )
     assert admin.list_artifacts(run_id) == []
+
+
+def test_registered_model_refused_fails_that_model_only(server: Server, tmp_path: Path) -> None:
+    """The source registers M and N, a version each from a run of A. At the destination M
+    already exists, admin's, and alice has no permission on it: M is one failed line
+    naming it and alice (exit 1); N and the runs are copied."""
+    names = _names()
+    model, other = f"M-{names['A']}", f"N-{names['A']}"
+    source = _source(tmp_path, {names["A"]: 1, names["B"]: 1})
+    client = MlflowClient(source.removeprefix("mlflow:"))
+    exp = client.get_experiment_by_name(names["A"])
+    assert exp is not None
+    (run,) = client.search_runs([exp.experiment_id])
+    rid = run.info.run_id
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "MLmodel").write_text("flavors: {}\n")
+    client.log_artifacts(rid, str(tmp_path / "model"), "model")
+    for registered in (model, other):
+        client.create_registered_model(registered)
+        client.create_model_version(registered, f"runs:/{rid}/model", rid)
+    server.admin_client().create_registered_model(model)  # admin's: alice may not touch it
+
+    done = bridge(
+        tmp_path,
+        "sync",
+        source,
+        "mlflow:" + server.url,
+        "--state",
+        str(tmp_path / "s.db"),
+        "--json",
+        creds=ALICE,
+    )
+    assert done.code == 1, done.out + done.err
+    plan = json.loads(done.out)
+    assert {r["project"]: r["outcome"] for r in plan["runs"]} == {
+        names["A"]: "done",
+        names["B"]: "done",
+    }
+    assert len(_runs_in(server, names["A"])) == 1 and len(_runs_in(server, names["B"])) == 1
+    lines = {m["name"]: m for m in plan["models"]}
+    assert lines[other]["outcome"] == "done", lines[other]
+    refused = lines[model]
+    assert refused["outcome"] == "failed", refused
+    assert refused["error"] == (
+        f"PermissionDenied: registered model '{model}' on mlflow:{server.url}: permission "
+        "denied (HTTP 403) for user 'alice'; ask the server's admin for EDIT (or the right "
+        "to create registered models) on it"
+    ), refused
+    admin = server.admin_client()
+    (copied,) = admin.search_model_versions(f"name='{other}'")
+    (run_a,) = _runs_in(server, names["A"])
+    assert copied.run_id == run_a.info.run_id  # linked to the run's copy
+    assert admin.search_model_versions(f"name='{model}'") == []  # admin's model untouched
+    assert _leaks({"stdout": done.out, "stderr": done.err}) == []

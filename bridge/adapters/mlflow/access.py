@@ -80,22 +80,28 @@ def check_error(exc: BaseException, where: str, target: str = "") -> BridgeError
     return None
 
 
-def denied(where: str, experiment: str, need: str) -> PermissionDenied:
-    """One experiment the caller may not use: its runs fail, the others go on."""
+def denied(where: str, experiment: str, need: str, kind: str = "experiment") -> PermissionDenied:
+    """One experiment (or registered model: ``kind``) the caller may not use: its runs
+    (its versions) fail, the others go on."""
     return PermissionDenied(
-        f"experiment {experiment!r} on {where}: permission denied (HTTP 403) for "
+        f"{kind} {experiment!r} on {where}: permission denied (HTTP 403) for "
         f"{user() or 'an anonymous caller'}; ask the server's admin for {need} on it"
     )
 
 
 def run_error(
-    exc: BaseException, where: str, experiment: str, need: str, target: str = ""
+    exc: BaseException,
+    where: str,
+    experiment: str,
+    need: str,
+    target: str = "",
+    kind: str = "experiment",
 ) -> Exception | None:
     """A REST error inside one experiment's work as the line its runs fail with (403), or
     the pass's one line (401: the credentials stopped working); None for other errors."""
     status = status_of(exc)
     if status == 403:
-        return denied(where, experiment, need)
+        return denied(where, experiment, need, kind)
     if status == 401:
         return check_error(exc, where, target)
     return None
@@ -114,7 +120,21 @@ def on_run(need: str) -> Callable[[F], F]:
     return _translated(lambda self, args: self.run_experiment_name(args[0]), need)
 
 
-def _translated(name_of: Callable[[Any, tuple[Any, ...]], str], need: str) -> Callable[[F], F]:
+def on_model(need: str) -> Callable[[F], F]:
+    """Decorate a registry writer method on one registered model (its name the first
+    argument; ``self.store`` the writer): a 403 becomes :class:`PermissionDenied` naming
+    the model, which fails; the other models and the runs go on."""
+    return _translated(lambda self, args: args[0], need, "registered model", "store")
+
+
+def _translated(
+    name_of: Callable[[Any, tuple[Any, ...]], str],
+    need: str,
+    kind: str = "experiment",
+    store: str = "",
+) -> Callable[[F], F]:
+    """``store``: the attribute holding the writer (its URIs); "": the object itself."""
+
     def wrap(method: F) -> F:
         @functools.wraps(method)
         def inner(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -126,7 +146,8 @@ def _translated(name_of: Callable[[Any, tuple[Any, ...]], str], need: str) -> Ca
                 if status_of(exc) is None:
                     raise
                 name = name_of(self, args)
-                err = run_error(exc, self.display_uri, name, need, self.target)
+                writer = getattr(self, store) if store else self
+                err = run_error(exc, writer.display_uri, name, need, writer.target, kind)
                 if err is None:
                     raise
                 raise err from None

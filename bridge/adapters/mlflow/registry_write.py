@@ -18,6 +18,7 @@ import threading
 from typing import Any
 
 from bridge.adapters.base import DestModelVersion, DestRegisteredModel
+from bridge.adapters.mlflow.access import on_model, status_of
 from bridge.adapters.mlflow.once import create_once
 from bridge.adapters.mlflow.registry import (
     MAX_REGISTRY_TAG_LEN,
@@ -75,12 +76,18 @@ class RegisteredModelWriter:
         return name
 
     def get_registered_model(self, name: str) -> DestRegisteredModel | None:
+        """The model and its versions; None when absent. A basic-auth server answers 403
+        both for a model the user may not read and for a name no model has (with
+        ``default_permission = NO_PERMISSIONS``): taken as absent, creating it tells which
+        (a refused model is then one failed line, :func:`on_model`)."""
         from mlflow.exceptions import MlflowException
 
         try:
             rm = self.client.get_registered_model(name)
         except MlflowException as exc:
             if error_code(exc) in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+                return None
+            if status_of(exc) == 403:
                 return None
             raise
         versions = []
@@ -128,6 +135,7 @@ class RegisteredModelWriter:
             )
         return out
 
+    @on_model("EDIT (or the right to create registered models)")
     def ensure_registered_model(self, name: str, model: RegisteredModel) -> None:
         """Create with description and tags, or bring those up to date (no write if equal;
         tags set by others in MLflow are left alone)."""
@@ -173,6 +181,7 @@ class RegisteredModelWriter:
         except Exception:  # a registry without prompts
             return False
 
+    @on_model("EDIT")
     def create_model_version(
         self, name: str, version: ModelVersion, location: str, run_dest_id: str | None
     ) -> str:
@@ -231,12 +240,14 @@ class RegisteredModelWriter:
             current.append(entry)
             self.client.set_logged_model_tags(model_id, {MODEL_VERSIONS_TAG: json.dumps(current)})
 
+    @on_model("EDIT")
     def set_alias(self, name: str, alias: str, version: str) -> None:
         problem = alias_problem(alias)
         if problem is not None:
             raise RunError(f"alias {alias!r} of {name}: {problem}")
         self.client.set_registered_model_alias(name, alias, version)
 
+    @on_model("EDIT")
     def delete_alias(self, name: str, alias: str) -> None:
         """Remove an alias; one that is already gone is fine."""
         from mlflow.exceptions import MlflowException
