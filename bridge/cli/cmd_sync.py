@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
 
 from bridge.cli.options import EXIT_HELP, common_options, policy_options, reader_options
-from bridge.cli.output import fail, format_for, print_json, print_report, progress_wanted, say
+from bridge.cli.output import (
+    fail,
+    format_for,
+    print_json,
+    print_report,
+    progress_wanted,
+    say,
+    write_chunks,
+)
 from bridge.errors import BridgeError
 
 
@@ -102,10 +109,10 @@ def sync(
         sys.exit(0)
     if report_path:
         fmt = format_for(report_path)
-        text = report.render(plan, fmt, _plots(source, dest, plan) if fmt == "html" else None)
-        Path(report_path).write_text(text, encoding="utf-8")
+        plots = _plots(source, dest, plan) if fmt == "html" else None
+        write_chunks(report_path, report.render_chunks(plan, fmt, plots))
     if as_json:
-        data = report.as_dict(plan)
+        data = report.as_dict(plan, lazy=True)  # runs streamed as printed
         data["resolved"] = [c.model_dump() for c in plan.resolved]
         if plan.pass_id or plan.shard:  # a sharded pass
             data |= {"shard": plan.shard, "pass_id": plan.pass_id, "final_step": plan.final_step}
@@ -154,11 +161,12 @@ def diff(
     except BridgeError as exc:
         fail(str(exc))
         return
-    text = report.render(plan, fmt, _plots(source, dest, plan) if fmt == "html" else None)
+    chunks = report.render_chunks(plan, fmt, _plots(source, dest, plan) if fmt == "html" else None)
     if output:
-        Path(output).write_text(text, encoding="utf-8")
+        write_chunks(output, chunks)
     else:
-        print_report(text)
+        for chunk in chunks:
+            print_report(chunk)
     sys.exit(plan.exit_code())
 
 

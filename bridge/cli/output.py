@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import click
 from bridge.display import for_terminal
 from bridge.errors import EXIT_USAGE
 from bridge.redact import redact
+from bridge.reporting.jsonstream import iter_json
 
 
 def progress_wanted(as_json: bool) -> bool:
@@ -32,8 +34,21 @@ def print_report(text: str) -> None:
 
 
 def print_json(data: Any) -> None:
-    """Print JSON output (escapes its own controls) with credentials removed."""
+    """Print JSON output (escapes its own controls) with credentials removed; a dict's
+    generator values (a plan's runs) are written one element at a time."""
+    if isinstance(data, dict):
+        for chunk in iter_json(data):  # whole JSON values: no secret spans two pieces
+            click.echo(redact(chunk), nl=False)
+        click.echo()
+        return
     click.echo(redact(json.dumps(data, indent=2, default=str)))
+
+
+def write_chunks(path: str, chunks: Iterable[str]) -> None:
+    """A rendered report written to ``path`` piece by piece (reporting.render_chunks)."""
+    with open(path, "w", encoding="utf-8") as fh:
+        for chunk in chunks:
+            fh.write(chunk)
 
 
 def fail(message: str) -> None:

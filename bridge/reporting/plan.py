@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterator
 from itertools import groupby
 from typing import Any
 
 from bridge.display import md_code
 from bridge.engine.model import ModelPlan, Plan, RunPlan
 from bridge.reporting.items import plan_items_dict, plan_items_markdown, plan_items_text
+from bridge.reporting.jsonstream import iter_json
 from bridge.reporting.lines import md, text_lines
 
 
@@ -41,8 +42,11 @@ def _what(run: RunPlan) -> str:
     return ", ".join(parts)
 
 
-def as_dict(plan: Plan) -> dict[str, Any]:
-    """The machine-readable summary (`--json`, `--format json`)."""
+def as_dict(plan: Plan, lazy: bool = False) -> dict[str, Any]:
+    """The machine-readable summary (`--json`, `--format json`). ``lazy``: ``runs`` is a
+    generator, read from the plan's lines as :func:`json_chunks` writes it (a list holds
+    every run's dict: ~4 KB a run at 10,000 runs)."""
+    runs = (_run_dict(r) for r in plan.runs)
     return {
         "source": plan.source,
         "dest": plan.dest,
@@ -51,29 +55,7 @@ def as_dict(plan: Plan) -> dict[str, Any]:
         "counts": plan.counts(),
         "outcomes": plan.outcomes(),
         "points_written": sum(r.points_written for r in plan.runs),
-        "runs": [
-            {
-                "source_id": r.source_id,
-                "name": r.name,
-                "project": r.project,
-                "action": r.action,
-                "outcome": r.outcome,
-                "dest_id": r.dest_id,
-                "reason": r.reason,
-                "points_new": r.points_new,
-                "points_written": r.points_written,
-                "params_to_write": r.n_params,
-                "tags_to_write": r.n_tags,
-                "files_new": r.files_new,
-                "files_written": r.files_written,
-                "artifacts_new": r.artifacts_new,
-                "bytes_new": r.bytes_new,
-                "edits_to_dest": r.edits_to_dest,
-                "edits_to_source": r.edits_to_source,
-                "error": r.error,
-            }
-            for r in plan.runs
-        ],
+        "runs": runs if lazy else list(runs),
         "models": [
             {
                 **m.model_dump(exclude={"warnings", "conflicts", "resolved"}),
@@ -86,6 +68,34 @@ def as_dict(plan: Plan) -> dict[str, Any]:
         "conflicts": [c.model_dump() for c in plan.conflicts],
         "errors": plan.errors,
     }
+
+
+def _run_dict(r: RunPlan) -> dict[str, Any]:
+    return {
+        "source_id": r.source_id,
+        "name": r.name,
+        "project": r.project,
+        "action": r.action,
+        "outcome": r.outcome,
+        "dest_id": r.dest_id,
+        "reason": r.reason,
+        "points_new": r.points_new,
+        "points_written": r.points_written,
+        "params_to_write": r.n_params,
+        "tags_to_write": r.n_tags,
+        "files_new": r.files_new,
+        "files_written": r.files_written,
+        "artifacts_new": r.artifacts_new,
+        "bytes_new": r.bytes_new,
+        "edits_to_dest": r.edits_to_dest,
+        "edits_to_source": r.edits_to_source,
+        "error": r.error,
+    }
+
+
+def json_chunks(plan: Plan) -> Iterator[str]:
+    """:func:`as_json`'s text in pieces, one run at a time (reporting/jsonstream.py)."""
+    return iter_json(as_dict(plan, lazy=True))
 
 
 def model_lines(model: ModelPlan) -> list[str]:
@@ -116,7 +126,7 @@ def _by_project(run: RunPlan) -> tuple[str, str]:
 
 
 def as_json(plan: Plan) -> str:
-    return json.dumps(as_dict(plan), indent=2, sort_keys=False, default=str)
+    return "".join(json_chunks(plan))
 
 
 def as_text(plan: Plan) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -14,7 +14,7 @@ from bridge.redact import redact
 from bridge.reporting.html_page import Streams
 from bridge.reporting.html_plan import render_html
 from bridge.reporting.html_verify import render_verify_html
-from bridge.reporting.plan import as_json, as_markdown, as_text
+from bridge.reporting.plan import as_json, as_markdown, as_text, json_chunks
 from bridge.reporting.verify import verify_as_json, verify_as_markdown, verify_as_text
 
 RENDERERS: dict[str, Callable[[Plan], str]] = {
@@ -36,6 +36,22 @@ def render(report: Plan | VerifyReport, fmt: str, streams: Streams | None = None
 
     Credentials are removed (:mod:`bridge.redact`) from every field before the format
     escapes it, and from the result."""
+    return "".join(render_chunks(report, fmt, streams))
+
+
+def render_chunks(
+    report: Plan | VerifyReport, fmt: str, streams: Streams | None = None
+) -> Iterator[str]:
+    """:func:`render` in pieces to write as they come: a plan's JSON one run at a time
+    (a 10,000-run summary is never held whole); the other formats in one piece."""
+    if fmt == "json" and isinstance(report, Plan):
+        for chunk in json_chunks(_redacted(report)):
+            yield redact(chunk)  # a piece is whole JSON values: no secret spans two
+        return
+    yield _render_whole(report, fmt, streams)
+
+
+def _render_whole(report: Plan | VerifyReport, fmt: str, streams: Streams | None) -> str:
     report = _redacted(report)
     if isinstance(report, VerifyReport):
         return redact(VERIFY_RENDERERS[fmt](report))
