@@ -161,6 +161,14 @@ def bridge(tmp: Path, *args: str, creds: tuple[str, str] | None) -> Result:
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+def _sync_into(
+    server: Server, tmp: Path, source: str, *extra: str, creds: tuple[str, str] | None
+) -> Result:
+    """``bridge sync SOURCE <server> --state tmp/s.db EXTRA`` as ``creds``."""
+    dest = "mlflow:" + server.url
+    return bridge(tmp, "sync", source, dest, "--state", str(tmp / "s.db"), *extra, creds=creds)
+
+
 def _source(tmp: Path, experiments: dict[str, int]) -> str:
     """A sqlite MLflow store: per experiment name, that many finished runs (a param, a
     40-point metric, a file)."""
@@ -293,15 +301,7 @@ def test_nothing_permitted_is_one_line_exit_2(server: Server, tmp_path: Path) ->
     one line, exit 2, and nothing is written."""
     names = _names()
     source = _source(tmp_path, {names["A"]: 1, names["B"]: 1})
-    done = bridge(
-        tmp_path,
-        "sync",
-        source,
-        "mlflow:" + server.url,
-        "--state",
-        str(tmp_path / "s.db"),
-        creds=BOB,
-    )
+    done = _sync_into(server, tmp_path, source, creds=BOB)
     assert done.code == 2, done.out + done.err
     lines = _lines(done.err)
     assert len(lines) == 1, done.err
@@ -324,16 +324,7 @@ def test_experiment_refused_at_destination_fails_its_runs_only(
     server.grant(ALICE[0], admin.create_experiment(names["B"]), "READ")
     admin.create_experiment(names["C"])
 
-    done = bridge(
-        tmp_path,
-        "sync",
-        source,
-        "mlflow:" + server.url,
-        "--state",
-        str(tmp_path / "s.db"),
-        "--json",
-        creds=ALICE,
-    )
+    done = _sync_into(server, tmp_path, source, "--json", creds=ALICE)
     assert done.code == 1, done.err
     plan = json.loads(done.out)
     by_project: dict[str, list[dict[str, Any]]] = {}
@@ -520,16 +511,7 @@ def test_registered_model_refused_fails_that_model_only(server: Server, tmp_path
         client.create_model_version(registered, f"runs:/{rid}/model", rid)
     server.admin_client().create_registered_model(model)  # admin's: alice may not touch it
 
-    done = bridge(
-        tmp_path,
-        "sync",
-        source,
-        "mlflow:" + server.url,
-        "--state",
-        str(tmp_path / "s.db"),
-        "--json",
-        creds=ALICE,
-    )
+    done = _sync_into(server, tmp_path, source, "--json", creds=ALICE)
     assert done.code == 1, done.out + done.err
     plan = json.loads(done.out)
     assert {r["project"]: r["outcome"] for r in plan["runs"]} == {
