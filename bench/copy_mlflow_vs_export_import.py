@@ -154,8 +154,10 @@ def env_cmd(env: dict[str, str], cmd: list[str]) -> list[str]:
 class Scenario:
     """One source → destination pair: the bridge's copy and export-import's, timed."""
 
-    def __init__(self, name: str, src: str, bridge_dst: str, exim_src: str, exim_dst: str):
-        self.name, self.src, self.bridge_dst = name, src, bridge_dst
+    def __init__(
+        self, name: str, src: str, bridge_dst: str, exim_src: str, exim_dst: str, extra: list[str]
+    ):
+        self.name, self.src, self.bridge_dst, self.extra = name, src, bridge_dst, extra
         self.exim_src, self.exim_dst = exim_src, exim_dst
         #: Server processes by role ("src", "bridge-dst", "exim-dst"): CPU seconds reported.
         self.servers: dict[str, int] = {}
@@ -172,6 +174,7 @@ class Scenario:
         bridge = [
             sys.executable, "-m", "bridge.cli", "sync", f"mlflow:{self.src}",
             f"mlflow:{self.bridge_dst}", "--state", str(work / f"{self.name}-state.db"), "--json",
+            *self.extra,
         ]  # fmt: skip
         env = {"MLFLOW_LOGGING_LEVEL": "WARNING", "CI": "true"}
         out: dict[str, object] = {"name": self.name}
@@ -228,6 +231,9 @@ def main() -> None:
     parser.add_argument("--only", default="server,sqlite,pg", help="scenarios to run")
     parser.add_argument("--profile", type=Path, help="py-spy the bridge side into this folder")
     parser.add_argument("--again", action="store_true", help="time export-import's re-import")
+    parser.add_argument(
+        "--bridge-args", default="", help="extra `bridge sync` options, e.g. '--workers 8'"
+    )
     args = parser.parse_args()
     if not (Path(sys.executable).parent / "export-experiment").exists():
         raise SystemExit("pip install mlflow-export-import tabulate  (needed for the comparison)")
@@ -267,7 +273,7 @@ def main() -> None:
             return url
 
         def scenario(name: str, src: str, b_dst: str, e_src: str, e_dst: str) -> Scenario:
-            sc = Scenario(name, src, b_dst, e_src, e_dst)
+            sc = Scenario(name, src, b_dst, e_src, e_dst, args.bridge_args.split())
             roles = {"src": src, "bridge-dst": b_dst, "exim-dst": e_dst}
             sc.servers = {role: pids[url] for role, url in roles.items() if url in pids}
             return sc
