@@ -49,6 +49,13 @@ CPU-starved processes; 100k points, 5 keys):
   plain loop 3,629 mean of 4: +8% at most, lost in the noise. Five drains per 100k points
   idle the pipeline for about one request's time each; the gap to 2× in the whole-process
   figure is elsewhere (imports, reading the `.wandb` log, planning, a starved CPU).
+
+Quiet machine (2026-12-07 evening, load 1-3, 500k points, 5 keys, the defaults):
+* one run: plain 4,121 pts/s (server CPU 76%, postgres 13%); bridge one request at a time
+  3,883 (0.94×); bridge 4 in flight 8,805 (**2.14×**; server 139% of a core, postgres 23%).
+* 8 runs × 62,500, `--workers 4`: plain 4,477; sequential sink 7,744 (1.73×); 4 in flight
+  8,024 (1.79×), server 139% + postgres 24% + the bridge itself: the 2 cores are saturated,
+  so more in flight buys nothing here.
 """
 
 from __future__ import annotations

@@ -50,6 +50,13 @@ shares inclusive, of all samples):
 
 So the ratio is bound by (fixed + max(write, scan read)) / (fixed + write): with the reader
 at ~1% of the fast path, ≥ 3 needs a faster writer and a cheaper start (P1), not the reader.
+
+Quiet machine (2026-12-07 evening, load 2-4): exports 16.2 s (61,864 points/s, CPU bridge
+13.2 s + server 2.3 s), scan_history 29.0 s (34,471 points/s, 25.6 + 9.0 s): ratio 1.79
+(CPU 2.22), same digest. The ceiling printed by the same run: a no-op re-sync (the fixed
+start: imports, listing, planning) 4.9 s + the raw ``executemany`` of the 1,000,048 rows
+6.6 s = 11.5 s, so no exports sync here can beat 29.0 / 11.5 = **2.52×**: the goal (≥ 3) is
+out of reach on this machine with a sqlite destination whatever the reader does.
 """
 
 from __future__ import annotations
