@@ -43,6 +43,17 @@ and with --noop (a plain `bridge sync` of the pair after the shards), load 4-9:
     10,000 runs: 10,000 exactly once; no-op cycle 36.2 s, 3.6 ms a run, peak RSS 287 MiB (taken
                  by hand while the bench's verify ran: the bench was stopped for a CI run)
 
+The 1.15 was the ``--json`` summary built as one dict and one string (tracemalloc: +39.7 MiB
+for 10,000 lines, +4.0 MiB for 1,000); it is now written one run at a time
+(reporting/jsonstream.py: +0.74 / +0.12 MiB). Again, 2026-12-07 evening, ``--shards 4
+--direct --noop --no-kill``, a CI run beside it (load 4-8):
+
+    1,000 runs:  pass 81.5 s (12.27 runs/s), exactly once, verify exit 0; no-op cycle 6.6 s,
+                 6.6 ms a run, peak RSS 259 MiB
+    10,000 runs: pass 537.2 s (18.61 runs/s), 10,000 exactly once, verify exit 0; no-op cycle
+                 24.4 s, 2.4 ms a run, peak RSS 269 MiB — 1.04x the 1,000-run figure (flat:
+                 the listing alone is 1.04x)
+
     python bench/shards.py [--runs 2000] [--shards 1 2 4] [--workers 2] [--kill-after 0.4]
                            [--kill-at SECONDS] [--no-kill] [--cache /tmp/bench-cache]
                            [--direct]   # into the PostgreSQL MLflow URI, no server
