@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 from bridge.adapters.base import Notices
 from bridge.adapters.mlflow import bulk
 from bridge.adapters.mlflow.bulk import SqlBulkMetricSink, fast_path
+from bridge.adapters.mlflow.history import quoted_key
 from bridge.adapters.mlflow.sink import MlflowMetricSink
 from bridge.schema import MetricChunk
 
@@ -45,14 +46,30 @@ Point = tuple[int, int, float]  # step, timestamp offset, value
 Flush = list[tuple[str, list[Point]]]
 
 
-@pytest.fixture(params=["sqlite", "psycopg", "psycopg2"])
+#: The drivers that take bulk_pg.py's COPY paths (direct and checked row counters).
+PG = ("psycopg", "psycopg2")
+
+
+@pytest.fixture(params=["sqlite", "psycopg", "psycopg2", "mysql"])
 def store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[tuple[Any, Any]]:
     """(MlflowClient, SQLAlchemy engine) on one fresh store; the engine's driver is the
-    parameter, so each fast path (sqlite, COPY via psycopg 3, COPY via psycopg2) runs."""
+    parameter, so each fast path (sqlite, COPY via psycopg 3, COPY via psycopg2) runs, and
+    the Core path on MySQL/MariaDB (pymysql, tests/mysql_db.py)."""
     from mlflow.tracking import MlflowClient
 
     if request.param == "sqlite":
         uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    elif request.param == "mysql":
+        from tests.mysql_db import fresh_mysql_database
+
+        with fresh_mysql_database() as uri:
+            client = MlflowClient(tracking_uri=uri)
+            client.create_experiment("diff", artifact_location=str(tmp_path / "art"))
+            engine = sa.create_engine(uri)
+            assert fast_path(engine) is None
+            yield client, engine
+            engine.dispose()
+        return
     else:
         base = request.getfixturevalue("pg_database")
         uri = base.replace("postgresql://", f"postgresql+{request.param}://", 1)
@@ -110,11 +127,12 @@ def _bits(value: float) -> str:
 def stored(engine: Any, run_id: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """The run's ``metrics`` rows (sorted) and ``latest_metrics`` rows, values as bits."""
     out = []
+    key = quoted_key(engine)
     with engine.connect() as conn:
         for table in ("metrics", "latest_metrics"):
             rows = conn.execute(
                 sa.text(
-                    f"SELECT key, value, timestamp, step, is_nan FROM {table} WHERE run_uuid = :r"
+                    f"SELECT {key}, value, timestamp, step, is_nan FROM {table} WHERE run_uuid = :r"
                 ),
                 {"r": run_id},
             )
@@ -227,7 +245,7 @@ def test_flush_interrupted_mid_transaction_leaves_nothing(
     sinks: list[Any] = []
     with pytest.raises(Interrupted):
         write(client, engine, flushes, fast=True, sinks=sinks)
-    if fast_path(engine) != "sqlite":
+    if fast_path(engine) in PG:
         rows = sum(len(points) for _, points in flushes[0])
         assert ways(sinks) == [(rows, 0) if flush == "rising" else (0, rows)]
     (run,) = client.search_runs([client.get_experiment_by_name("diff").experiment_id])
@@ -257,7 +275,7 @@ def test_direct_copy_then_resent_then_resumed(store: tuple[Any, Any]) -> None:
         ("acc/top 1", [(10, 500, 3.0), (60, 600, 4.0)]),
     ]
     sinks = assert_same(client, engine, [RISING, RISING, resumed])
-    if fast_path(engine) == "sqlite":
+    if fast_path(engine) not in PG:
         assert ways(sinks) == [(0, 0)] * 3
     else:
         assert ways(sinks) == [(63, 0), (0, 63), (15, 2)]
@@ -276,7 +294,7 @@ def test_repeated_steps_in_a_fresh_run_go_checked(store: tuple[Any, Any]) -> Non
         ("loss", [(1, 0, 1.0), (1, 1, 2.0)]),
     ]
     sinks = assert_same(client, engine, [flush])
-    if fast_path(engine) != "sqlite":
+    if fast_path(engine) in PG:
         assert ways(sinks) == [(3, 6)]
 
 
@@ -313,7 +331,7 @@ def test_one_sink_raises_its_high_step_with_its_own_flushes(store: tuple[Any, An
     slow = one_sink(client, engine, flushes, fast=False)
     fast = one_sink(client, engine, flushes, fast=True)
     assert fast[:2] == slow[:2]
-    if fast_path(engine) != "sqlite":
+    if fast_path(engine) in PG:
         assert ways([fast[2]]) == [(20, 20)]
 
 
@@ -337,7 +355,7 @@ def test_unique_violation_from_a_racing_writer_is_redone_checked(store: tuple[An
     fast = one_sink(client, engine, flushes, fast=True, between=race)
     assert fast[:2] == slow[:2]
     assert sum(1 for row in fast[0] if row[0] == "loss") == 30  # the raced row once
-    if fast_path(engine) != "sqlite":
+    if fast_path(engine) in PG:
         sink = fast[2]
         assert (sink.direct_rows, sink.checked_rows, sink.redone_flushes) == (10, 21, 1)
 

@@ -19,6 +19,11 @@ SQL_FETCH_ROWS = 5000
 REST_PAGE_POINTS = 25_000
 
 
+def quoted_key(engine: Any) -> str:
+    """The ``key`` column as this dialect must name it (a reserved word in MySQL: `key`)."""
+    return str(engine.dialect.identifier_preparer.quote("key"))
+
+
 def point_stats(engine: Any, run_ids: list[str]) -> dict[str, list[list[Any]]]:
     """Per run: ``[key, points]`` for every metric key, sorted, from ONE grouped query over
     the ``metrics`` table. MLflow never updates or deletes a point (logging the same point
@@ -30,8 +35,10 @@ def point_stats(engine: Any, run_ids: list[str]) -> dict[str, list[list[Any]]]:
 
     if not run_ids:
         return {}
+    key = quoted_key(engine)
     query = sqlalchemy.text(
-        "SELECT run_uuid, key, COUNT(*) FROM metrics WHERE run_uuid IN :ids GROUP BY run_uuid, key"
+        f"SELECT run_uuid, {key}, COUNT(*) FROM metrics WHERE run_uuid IN :ids "
+        f"GROUP BY run_uuid, {key}"
     ).bindparams(sqlalchemy.bindparam("ids", expanding=True))
     out: dict[str, list[list[Any]]] = {}
     with engine.connect() as conn:
@@ -50,12 +57,13 @@ def sql_metric_chunks(
     only ``keys`` (stored names) when given."""
     import sqlalchemy
 
-    sql = "SELECT key, timestamp, step, value, is_nan FROM metrics WHERE run_uuid = :run_id"
+    col = quoted_key(engine)
+    sql = f"SELECT {col}, timestamp, step, value, is_nan FROM metrics WHERE run_uuid = :run_id"
     params: dict[str, Any] = {"run_id": run_id}
     if keys is not None:
-        sql += " AND key IN :keys"
+        sql += f" AND {col} IN :keys"
         params["keys"] = sorted(keys)
-    query = sqlalchemy.text(sql + " ORDER BY key, timestamp, step, value, is_nan")
+    query = sqlalchemy.text(sql + f" ORDER BY {col}, timestamp, step, value, is_nan")
     if keys is not None:
         query = query.bindparams(sqlalchemy.bindparam("keys", expanding=True))
     nan = math.nan
