@@ -32,9 +32,9 @@ SKIP_REASON = f"no MySQL/MariaDB server answers at {MYSQL_BASE} (BRIDGE_TEST_MYS
 
 
 @contextlib.contextmanager
-def fresh_mysql_database(prefix: str = "bridge_t_") -> Iterator[str]:
+def fresh_mysql_database(prefix: str = "bridge_t_", collate: str = "") -> Iterator[str]:
     """A new database for the block (server default charset and collation, as MLflow users
-    get them); yields its SQLAlchemy URL and drops it after."""
+    get them, unless ``collate`` names one); yields its SQLAlchemy URL and drops it after."""
     import sqlalchemy as sa
 
     if not mysql_answers():
@@ -42,7 +42,8 @@ def fresh_mysql_database(prefix: str = "bridge_t_") -> Iterator[str]:
     name = prefix + uuid.uuid4().hex[:12]
     admin = sa.create_engine(MYSQL_BASE, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE `{name}`")
+        extra = f" CHARACTER SET utf8mb4 COLLATE {collate}" if collate else ""
+        conn.exec_driver_sql(f"CREATE DATABASE `{name}`{extra}")
     try:
         yield MYSQL_BASE.rsplit("/", 1)[0] + "/" + name
     finally:

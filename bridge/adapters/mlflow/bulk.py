@@ -33,6 +33,7 @@ from typing import Any
 from bridge.adapters.base import Notices
 from bridge.adapters.mlflow.bulk_pg import COLS, copy_rows, frontier, is_unique_violation
 from bridge.adapters.mlflow.sink import MlflowMetricSink
+from bridge.errors import BridgeError
 from bridge.faults import kill_point
 from bridge.schema import MetricChunk
 
@@ -214,27 +215,49 @@ class SqlBulkMetricSink(MlflowMetricSink):
         self.checked_rows += len(checked)
 
     def _send_core(self, rows: list[Row], latest: list[tuple[Any, ...]]) -> None:
-        """Other dialects/drivers (MySQL): Core ``INSERT IGNORE`` and a SELECT, then an
-        INSERT or UPDATE, per key for ``latest_metrics``."""
+        """Other dialects/drivers (MySQL): a Core INSERT that skips primary-key duplicates
+        only (``ON DUPLICATE KEY UPDATE`` a no-op: ``INSERT IGNORE`` would also turn a
+        foreign-key or out-of-range error into a warning), and a SELECT ... FOR UPDATE, then
+        an INSERT or UPDATE, per key for ``latest_metrics``.
+
+        A database whose collation compares keys case- or accent-insensitively (MySQL's
+        default ``utf8mb4_general_ci``) holds ``loss`` and ``Loss`` as one key: MLflow's own
+        ``log_batch`` fails on them (a duplicate ``latest_metrics`` row); so does this sink,
+        rather than store one key's points under the other's latest value."""
         import sqlalchemy as sa
         from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric
 
         metrics, table = SqlMetric.__table__, SqlLatestMetric.__table__
-        insert = metrics.insert().prefix_with("IGNORE")  # type: ignore[attr-defined]
+        insert: Any = metrics.insert().prefix_with("IGNORE")  # type: ignore[attr-defined]
         if self._engine.dialect.name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert
 
             insert = pg_insert(metrics).on_conflict_do_nothing()
+        elif self._engine.dialect.name == "mysql":
+            from sqlalchemy.dialects.mysql import insert as my_insert
+
+            insert = my_insert(metrics).on_duplicate_key_update(run_uuid=metrics.c.run_uuid)
         with self._engine.begin() as conn:
             conn.execute(insert, [dict(zip(COLUMNS, row, strict=True)) for row in rows])
             kill_point("mlflow.bulk.mid_transaction")
             for key, value, stamp, step, is_nan, run_id in latest:
                 where = (table.c.run_uuid == run_id) & (table.c.key == key)
                 have = conn.execute(
-                    sa.select(table.c.step, table.c.timestamp, table.c.value).where(where)
+                    sa.select(table.c.key, table.c.step, table.c.timestamp, table.c.value)
+                    .where(where)
+                    .with_for_update()
                 ).first()
                 new = {"value": value, "timestamp": stamp, "step": step, "is_nan": is_nan}
                 if have is None:
                     conn.execute(table.insert().values(run_uuid=run_id, key=key, **new))
-                elif (step, stamp, value) > tuple(have):
+                elif have[0] != key:
+                    raise BridgeError(
+                        f"metric keys {have[0]!r} and {key!r} of MLflow run {run_id} are one "
+                        "key to this database (its collation ignores case or accents); "
+                        "MLflow cannot keep both either: use a database created with "
+                        "COLLATE utf8mb4_bin"
+                    )
+                elif (step, stamp, value) > tuple(have[1:]):
+                    if value == have[3]:  # as UPSERT_LATEST: -0.0 over 0.0 keeps the sign
+                        del new["value"]
                     conn.execute(table.update().where(where).values(**new))
