@@ -1,5 +1,6 @@
 """A report's JSON written piece by piece is the same text as one ``json.dumps``
-(bridge/reporting/jsonstream.py), and the pieces never hold the runs whole."""
+(bridge/reporting/jsonstream.py), and the pieces never hold the runs whole; the text
+report likewise comes in pieces of whole lines."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from bridge.engine.lines import RunLines
 from bridge.engine.model import Plan, RunPlan
 from bridge.reporting.jsonstream import iter_json
-from bridge.reporting.plan import as_dict, as_json, json_chunks
+from bridge.reporting.plan import as_dict, as_json, as_text, json_chunks, text_chunks
 from bridge.reporting.render import render_chunks
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
@@ -78,3 +79,16 @@ def test_render_chunks_redacts_every_piece(monkeypatch: Any) -> None:
     data = json.loads(text)
     assert data["errors"] == ["server said: bad auth for ***"]
     assert data["runs"][3]["error"] == "401 for ***"
+
+
+def test_text_report_in_pieces_of_whole_lines() -> None:
+    plan = _plan(600)
+    pieces = list(text_chunks(plan, lines_per_chunk=256))
+    text = as_text(plan)
+    assert "".join(pieces) == text
+    assert all(p.endswith("\n") for p in pieces)
+    # head + "project p" + 600 runs + summary = 603 lines: 256, 256, 91
+    assert [p.count("\n") for p in pieces] == [256, 256, 91]
+    assert text.splitlines()[2] == "  unchanged run-0 (n0)"
+    assert text.splitlines()[-1].startswith("summary: 600 unchanged; 0 points written")
+    assert "".join(render_chunks(plan, "text")) == text

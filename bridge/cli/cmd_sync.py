@@ -118,7 +118,8 @@ def sync(
             data |= {"shard": plan.shard, "pass_id": plan.pass_id, "final_step": plan.final_step}
         print_json(data)
     else:
-        print_report(report.as_text(plan))
+        for chunk in report.text_chunks(plan):  # the runs read back one at a time
+            print_report(chunk)
         for c in plan.resolved:
             say(f"settled: {c.source_id} {c.field}: {c.resolution}")
     sys.exit(plan.exit_code())

@@ -11,7 +11,7 @@ from __future__ import annotations
 from bridge.reporting.html_page import MAX_PLOT_POINTS, Streams, svg_plot
 from bridge.reporting.html_plan import render_html
 from bridge.reporting.html_verify import render_verify_html
-from bridge.reporting.plan import as_dict, as_json, as_markdown, as_text, model_lines
+from bridge.reporting.plan import as_dict, as_json, as_markdown, as_text, model_lines, text_chunks
 from bridge.reporting.render import RENDERERS, VERIFY_RENDERERS, render, render_chunks
 from bridge.reporting.verify import (
     verify_as_dict,
@@ -35,6 +35,7 @@ __all__ = [
     "render_html",
     "render_verify_html",
     "svg_plot",
+    "text_chunks",
     "verify_as_dict",
     "verify_as_json",
     "verify_as_markdown",

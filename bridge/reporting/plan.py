@@ -130,6 +130,23 @@ def as_json(plan: Plan) -> str:
 
 
 def as_text(plan: Plan) -> str:
+    return "".join(text_chunks(plan))
+
+
+def text_chunks(plan: Plan, lines_per_chunk: int = 256) -> Iterator[str]:
+    """:func:`as_text` in pieces of whole lines, the runs read one at a time: a 10,000-run
+    report is printed as it is made, never held whole."""
+    batch: list[str] = []
+    for line in _text_lines(plan):
+        batch.append(line)
+        if len(batch) >= lines_per_chunk:
+            yield text_lines(batch)
+            batch = []
+    if batch:
+        yield text_lines(batch)
+
+
+def _text_lines(plan: Plan) -> Iterator[str]:
     head = "dry run — nothing written" if plan.dry_run else "sync"
     lines = [f"{head}: {plan.source} -> {plan.dest}"]
     if plan.pass_id or plan.shard:  # a sharded pass (bridge/passes.py)
@@ -138,13 +155,15 @@ def as_text(plan: Plan) -> str:
             f"shard: {plan.shard or '-'}; pass: {plan.pass_id or '-'}; final step: {final}"
         )
     # By project, then source id; read back one line at a time (engine/lines.py).
+    yield from lines
+    lines = []
     for project, runs in groupby(plan.runs.ordered(_by_project), key=lambda r: r.project):
-        lines.append(f"project {project}")
+        yield f"project {project}"
         for run in runs:
             label = run.action if run.outcome != "failed" else "FAILED"
             name = f" ({run.name})" if run.name else ""
             what = _what(run)
-            lines.append(f"  {label:<9} {run.source_id}{name}" + (f": {what}" if what else ""))
+            yield f"  {label:<9} {run.source_id}{name}" + (f": {what}" if what else "")
     if plan.models:
         lines.append("registered models")
         for model in plan.models:
@@ -172,7 +191,7 @@ def as_text(plan: Plan) -> str:
         f"summary: {counts}; {sum(r.points_written for r in plan.runs)} points written; "
         f"{failed} failed; {len(plan.conflicts)} conflicts; {len(plan.warnings)} warnings"
     )
-    return text_lines(lines)
+    yield from lines
 
 
 def as_markdown(plan: Plan) -> str:

@@ -14,7 +14,7 @@ from bridge.redact import redact
 from bridge.reporting.html_page import Streams
 from bridge.reporting.html_plan import render_html
 from bridge.reporting.html_verify import render_verify_html
-from bridge.reporting.plan import as_json, as_markdown, as_text, json_chunks
+from bridge.reporting.plan import as_json, as_markdown, as_text, json_chunks, text_chunks
 from bridge.reporting.verify import verify_as_json, verify_as_markdown, verify_as_text
 
 RENDERERS: dict[str, Callable[[Plan], str]] = {
@@ -42,11 +42,12 @@ def render(report: Plan | VerifyReport, fmt: str, streams: Streams | None = None
 def render_chunks(
     report: Plan | VerifyReport, fmt: str, streams: Streams | None = None
 ) -> Iterator[str]:
-    """:func:`render` in pieces to write as they come: a plan's JSON one run at a time
-    (a 10,000-run summary is never held whole); the other formats in one piece."""
-    if fmt == "json" and isinstance(report, Plan):
-        for chunk in json_chunks(_redacted(report)):
-            yield redact(chunk)  # a piece is whole JSON values: no secret spans two
+    """:func:`render` in pieces to write as they come: a plan's JSON and text one run at
+    a time (a 10,000-run report is never held whole); the other formats in one piece."""
+    if fmt in ("json", "text") and isinstance(report, Plan):
+        chunks = json_chunks if fmt == "json" else text_chunks
+        for chunk in chunks(_redacted(report)):
+            yield redact(chunk)  # whole JSON values / whole lines: no secret spans two
         return
     yield _render_whole(report, fmt, streams)
 
