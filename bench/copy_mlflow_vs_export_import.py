@@ -69,7 +69,12 @@ defaults (50 runs × 5 metrics × 2,000 steps = 500,000 points), ``--pg``:
     | pg       | 179.3           |  18.7    | 9.61  | 4.1            | 260 / 273 MiB          |
 
 Server CPU during the bridge's copy: source 33 s, destination 86 s (one worker on sqlite);
-during export-import's: 37 s and 93 s. Both tools copy 500,000/500,000 points; the bridge
+during export-import's: 37 s and 93 s. Again, ``--only server`` alone at load 1: export-import
+209.4 s, bridge 149.8 s (1.40); the destination server's CPU during the bridge's copy 123 s
+(82% of its wall time; 114 s during export-import's): the copy cannot end before that server
+has done its work, so this setup's ceiling is ~209.4 / 123 = 1.7, below the goal of 2.
+``--runs 20`` with ``--bridge-args "--workers 1|4|8"`` beside a CI run (too noisy to rank):
+bridge 63.6 / 41.7 / 48.5 s; the default 4 is the fastest of the three. Both tools copy 500,000/500,000 points; the bridge
 keeps 50/50 start times, export-import 0/50.
 """
 
