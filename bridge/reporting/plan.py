@@ -148,15 +148,11 @@ def text_chunks(plan: Plan, lines_per_chunk: int = 256) -> Iterator[str]:
 
 def _text_lines(plan: Plan) -> Iterator[str]:
     head = "dry run — nothing written" if plan.dry_run else "sync"
-    lines = [f"{head}: {plan.source} -> {plan.dest}"]
+    yield f"{head}: {plan.source} -> {plan.dest}"
     if plan.pass_id or plan.shard:  # a sharded pass (bridge/passes.py)
         final = "ran here" if plan.final_step else "not here"
-        lines.append(
-            f"shard: {plan.shard or '-'}; pass: {plan.pass_id or '-'}; final step: {final}"
-        )
+        yield f"shard: {plan.shard or '-'}; pass: {plan.pass_id or '-'}; final step: {final}"
     # By project, then source id; read back one line at a time (engine/lines.py).
-    yield from lines
-    lines = []
     for project, runs in groupby(plan.runs.ordered(_by_project), key=lambda r: r.project):
         yield f"project {project}"
         for run in runs:
@@ -164,6 +160,7 @@ def _text_lines(plan: Plan) -> Iterator[str]:
             name = f" ({run.name})" if run.name else ""
             what = _what(run)
             yield f"  {label:<9} {run.source_id}{name}" + (f": {what}" if what else "")
+    lines: list[str] = []
     if plan.models:
         lines.append("registered models")
         for model in plan.models:
