@@ -64,7 +64,7 @@ from bridge.adapters.mlflow.reader_check import (
     check_sql_tables,
     check_sqlite_file,
 )
-from bridge.adapters.mlflow.reader_listing import RecentUris, RunListing
+from bridge.adapters.mlflow.reader_listing import Recent, RunListing
 from bridge.adapters.mlflow.registry_read import RegistryReader
 from bridge.adapters.mlflow.strict_rest import strict_reads
 from bridge.adapters.mlflow.uri import MlflowStore, check_server, quick_http
@@ -154,7 +154,7 @@ class MlflowReader(
         #: None = hash local artifact folders only; True = list remote ones too; False = never.
         self.fingerprint_artifacts = fingerprint_artifacts
         self._engine_obj: Any = None
-        self._artifact_uris: dict[str, str] = RecentUris()  # bounded (reader_listing.py)
+        self._artifact_uris: dict[str, str] = Recent()  # bounded (reader_listing.py)
         self.listed_models_kept: dict[str, list[Any]] = {}
         #: Metric keys of each run as read_run's get_run found them, for iter_history.
         self._keys_read: dict[str, list[str]] = {}

@@ -25,14 +25,19 @@ BRIDGE_PREFIX = "bridge."
 URIS_KEPT = 4096
 
 
-class RecentUris(OrderedDict[str, str]):
-    """Artifact URIs of the runs seen last (listed, read): at most ``URIS_KEPT``, so a
-    10,000-run listing does not keep one per run; a run no longer held is asked again."""
+class Recent(OrderedDict[str, str]):
+    """The values set last, at most ``kept`` (the oldest go): e.g. the artifact URIs of
+    the runs seen last, so a 10,000-run listing does not keep one per run; a key no
+    longer held is asked again."""
+
+    def __init__(self, kept: int = URIS_KEPT) -> None:
+        super().__init__()
+        self.kept = kept
 
     def __setitem__(self, key: str, value: str) -> None:
         super().__setitem__(key, value)
         self.move_to_end(key)
-        while len(self) > URIS_KEPT:
+        while len(self) > self.kept:
             self.popitem(last=False)
 
 

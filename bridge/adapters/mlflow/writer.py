@@ -50,6 +50,7 @@ from bridge.adapters.mlflow.names import (  # noqa: F401 - the writer's names, i
 )
 from bridge.adapters.mlflow.once import create_once
 from bridge.adapters.mlflow.parent_link import MlflowParentLinks
+from bridge.adapters.mlflow.reader_listing import Recent
 from bridge.adapters.mlflow.registry import MAX_ALIAS_LEN
 from bridge.adapters.mlflow.registry_write import RegisteredModelWriter
 from bridge.adapters.mlflow.uri import MlflowStore, check_server, quick_http
@@ -138,7 +139,7 @@ class MlflowWriter(
         self._source_ids: dict[str, str] = {}
         self._metric_renames: dict[str, dict[str, str]] = {}
         #: Experiment id → name, for the lines of refused writes (at most _NAMES_KEPT).
-        self._experiment_names: dict[str, str] = {}
+        self._experiment_names: dict[str, str] = Recent(_NAMES_KEPT)
 
     def load_mapping(self, path: Path) -> None:
         """``--mapping FILE``: the file's rules for this pair replace the defaults."""
@@ -202,8 +203,6 @@ class MlflowWriter(
             if name is None:
                 name = str(self.client.get_experiment(exp_id).name)
                 with self._lock:
-                    if len(self._experiment_names) >= _NAMES_KEPT:
-                        del self._experiment_names[next(iter(self._experiment_names))]
                     self._experiment_names[exp_id] = name
             return name
         except Exception:  # not even readable: the run's id stands in for the name
