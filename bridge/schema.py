@@ -180,6 +180,9 @@ class Run(BaseModel):
     # The values a run reports as its outcome (W&B's run summary; the last value of each
     # metric plus whatever else the run set there): nested, raw JSON-able values.
     results: dict[str, Any] = Field(default_factory=dict)
+    # True while ``results`` is still to come from the history pass: a reader that folds
+    # them there (Reader.read_run_deferring_results) sets them before its last item.
+    results_pending: bool = False
     metric_definitions: list[dict[str, Any]] = Field(default_factory=list)  # define_metric
     files: list[FileRef] = Field(default_factory=list)
     artifacts: list[ArtifactVersion] = Field(default_factory=list)

@@ -103,6 +103,7 @@ WANDB_CASES = [
     _named("wandb", "apply.history.final.after_flush"),
     _named("wandb", "apply.history.final.after_watermark#3"),
     _named("wandb", "apply.history.after_extras"),
+    _named("wandb", "apply.results.after_write#2"),
     _named("wandb", "apply.file.before_put#2"),
     _named("wandb", "apply.file.after_put"),
     _named("wandb", "apply.object.after_state"),

@@ -351,3 +351,33 @@ def test_bundled_example_reads_cleanly() -> None:
     points, extras, _ = _history(reader, train)
     assert len(points["loss"]) == 100 and [e.kind for e in extras] == ["image-file"]
     assert reader.read_run(headers["example-crash"]).exit_code == 1
+
+
+@pytest.mark.parametrize("role", ["basic", "artifact", "crashed", "resumed", "truncated"])
+def test_results_folded_by_the_history_pass_match_read_run(
+    corpus: dict[str, Path], role: str
+) -> None:
+    """A body read without the summary fold (a new copy's plan) gets the same results,
+    summary-only points and history from the history pass as read_run + iter_history."""
+    reader, full = _read(corpus, role)
+    deferred = reader.read_run_deferring_results(_headers(reader)[role])
+    assert deferred is not None
+    assert deferred.results_pending and deferred.results == {}
+    assert full.results and not full.results_pending
+    body = {"results", "results_pending"}
+    assert deferred.model_dump(exclude=body) == full.model_dump(exclude=body)
+    want_points, want_extras, _ = _history(reader, full)
+    points, extras, _ = _history(reader, deferred)
+    assert not deferred.results_pending
+    assert deferred.results == full.results
+    assert set(points) == set(want_points)
+    for key, series in want_points.items():
+        got = points[key]
+        assert len(got) == len(series), key
+        assert all(
+            a[:2] == b[:2] and _same(a[2], b[2]) for a, b in zip(got, series, strict=True)
+        ), key
+    assert [e.model_dump() for e in extras] == [e.model_dump() for e in want_extras]
+    if role == "basic":
+        for key, value in BASIC["summary_only"].items():
+            assert deferred.results[key] == value

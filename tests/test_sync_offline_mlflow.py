@@ -183,6 +183,14 @@ def test_sync_fidelity_idempotency_and_dry_run(tmp_path: Path, corpus: tuple[Pat
     assert {"bridge/config.json", "bridge/summary.json", "bridge/history-extras.jsonl"} <= artifacts
     config_path = client.download_artifacts(run.info.run_id, "bridge/config.json", str(tmp_path))
     assert json.loads(Path(config_path).read_text()) == src.config
+    # the results, folded by the history pass for a new copy (engine/plan.py): the string
+    # summary value as a tag, numeric summary-only values as points, the whole summary file
+    assert tags["wandb.summary.final_note"] == "done"
+    assert run.data.metrics["best_epoch"] == 42 and run.data.metrics["score"] == 0.875
+    summary_path = client.download_artifacts(run.info.run_id, "bridge/summary.json", str(tmp_path))
+    assert json.loads(Path(summary_path).read_text()) == json.loads(json.dumps(src.results))
+    # ... and counted in the report as the dry run (which reads the results first) planned
+    assert by_id[basic_id]["tags_to_write"] == basic_plan["tags_to_write"]
     extras_path = client.download_artifacts(
         run.info.run_id, "bridge/history-extras.jsonl", str(tmp_path)
     )

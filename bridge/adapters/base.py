@@ -62,6 +62,9 @@ class Capabilities(BaseModel):
     # True: points are stored once MetricSink.flush() returns. False (the W&B SDK writes in
     # the background): after a crash only the destination's own counts can be trusted.
     durable_flush: bool = True
+    # True: write_metadata may be called again once the history pass brought the run's
+    # results (Reader.read_run_deferring_results), with the tags they render to.
+    late_results: bool = False
     max_param_len: int | None = None
     max_tag_len: int | None = None
     max_key_len: int | None = None
@@ -130,6 +133,13 @@ class Reader(ABC):
 
         Raises :class:`bridge.errors.RunError` if the run cannot be read at all.
         """
+
+    def read_run_deferring_results(self, header: RunHeader) -> Run | None:
+        """The run body with ``results`` left to :meth:`iter_history`, for a reader whose
+        results and history come from one log (reading it twice is most of a long run's
+        cost): ``results_pending`` is True and ``iter_history`` sets ``results`` before
+        its summary-only points. None (the default): not cheaper here, use read_run."""
+        return None
 
     @abstractmethod
     def iter_history(self, run: Run) -> Iterator[HistoryItem]:

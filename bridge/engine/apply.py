@@ -70,6 +70,8 @@ def apply_run(ctx: SyncContext, planned: Planned, progress: ProgressFn | None = 
     kill_point("apply.metadata.after_state")
 
     media = write_history(ctx, planned, dest_id, progress)
+    if planned.results_late:
+        _write_late_results(ctx, planned, dest_id, baseline)
     problems = write_files(ctx, planned, dest_id, run, media) + _refused(plan, run)
     if problems:
         # Everything else is written; without the completion marker the run stays
@@ -92,6 +94,35 @@ def apply_run(ctx: SyncContext, planned: Planned, progress: ProgressFn | None = 
     baseline.fingerprint = fingerprint
     state.put_run(dest_uri, sid, baseline)
     plan.outcome = "done"
+
+
+def _write_late_results(
+    ctx: SyncContext, planned: Planned, dest_id: str, baseline: RunState
+) -> None:
+    """What the run's results render to, once the history pass brought them (planned
+    without: engine/plan.py): the tags (and any new params) the first rendering lacked,
+    its warnings, and the writer's side files again. Before the files and the completion
+    marker, so a crash leaves an incomplete run whose re-sync compares and writes them."""
+    plan, run, first = planned.plan, planned.run, planned.rendered
+    assert run is not None and first is not None
+    if run.results_pending:  # the history pass ended early: read the results the slow way
+        run.results = ctx.reader.read_run(planned.header).results
+        run.results_pending = False
+    again = ctx.writer.render(run, parent_dest_id=planned.parent_dest_id)
+    changed = sorted(k for k, v in again.params.items() if first.params.get(k, v) != v)
+    if changed:
+        raise ContentError(f"the run's results changed param(s) already written: {changed}")
+    params = {k: v for k, v in again.params.items() if k not in first.params}
+    tags = {k: v for k, v in again.tags.items() if first.tags.get(k) != v}
+    plan.warnings.extend(w for w in again.warnings if w not in first.warnings)
+    plan.params_to_write.update(params)
+    plan.tags_to_write.update(tags)
+    ctx.writer.write_metadata(dest_id, run, params, tags)
+    kill_point("apply.results.after_write")
+    baseline.written_params.update(params)
+    baseline.written_tags.update(tags)
+    ctx.state.put_run(ctx.dest_uri, plan.source_id, baseline)
+    planned.rendered, planned.results_late = again, False
 
 
 def _refused(plan: RunPlan, run: Run) -> list[str]:

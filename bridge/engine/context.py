@@ -206,6 +206,9 @@ class Planned:
     # The writer's rendering of the run, made once while planning (kept while the body is
     # dropped: the apply writes what was planned).
     rendered: Rendered | None = None
+    # The run was planned without its results (Reader.read_run_deferring_results): the
+    # rendering lacks what they give, written once the history pass brought them.
+    results_late: bool = False
     watermarks: dict[str, int] = field(default_factory=dict)
     files_done: dict[str, str] = field(default_factory=dict)
     baseline: RunState | None = None

@@ -87,7 +87,14 @@ def plan_run(ctx: SyncContext, header: RunHeader) -> Planned:
                 base.reason = "re-linked from the destination's identity tag"
                 return planned
 
-    run = planned.run = ctx.reader.read_run(header)
+    run = None
+    if dest is None and not (ctx.dry_run or ctx.full) and ctx.writer.capabilities.late_results:
+        # A new copy compares nothing: the results may come with the history pass.
+        run = ctx.reader.read_run_deferring_results(header)
+        planned.results_late = run is not None
+    if run is None:
+        run = ctx.reader.read_run(header)
+    planned.run = run
     resolve_parent(ctx, planned)
     rendered = ctx.writer.render(run, parent_dest_id=planned.parent_dest_id)
     base.warnings.extend(rendered.warnings)

@@ -128,6 +128,7 @@ class MlflowWriter(
             params_per_batch=PARAMS_PER_BATCH,
             tags_per_batch=TAGS_PER_BATCH,
             max_alias_len=MAX_ALIAS_LEN,
+            late_results=True,
         )
         self.logged_models = LoggedModelWriter(self)
         self.registry = RegisteredModelWriter(self)

@@ -1,5 +1,10 @@
 """One offline run's body folded from the records of all its folders (a resumed run
-leaves one per process): fields, config, summary, status, end time, files, artifacts."""
+leaves one per process): fields, config, summary, status, end time, files, artifacts.
+
+The summary is most of a long run's records (the SDK writes two per logged step) and its
+fold most of the time spent reading the body: a plan that does not need it (a new copy)
+reads the body without it (``fold_summary=False``) and the history pass folds it
+(offline_history.py), so the log is parsed once before the first point is written."""
 
 from __future__ import annotations
 
@@ -26,18 +31,57 @@ from bridge.schema import (
 )
 
 
+class SummaryFold:
+    """The run summary from its update/remove records, replayed in write order."""
+
+    def __init__(self) -> None:
+        # Summary writes by key path, raw JSON, in last-write order: decoded once at the end.
+        self.raw: dict[tuple[str, ...], str] = {}
+
+    def summary(self, rec: Any) -> None:
+        """One ``SummaryRecord``."""
+        raw = self.raw
+        for u in rec.update:
+            nk = u.nested_key
+            key = tuple(nk) if nk else (u.key,)
+            if key in raw:  # move to the end: the replay order is the write order
+                del raw[key]
+            raw[key] = u.value_json
+        for r in rec.remove:
+            path = path_of(r)
+            n = len(path)
+            for key in [k for k in raw if list(k[:n]) == path]:
+                del raw[key]
+
+    def run(self, run: Any) -> None:
+        """The summary a ``RunRecord`` carries (a resumed run's starting summary)."""
+        for u in run.summary.update:
+            key = tuple(path_of(u))
+            self.raw.pop(key, None)
+            self.raw[key] = u.value_json
+
+    def result(self) -> dict[str, Any]:
+        summary: dict[str, Any] = {}
+        for key, value_json in self.raw.items():
+            if key[0] != "_wandb":
+                set_path(summary, list(key), json_value(value_json))
+        return summary
+
+
 class RunState:
     """Everything read_run folds together from the records of all parts of one run."""
 
-    def __init__(self, header: RunHeader, options: ReaderOptions) -> None:
+    def __init__(
+        self, header: RunHeader, options: ReaderOptions, *, fold_summary: bool = True
+    ) -> None:
         self.header = header
         self.options = options
         self.run_rec: Any | None = None
         self.run_recs: list[Any] = []
         self.config: dict[str, Any] = {}
         self.wandb_config: dict[str, Any] = {}
-        # Summary writes by key path, raw JSON, in last-write order: decoded once at the end.
-        self.summary_raw: dict[tuple[str, ...], str] = {}
+        # None: the summary is left to the history pass (see the module's docstring).
+        self.summary: SummaryFold | None = SummaryFold() if fold_summary else None
         self.metrics: dict[tuple[str, str], dict[str, Any]] = {}
         self.record_files: dict[str, Path] = {}
         self.artifacts: list[ArtifactVersion] = []
@@ -74,15 +118,8 @@ class RunState:
                     first_hist = rec.history
                 last_hist = rec.history
             elif kind == "summary":
-                raw = self.summary_raw
-                for u in rec.summary.update:
-                    nk = u.nested_key
-                    key = tuple(nk) if nk else (u.key,)
-                    if key in raw:  # move to the end: the replay order is the write order
-                        del raw[key]
-                    raw[key] = u.value_json
-                for r in rec.summary.remove:
-                    self._summary_remove(path_of(r))
+                if self.summary is not None:
+                    self.summary.summary(rec.summary)
             elif kind == "config":
                 self._config(rec.config)
             elif kind == "stats":
@@ -177,15 +214,8 @@ class RunState:
             ms = ts_ms(run.start_time)
             self.start_ms = ms if self.start_ms is None else min(self.start_ms, ms)
         self._config(run.config)
-        for u in run.summary.update:
-            key = tuple(path_of(u))
-            self.summary_raw.pop(key, None)
-            self.summary_raw[key] = u.value_json
-
-    def _summary_remove(self, path: list[str]) -> None:
-        n = len(path)
-        for key in [k for k in self.summary_raw if list(k[:n]) == path]:
-            del self.summary_raw[key]
+        if self.summary is not None:
+            self.summary.run(run)
 
     def _environment(self, env: Any) -> None:
         for field, tag in (
@@ -227,10 +257,7 @@ class RunState:
         read_parts = [p for p in parts if p.get("records")]
         if len(read_parts) > 1:
             extra_tags["wandb.resumed_parts"] = str(len(read_parts))
-        summary: dict[str, Any] = {}
-        for key, value_json in self.summary_raw.items():
-            if key[0] != "_wandb":
-                set_path(summary, list(key), json_value(value_json))
+        summary = self.summary.result() if self.summary is not None else {}
         runtime = summary.get("_runtime")
         end_ms = self.last_ms
         if self.runtime_end is not None:
@@ -262,6 +289,7 @@ class RunState:
             status_reason=reason,
             config=self.config,
             results=summary,
+            results_pending=self.summary is None,
             metric_definitions=list(self.metrics.values()),
             files=files_of(parts, self.record_files, self.warnings),
             artifacts=self.artifacts,

@@ -14,6 +14,7 @@ from bridge.adapters.wandb.bridged import split_row
 from bridge.adapters.wandb.history import flatten as _flatten
 from bridge.adapters.wandb.history import is_number as _is_number
 from bridge.adapters.wandb.history import summary_only_points
+from bridge.adapters.wandb.offline_body import SummaryFold
 from bridge.adapters.wandb.offline_records import (
     INTERNAL_KEYS,
     fast_value,
@@ -45,6 +46,8 @@ def history_items(run: Run, restore_bridge: bool) -> Iterator[HistoryItem]:
     stats_index: dict[str, int] = {}
     layout = run.header.locator.get(BRIDGE_LAYOUT) if restore_bridge else None
     step_key = layout["step_key"] if layout else None
+    # The summary, when the body was read without it (offline_body.py): folded here.
+    fold = SummaryFold() if run.results_pending else None
     for part in parts:
         shift = int(part.get("step_shift", 0))
         folders = [Path(part["folder"])] + [Path(p["folder"]) for p in parts]
@@ -102,6 +105,10 @@ def history_items(run: Run, restore_bridge: bool) -> Iterator[HistoryItem]:
                             buffers[key] = ([], [], [])
                     else:
                         yield extra_value(key, step, last_ts, v, folders)
+            elif fold is not None and kind == "summary":
+                fold.summary(rec.summary)
+            elif fold is not None and kind == "run":
+                fold.run(rec.run)
             elif kind == "stats":
                 ts = ts_ms(rec.stats.timestamp) if rec.stats.HasField("timestamp") else last_ts
                 for sitem in rec.stats.item:
@@ -123,6 +130,8 @@ def history_items(run: Run, restore_bridge: bool) -> Iterator[HistoryItem]:
     for key, (steps, stamps, values) in buffers.items():
         if steps:
             yield MetricChunk(key=key, steps=steps, timestamps=stamps, values=values)
+    if fold is not None:
+        run.results, run.results_pending = fold.result(), False
     yield from summary_only_points(run.results, seen, last_step, last_ts)
 
 

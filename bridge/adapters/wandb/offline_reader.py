@@ -175,10 +175,21 @@ class WandbOfflineReader(Reader):
     # ---- the run body ----------------------------------------------------------------
 
     def read_run(self, header: RunHeader) -> Run:
+        run = self._read(header, fold_summary=True)
+        assert run is not None
+        return run
+
+    def read_run_deferring_results(self, header: RunHeader) -> Run | None:
+        """The body without the summary fold (the history pass folds it), except where the
+        body itself needs the summary: a bridge-written run's layout, or an end time that
+        only the summary's ``_runtime`` gives (None then: read_run)."""
+        return self._read(header, fold_summary=False)
+
+    def _read(self, header: RunHeader, fold_summary: bool) -> Run | None:
         parts: list[dict[str, Any]] = [dict(p) for p in header.locator.get("parts", [])]
         if not parts:
             raise RunError(f"{header.source_id}: no run folder in the locator")
-        st = RunState(header, self.options)
+        st = RunState(header, self.options, fold_summary=fold_summary)
         for part in parts:
             st.read_part(part)
         if not any(p.get("records") for p in parts):
@@ -187,6 +198,10 @@ class WandbOfflineReader(Reader):
             raise NothingToImport(f"{header.source_id}: no readable records in {logs} ({why})")
         run = st.finish(parts)
         layout = layout_of(run.config) if self.restore_bridge else None
+        if not fold_summary and (
+            layout is not None or (run.end_time_ms is None and run.start_time_ms is not None)
+        ):
+            return None
         if layout is not None:
             restore_run(run, layout)
         return run
