@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -381,3 +382,74 @@ def test_results_folded_by_the_history_pass_match_read_run(
     if role == "basic":
         for key, value in BASIC["summary_only"].items():
             assert deferred.results[key] == value
+
+
+def _items(items: object) -> list[dict[str, object]]:
+    out = []
+    for item in items:  # type: ignore[attr-defined]
+        d = item.model_dump()
+        if isinstance(item, MetricChunk):  # NaN != NaN: compare their bits as text
+            d["values"] = [repr(v) for v in item.values]
+        out.append(d)
+    return out
+
+
+@pytest.mark.parametrize("role", ["basic", "artifact", "crashed", "resumed", "truncated"])
+def test_history_from_a_child_process_is_the_same(
+    corpus: dict[str, Path], role: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long log's history is parsed in a child process (history_process.py): the same
+    items in the same order, and the same results folded, as parsed in the parent."""
+    from bridge.adapters.wandb import history_process
+
+    reader = WandbOfflineReader(str(_wdir(corpus)))
+    header = _headers(reader)[role]
+    monkeypatch.setenv(history_process.THRESHOLD_ENV, "off")
+    here = reader.read_run_deferring_results(header)
+    assert here is not None and not history_process.wanted(here)
+    want = _items(reader.iter_history(here))
+    monkeypatch.setenv(history_process.THRESHOLD_ENV, "0")
+    there = reader.read_run_deferring_results(header)
+    assert there is not None and history_process.wanted(there)
+    got = _items(reader.iter_history(there))
+    assert got == want and len(got) > 0
+    assert not there.results_pending and there.results == here.results
+
+
+def test_history_child_process_failure_is_a_run_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A consumer that stops early leaves no child behind; a child that cannot read the
+    log fails the run with one line naming why."""
+    from bridge.adapters.wandb import history_process
+
+    monkeypatch.setenv(history_process.THRESHOLD_ENV, "0")
+    # more history than a pipe holds: the child is still writing when the consumer stops
+    folder = make_big_run(tmp_path, n_points=40_000, n_metrics=2)
+    reader = WandbOfflineReader(str(folder))
+    (header,) = reader.list_runs()
+    run = reader.read_run(header)
+    stream = reader.iter_history(run)
+    assert isinstance(next(stream), MetricChunk)
+    assert _history_children(), "the stream reads from a child process"
+    stream.close()  # type: ignore[attr-defined]
+    assert not _history_children()
+    for log in folder.rglob("*.wandb"):
+        log.unlink()
+    with pytest.raises(RunError, match=r"reading history: FileNotFoundError"):
+        list(reader.iter_history(run))
+
+
+def _history_children() -> list[int]:
+    """This process's children running history_process, exited but not reaped included
+    (from /proc: no psutil)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmd = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and b"history_process" in cmd:
+            found.append(int(stat.parent.name))
+    return found

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bridge.adapters.base import Reader, ReaderOptions
+from bridge.adapters.wandb import history_process
 from bridge.adapters.wandb.bridged import layout_of, restore_run
 from bridge.adapters.wandb.history import absolute_folder_target
 from bridge.adapters.wandb.ids import project_source_id, run_source_id
@@ -207,6 +208,8 @@ class WandbOfflineReader(Reader):
         return run
 
     def iter_history(self, run: Run) -> Iterator[HistoryItem]:
+        if history_process.wanted(run):  # a long log: parsed on another core
+            return history_process.history_in_process(run, self.restore_bridge)
         return history_items(run, self.restore_bridge)
 
     def file_reference_roots(self) -> list[str] | None:
