@@ -51,13 +51,55 @@ _WRAPPER = (
     "'rss':resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))"
 )
 
+# With ``tree``: the peak of the *sum* of RSS over the command and every process it starts
+# (a W&B offline history child, bridge/adapters/wandb/history_process.py, runs beside the
+# sync: ``ru_maxrss`` gives the largest process only), sampled from /proc every 50 ms.
+_TREE_WRAPPER = """
+import json, os, subprocess, sys, threading
+page = os.sysconf("SC_PAGE_SIZE")
+def tree_rss(root):
+    kids = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    kids.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(d))
+            except (OSError, IndexError, ValueError):
+                pass
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo.extend(kids.get(pid, []))
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * page
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+p = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+peak, done = [0], threading.Event()
+def sample():
+    while not done.wait(0.05):
+        peak[0] = max(peak[0], tree_rss(p.pid))
+t = threading.Thread(target=sample, daemon=True)
+t.start()
+out, err = p.communicate()
+done.set()
+t.join()
+print(json.dumps({"rc": p.returncode, "out": out, "err": err[-2000:], "rss": peak[0] // 1024}))
+"""
 
-def measure(cmd: list[str], what: str) -> tuple[float, float, str]:
-    """Seconds, peak RSS (MiB) and stdout of ``cmd``; exits naming ``what`` if it fails."""
+
+def measure(cmd: list[str], what: str, tree: bool = False) -> tuple[float, float, str]:
+    """Seconds, peak RSS (MiB) and stdout of ``cmd``; exits naming ``what`` if it fails.
+    ``tree``: the RSS is the peak of the sum over the process and its children."""
     t0 = time.perf_counter()
     res: dict[str, Any] = json.loads(
         subprocess.run(
-            [sys.executable, "-c", _WRAPPER, *cmd], capture_output=True, text=True, check=True
+            [sys.executable, "-c", _TREE_WRAPPER if tree else _WRAPPER, *cmd],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
     )
     seconds = time.perf_counter() - t0
