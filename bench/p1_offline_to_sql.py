@@ -151,6 +151,21 @@ item's key and value 1.4-1.8 s: a tighter loop saves ~3 s); the apply's history 
 overlapped with the writes.
 0.5 needs the plan to stop replaying the summary records one by one (fold them in the
 history pass; plan from the header, counts and a cheap fingerprint).
+
+2026-12-08, one pass and a second core (quiet machine, load 0.5-1.2; raw sqlite 180-222k
+points/s on this machine, twice the evening's). Before, same machine: 35.2 s, ratio 0.30
+(raw 188,737/s). ``/usr/bin/time``: 29.0 s user + 1.9 s system in 31.4 s wall — one core:
+the plan's fold and the history thread's parsing hold the GIL, and ``executemany``
+releases it per row, so the writer waited on the parser. Changed: (a) a new copy's plan
+reads the body without the summary (``read_run_deferring_results``; 6.9 → ~2 s CPU), the
+history pass folds it, the engine writes its tags after the history: 31.8 s (0.28 at raw
+222,577/s); (b) a log of 200,000+ records is parsed in a child process
+(``history_process.py``, pickled columns over a pipe): the parent's CPU for the history
+0.19 s instead of 5.63 s. Then: sqlite raw 180,293 / 187,069 points/s, bridge 97,885 /
+111,143 (20.4 / 18.0 s): **0.54 / 0.59**; PostgreSQL raw ``COPY`` 86,504 (23.1 s), bridge
+64,661 (30.9 s): **0.75**; peak RSS 244 / 256 MiB (the largest process). py-spy of the
+parent under load: the writer thread's ``_send`` (``executemany``) is most of the apply;
+start-up ~4 s (imports, opening MLflow), the body read ~2-2.7 s.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO, Any
 
 from bridge.adapters.wandb.offline_history import history_items
@@ -55,6 +56,7 @@ def history_in_process(run: Run, restore_bridge: bool) -> Iterator[HistoryItem]:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=errors,
+            env=_child_env(),
         )
         assert proc.stdin is not None and proc.stdout is not None
         try:
@@ -89,6 +91,15 @@ def history_in_process(run: Run, restore_bridge: bool) -> Iterator[HistoryItem]:
                 proc.kill()
             proc.wait()
             proc.stdout.close()
+
+
+def _child_env() -> dict[str, str]:
+    """The parent's environment, with this very ``bridge`` package first on the path (the
+    parent may have found it through a path of its own, not an installed package)."""
+    root = str(Path(__file__).resolve().parents[3])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
 
 
 def _tail(errors: IO[bytes]) -> str:
