@@ -17,6 +17,12 @@ Measured (2 cores shared, load average 20-34): history 100k points 251 MiB, 10M 
 252 MiB (ratio 1.00; the 10M sync took 1,674 s at that load). Listing: 1,000 runs 238 MiB,
 10,000 runs 247 MiB (1.04; a 1,000-run search page bounds it).
 
+2026-12-08 (quiet, load 1-3): a log of 200,000+ records has its history parsed in a child
+process (bridge/adapters/wandb/history_process.py), so the history figure is now the peak
+of the *sum* of RSS over the sync and its children (measure(tree=True), /proc every 50 ms):
+100k points 244 MiB (no child: under the threshold), 10M points 286 MiB (sync 70.8 s,
+141,198 points/s): ratio 1.17.
+
 Run count, `bridge diff` (2026-12-07, load 7-10): before, 1,000 runs 253 MiB, 10,000 runs
 335 MiB (1.32; 53 s / 388 s). Kept per run until the report was printed: the header list
 of the whole listing (~1.5 KB a run with its locator), each run's ``Planned`` (a dry run
