@@ -27,6 +27,15 @@ bridge 1.47x cp+md5sum (old path 0.59x); local 2 GiB (repeat 1, load 30, disk sa
 bridge 0.68x, old 0.55x; S3 (moto) 256 MiB bridge 1.18x boto3 upload + MD5, old 0.69x;
 peak RSS 233 MiB at 64 MiB, 1 GiB and 2 GiB (flat: it is the imports).
 
+Quiet machine (2026-12-08, load ~1): with MD5 inline, local 1 GiB 0.73, 2 GiB 0.78 (best
+of 2). A copy into a local folder is bound by the hash: MD5 of 1 GiB takes ~1.35 s of CPU
+here (reading and writing it ~0.5-0.9 s, with the page cache's writeback swinging it), and
+read → hash → write ran one after the other on one thread. Now chunks of 256 KiB and more are
+hashed on a thread of their own (``artifacts._Hasher``; hashlib lets go of the GIL on large
+buffers, the queue holds 4 chunks): 1 GiB to a file in 1.87-2.64 s instead of 2.14-4.24 s
+(a micro-run, two of each). The bench, best of 3: local 1 GiB **0.86**, 2 GiB **0.85**,
+S3 (moto) 256 MiB **0.95**, old path 0.25-0.26; peak RSS 241-242 MiB (288 MiB with S3).
+
     python bench/p_artifacts.py [--mib 1024 2048] [--s3-mib 256] [--repeat 2] [--cache DIR]
 
 moto's server keeps objects in memory and assembles a multipart upload in one request: at

@@ -70,6 +70,27 @@ def test_source_fd_only_for_a_plain_local_file_from_its_start(tmp_path: Path) ->
     assert not hasattr(VerifyingStream(io.BytesIO()), "sha256")  # MD5 only: one hash
 
 
+@pytest.mark.parametrize(
+    "reads",
+    [[1 << 20] * 5, [100, 1 << 20, 7, (1 << 20) + 3, 0], [-1], [4096] * 900 + [-1]],
+)
+def test_md5_hashed_beside_the_copy_is_the_md5_of_every_byte(reads: list[int]) -> None:
+    """Big chunks are hashed on a thread beside the copy (artifacts._Hasher): whatever the
+    mix of read sizes, the MD5 and size are those of the bytes read, in order, and a
+    mismatch with the manifest is still refused."""
+    read = bytearray()
+    with VerifyingStream(io.BytesIO(DATA)) as s:
+        for n in reads:
+            read += s.read(n)
+        assert s.size == len(read)
+        assert s.md5_b64() == base64.b64encode(hashlib.md5(read).digest()).decode()
+    bad = _entry(DATA[:-1] + bytes([DATA[-1] ^ 1]))
+    with VerifyingStream(io.BytesIO(DATA), expect=bad) as s:
+        with pytest.raises(ContentError, match="MD5"):
+            while s.read(1 << 20):
+                pass
+
+
 @pytest.mark.e2e
 def test_local_store_streams_the_same_bytes_and_refuses_a_mismatch(tmp_path: Path) -> None:
     writer, run_id, client = _run(tmp_path, None)

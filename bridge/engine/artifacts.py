@@ -16,8 +16,10 @@ import base64
 import hashlib
 import io
 import os
+import queue
 import re
 import stat
+import threading
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -35,6 +37,27 @@ _MD5_PREFIX = "md5:"
 FETCHABLE = ("file://", "http://", "https://", "s3://")
 
 
+class _Hasher:
+    """MD5 on a thread of its own. hashlib lets go of the GIL while it hashes a large
+    buffer, so one chunk is hashed while the next is read and the last one written: a
+    copy then takes about the longer of hashing and I/O, not their sum (MD5 runs at
+    ~700 MiB/s of CPU here, slower than a local disk's copy)."""
+
+    def __init__(self, md5: Any) -> None:
+        self.md5 = md5
+        self.chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=4)  # bounded memory
+        self.thread = threading.Thread(target=self._run, name="bridge-md5", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (data := self.chunks.get()) is not None:
+            self.md5.update(data)
+
+    def finish(self) -> None:
+        self.chunks.put(None)
+        self.thread.join()
+
+
 class VerifyingStream:
     """A read-only stream that hashes what passes through it (MD5: the only digest a
     manifest or the state compares; a SHA-256 beside it cost a third of the copy's CPU).
@@ -44,9 +67,13 @@ class VerifyingStream:
     raise :class:`ContentError` from ``read`` — so the writer reading it aborts before the
     bad copy is stored or finalized, and nothing records it as copied."""
 
+    #: Chunks from this size on are hashed on a thread beside the copy (:class:`_Hasher`).
+    THREAD_MIN = 256 * 1024
+
     def __init__(self, raw: IO[bytes], expect: ManifestEntry | None = None, what: str = "") -> None:
         self.raw = raw
-        self.md5 = hashlib.md5()
+        self._md5 = hashlib.md5()
+        self._hasher: _Hasher | None = None
         self.size = 0
         self.expect = expect
         self.what = what
@@ -54,7 +81,12 @@ class VerifyingStream:
 
     def read(self, n: int | None = -1) -> bytes:
         data = self.raw.read(-1 if n is None else n)
-        self.md5.update(data)
+        if self._hasher is None and len(data) >= self.THREAD_MIN:
+            self._hasher = _Hasher(self._md5)
+        if self._hasher is not None:  # in order: every chunk after the first big one too
+            self._hasher.chunks.put(data)
+        else:
+            self._md5.update(data)
         self.size += len(data)
         if self.expect is not None:
             too_long = self.expect.size is not None and self.size > self.expect.size
@@ -96,10 +128,18 @@ class VerifyingStream:
         except (OSError, ValueError):
             return None
 
+    def _settled(self) -> Any:
+        """The MD5 of every byte read so far (the hashing thread caught up and ended)."""
+        if self._hasher is not None:
+            self._hasher.finish()
+            self._hasher = None
+        return self._md5
+
     def md5_b64(self) -> str:
-        return base64.b64encode(self.md5.digest()).decode()
+        return base64.b64encode(self._settled().digest()).decode()
 
     def close(self) -> None:
+        self._settled()
         self.raw.close()
 
     def __enter__(self) -> VerifyingStream:
