@@ -27,6 +27,7 @@ DIR and prints the top items.
 
     python bench/copy_mlflow_vs_export_import.py [--runs 50] [--steps 2000] [--pg]
         [--only server,sqlite,pg] [--profile DIR] [--again]
+        [--server-workers N] [--server-pg]   # the servers' workers and database
 
 Measured 2026-12-07 (after 47c1694), 10 runs × 5 metrics × 1,000 steps = 50,000 points, a
 2-core machine shared with other jobs (load average 12-26 during the run, so both sides
@@ -251,6 +252,14 @@ def main() -> None:
     parser.add_argument(
         "--bridge-args", default="", help="extra `bridge sync` options, e.g. '--workers 8'"
     )
+    parser.add_argument(
+        "--server-workers", type=int, default=1, help="`mlflow server --workers` of the servers"
+    )
+    parser.add_argument(
+        "--server-pg",
+        action="store_true",
+        help="the server scenario's servers on PostgreSQL databases instead of sqlite files",
+    )
     args = parser.parse_args()
     if not (Path(sys.executable).parent / "export-experiment").exists():
         raise SystemExit("pip install mlflow-export-import tabulate  (needed for the comparison)")
@@ -284,7 +293,7 @@ def main() -> None:
         pids: dict[str, int] = {}
 
         def server(name: str, backend: str | None = None) -> str:
-            url, proc = start_mlflow_server(tmp / name, backend)
+            url, proc = start_mlflow_server(tmp / name, backend, workers=args.server_workers)
             servers.append(proc)
             pids[url] = proc.pid
             return url
@@ -298,10 +307,17 @@ def main() -> None:
         try:
             todo: list[Scenario] = []
             if "server" in only:
-                src_url = server("src-server", src)
-                todo.append(
-                    scenario("server", src_url, server("dst-bridge"), src_url, server("dst-exim"))
-                )
+                if args.server_pg:  # a server per database, as a production stack runs them
+                    s_src, s_b, s_e = (
+                        stack.enter_context(fresh_pg_database("bench_p3s_")) for _ in range(3)
+                    )
+                    make_source(s_src, args.runs, args.steps, tmp / "pg-server")
+                    src_url = server("src-server", s_src)
+                    b_url, e_url = server("dst-bridge", s_b), server("dst-exim", s_e)
+                else:
+                    src_url = server("src-server", src)
+                    b_url, e_url = server("dst-bridge"), server("dst-exim")
+                todo.append(scenario("server", src_url, b_url, src_url, e_url))
             if "sqlite" in only:
                 b, e = (f"sqlite:///{tmp / n}" for n in ("dst-bridge.db", "dst-exim.db"))
                 todo.append(scenario("sqlite", src, b, src, server("dst-exim-sqlite", e)))

@@ -453,3 +453,16 @@ def _history_children() -> list[int]:
         if int(fields[1]) == os.getpid() and b"history_process" in cmd:
             found.append(int(stat.parent.name))
     return found
+
+
+def test_history_process_threshold_setting_is_checked(
+    corpus: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge.adapters.wandb import history_process
+
+    reader, run = _read(corpus, "basic")
+    monkeypatch.setenv(history_process.THRESHOLD_ENV, "lots")
+    with pytest.raises(BridgeError, match=f"{history_process.THRESHOLD_ENV}='lots': give a"):
+        history_process.wanted(run)
+    monkeypatch.setenv(history_process.THRESHOLD_ENV, "off")
+    assert not history_process.wanted(run)

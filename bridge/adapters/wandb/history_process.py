@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bridge.adapters.wandb.offline_history import history_items
-from bridge.errors import RunError
+from bridge.errors import BridgeError, RunError
 from bridge.schema import ExtraValue, HistoryItem, MetricChunk, Run
 
 THRESHOLD_ENV = "BRIDGE_HISTORY_PROCESS_RECORDS"
@@ -41,7 +41,13 @@ def wanted(run: Run) -> bool:
     setting = os.environ.get(THRESHOLD_ENV, "").strip().lower()
     if setting == "off" or (os.cpu_count() or 1) < 2:
         return False
-    threshold = int(setting) if setting else DEFAULT_THRESHOLD
+    try:
+        threshold = int(setting) if setting else DEFAULT_THRESHOLD
+    except ValueError:
+        raise BridgeError(
+            f"{THRESHOLD_ENV}={setting!r}: give a number of records (or 'off'), "
+            f"e.g. {DEFAULT_THRESHOLD}"
+        ) from None
     parts = run.header.locator.get("parts", [])
     return sum(int(p.get("records") or 0) for p in parts) >= threshold
 
