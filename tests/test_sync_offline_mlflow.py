@@ -427,3 +427,22 @@ def test_bad_input_is_one_clear_line_exit_2(
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert needle in lines[0] and lines[0].startswith("bridge: error:")
+
+
+def test_results_written_when_bodies_are_read_again_for_the_apply(
+    tmp_path: Path, corpus: tuple[Path, dict]
+) -> None:
+    """``--on-conflict fail`` plans every run before writing any and reads each body again
+    for the apply (engine/pipeline.py): a new copy planned without its results still gets
+    what they render to (the string summary value's tag, the summary file)."""
+    root, runs = corpus
+    uri = f"sqlite:///{tmp_path / 'held.db'}"
+    wdir = _wandb_dir(runs)
+    out = _cli(
+        "sync", f"wandb-offline:{wdir}", f"mlflow:{uri}", "--state", str(tmp_path / "s.db"),
+        "--on-conflict", "fail", "--json",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    basic = _runs_by_source(uri)[f"wandb:{ENTITY}/{PROJECT}/{run_id_of(runs['basic'])}"]
+    assert basic.data.tags["wandb.summary.final_note"] == "done"  # type: ignore[attr-defined]
+    assert basic.data.metrics["score"] == 0.875  # type: ignore[attr-defined]

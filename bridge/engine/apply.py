@@ -103,18 +103,21 @@ def _write_late_results(
     without: engine/plan.py): the tags (and any new params) the first rendering lacked,
     its warnings, and the writer's side files again. Before the files and the completion
     marker, so a crash leaves an incomplete run whose re-sync compares and writes them."""
-    plan, run, first = planned.plan, planned.run, planned.rendered
-    assert run is not None and first is not None
+    plan, run = planned.plan, planned.run
+    assert run is not None
     if run.results_pending:  # the history pass ended early: read the results the slow way
         run.results = ctx.reader.read_run(planned.header).results
         run.results_pending = False
+    # Against what was written (not the first rendering: a body read again for the apply,
+    # engine/pipeline.py, is rendered again with its results, but was planned without).
+    written_params, written_tags = baseline.written_params, baseline.written_tags
     again = ctx.writer.render(run, parent_dest_id=planned.parent_dest_id)
-    changed = sorted(k for k, v in again.params.items() if first.params.get(k, v) != v)
+    changed = sorted(k for k, v in again.params.items() if written_params.get(k, v) != v)
     if changed:
         raise ContentError(f"the run's results changed param(s) already written: {changed}")
-    params = {k: v for k, v in again.params.items() if k not in first.params}
-    tags = {k: v for k, v in again.tags.items() if first.tags.get(k) != v}
-    plan.warnings.extend(w for w in again.warnings if w not in first.warnings)
+    params = {k: v for k, v in again.params.items() if k not in written_params}
+    tags = {k: v for k, v in again.tags.items() if written_tags.get(k) != v}
+    plan.warnings.extend(w for w in again.warnings if w not in plan.warnings)
     plan.params_to_write.update(params)
     plan.tags_to_write.update(tags)
     ctx.writer.write_metadata(dest_id, run, params, tags)
